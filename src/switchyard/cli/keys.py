@@ -1,0 +1,194 @@
+"""``switchyard keys create|list|revoke``: virtual keys, straight on the store named by ``--config``.
+
+The CLI talks to the store directly (not to a running gateway): whoever can read the config and reach the store
+is a super admin, as the master key is. Every change is audited with the actor ``cli:<os user>``, bumps the
+identity version like an admin API call, and so reaches every running gateway within a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import re
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import click
+import orjson
+import sqlalchemy as sa
+from rich.console import Console
+from rich.table import Table
+
+from ..config import Config, ConfigError, load_config
+from ..errors import SwitchyardError
+from ..governance import identity
+from ..governance.identity import Ops
+from ..governance.models import KeyCreate, KeyQuery
+from ..governance.rbac import Actor
+from ..store.db import migrate
+from ..store.identity_tables import teams, users
+
+T = TypeVar("T")
+err = Console(stderr=True)
+out = Console()
+
+config_option = click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+                             help="the gateway's YAML config (its store and secrets are used)")
+json_option = click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+
+
+def load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        err.print(f"[red]{e.source}: invalid configuration[/red]")
+        for p in e.problems:
+            err.print(f"  {p}", markup=False, highlight=False)
+        sys.exit(2)
+
+
+@contextlib.contextmanager
+def governance(config_path: str) -> Iterator[Any]:
+    """A Governance runtime on the config's store (schema brought to head), for one CLI command."""
+    from ..governance.runtime import Governance
+
+    cfg = load(config_path)
+    gov = Governance(cfg)
+    try:
+        migrate(gov.db.engine)
+        yield gov
+    except SwitchyardError as e:
+        err.print(f"[red]error:[/red] {e.message}", highlight=False)
+        sys.exit(1)
+    except sa.exc.OperationalError as e:
+        err.print(f"[red]error:[/red] the store is unreachable ({gov.db.describe(e)})", highlight=False)
+        sys.exit(1)
+    finally:
+        gov.db.engine.dispose()
+
+
+def operate(gov: Any, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(conn, ops, *args)`` in one write transaction, as the CLI actor."""
+    ops = Ops(actor=Actor.cli(getpass.getuser()), audit=gov.audit, hasher=gov.hasher, known_models=gov.known_models)
+    with gov.db.write() as conn:
+        return fn(conn, ops, *args)
+
+
+def find_team(conn: sa.Connection, ref: str) -> str:
+    """A team id from an id or a unique name."""
+    rows = conn.execute(sa.select(teams.c.id).where(sa.or_(teams.c.id == ref, teams.c.name == ref))).scalars().all()
+    if len(rows) != 1:
+        raise click.UsageError(f"no team {ref!r}" if not rows else f"several teams are called {ref!r}: use the id")
+    return str(rows[0])
+
+
+def find_user(conn: sa.Connection, ref: str) -> str:
+    """A user id from an id or a unique email."""
+    rows = conn.execute(sa.select(users.c.id).where(sa.or_(users.c.id == ref, users.c.email == ref))).scalars().all()
+    if len(rows) != 1:
+        raise click.UsageError(f"no user {ref!r}" if not rows else f"several users have the email {ref!r}: use the id")
+    return str(rows[0])
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
+
+
+def seconds(text: str) -> float:
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise click.BadParameter("use a number with an optional unit: 3600, 90m, 12h, 30d, 2w")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+
+
+def _csv(values: tuple[str, ...]) -> list[str]:
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def _print_json(data: Any) -> None:
+    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+@click.group()
+def keys() -> None:
+    """Virtual keys: create (the secret is shown once), list (never the secret), revoke."""
+
+
+@keys.command("create")
+@config_option
+@click.option("--user", "user_ref", help="owner: a user id or email")
+@click.option("--team", "team_ref", help="owner (a team key), or the user's team: a team id or name")
+@click.option("--name", help="a label for the key")
+@click.option("--models", multiple=True, help="deployments and routes it may use (comma-separated; default: all)")
+@click.option("--tag", "tags", multiple=True, help="a tag (repeatable), for tag budgets and spend reports")
+@click.option("--logging", "logging_mode", type=click.Choice(["none", "metadata", "full"]), default="none",
+              show_default=True, help="payload logging in the audit log")
+@click.option("--expires-in", help="lifetime: 3600, 90m, 12h, 30d, 2w (default: never)")
+@click.option("--meta", multiple=True, help="metadata as key=value (repeatable)")
+@json_option
+def create(config_path: str, user_ref: str | None, team_ref: str | None, name: str | None, models: tuple[str, ...],
+           tags: tuple[str, ...], logging_mode: str, expires_in: str | None, meta: tuple[str, ...],
+           as_json: bool) -> None:
+    """Create a key for a user or a team. Prints the key: it is never shown again."""
+    if not user_ref and not team_ref:
+        raise click.UsageError("give --user or --team: a key belongs to a user or a team")
+    metadata = {}
+    for item in meta:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not key=value", param_hint="--meta")
+        metadata[k] = v
+    with governance(config_path) as gov:
+        with gov.db.read() as conn:
+            user_id = find_user(conn, user_ref) if user_ref else None
+            team_id = find_team(conn, team_ref) if team_ref and not user_ref else None
+        body = KeyCreate(name=name, user_id=user_id, team_id=team_id, models=_csv(models) or None, tags=list(tags),
+                         metadata=metadata, logging=logging_mode,
+                         expires_in=seconds(expires_in) if expires_in else None)
+        key = operate(gov, identity.create_key, body)
+    if as_json:
+        _print_json(key.model_dump(mode="json"))
+        return
+    out.print(f"[bold green]{key.secret}[/bold green]", highlight=False)
+    err.print(f"created key {key.id} ({key.prefix}) for {key.user_id or key.team_id}: store it now, it is not "
+              f"shown again", highlight=False)
+
+
+@keys.command("list")
+@config_option
+@click.option("--org", "org_id", help="only this org's keys (id)")
+@click.option("--team", "team_ref", help="only this team's keys (id or name)")
+@click.option("--user", "user_ref", help="only this user's keys (id or email)")
+@click.option("--all", "include_revoked", is_flag=True, help="include revoked keys")
+@json_option
+def list_(config_path: str, org_id: str | None, team_ref: str | None, user_ref: str | None, include_revoked: bool,
+          as_json: bool) -> None:
+    """List keys: prefixes only, never secrets or hashes."""
+    with governance(config_path) as gov:
+        with gov.db.read() as conn:
+            team_id = find_team(conn, team_ref) if team_ref else None
+            user_id = find_user(conn, user_ref) if user_ref else None
+        q = KeyQuery(org_id=org_id, team_id=team_id, user_id=user_id, include_revoked=include_revoked, limit=1000)
+        rows = operate(gov, identity.list_keys, q)
+    if as_json:
+        _print_json([k.model_dump(mode="json") for k in rows])
+        return
+    table = Table()
+    for col in ("id", "prefix", "name", "owner", "models", "tags", "logging", "expires", "status"):
+        table.add_column(col, no_wrap=col in ("id", "prefix", "status"))
+    for k in rows:
+        table.add_row(k.id, k.prefix, k.name or "", k.user_id or f"team {k.team_id}",
+                      ", ".join(k.models) if k.models is not None else "all", ", ".join(k.tags), k.logging,
+                      k.expires_at.strftime("%Y-%m-%d %H:%M") if k.expires_at else "never", k.status)
+    out.print(table)
+
+
+@keys.command("revoke")
+@config_option
+@click.argument("key_ids", nargs=-1, required=True)
+def revoke(config_path: str, key_ids: tuple[str, ...]) -> None:
+    """Revoke keys by id: every running gateway refuses them within a second."""
+    with governance(config_path) as gov:
+        for key_id in key_ids:
+            key = operate(gov, identity.revoke_key, key_id)
+            err.print(f"revoked {key.id} ({key.prefix})", highlight=False)

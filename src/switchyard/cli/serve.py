@@ -1,0 +1,185 @@
+"""``switchyard serve``: one process, or N worker processes sharing one port (SO_REUSEPORT).
+
+With ``--workers N`` the parent migrates the store once, then starts N children that each bind the port with
+SO_REUSEPORT, so the kernel spreads connections across them. The parent only supervises: it forwards SIGTERM and
+SIGINT, and restarts a child that dies unexpectedly (with a back-off, so a crash loop does not spin). State that must
+be exact across workers (budgets, rate limits) lives in the shared store and, when configured, Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+
+from ..config import Config
+
+log = logging.getLogger("switchyard.serve")
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _banner(cfg: Config, host: str, port: int, store: Any, workers: int, deployments: dict[str, Any],
+            routes: dict[str, Any]) -> None:
+    out = Console()
+    suffix = f", {workers} workers" if workers > 1 else ""
+    out.print(f"[bold]Switchyard[/bold] listening on [cyan]http://{host}:{port}[/cyan] "
+              f"(OpenAI base URL: http://{host}:{port}/v1{suffix})")
+    out.print(f"store: {store!r}", highlight=False)
+    for name, d in deployments.items():
+        out.print(f"  deployment [green]{name}[/green] -> {d.provider_name}/{d.target.model}", highlight=False)
+    for name, r in routes.items():
+        out.print(f"  route [green]{name}[/green] -> {', '.join(t.name for t in r.targets)}", highlight=False)
+    disabled = [n for n, p in cfg.providers.items() if not p.enabled]
+    if disabled:
+        out.print(f"  [dim]disabled providers (set their key to enable them): {', '.join(disabled)}[/dim]",
+                  highlight=False)
+
+
+def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: bool, quiet: bool,
+               reuse_port: bool) -> None:
+    """Serve in this process until SIGTERM or SIGINT."""
+    import uvicorn
+
+    from ..catalog import Catalog
+    from ..governance.spend import SpendWriter
+    from ..pipeline import Gateway
+    from ..server import create_app
+    from ..store import Store
+
+    console = Console(stderr=True)
+    try:
+        catalog = Catalog.from_config(cfg)
+    except ValueError as e:  # a provider that cannot be built (a missing extra, a bad region): the config's fault
+        console.print(f"[red]{config_path}: invalid configuration[/red]")
+        console.print(f"  {e}", markup=False, highlight=False)
+        sys.exit(2)
+    store = Store.open(cfg.store, run_migrations=migrate)
+    writer = SpendWriter.for_config(cfg, store.engine)  # the request log, through the durable spend spool
+    gateway = Gateway(cfg, catalog, writer)
+    app = create_app(gateway, store=store, recorder=writer, freeze_gc=True)
+    if not quiet:
+        _banner(cfg, host, port, store, 1, catalog.deployments, catalog.routes)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                           lifespan="on"))
+    try:
+        if reuse_port:
+            server.run(sockets=[_reuse_port_socket(host, port)])
+        else:
+            server.run()
+    finally:
+        store.close()
+
+
+def run_supervisor(cfg: Config, config_path: str, host: str, port: int, workers: int, log_level: str) -> None:
+    """Start ``workers`` children on one port and keep them running until told to stop."""
+    from ..catalog import Catalog
+    from ..store import Store
+
+    store = Store.open(cfg.store)  # migrate once, here, before any worker opens the store
+    catalog = Catalog.from_config(cfg)
+    _banner(cfg, host, port, store, workers, catalog.deployments, catalog.routes)
+    store.close()
+    cmd = [sys.executable, "-m", "switchyard.cli.main", "serve", "--config", config_path, "--host", host,
+           "--port", str(port), "--log-level", log_level, "--worker-child"]
+    children: list[subprocess.Popen[bytes] | None] = [None] * workers
+    restarts = [0.0] * workers
+    stopping = False
+
+    def stop(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for c in children:
+            if c is not None and c.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    c.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while True:
+        for i, c in enumerate(children):
+            if stopping:
+                break
+            if c is None or c.poll() is not None:
+                if c is not None:
+                    log.warning("worker %d exited with %s; restarting", i, c.returncode)
+                    time.sleep(min(5.0, max(0.0, restarts[i] + 1.0 - time.monotonic())))
+                restarts[i] = time.monotonic()
+                children[i] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        if stopping:
+            break
+        time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    for c in children:
+        if c is not None:
+            try:
+                c.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                c.kill()
+
+
+def _require_shared_ledger(cfg: Config, config_path: str, workers: int) -> None:
+    """Refuse ``--workers N`` with governance on and no ``ledger.redis``: each worker would enforce budgets and
+    rate limits on its own, so N workers could let through N times a budget. Exact or nothing."""
+    from ..governance.keys import key_secret
+
+    if not cfg.governance.enabled or cfg.ledger.redis is not None:
+        return
+    try:
+        on = key_secret(cfg) is not None
+    except ValueError:  # a key secret is set, just too short: virtual keys are meant to be on
+        on = True
+    if on:
+        console = Console(stderr=True)
+        console.print(f"[red]{config_path}: --workers {workers} needs ledger.redis[/red]", highlight=False,
+                      soft_wrap=True)
+        console.print("  With virtual keys on (master_key, governance.key_secret or $SWITCHYARD_KEY_SECRET is set), "
+                      "budgets and rate limits must be shared by the workers, or each worker would enforce its own "
+                      "copy. Configure ledger.redis, or run one worker.", markup=False, highlight=False,
+                      soft_wrap=True)
+        sys.exit(2)
+
+
+def serve_command(load: Any) -> click.Command:
+    @click.command("serve")
+    @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="the YAML config")
+    @click.option("--host", default=None, help="overrides server.host")
+    @click.option("--port", default=None, type=int, help="overrides server.port")
+    @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+                  help="worker processes sharing the port (SO_REUSEPORT)")
+    @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+    @click.option("--worker-child", is_flag=True, hidden=True)
+    def serve(config_path: str, host: str | None, port: int | None, workers: int, log_level: str,
+              worker_child: bool) -> None:
+        """Run the gateway."""
+        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        cfg: Config = load(config_path)
+        host = host or cfg.server.host
+        port = cfg.server.port if port is None else port
+        if worker_child:
+            os.environ.setdefault("SWITCHYARD_WORKER", str(os.getpid()))
+            run_worker(cfg, config_path, host, port, migrate=False, quiet=True, reuse_port=True)
+        elif workers > 1:
+            _require_shared_ledger(cfg, config_path, workers)
+            run_supervisor(cfg, config_path, host, port, workers, log_level)
+        else:
+            run_worker(cfg, config_path, host, port, migrate=True, quiet=False, reuse_port=False)
+
+    return serve

@@ -1,0 +1,104 @@
+"""The config file's schema. Every key is documented in docs/configuration.md; keep the two in step."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import Strict as _Strict
+from .governance import GovernanceConfig
+from .ledger import LedgerConfig
+from .providers import ProviderConfig
+from .routing import RouteConfig, RoutingConfig, route_problems
+
+# --- deployments ---
+
+CAPABILITIES = ("chat", "embeddings", "tools", "vision", "json", "files", "audio", "reasoning")
+
+
+class Price(_Strict):
+    input: float = Field(0.0, ge=0, description="USD per million input tokens")
+    output: float = Field(0.0, ge=0, description="USD per million output tokens")
+    cached_input: float | None = Field(None, ge=0, description="USD per million cached input tokens")
+
+
+class DeploymentConfig(_Strict):
+    name: str = Field(min_length=1)
+    provider: str = Field(min_length=1)
+    model: str | None = None
+    region: str | None = None
+    price: Price = Field(default_factory=lambda: Price())
+    context_window: int | None = Field(None, ge=1)
+    max_output_tokens: int | None = Field(None, ge=1)
+    capabilities: list[str] = Field(default_factory=lambda: ["chat", "tools", "json"])
+    weight: float = Field(1.0, gt=0)
+
+    @field_validator("capabilities")
+    @classmethod
+    def _known_caps(cls, v: list[str]) -> list[str]:
+        for c in v:
+            if c not in CAPABILITIES:
+                raise ValueError(f"unknown capability {c!r}; expected one of {', '.join(CAPABILITIES)}")
+        return v
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model or self.name
+
+
+class KeyConfig(_Strict):
+    """A static API key from the config file (virtual keys live in the store)."""
+
+    key: str = Field(min_length=8)
+    name: str | None = None
+    models: list[str] | None = None  # deployments and routes this key may use; all when unset
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(4000, ge=0, le=65535)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    request_timeout: float = Field(600.0, gt=0)
+
+
+class Config(_Strict):
+    master_key: str | None = None
+    store: str = "sqlite:///.switchyard/switchyard.db"
+    server: ServerConfig = Field(default_factory=lambda: ServerConfig())
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    deployments: list[DeploymentConfig] = Field(default_factory=list)
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig())
+    keys: list[KeyConfig] = Field(default_factory=list)
+    governance: GovernanceConfig = Field(default_factory=lambda: GovernanceConfig())
+    ledger: LedgerConfig = Field(default_factory=lambda: LedgerConfig())  # budgets, rate limits, spend
+
+    @field_validator("master_key", mode="before")
+    @classmethod
+    def _empty_master(cls, v: object) -> object:
+        return None if v == "" else v
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, v: str) -> str:
+        if not v.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        errors: list[str] = []
+        seen: dict[str, int] = {}
+        for i, d in enumerate(self.deployments):
+            if d.provider not in self.providers:
+                errors.append(f"deployments[{i}].provider: unknown provider {d.provider!r}")
+            if d.name in seen:
+                errors.append(f"deployments[{i}].name: {d.name!r} is already used by deployments[{seen[d.name]}]")
+            seen.setdefault(d.name, i)
+        errors.extend(route_problems(self.routes, seen, self.routing))
+        for i, k in enumerate(self.keys):
+            for j, m in enumerate(k.models or []):
+                if m not in seen and m not in self.routes:
+                    errors.append(f"keys[{i}].models[{j}]: unknown deployment or route {m!r}")
+        if errors:
+            raise ValueError("\n".join(errors))
+        return self

@@ -1,0 +1,249 @@
+"""The key directory: virtual keys to Principals, from an in-memory cache kept fresh by change-version polling.
+
+**Hot path.** A virtual key (``sk-sy-...``) is hashed with the key secret (HMAC-SHA256, about a microsecond) and
+looked up in a dict. A hit costs nothing more: no database round trip, no lock, no await. The cached Principal
+carries ``expires_at``, checked on every call. A miss loads the key from the store on a worker thread; concurrent
+misses for one key share one load. Unknown keys are cached too (negatively), so a flood of bad keys does not
+become a flood of queries.
+
+**Revocation on every replica within one second.** Every identity change bumps ``identity_version`` and logs
+what changed (see :func:`switchyard.governance.identity.bump`). Each process polls that one-row table every
+``poll_interval`` (0.5 s); when the version moved, it reads the change notices, evicts the cached entries they
+touch (a key, or every key of a changed user, team, org, budget or rate limit; and all negative entries), then
+reloads those entries in the background. A change made through this process's own admin API is applied at once.
+A load that was in flight while a change arrived is used for its call but not cached (a generation counter), so
+a stale read can never be cached after the eviction that should have removed it.
+
+**Outages.** If the store is down, cached keys keep working (entries are not dropped because the poll fails) and
+a miss answers 503 ``governance_unavailable``: a key is never called invalid because we could not look at it.
+Entries are re-read every ``cache_ttl`` seconds as a safety net, but kept if that re-read fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import AuthenticationFailed
+from .auth import Principal
+from .db import Db
+from .keys import KeyHasher, looks_like_virtual_key
+from .principals import REVOKED, Loaded, load_versioned, read_changes, read_version
+
+log = logging.getLogger("switchyard.governance")
+
+
+@dataclass(slots=True)
+class _Entry:
+    principal: Principal | None  # None: not a valid key
+    revoked: bool
+    loaded_at: float  # time.monotonic()
+    version: int  # the identity version it was read at: a change notice at or below it is already in it
+
+
+class KeyDirectory:
+    def __init__(self, db: Db, hasher: KeyHasher, *, poll_interval: float = 0.5, ttl: float = 300.0,
+                 max_entries: int = 100_000) -> None:
+        self._db = db
+        self._hasher = hasher
+        self.poll_interval = poll_interval
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._cache: dict[str, _Entry] = {}
+        self._loads: dict[str, asyncio.Task[_Entry]] = {}
+        self._gen = 0  # bumped by every eviction; a load that saw another generation is not cached
+        self._version: int | None = None  # the identity version this cache reflects (None: unknown)
+        self._applied = 0  # the newest change version any eviction so far was for
+        self._task: asyncio.Task[None] | None = None
+        self._poll_failures = 0
+        self.stats = {"hits": 0, "misses": 0, "loads": 0, "evictions": 0, "polls": 0}
+
+    # --- the hot path (a KeyResolver) --------------------------------------------------------------------------
+
+    async def resolve(self, key: str) -> Principal | None:
+        if not looks_like_virtual_key(key):
+            return None
+        h = self._hasher.hash(key)
+        e = self._cache.get(h)
+        if e is None:
+            self.stats["misses"] += 1
+            e = await self._load(h)
+        else:
+            self.stats["hits"] += 1
+        p = e.principal
+        if p is None:
+            if e.revoked:
+                raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
+            return None
+        if p.expires_at is not None and p.expires_at <= time.time():
+            raise AuthenticationFailed("This API key has expired.", code="expired_api_key")
+        return p
+
+    async def _load(self, h: str) -> _Entry:
+        task = self._loads.get(h)
+        if task is None:
+            task = asyncio.ensure_future(self._load_one(h))
+            self._loads[h] = task
+            task.add_done_callback(lambda t: self._loads.pop(h, None) if self._loads.get(h) is t else None)
+        # shield: a caller that goes away must not cancel a load that others wait for
+        return await asyncio.shield(task)
+
+    async def _load_one(self, h: str) -> _Entry:
+        gen = self._gen
+        self.stats["loads"] += 1
+        version, loaded = await self._db.run(self._read, [h])
+        e = self._entry(loaded.get(h), version)
+        # An eviction while it loaded may have been about this key, unless the load read the store at (or after)
+        # every change notice applied so far, which is what each eviction is for.
+        if gen == self._gen or version >= self._applied:
+            self._put(h, e)
+        return e
+
+    def _read(self, hashes: list[str]) -> tuple[int, dict[str, Loaded]]:
+        with self._db.read() as conn:
+            return load_versioned(conn, hashes)
+
+    @staticmethod
+    def _entry(loaded: Loaded | None, version: int) -> _Entry:
+        now = time.monotonic()
+        if loaded is None:
+            return _Entry(None, False, now, version)
+        if loaded == REVOKED:
+            return _Entry(None, True, now, version)
+        assert isinstance(loaded, Principal)
+        return _Entry(loaded, False, now, version)
+
+    def _put(self, h: str, e: _Entry) -> None:
+        if h not in self._cache and len(self._cache) >= self.max_entries:
+            # Drop the oldest tenth (dicts keep insertion order): a cheap, approximate LRU.
+            for old in list(self._cache)[: max(1, self.max_entries // 10)]:
+                del self._cache[old]
+        self._cache[h] = e
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    # --- invalidation ------------------------------------------------------------------------------------------
+
+    def invalidate(self, changes: Iterable[tuple[int, str, str]]) -> list[str]:
+        """Evict every entry that a change (version, kind, entity) touches and that was read before it (a negative
+        entry is touched by every change); returns the evicted hashes that held valid keys."""
+        newest: dict[tuple[str, str], int] = {}  # (scope, id) -> the newest change's version
+        for version, kind, entity in changes:
+            if kind in ("budget", "rate_limit"):
+                scope, _, scope_id = entity.partition(":")
+            else:
+                scope, scope_id = kind, entity
+            newest[(scope, scope_id)] = max(version, newest.get((scope, scope_id), 0))
+        if not newest:
+            return []
+        latest = max(newest.values())
+        self._applied = max(self._applied, latest)
+        hit: list[str] = []
+        for h, e in self._cache.items():
+            if e.version >= latest:
+                continue
+            p = e.principal
+            if p is None:
+                hit.append(h)
+                continue
+            touched = [newest.get(("key", p.key_id or "")), newest.get(("user", p.user_id or "")),
+                       newest.get(("team", p.team_id or "")), newest.get(("org", p.org_id or "")),
+                       *(newest.get(("tag", t)) for t in p.tags)]
+            if any(v is not None and v > e.version for v in touched):
+                hit.append(h)
+        return self._evict(hit)
+
+    def _evict(self, hashes: list[str]) -> list[str]:
+        """Drop entries; returns those that held a valid key (worth re-reading ahead of their next use)."""
+        self._gen += 1
+        valid = [h for h in hashes if (e := self._cache.pop(h, None)) is not None and e.principal is not None]
+        self.stats["evictions"] += len(hashes)
+        return valid
+
+    # --- polling -----------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        with contextlib.suppress(Exception):
+            self._version = await self._db.run(self._read_version)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="switchyard-key-directory")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for task in list(self._loads.values()):
+            task.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self.poll_once()
+                if self._poll_failures:
+                    log.info("key directory: the store is back after %d failed polls", self._poll_failures)
+                self._poll_failures = 0
+            except Exception as e:
+                self._poll_failures += 1
+                if self._poll_failures in (1, 20) or self._poll_failures % 600 == 0:
+                    log.warning("key directory: poll failed (%s); %d cached keys keep working",
+                                self._db.describe(e.__cause__ or e), len(self._cache))
+
+    def _read_version(self) -> int:
+        with self._db.read() as conn:
+            return read_version(conn)
+
+    def _read_changes(self, after: int) -> tuple[int, list[tuple[int, str, str]], int | None]:
+        with self._db.read() as conn:
+            version = read_version(conn)
+            if version == after:
+                return version, [], None
+            changes, oldest = read_changes(conn, after)
+            return version, changes, oldest
+
+    async def poll_once(self) -> None:
+        """One poll: apply new change notices, then re-read entries older than the TTL."""
+        self.stats["polls"] += 1
+        known = self._version
+        version, changes, oldest = await self._db.run(self._read_changes, known if known is not None else -1)
+        if known is None or version != known:
+            complete = known is not None and (oldest is None or oldest <= known + 1) and bool(changes)
+            newest = max([version, *(c[0] for c in changes)])
+            evicted = self.invalidate(changes) if complete else self._evict_older(newest)
+            self._version = newest
+            await self._refresh(evicted)
+        cutoff = time.monotonic() - self.ttl
+        stale = [h for h, e in self._cache.items() if e.loaded_at < cutoff]
+        for h in [h for h in stale if self._cache[h].principal is None]:
+            del self._cache[h]  # an unknown key is simply forgotten; it loads again if it is used again
+        await self._refresh([h for h in stale if h in self._cache])
+
+    def _evict_older(self, version: int) -> list[str]:
+        """Evict every entry read before ``version`` (when the notices in between are no longer kept)."""
+        self._applied = max(self._applied, version)
+        return self._evict([h for h, e in self._cache.items() if e.version < version])
+
+    async def _refresh(self, hashes: list[str]) -> None:
+        """Re-read entries (a query per 500) and cache them, unless a newer eviction happened meanwhile."""
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i:i + 500]
+            gen = self._gen
+            try:
+                version, loaded = await self._db.run(self._read, chunk)
+            except Exception:
+                return  # evicted entries load on their next use; stale ones stay as they are
+            if gen != self._gen:
+                return
+            for h in chunk:
+                self._put(h, self._entry(loaded.get(h), version))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"entries": len(self._cache), "version": self._version, **self.stats}

@@ -1,0 +1,308 @@
+"""The ledger: budgets that never overshoot, and rate limits, enforced around every upstream call.
+
+The pipeline calls two methods (see ``Gateway._reserve`` and ``Gateway._record``):
+
+* :meth:`Ledger.reserve`, after planning and before the upstream call: one atomic step holds the worst-case cost
+  of the request against every budget in scope, and takes a slot in every rate limit in scope, or refuses the
+  request (429 naming the budget or limit, with ``Retry-After``). The worst case is the estimated prompt times the
+  input price plus the output cap (the request's ``max_tokens``, else the deployment's ``max_output_tokens``, else
+  ``ledger.default_max_tokens``, times ``n``) times the output price, on the most expensive deployment the plan
+  may use; a hedged route holds that once more for each possible hedge (a loser may have answered in full).
+* :meth:`Ledger.settle`, when the call is recorded (success, failure, cancellation, or a client gone mid-stream):
+  the hold is released and the real cost (hedge losers included) is added. Exactly once per request: the hold is
+  popped from this process's table, so a second call finds nothing.
+
+A principal with no budgets and no rate limits costs one attribute test: the pipeline does not even call in.
+
+Backends: in-process (:mod:`.ledger_memory`) without ``ledger.redis``; Redis (:mod:`.ledger_redis`, Lua scripts)
+with it. Settled totals persist in the store's ``budget_spend`` through the spend spool (:mod:`.spend`), which is
+what both backends start from. Threshold crossings (50%, 80%, 100%...) go to the webhook notifier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from ..config import Config
+from ..errors import RateLimited
+from ..messages import ChatRequest, EmbeddingRequest
+from ..tokens import estimate_text
+from .auth import BudgetDef, Principal, RateLimitDef
+from .errors import GovernanceUnavailable
+from .ledger_memory import MemoryBackend
+from .ledger_model import (
+    E8,
+    BudgetHold,
+    Charge,
+    Hold,
+    Refused,
+    Settled,
+    fmt_usd,
+    period_at,
+    reset_text,
+    usd_e8,
+)
+from .webhooks import WebhookNotifier
+
+if TYPE_CHECKING:
+    from ..catalog import Deployment
+    from ..pipeline import CallRecord
+    from ..routing import Plan
+    from .db import Db
+    from .ledger_redis import RedisBackend
+
+log = logging.getLogger("switchyard.ledger")
+
+Rows = list[tuple[str, str, int, int]]
+
+
+def plan_deployments(plan: Plan) -> list[Deployment]:
+    """Every deployment the plan may call: its entries, resting ones, and every fallback group not yet expanded."""
+    out: dict[int, Deployment] = {}
+    for e in (*plan.entries, *plan.resting):
+        out[id(e.deployment)] = e.deployment
+    for g in (*plan.queue[plan.qpos:], *plan.spec.policy_fallbacks):
+        for e in g.entries:
+            out[id(e.deployment)] = e.deployment
+    return list(out.values())
+
+
+def embedding_tokens(req: EmbeddingRequest) -> int:
+    return sum(estimate_text(x) if isinstance(x, str) else len(x) for x in req.input)
+
+
+class Ledger:
+    def __init__(self, config: Config, db: Db | None) -> None:
+        s = config.ledger
+        self.settings = s
+        self.db = db
+        self.webhooks = WebhookNotifier(s.webhooks)
+        self.holds: dict[str, Hold] = {}  # requests in flight that hold something
+        self.memory: MemoryBackend | None = None
+        self.redis: RedisBackend | None = None
+        if s.redis:
+            from .ledger_redis import RedisBackend
+
+            self.redis = RedisBackend(s, self.load_totals, self._on_settled, lambda: list(self.holds.values()))
+            self.loaded = True
+        else:
+            self.memory = MemoryBackend()
+            self.loaded = False  # totals not read from the store yet: budgets fail per the fail mode
+        self._loader: asyncio.Task[None] | None = None
+        self._warned = 0.0
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.redis is None and os.environ.get("SWITCHYARD_WORKER"):
+            log.warning("ledger: embedded (no ledger.redis) in one of several worker processes: each worker enforces "
+                        "budgets and rate limits on its own; configure ledger.redis to enforce them across workers")
+        await self.webhooks.start()
+        if self.redis is not None:
+            await self.redis.start()
+        elif not await self._load_memory():
+            log.warning("ledger: the store is unreachable; budgets answer per governance_fail_mode until it is back")
+            self._loader = asyncio.create_task(self._load_until_done(), name="switchyard-ledger-load")
+
+    async def aclose(self) -> None:
+        if self._loader is not None:
+            self._loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loader
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.webhooks.aclose()
+
+    async def drain(self) -> None:
+        """Wait until every settlement has been applied (Redis) and every webhook sent (for tests)."""
+        if self.redis is not None:
+            await self.redis.drain()
+        await self.webhooks.drain()
+
+    async def load_totals(self) -> Rows:
+        """Settled totals of recent budget periods from the store (the source of truth)."""
+        from .spend import read_budget_totals
+
+        if self.db is None:
+            return []
+        return await self.db.run(read_budget_totals, self.db)
+
+    async def _load_memory(self) -> bool:
+        assert self.memory is not None
+        try:
+            rows = await self.load_totals()
+        except Exception as e:
+            log.debug("ledger: loading budget totals failed: %s", e)
+            return False
+        self.memory.load(rows)
+        self.loaded = True
+        return True
+
+    async def _load_until_done(self) -> None:
+        while True:
+            if await self._load_memory():
+                break
+            await asyncio.sleep(2.0)
+        log.info("ledger: budget totals loaded from the store")
+
+    # --- reserve -----------------------------------------------------------------------------------------------
+
+    def worst_case(self, plan: Plan, prompt_tokens: int, max_tokens: int | None, choices: int = 1,
+                   output: bool = True) -> tuple[int, int]:
+        """(E8 units, tokens) that the request may cost at most (``choices``: the request's ``n``)."""
+        best, best_out = 0.0, 0
+        for d in plan_deployments(plan):
+            out = (max_tokens or d.max_output_tokens or self.settings.default_max_tokens) * choices if output else 0
+            best = max(best, prompt_tokens * d.input_price + out * d.output_price)
+            best_out = max(best_out, out)
+        hedge = plan.spec.hedge
+        calls = 1 + (hedge.max_extra if hedge is not None else 0)  # a hedge loser may have answered in full
+        return usd_e8(best * calls), (prompt_tokens + best_out) * calls
+
+    def _hold(self, request_id: str, p: Principal, plan: Plan, request: Any) -> Hold:
+        choices = 1
+        if isinstance(request, EmbeddingRequest):
+            prompt, max_tokens, output = embedding_tokens(request), None, False
+        else:
+            prompt, max_tokens, output = plan.prompt_tokens, plan.max_tokens, True
+            if isinstance(request, ChatRequest) and request.n:
+                choices = request.n
+        budgets: list[BudgetHold] = []
+        if p.budgets:
+            usd, tokens = self.worst_case(plan, prompt, max_tokens, choices, output)
+            now = time.time()
+            for b in p.budgets:
+                tz = b.timezone or self.settings.budget_timezone
+                period, resets_at = period_at(b.period, tz, now)
+                budgets.append(BudgetHold(
+                    budget=b, tz=tz, period=period, resets_at=resets_at,
+                    limit_usd=int((b.max_usd * E8).to_integral_value()) if b.max_usd is not None else -1,
+                    limit_tokens=b.max_tokens if b.max_tokens is not None else -1, usd=usd, tokens=tokens))
+        rl = p.rate_limits
+        return Hold(request_id, budgets,
+                    rpm=[x for x in rl if x.rpm is not None],
+                    tpm=[(x, prompt) for x in rl if x.tpm is not None],
+                    concurrent=[x for x in rl if x.max_concurrent is not None])
+
+    async def reserve(self, request_id: str, principal: Principal, plan: Plan, request: Any = None) -> None:
+        """Hold the request's worst case against every budget and limit in scope, or raise (429, or 503 when the
+        ledger cannot tell and the fail mode is closed)."""
+        hold = self._hold(request_id, principal, plan, request)
+        if hold.empty:
+            return
+        try:
+            if self.redis is not None:
+                await self.redis.reserve(hold)
+            else:
+                assert self.memory is not None
+                if hold.budgets and not self.loaded:
+                    raise GovernanceUnavailable("The ledger has not read the budgets' totals from the store yet.")
+                self.memory.reserve(hold, time.time())
+        except Refused as r:
+            raise refusal(hold, r) from None
+        except GovernanceUnavailable:
+            if self.settings.governance_fail_mode != "open":
+                raise
+            self._warn_open()
+            hold.reserved = False  # nothing held; its real cost is still charged to its budgets at settlement
+            hold.rpm, hold.tpm, hold.concurrent, hold.renewable = [], [], [], False
+        self.holds[request_id] = hold
+
+    def _warn_open(self) -> None:
+        now = time.monotonic()
+        if now - self._warned > 10:
+            self._warned = now
+            log.warning("ledger: budgets and rate limits cannot be checked; requests pass unchecked "
+                        "(governance_fail_mode: open)")
+
+    # --- settle ------------------------------------------------------------------------------------------------
+
+    def settle(self, request_id: str, rec: CallRecord) -> tuple[Charge, ...]:
+        """Release the request's hold and charge its real cost; the charges go into its spend record."""
+        hold = self.holds.pop(request_id, None)
+        if hold is None:
+            return ()
+        usd = usd_e8(rec.total_cost)
+        tokens = rec.usage.total_tokens + sum(a.usage.total_tokens for a in rec.losers if a.usage is not None)
+        if self.redis is not None:
+            if hold.budgets or hold.tpm or hold.concurrent:  # a requests-per-minute entry needs no settling
+                self.redis.settle(hold, usd, tokens)
+        else:
+            assert self.memory is not None
+            self._on_settled(self.memory.settle(hold, usd, tokens, time.time()))
+        return tuple(Charge(b.budget.id, b.period, usd, tokens) for b in hold.budgets)
+
+    def _on_settled(self, settled: Iterable[Settled]) -> None:
+        for s in settled:
+            for threshold in s.crossed():
+                self.webhooks.notify(s.hold.budget.webhook_url, threshold_event(s, threshold))
+
+
+# --- wording -----------------------------------------------------------------------------------------------------
+
+
+def _budget_name(b: BudgetDef) -> str:
+    label = f"'{b.name}' ({b.id}; " if b.name else f"{b.id} ("
+    return f"{label}{b.scope} {b.scope_id}, {b.period})"
+
+
+def _limit_name(x: RateLimitDef) -> str:
+    label = f"'{x.name}' ({x.id}; " if x.name else f"{x.id} ("
+    return f"{label}{x.scope} {x.scope_id})"
+
+
+def refusal(hold: Hold, r: Refused) -> RateLimited:
+    if r.kind == "budget":
+        b = hold.budgets[r.index]
+        parts = []
+        if b.limit_usd >= 0:
+            parts.append(f"{fmt_usd(r.spent_usd)} of {fmt_usd(b.limit_usd)} spent, {fmt_usd(r.reserved_usd)} held "
+                         f"by requests in flight, up to {fmt_usd(b.usd)} needed by this one")
+        if b.limit_tokens >= 0:
+            parts.append(f"{r.spent_tokens:,} of {b.limit_tokens:,} tokens used, {r.reserved_tokens:,} held, up to "
+                         f"{b.tokens:,} needed")
+        resets = reset_text(b.resets_at, b.tz)
+        when = f"It resets at {resets}." if resets else "It is a total budget: it never resets."
+        from ..errors import BudgetExceeded
+
+        return BudgetExceeded(f"Budget {_budget_name(b.budget)} cannot cover this request: {'; '.join(parts)}. "
+                              f"{when}", retry_after=r.retry_after, budget_id=b.budget.id, resets_at=resets)
+    wait = max(r.retry_after or 0.0, 0.001)
+    if r.kind == "rpm":
+        x = hold.rpm[r.index]
+        what = f"{x.rpm} requests per minute"
+    elif r.kind == "tpm":
+        x, est = hold.tpm[r.index]
+        what = f"{x.tpm:,} tokens per minute ({r.used:,} used in the last minute, ~{est:,} needed)"
+    else:
+        x = hold.concurrent[r.index]
+        what = f"{x.max_concurrent} requests in flight"
+    err = RateLimited(f"Rate limit {_limit_name(x)} reached: {what}. Retry after {wait:.1f}s.", retry_after=wait)
+    err.headers["x-switchyard-rate-limit"] = x.id
+    return err
+
+
+def threshold_event(s: Settled, threshold: float) -> dict[str, Any]:
+    b, h = s.hold.budget, s.hold
+    return {
+        "id": "evt_" + secrets.token_hex(12),
+        "type": "budget.threshold",
+        "created": int(time.time()),
+        "threshold": threshold,
+        "budget": {"id": b.id, "name": b.name, "scope": b.scope, "scope_id": b.scope_id, "period": b.period,
+                   "max_usd": str(b.max_usd) if b.max_usd is not None else None, "max_tokens": b.max_tokens,
+                   "timezone": h.tz, "org_id": b.org_id},
+        "period": h.period,
+        "resets_at": reset_text(h.resets_at, h.tz),
+        "spent_usd": str(Decimal(s.usd_after).scaleb(-8).quantize(Decimal("1e-8"))),
+        "spent_tokens": s.tokens_after,
+        "fraction": round(s.fraction(s.usd_after, s.tokens_after), 6),
+    }

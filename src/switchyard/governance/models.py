@@ -1,0 +1,439 @@
+"""The governance objects as the admin API and the CLI see them: pydantic models for bodies and replies.
+
+The admin API's OpenAPI schema is generated from these models, so they are the API's contract. Request models
+refuse unknown fields (a typo must not be ignored); an update sends only the fields it changes, and ``null``
+clears a nullable field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from .auth import BudgetPeriod, BudgetScope, LoggingMode, RateLimitScope
+
+RoleName = Literal["org_admin", "team_admin", "member", "auditor"]
+ROLE_NAMES: tuple[RoleName, ...] = ("org_admin", "team_admin", "member", "auditor")
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+ObjId = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320,
+                                         pattern=r"^[^@\s]+@[^@\s]+$")]
+Metadata = dict[str, Any]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- organizations, teams, users -----------------------------------------------------------------------------
+
+
+class OrgCreate(_In):
+    name: Name
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class OrgUpdate(_In):
+    name: Name | None = None
+    metadata: Metadata | None = None
+
+
+class Org(_Out):
+    object: Literal["org"] = "org"
+    id: str
+    name: str
+    metadata: Metadata
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class TeamCreate(_In):
+    name: Name
+    org_id: ObjId | None = Field(None, description="the team's organization; default: the caller's")
+    models: list[ModelName] | None = Field(None, description="deployments and routes the team's keys may use; "
+                                                             "null: all")
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class TeamUpdate(_In):
+    name: Name | None = None
+    models: list[ModelName] | None = None
+    metadata: Metadata | None = None
+
+
+class Team(_Out):
+    object: Literal["team"] = "team"
+    id: str
+    org_id: str
+    name: str
+    models: list[str] | None
+    metadata: Metadata
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class UserCreate(_In):
+    email: Email
+    name: Name | None = None
+    role: RoleName = "member"
+    org_id: ObjId | None = Field(None, description="default: the team's organization, else the caller's")
+    team_id: ObjId | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class UserUpdate(_In):
+    name: Name | None = None
+    role: RoleName | None = None
+    team_id: ObjId | None = None
+    metadata: Metadata | None = None
+
+
+class User(_Out):
+    object: Literal["user"] = "user"
+    id: str
+    org_id: str
+    team_id: str | None
+    email: str
+    name: str | None
+    role: RoleName
+    metadata: Metadata
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+# --- virtual keys --------------------------------------------------------------------------------------------
+
+
+class KeyCreate(_In):
+    name: Name | None = None
+    user_id: ObjId | None = Field(None, description="the owning user; default: the caller (if no team_id)")
+    team_id: ObjId | None = Field(None, description="the owning team, for a team (service) key")
+    models: list[ModelName] | None = Field(None, description="deployments and routes it may use; null: all "
+                                                             "that its team may use")
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
+    metadata: Metadata = Field(default_factory=dict)
+    logging: LoggingMode = Field("none", description="payload logging: none (zero retention), metadata, full")
+    expires_at: dt.datetime | None = None
+    expires_in: float | None = Field(None, gt=0, description="seconds from now; instead of expires_at")
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> KeyCreate:
+        if self.expires_at is not None and self.expires_in is not None:
+            raise ValueError("give expires_at or expires_in, not both")
+        return self
+
+
+class KeyUpdate(_In):
+    name: Name | None = None
+    models: list[ModelName] | None = None
+    tags: list[Tag] | None = Field(None, max_length=32)
+    metadata: Metadata | None = None
+    logging: LoggingMode | None = None
+    expires_at: dt.datetime | None = None
+
+
+class Key(_Out):
+    object: Literal["key"] = "key"
+    id: str
+    prefix: str = Field(description="the key's first characters, for recognising it: 'sk-sy-AbCd…'")
+    name: str | None
+    status: Literal["active", "revoked", "expired"]
+    org_id: str
+    team_id: str | None
+    user_id: str | None
+    models: list[str] | None
+    tags: list[str]
+    metadata: Metadata
+    logging: LoggingMode
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    created_by: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class KeyCreated(Key):
+    secret: str = Field(description="the key itself; shown only in this reply, never again")
+
+
+# --- budget and rate-limit definitions (enforced by the ledger) ----------------------------------------------
+
+
+def _check_zone(v: str | None) -> str | None:
+    if v is not None:
+        try:
+            ZoneInfo(v)
+        except Exception:
+            raise ValueError(f"unknown time zone {v!r}") from None
+    return v
+
+
+def _check_thresholds(v: list[float] | None) -> list[float] | None:
+    if v is not None and any(not 0 < t <= 10 for t in v):
+        raise ValueError("each threshold is a fraction of the limit, > 0 and <= 10")
+    return sorted(set(v)) if v is not None else None
+
+
+def _check_url(v: str | None) -> str | None:
+    if v is not None and not v.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return v
+
+
+Usd = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=8)]
+
+
+class BudgetCreate(_In):
+    scope: BudgetScope
+    scope_id: str = Field(min_length=1, max_length=255, description="the key, user, team or org id, or the tag")
+    name: Name | None = None
+    period: BudgetPeriod = "monthly"
+    max_usd: Usd | None = None
+    max_tokens: int | None = Field(None, ge=0)
+    timezone: str | None = Field(None, description="IANA zone of the calendar periods; default: the gateway's")
+    thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0], max_length=16)
+    webhook_url: str | None = Field(None, max_length=2000)
+    org_id: ObjId | None = Field(None, description="only for a tag budget: its org (super admins may omit it "
+                                                   "for a tag budget over every org)")
+
+    _zone = field_validator("timezone")(_check_zone)
+    _thr = field_validator("thresholds")(_check_thresholds)
+    _url = field_validator("webhook_url")(_check_url)
+
+    @model_validator(mode="after")
+    def _a_limit(self) -> BudgetCreate:
+        if self.max_usd is None and self.max_tokens is None:
+            raise ValueError("set max_usd, max_tokens, or both")
+        return self
+
+
+class BudgetUpdate(_In):
+    name: Name | None = None
+    period: BudgetPeriod | None = None
+    max_usd: Usd | None = None
+    max_tokens: int | None = Field(None, ge=0)
+    timezone: str | None = None
+    thresholds: list[float] | None = Field(None, max_length=16)
+    webhook_url: str | None = Field(None, max_length=2000)
+
+    _zone = field_validator("timezone")(_check_zone)
+    _thr = field_validator("thresholds")(_check_thresholds)
+    _url = field_validator("webhook_url")(_check_url)
+
+
+class Budget(_Out):
+    object: Literal["budget"] = "budget"
+    id: str
+    org_id: str | None
+    scope: BudgetScope
+    scope_id: str
+    name: str | None
+    period: BudgetPeriod
+    max_usd: float | None
+    max_tokens: int | None
+    timezone: str | None
+    thresholds: list[float]
+    webhook_url: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class RateLimitCreate(_In):
+    scope: RateLimitScope
+    scope_id: str = Field(min_length=1, max_length=255)
+    name: Name | None = None
+    rpm: int | None = Field(None, ge=1, description="requests per minute")
+    tpm: int | None = Field(None, ge=1, description="tokens per minute")
+    max_concurrent: int | None = Field(None, ge=1, description="requests in flight")
+
+    @model_validator(mode="after")
+    def _a_limit(self) -> RateLimitCreate:
+        if self.rpm is None and self.tpm is None and self.max_concurrent is None:
+            raise ValueError("set rpm, tpm or max_concurrent")
+        return self
+
+
+class RateLimitUpdate(_In):
+    name: Name | None = None
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)
+
+
+class RateLimit(_Out):
+    object: Literal["rate_limit"] = "rate_limit"
+    id: str
+    org_id: str
+    scope: RateLimitScope
+    scope_id: str
+    name: str | None
+    rpm: int | None
+    tpm: int | None
+    max_concurrent: int | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+# --- audit ---------------------------------------------------------------------------------------------------
+
+
+class AuditRecord(_Out):
+    object: Literal["audit_record"] = "audit_record"
+    seq: int
+    ts: dt.datetime
+    kind: Literal["admin", "call", "system"]
+    actor: str
+    actor_user_id: str | None
+    org_id: str | None
+    team_id: str | None
+    action: str
+    target: str | None
+    decision: Literal["allow", "deny"]
+    reason: str | None
+    status: int | None
+    deployment: str | None
+    cost: float | None
+    request_id: str | None
+    details: dict[str, Any] | None
+    payload: dict[str, Any] | None
+    prev_hash: str
+    hash: str
+
+
+class AuditProblem(_Out):
+    seq: int | None = Field(description="the record where the problem is (None: not one record)")
+    kind: Literal["edited", "deleted", "reordered", "broken_link", "bad_checkpoint", "bad_head", "truncated"]
+    message: str
+
+
+class VerifyReport(_Out):
+    object: Literal["audit_verification"] = "audit_verification"
+    ok: bool
+    records: int
+    checkpoints: int
+    last_seq: int
+    problems: list[AuditProblem]
+
+
+# --- lists, identity, errors ---------------------------------------------------------------------------------
+
+
+class OrgList(_Out):
+    object: Literal["list"] = "list"
+    data: list[Org]
+
+
+class TeamList(_Out):
+    object: Literal["list"] = "list"
+    data: list[Team]
+
+
+class UserList(_Out):
+    object: Literal["list"] = "list"
+    data: list[User]
+
+
+class KeyList(_Out):
+    object: Literal["list"] = "list"
+    data: list[Key]
+
+
+class BudgetList(_Out):
+    object: Literal["list"] = "list"
+    data: list[Budget]
+
+
+class RateLimitList(_Out):
+    object: Literal["list"] = "list"
+    data: list[RateLimit]
+
+
+class AuditList(_Out):
+    object: Literal["list"] = "list"
+    data: list[AuditRecord]
+    next_after: int | None = Field(description="pass as after_seq for the next page; null at the end")
+
+
+class Deleted(_Out):
+    id: str
+    object: str
+    deleted: bool
+
+
+class Whoami(_Out):
+    object: Literal["principal"] = "principal"
+    id: str
+    name: str | None
+    super_admin: bool
+    role: RoleName | None
+    org_id: str | None
+    team_id: str | None
+    user_id: str | None
+    key_id: str | None
+
+
+class ErrorBody(_Out):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(_Out):
+    error: ErrorBody
+
+
+# --- query parameters ----------------------------------------------------------------------------------------
+
+
+class Page(_In):
+    limit: int = Field(100, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+
+
+class OrgScopedPage(Page):
+    org_id: ObjId | None = None
+
+
+class TeamQuery(OrgScopedPage):
+    pass
+
+
+class UserQuery(OrgScopedPage):
+    team_id: ObjId | None = None
+
+
+class KeyQuery(UserQuery):
+    user_id: ObjId | None = None
+    include_revoked: bool = False
+
+
+class LimitQuery(OrgScopedPage):
+    scope: Literal["key", "user", "team", "org", "tag"] | None = None
+    scope_id: str | None = None
+
+
+class AuditQuery(_In):
+    after_seq: int = Field(0, ge=0, description="records after this sequence number")
+    limit: int = Field(100, ge=1, le=1000)
+    org_id: ObjId | None = None
+    kind: Literal["admin", "call", "system"] | None = None
+    action: str | None = None
+    actor: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+class NoQuery(_In):
+    pass

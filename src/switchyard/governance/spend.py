@@ -1,0 +1,368 @@
+"""Spend records: one per request, through the local durable spool, into ``request_log`` and its rollups.
+
+:class:`SpendWriter` is the gateway's :class:`~switchyard.pipeline.Recorder`. ``record()`` appends the request's
+record to the spool (:mod:`switchyard.store.spool`) as one JSON line, before the response completes. A background
+task ships the spool in batches, each in one transaction that
+
+1. inserts the batch into ``request_log`` with ``ON CONFLICT (request_id) DO NOTHING RETURNING request_id``,
+2. adds the rows that were new (and only those) to ``spend_hourly``, ``spend_hourly_tags`` and ``budget_spend``
+   (``INSERT ... ON CONFLICT DO UPDATE SET x = x + excluded.x``, in key order so concurrent writers cannot
+   deadlock),
+
+and advances the spool past the batch once it has committed. A record shipped twice (a crash between commit and
+advance, or two replicas adopting one dead replica's file) is stored and rolled up once. While the store is down
+the spool grows on disk and the writer retries with backoff; nothing is lost, and nothing waits for it.
+
+A record that the database refuses for its content (it fails alone, too) is set aside in ``rejected.jsonl`` in
+the spool directory, with an error in the log, so that it cannot block the records behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, IntegrityError
+
+from ..config.ledger import SpoolSettings
+from ..store.spend_tables import (
+    DIM,
+    METRICS,
+    SPEND_DIMS,
+    TAG_DIMS,
+    budget_spend,
+    request_log,
+    spend_hourly,
+    spend_hourly_tags,
+)
+from ..store.spool import Batch, Spool
+from .db import Db
+from .ledger_model import usd_e8
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..pipeline import CallRecord
+
+log = logging.getLogger("switchyard.spend")
+
+_MAX_TEXT = 4000
+_UNWRITABLE = (DataError, IntegrityError, ValueError, TypeError, ArithmeticError, KeyError)
+_ADOPT_EVERY = 5.0
+Rows = list[tuple[str, str, int, int]]
+
+
+# --- the spool line ----------------------------------------------------------------------------------------------
+
+
+def encode(rec: CallRecord) -> bytes:
+    """One spend record as one JSON line (a few hundred bytes). Never holds a prompt or a completion."""
+    p, u = rec.principal, rec.usage
+    d: dict[str, Any] = {
+        "v": 1, "rid": rec.request_id, "ts": rec.ts, "ep": rec.endpoint, "model": rec.model, "st": rec.status,
+        "http": rec.http_status, "in": u.input_tokens, "out": u.output_tokens, "cached": u.cached_tokens,
+        "cw": u.cache_write_tokens, "rsn": u.reasoning_tokens, "cost": usd_e8(rec.total_cost),
+        "lat": round(rec.latency_ms, 3), "att": rec.attempts,
+    }
+    for k, v in (("crid", rec.client_request_id), ("pid", rec.principal_id), ("route", rec.route),
+                 ("dep", rec.deployment), ("prov", rec.provider),
+                 ("ttft", None if rec.ttft_ms is None else round(rec.ttft_ms, 3)),
+                 ("err", rec.error[:_MAX_TEXT] if rec.error else None)):
+        if v is not None:
+            d[k] = v
+    if p is not None:
+        for k, v in (("key", p.key_id), ("user", p.user_id), ("team", p.team_id), ("org", p.org_id)):
+            if v is not None:
+                d[k] = v
+        if p.tags:
+            d["tags"] = sorted(p.tags)
+    if rec.charges:
+        d["ch"] = [list(c) for c in rec.charges]
+    return orjson.dumps(d) + b"\n"
+
+
+def _text(s: str | None, limit: int = _MAX_TEXT) -> str | None:
+    return None if s is None else s[:limit].replace("\x00", "")
+
+
+def log_row(d: dict[str, Any]) -> dict[str, Any]:
+    """A ``request_log`` row from a decoded spool record."""
+    return {
+        "request_id": d["rid"], "client_request_id": _text(d.get("crid"), 255),
+        "ts": datetime.fromtimestamp(d["ts"], UTC), "principal_id": _text(d.get("pid")), "endpoint": d["ep"],
+        "model": _text(d["model"]), "route": _text(d.get("route")), "deployment": _text(d.get("dep")),
+        "provider": _text(d.get("prov")), "status": d["st"], "http_status": int(d["http"]),
+        "input_tokens": int(d["in"]), "output_tokens": int(d["out"]), "cached_tokens": int(d["cached"]),
+        "cache_write_tokens": int(d["cw"]), "reasoning_tokens": int(d["rsn"]),
+        "cost": Decimal(int(d["cost"])).scaleb(-8), "latency_ms": float(d["lat"]), "ttft_ms": d.get("ttft"),
+        "attempts": int(d["att"]), "error": _text(d.get("err")), "key_id": d.get("key"), "user_id": d.get("user"),
+        "team_id": d.get("team"), "org_id": d.get("org"), "tags": d.get("tags"),
+    }
+
+
+# --- shipping (on a worker thread) --------------------------------------------------------------------------------
+
+
+def _dim(v: str | None) -> str:
+    return (v or "")[:DIM]
+
+
+def _add(acc: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], d: dict[str, Any]) -> None:
+    m = acc.get(key)
+    if m is None:
+        m = acc[key] = [0, 0, 0, 0, 0, 0, 0, 0.0]
+    m[0] += 1
+    m[1] += d["st"] != "ok"
+    m[2] += int(d["in"])
+    m[3] += int(d["out"])
+    m[4] += int(d["cached"])
+    m[5] += int(d["rsn"])
+    m[6] += int(d["cost"])
+    m[7] += float(d["lat"])
+
+
+def _metric_values(m: list[Any]) -> dict[str, Any]:
+    return dict(zip(METRICS, m, strict=True))
+
+
+def _insert(dialect: str, table: sa.Table) -> Any:
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"spend records do not support the {dialect!r} dialect")
+
+
+@functools.cache
+def _upsert_stmt(dialect: str, table: sa.Table, keys: tuple[str, ...], adds: tuple[str, ...],
+                 also: tuple[str, ...]) -> Any:
+    """One statement per (dialect, table): built once, so SQLAlchemy compiles it once and then only binds rows."""
+    stmt = _insert(dialect, table)
+    sets = {c: table.c[c] + stmt.excluded[c] for c in adds}
+    sets.update({c: stmt.excluded[c] for c in also})
+    return stmt.on_conflict_do_update(index_elements=list(keys), set_=sets)
+
+
+def _upsert(conn: sa.Connection, table: sa.Table, keys: Sequence[str], rows: list[dict[str, Any]],
+            adds: Sequence[str], also: Sequence[str] = ()) -> None:
+    if rows:  # a handful of rolled-up rows per batch: executemany of one cached statement
+        conn.execute(_upsert_stmt(conn.dialect.name, table, tuple(keys), tuple(adds), tuple(also)), rows)
+
+
+def ship(db: Db, records: Sequence[dict[str, Any]]) -> int:
+    """Store a batch of decoded records in one transaction; returns how many were new."""
+    rows = [log_row(d) for d in records]  # in spool order: request_log ids follow the order calls ended
+    with db.write() as conn:
+        # One statement, compiled once and cached; SQLAlchemy batches the rows into multi-row VALUES itself
+        # ("insertmanyvalues") and still returns the ids that were new.
+        stmt = (_insert(conn.dialect.name, request_log)
+                .on_conflict_do_nothing(index_elements=["request_id"]).returning(request_log.c.request_id))
+        new: set[str] = set(conn.execute(stmt, rows).scalars()) if rows else set()
+        fresh = [d for d in records if d["rid"] in new]
+        hourly: dict[tuple[Any, ...], list[Any]] = {}
+        tagged: dict[tuple[Any, ...], list[Any]] = {}
+        budgets: dict[tuple[str, str], list[int]] = {}
+        for d in fresh:
+            hour = datetime.fromtimestamp(int(d["ts"]) // 3600 * 3600, UTC)
+            dims = {"org_id": d.get("org"), "team_id": d.get("team"), "user_id": d.get("user"),
+                    "key_id": d.get("key"), "route": d.get("route"), "deployment": d.get("dep"),
+                    "provider": d.get("prov"), "model": d.get("model")}
+            _add(hourly, (hour, *(_dim(dims[k]) for k in SPEND_DIMS)), d)
+            for tag in d.get("tags") or ():
+                dims["tag"] = tag
+                _add(tagged, (hour, *(_dim(dims[k]) for k in TAG_DIMS)), d)
+            for budget_id, period, usd, tokens in d.get("ch") or ():
+                b = budgets.setdefault((budget_id, period), [0, 0, 0])
+                b[0] += int(usd)
+                b[1] += int(tokens)
+                b[2] += 1
+        _upsert(conn, spend_hourly, ("hour", *SPEND_DIMS),
+                [{"hour": k[0], **dict(zip(SPEND_DIMS, k[1:], strict=True)), **_metric_values(m)}
+                 for k, m in sorted(hourly.items())], METRICS)
+        _upsert(conn, spend_hourly_tags, ("hour", *TAG_DIMS),
+                [{"hour": k[0], **dict(zip(TAG_DIMS, k[1:], strict=True)), **_metric_values(m)}
+                 for k, m in sorted(tagged.items())], METRICS)
+        now = datetime.now(UTC)
+        _upsert(conn, budget_spend, ("budget_id", "period"),
+                [{"budget_id": k[0], "period": k[1], "usd_e8": v[0], "tokens": v[1], "requests": v[2],
+                  "updated_at": now} for k, v in sorted(budgets.items())],
+                ("usd_e8", "tokens", "requests"), ("updated_at",))
+    return len(fresh)
+
+
+def read_budget_totals(db: Db) -> Rows:
+    """(budget_id, period, usd E8, tokens) of every period that may still be current."""
+    since = datetime.now(UTC) - timedelta(days=40)
+    q = (sa.select(budget_spend.c.budget_id, budget_spend.c.period, budget_spend.c.usd_e8, budget_spend.c.tokens)
+         .where(sa.or_(budget_spend.c.period == "total", budget_spend.c.updated_at >= since)))
+    with db.read() as conn:
+        return [(b, p, int(u), int(t)) for b, p, u, t in conn.execute(q)]
+
+
+# --- the writer ------------------------------------------------------------------------------------------------
+
+
+class SpendWriter:
+    """The request-log Recorder: durable on the hot path, batched to the store off it."""
+
+    def __init__(self, engine: sa.Engine, settings: SpoolSettings | None = None) -> None:
+        self.settings = s = settings or SpoolSettings()
+        self.db = Db(engine)
+        self.spool = Spool(s.dir, fsync=s.fsync, rotate_bytes=s.rotate_bytes)
+        self._task: asyncio.Task[None] | None = None
+        self._failures = 0
+        self._lock = asyncio.Lock()
+        self.shipped = 0  # records that were new in the store
+        self.rejected = 0
+        self._unspooled: list[bytes] = []  # records the spool could not take (a full or broken disk)
+        self._warned = 0.0
+
+    @classmethod
+    def for_config(cls, config: Config, engine: sa.Engine) -> SpendWriter:
+        return cls(engine, config.ledger.spool)
+
+    # --- the Recorder protocol ---------------------------------------------------------------------------------
+
+    def record(self, rec: CallRecord) -> None:
+        """Append the record to the spool: one write, durable against process death when this returns.
+
+        If the disk refuses (full, read-only), the record is kept in memory and shipped from there: the call is
+        not failed for it, and an error is logged (at most every 10 s)."""
+        line = encode(rec)
+        try:
+            self.spool.append(line)
+        except OSError as e:
+            if len(self._unspooled) < 100_000:
+                self._unspooled.append(line)
+            now = time.monotonic()
+            if now - self._warned > 10:
+                self._warned = now
+                log.error("spend: the spool cannot be written (%s); %d records are held in memory only", e,
+                          len(self._unspooled))
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open this process's spool file, adopt any left by dead processes, and try once to ship them (so that
+        budget totals read at start-up include them)."""
+        if self._task is not None and not self._task.done():
+            return
+        self.spool.open()
+        self.spool.adopt()
+        if self.spool.pending():
+            await self.flush()
+        self._task = asyncio.create_task(self._run(), name="switchyard-spend-writer")
+
+    async def stop(self, drain_timeout: float = 3.0) -> None:
+        """Ship what is left (retrying for ``drain_timeout`` s), then close the spool; what could not be shipped
+        stays on disk for the next process."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        deadline = time.monotonic() + drain_timeout
+        while not await self.flush():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.error("spend: %d bytes of records stay in the spool (%s) for the next start",
+                          self.spool.pending(), self.spool.dir)
+                break
+            await asyncio.sleep(min(self._backoff(), left))
+        self.spool.close()
+
+    async def flush(self) -> bool:
+        """Ship everything spooled so far. True when nothing is left; failures are logged, not raised."""
+        async with self._lock:
+            while self._unspooled:
+                lines = self._unspooled[:self.settings.batch_size]
+                try:
+                    self.shipped += await asyncio.to_thread(self._ship_lines, lines)
+                except Exception as e:
+                    self._failures += 1
+                    log.warning("spend: the store refused a batch (%s); retrying in %.1fs", self.db.describe(e),
+                                self._backoff())
+                    return False
+                del self._unspooled[:len(lines)]
+            while True:
+                batch = self.spool.read(max_lines=self.settings.batch_size)
+                if batch is None:
+                    break
+                try:
+                    n = await asyncio.to_thread(self._ship_batch, batch)
+                except Exception as e:
+                    self._failures += 1
+                    log.warning("spend: the store refused a batch (%s); %d bytes wait in the spool, retrying in "
+                                "%.1fs", self.db.describe(e), self.spool.pending(), self._backoff())
+                    return False
+                self.shipped += n
+                self.spool.commit(batch)
+            if self._failures:
+                log.info("spend: writes recovered after %d failed attempts", self._failures)
+                self._failures = 0
+            return True
+
+    def _backoff(self) -> float:
+        return min(self.settings.retry_max, 0.25 * 2.0 ** max(0, self._failures - 1))
+
+    async def _run(self) -> None:
+        s = self.settings
+        last_sync = last_adopt = time.monotonic()
+        while True:
+            await asyncio.sleep(self._backoff() if self._failures else s.flush_interval)
+            now = time.monotonic()
+            if s.fsync == "interval" and now - last_sync >= s.fsync_interval:
+                last_sync = now
+                await asyncio.to_thread(self.spool.sync)
+            if now - last_adopt >= _ADOPT_EVERY:
+                last_adopt = now
+                await asyncio.to_thread(self.spool.adopt)
+            if self.spool.pending() or self._unspooled:
+                await self.flush()
+
+    # --- one batch (worker thread) -----------------------------------------------------------------------------
+
+    def _ship_batch(self, batch: Batch) -> int:
+        return self._ship_lines(batch.lines)
+
+    def _ship_lines(self, lines: Sequence[bytes]) -> int:
+        records: list[dict[str, Any]] = []
+        for line in lines:
+            try:
+                d = orjson.loads(line)
+                if not isinstance(d, dict) or "rid" not in d:
+                    raise ValueError("not a spend record")
+                records.append(d)
+            except (orjson.JSONDecodeError, ValueError) as e:
+                self._set_aside([line], f"undecodable ({e})")
+        if not records:
+            return 0
+        try:
+            return ship(self.db, records)
+        except _UNWRITABLE:
+            pass
+        n = 0
+        for d in records:  # find the record the store refuses by writing them one at a time
+            try:
+                n += ship(self.db, [d])
+            except _UNWRITABLE as e:
+                self._set_aside([orjson.dumps(d)], self.db.describe(e))
+        return n
+
+    def _set_aside(self, lines: Iterable[bytes], why: str) -> None:
+        path = Path(self.spool.dir) / "rejected.jsonl"
+        with path.open("ab") as f:
+            for line in lines:
+                f.write(line.rstrip(b"\n") + b"\n")
+                self.rejected += 1
+        log.error("spend: a record was set aside in %s: %s", path, why)

@@ -1,0 +1,123 @@
+"""Spend reports from the hourly rollups: ``GET /admin/spend`` and ``switchyard spend report`` both use this.
+
+Group by any of ``org``, ``team``, ``user``, ``key``, ``route``, ``deployment``, ``provider``, ``model``, ``tag``,
+``hour`` and ``day`` (UTC). Tags have their own rollup (per tag, org, route, deployment, provider and model), so
+``tag`` combines with those only. The time range is ``[from, to)``, on whole UTC hours (the rollups' grain):
+``from`` is rounded down to its hour, ``to`` up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import InvalidRequest
+from ..store.spend_tables import spend_hourly, spend_hourly_tags
+
+COLUMNS = {"org": "org_id", "team": "team_id", "user": "user_id", "key": "key_id", "route": "route",
+           "deployment": "deployment", "provider": "provider", "model": "model", "tag": "tag"}
+TIME_GROUPS = ("hour", "day")
+GROUPS = (*COLUMNS, *TIME_GROUPS)
+_TAG_OK = {"tag", "org", "route", "deployment", "provider", "model", *TIME_GROUPS}
+FILTERS = ("org_id", "team_id", "user_id", "key_id", "deployment", "model", "tag")
+METRIC_COLUMNS = ("requests", "errors", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
+
+
+@dataclass(slots=True)
+class SpendQuery:
+    group_by: list[str]
+    start: dt.datetime
+    end: dt.datetime
+    filters: dict[str, str] = field(default_factory=dict)
+
+
+def parse_group_by(text: str | None) -> list[str]:
+    names = [g.strip() for g in (text or "").split(",") if g.strip()]
+    for g in names:
+        if g not in GROUPS:
+            raise InvalidRequest(f"Cannot group spend by {g!r}; choose from {', '.join(GROUPS)}.", param="group_by",
+                                 code="invalid_value")
+    if len(set(names)) != len(names):
+        raise InvalidRequest("group_by names a dimension twice.", param="group_by", code="invalid_value")
+    if "hour" in names and "day" in names:
+        raise InvalidRequest("Group by hour or by day, not both.", param="group_by", code="invalid_value")
+    return names
+
+
+def _aware(t: dt.datetime) -> dt.datetime:
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+
+
+def time_range(start: dt.datetime | None, end: dt.datetime | None,
+               now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
+    """``[start, end)`` on whole hours; defaults: the last 30 days up to now."""
+    now = now or dt.datetime.now(dt.UTC)
+    e = _aware(end) if end is not None else now
+    s = _aware(start) if start is not None else e - dt.timedelta(days=30)
+    s = s.replace(minute=0, second=0, microsecond=0)
+    floor = e.replace(minute=0, second=0, microsecond=0)
+    e = floor if floor == e else floor + dt.timedelta(hours=1)
+    if e <= s:
+        raise InvalidRequest("'to' must come after 'from'.", param="to", code="invalid_value")
+    return s, e
+
+
+def report(conn: sa.Connection, q: SpendQuery) -> list[dict[str, Any]]:
+    """One row per group (every group when ``group_by`` is empty: a single total row), costliest first."""
+    tagged = "tag" in q.group_by or "tag" in q.filters
+    if tagged:
+        bad = [g for g in q.group_by if g not in _TAG_OK] + [f for f in q.filters if f in ("team_id", "user_id",
+                                                                                           "key_id")]
+        if bad:
+            raise InvalidRequest(f"Tag spend is kept per tag, org, route, deployment, provider and model; it cannot "
+                                 f"be split by {', '.join(bad)}.", param="group_by", code="invalid_value")
+    table = spend_hourly_tags if tagged else spend_hourly
+    dims = [g for g in q.group_by if g in COLUMNS]
+    cols: list[Any] = [table.c[COLUMNS[g]].label(g) for g in dims]
+    timed = next((g for g in q.group_by if g in TIME_GROUPS), None)
+    if timed is not None:
+        cols.append(table.c.hour.label("hour"))
+    sums = [sa.func.sum(table.c[m]).label(m) for m in (*METRIC_COLUMNS, "cost_e8", "latency_ms")]
+    stmt = sa.select(*cols, *sums).where(table.c.hour >= q.start, table.c.hour < q.end)
+    for name, value in q.filters.items():
+        stmt = stmt.where(table.c[name] == value)
+    if cols:
+        stmt = stmt.group_by(*cols)
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in conn.execute(stmt).mappings():
+        if r["requests"] is None:
+            continue
+        key: list[Any] = [r[g] for g in dims]
+        if timed is not None:
+            hour: dt.datetime = _aware(r["hour"])
+            key.append(hour.date().isoformat() if timed == "day" else hour.isoformat())
+        row = merged.get(tuple(key))
+        if row is None:
+            row = merged[tuple(key)] = {**{g: (v or None) for g, v in zip(dims, key, strict=False)},
+                                        **({timed: key[-1]} if timed else {}),
+                                        **dict.fromkeys(METRIC_COLUMNS, 0), "cost": 0, "latency_ms": 0.0}
+        for m in METRIC_COLUMNS:
+            row[m] += int(r[m])
+        row["cost"] += int(r["cost_e8"])
+        row["latency_ms"] += float(r["latency_ms"])
+    out = []
+    for row in merged.values():
+        n = row["requests"]
+        out.append({**{k: v for k, v in row.items() if k not in ("cost", "latency_ms")},
+                    "cost_usd": Decimal(row["cost"]).scaleb(-8),
+                    "avg_latency_ms": round(row["latency_ms"] / n, 3) if n else None})
+    out.sort(key=lambda x: (-x["cost_usd"], *(str(x.get(g) or "") for g in q.group_by)))
+    return out
+
+
+def clean_filters(values: Mapping[str, str | None]) -> dict[str, str]:
+    return {k: v for k, v in values.items() if k in FILTERS and v}
+
+
+def headers_for(group_by: Sequence[str]) -> list[str]:
+    return [*group_by, *METRIC_COLUMNS, "cost_usd", "avg_latency_ms"]

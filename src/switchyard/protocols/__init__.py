@@ -1,0 +1,1 @@
+"""Inbound protocol adapters. Nothing here imports ``switchyard.providers``; the two meet in ``messages``."""

@@ -1,0 +1,52 @@
+"""Guards that every translating provider shares: what a client's protocol carries that another wire cannot.
+
+A request keeps the top-level fields its protocol has but the neutral model does not (``ChatRequest.extra``). A
+provider of the same wire forwards them; any other provider must refuse them by name rather than drop them, unless
+they only steer the client's own vendor's service (``HARMLESS_EXTRAS``). Likewise parts and tools that only
+Anthropic can run (server tools and their result blocks, kept whole in ``meta``) are refused by the others.
+"""
+
+from __future__ import annotations
+
+from ..errors import UnsupportedParameter
+from ..messages import ChatRequest
+
+# Fields that do not change what the model says: storage, billing tier and cache hints of the client's own vendor.
+HARMLESS_EXTRAS = frozenset({"store", "service_tier", "safety_identifier", "prompt_cache_key",
+                             "prompt_cache_retention"})
+
+
+def refuse_foreign_extras(req: ChatRequest, provider: str, wire: str) -> None:
+    """Refuse, by name, a field of another protocol that this provider's wire cannot carry."""
+    if req.wire == wire:
+        return
+    for key, value in req.extra.items():
+        if key in HARMLESS_EXTRAS or value in (None, {}, [], "") or (key == "modalities" and value == ["text"]):
+            continue
+        raise UnsupportedParameter(f"{key} is not supported by provider {provider!r}: its API has no such parameter",
+                                   param=key)
+
+
+def refuse_anthropic_only(req: ChatRequest, provider: str) -> None:
+    """Refuse Anthropic server tools, and the blocks they leave in a conversation, for any other provider."""
+    for t in req.tools or ():
+        if t.meta and "anthropic_server_tool" in t.meta:
+            raise UnsupportedParameter(
+                f"tools: the server tool {t.name!r} runs only on Anthropic, not on provider {provider!r}",
+                param="tools")
+    for i, m in enumerate(req.messages):
+        for p in m.parts:
+            if p.meta and "anthropic_block" in p.meta:
+                block = p.meta["anthropic_block"]
+                if block == "image":  # an image by Anthropic Files API id
+                    kind = "image file id"
+                else:
+                    kind = str(block.get("type")) if isinstance(block, dict) else str(block)
+                raise UnsupportedParameter(
+                    f"messages[{i}]: a {kind!r} content block cannot be sent to provider {provider!r}",
+                    param=f"messages[{i}].content")
+
+
+def refuse_untranslatable(req: ChatRequest, provider: str, wire: str) -> None:
+    refuse_foreign_extras(req, provider, wire)
+    refuse_anthropic_only(req, provider)

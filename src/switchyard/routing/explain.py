@@ -1,0 +1,120 @@
+"""Routing made visible: the health report (``GET /admin/routes/health``) and a plan explained for people
+(``switchyard route explain``). Neither is on the request path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import SwitchyardError
+from .router import Group, Plan, Router
+
+
+def health_report(router: Router) -> dict[str, object]:
+    """Each deployment's breaker, latency, error rate and requests in flight, per endpoint; each route's shape."""
+    now = router.clock()
+    routes: list[dict[str, object]] = []
+    for name, spec in router.specs.items():
+        if spec.direct:
+            continue
+        routes.append({
+            "route": name,
+            "strategy": spec.group.strategy.name,
+            "targets": [{"deployment": e.name, "weight": e.weight} for e in spec.group.entries],
+            "fallbacks": [g.name for g in spec.fallbacks],
+            "context_window_fallbacks": [g.name for g in spec.context_fallbacks],
+            "content_policy_fallbacks": [g.name for g in spec.policy_fallbacks],
+            "retry_budget_tokens": round(spec.budget.level(), 2),
+            "hedge": spec.hedge is not None,
+        })
+    deployments = router.health.snapshot()
+    for d in deployments:
+        dep = router.catalog.deployments[str(d["deployment"])]
+        d["provider"] = dep.provider_name
+    return {"now": now, "deployments": deployments, "routes": routes}
+
+
+@dataclass(slots=True)
+class Candidate:
+    deployment: str
+    provider: str
+    group: str  # the route or fallback it comes from
+    why: str  # the strategy's view: weight, latency, cost, in flight
+    probe: bool = False
+
+
+@dataclass(slots=True)
+class Explanation:
+    requested: str
+    route: str | None
+    strategy: str
+    candidates: list[Candidate] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    context_routed: bool = False
+    context_window_fallbacks: list[str] = field(default_factory=list)
+    content_policy_fallbacks: list[str] = field(default_factory=list)
+    settings: dict[str, object] = field(default_factory=dict)
+    error: str | None = None
+    reason: str = ""
+
+
+def explain(router: Router, model: str, needs: set[str], prompt_tokens: int = 0, max_tokens: int | None = None,
+            endpoint: str = "chat", stream: bool = False) -> Explanation:
+    """What the router would do with such a request now: every candidate in order (fallbacks expanded), and why."""
+    spec = router.specs.get(model)
+    if spec is None:
+        return Explanation(model, None, "", error=f"no deployment or route is named {model!r}")
+    out = Explanation(model, None if spec.direct else spec.name, spec.group.strategy.name)
+    out.context_window_fallbacks = [g.name for g in spec.context_fallbacks]
+    out.content_policy_fallbacks = [g.name for g in spec.policy_fallbacks]
+    out.settings = {
+        "retries": spec.retries.model_dump(),
+        "timeouts": spec.timeouts.model_dump(),
+        "hedge": spec.hedge.model_dump() if spec.hedge is not None else None,
+        "breakers": {e.name: e.health[endpoint].cfg.model_dump() for e in spec.group.entries},
+    }
+    try:
+        plan = router.plan(model, needs, prompt_tokens, max_tokens, endpoint=endpoint, stream=stream)
+    except SwitchyardError as err:
+        out.error = err.message
+        out.skipped = [(n, w) for n, w in _skips(router, model, needs, prompt_tokens, max_tokens, endpoint)]
+        return out
+    while router.expand(plan):
+        pass
+    owner = _owners(plan)
+    now = router.clock()
+    for e in plan.entries:
+        g = owner.get(e.deployment.name)
+        st = g.strategy if g is not None else spec.group.strategy
+        single = g is not None and len(g.entries) == 1
+        why = "a fallback deployment" if single and not spec.direct else (
+            "the deployment itself" if spec.direct else st.describe(e, endpoint, stream, prompt_tokens, max_tokens))
+        out.candidates.append(Candidate(e.name, e.deployment.provider_name, g.name if g is not None else spec.name,
+                                        why, e.health[endpoint].is_probe_ready(now)))
+    out.skipped = list(plan.skipped)
+    out.context_routed = plan.context_routed
+    out.reason = plan.reason
+    return out
+
+
+def _owners(plan: Plan) -> dict[str, Group]:
+    owner: dict[str, Group] = {}
+    for g in [plan.spec.group, *plan.queue]:
+        for e in g.entries:
+            owner.setdefault(e.name, g)
+    return owner
+
+
+def _skips(router: Router, model: str, needs: set[str], prompt_tokens: int, max_tokens: int | None,
+           endpoint: str) -> list[tuple[str, str]]:
+    from .router import unfit_reason
+
+    spec = router.specs[model]
+    if endpoint == "embeddings":
+        needs = needs | {"embeddings"}
+    out = []
+    for g in [spec.group, *spec.fallbacks]:
+        for e in g.entries:
+            why = unfit_reason(e.deployment, needs, prompt_tokens, max_tokens)
+            if why is not None:
+                out.append((e.name, why))
+    return out

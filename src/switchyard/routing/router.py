@@ -1,0 +1,286 @@
+"""The router: a requested name (a route or a deployment) to a plan, an ordered list of deployments to try.
+
+Everything the router needs is compiled once, at start-up, into :class:`RouteSpec` objects (merged policies,
+target entries with their health, strategy instances, retry budgets); a request only reads them. Planning one
+request is O(targets): each target of the route is checked for fitness (capabilities, context window) and
+availability (breaker, 429 rest), the available ones are ordered by the route's strategy, and deployments whose
+breaker may take its half-open probe go first (a failed probe fails over invisibly). Fallback groups are expanded
+only if the executor runs out of candidates, so a request that succeeds on its first target pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from ..catalog import Catalog, Deployment
+from ..config import Config
+from ..config.routing import HedgeConfig, RetryConfig, RoutingConfig, TimeoutConfig, breaker_settings, merged
+from ..errors import InvalidRequest, ModelNotFound
+from .health import Clock, Health, HealthRegistry, RetryBudget
+from .strategies import Entry, Priority, Strategy, make_strategy
+
+_CAP_PARAM = {"tools": "tools", "json": "response_format", "vision": "messages", "files": "messages",
+              "audio": "messages", "embeddings": "model"}
+_MAX_REASON = 1000
+
+
+@dataclass(slots=True, eq=False)
+class Group:
+    """Targets under one strategy: a route's own, or a fallback's (a route's group, or one deployment)."""
+
+    name: str
+    entries: list[Entry]
+    strategy: Strategy
+
+
+@dataclass(slots=True, eq=False)
+class RouteSpec:
+    """A route (or a deployment called directly), compiled."""
+
+    name: str
+    direct: bool
+    group: Group
+    fallbacks: list[Group]
+    context_fallbacks: list[Group]
+    policy_fallbacks: list[Group]
+    retries: RetryConfig
+    timeouts: TimeoutConfig
+    hedge: HedgeConfig | None
+    budget: RetryBudget
+    context_then_fallbacks: list[Group] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class Plan:
+    """One request's plan. ``entries`` grows when the executor expands fallbacks; ``notes`` says what happened."""
+
+    requested: str
+    spec: RouteSpec
+    endpoint: str
+    stream: bool
+    needs: set[str]
+    prompt_tokens: int
+    max_tokens: int | None
+    entries: list[Entry]
+    skipped: list[tuple[str, str]]
+    resting: list[Entry]  # fit, but open or throttled when planned
+    queue: list[Group]  # fallback groups not yet expanded, from ``qpos``
+    qpos: int = 0
+    context_routed: bool = False
+    notes: list[str] = field(default_factory=list)
+    _reason: tuple[int, int, str] | None = None  # (entries, notes, text): the header is asked for more than once
+
+    @property
+    def route(self) -> str | None:
+        return None if self.spec.direct else self.spec.name
+
+    @property
+    def targets(self) -> list[Deployment]:
+        return [e.deployment for e in self.entries]
+
+    @property
+    def reason(self) -> str:
+        """The ``x-switchyard-route-reason`` header: the plan, what was skipped and why, and what happened."""
+        cached = self._reason
+        if cached is not None and cached[0] == len(self.entries) and cached[1] == len(self.notes):
+            return cached[2]
+        spec = self.spec
+        if spec.direct:
+            head = f"deployment {spec.name}"
+        else:
+            st = spec.group.strategy
+            order = ", ".join(
+                f"{e.name} [{st.describe(e, self.endpoint, self.stream, self.prompt_tokens, self.max_tokens)}]"
+                if e in spec.group.entries else e.name for e in self.entries)
+            head = f"route {spec.name} ({st.name}): {order or 'no candidate'}"
+        parts = [head]
+        if self.context_routed:
+            parts.append("prompt too large for the route: context_window_fallbacks")
+        if self.skipped:
+            parts.append("skipped " + ", ".join(f"{n} ({w})" for n, w in self.skipped))
+        parts.extend(self.notes)
+        text = "; ".join(parts)
+        if len(text) > _MAX_REASON:
+            text = text[:_MAX_REASON - 3] + "..."
+        self._reason = (len(self.entries), len(self.notes), text)
+        return text
+
+
+def unfit_reason(d: Deployment, needs: set[str], prompt_tokens: int, max_tokens: int | None) -> str | None:
+    missing = needs - d.capabilities
+    if missing:
+        return f"lacks {','.join(sorted(missing))}"
+    if d.context_window is not None and prompt_tokens + (max_tokens or 0) > d.context_window:
+        return f"context window {d.context_window} < {prompt_tokens + (max_tokens or 0)} tokens"
+    return None
+
+
+def _rest_reason(h: Health, now: float) -> str:
+    if now < h.reopen_at:
+        return f"circuit open, {h.reopen_at - now:.1f}s left"
+    return "half-open probe in flight"
+
+
+class Router:
+    def __init__(self, catalog: Catalog, config: Config | None = None, *, health: HealthRegistry | None = None,
+                 rng: random.Random | None = None, clock: Clock = time.monotonic) -> None:
+        self.catalog = catalog
+        self.clock = clock
+        self._rng = rng or random.Random()
+        routing = config.routing if config is not None else RoutingConfig()
+        routes = config.routes if config is not None else {}
+        self.defaults = routing
+        self.health = health or HealthRegistry(catalog.deployments, breaker_settings(routes, routing),
+                                               routing.breaker, clock)
+        self.specs: dict[str, RouteSpec] = {}
+        for name, d in catalog.deployments.items():
+            entry = Entry(d, d.weight, 0, self._health_of(name))
+            group = Group(name, [entry], Priority([entry], self._rng))
+            self.specs[name] = RouteSpec(name, True, group, [], [], [], routing.retries, routing.timeouts, None,
+                                         RetryBudget(routing.retries, clock))
+        groups: dict[str, Group] = {}
+        for rname, route in catalog.routes.items():
+            rc = routes.get(rname)
+            weights = {t.deployment: t.weight for t in rc.targets} if rc is not None else {}
+            entries = [Entry(d, weights.get(d.name) or d.weight, i, self._health_of(d.name))
+                       for i, d in enumerate(route.targets)]
+            exploration = rc.exploration if rc is not None and rc.exploration is not None else routing.exploration
+            strategy = make_strategy(route.strategy, entries, self._rng, exploration)
+            groups[rname] = Group(rname, entries, strategy)
+        for rname, group in groups.items():
+            rc = routes.get(rname)
+            retries = merged(routing.retries, rc.retries if rc else None)
+            hedge = merged(routing.hedge, rc.hedge if rc else None) if routing.hedge is not None else (
+                rc.hedge if rc else None)
+            if hedge is not None and not hedge.enabled:
+                hedge = None
+
+            def resolve(names: list[str]) -> list[Group]:
+                out: list[Group] = []
+                for n in names:
+                    g = groups.get(n)
+                    if g is None and n in self.specs and self.specs[n].direct:
+                        g = self.specs[n].group
+                    if g is not None:
+                        out.append(g)  # a fallback whose deployments are all disabled is silently absent
+                return out
+
+            fallbacks = resolve(rc.fallbacks) if rc else []
+            context = resolve(rc.context_window_fallbacks) if rc else []
+            self.specs[rname] = RouteSpec(
+                rname, False, group, fallbacks, context, resolve(rc.content_policy_fallbacks) if rc else [],
+                retries, merged(routing.timeouts, rc.timeouts if rc else None), hedge, RetryBudget(retries, clock),
+                context + [g for g in fallbacks if g not in context])
+
+    def _health_of(self, deployment: str) -> dict[str, Health]:
+        return {ep: self.health.get(deployment, ep) for ep in ("chat", "embeddings")}
+
+    # --- planning ------------------------------------------------------------------------------------------
+
+    def plan(self, model: str, needs: set[str], prompt_tokens: int = 0, max_tokens: int | None = None,
+             endpoint: str = "chat", stream: bool = False) -> Plan:
+        spec = self.specs.get(model)
+        if spec is None:
+            raise ModelNotFound(f"The model {model!r} does not exist or you do not have access to it.",
+                                param="model", headers={"x-switchyard-attempts": "0", "x-switchyard-route-reason":
+                                                        header_safe(f"no deployment or route named {model!r}")})
+        if endpoint == "embeddings":
+            needs = needs | {"embeddings"}
+        plan = Plan(model, spec, endpoint, stream, needs, prompt_tokens, max_tokens, [], [], [], spec.fallbacks)
+        spec.budget.deposit()
+        now = self.clock()
+        too_big = self._add_group(plan, spec.group, now)
+        if not plan.entries and too_big and spec.context_fallbacks:
+            plan.queue = spec.context_then_fallbacks
+            plan.context_routed = True
+        while not plan.entries and self.expand(plan):
+            pass
+        if not plan.entries and not plan.resting:
+            raise self._unfit_error(plan)
+        return plan
+
+    def _add_group(self, plan: Plan, group: Group, now: float) -> bool:
+        """Append the fit and available entries of ``group`` in strategy order. True if one was too small."""
+        cands: list[Entry] = []
+        late: list[Entry] | None = None
+        too_big = False
+        listed = plan.entries
+        for e in group.entries:
+            if any(x.deployment is e.deployment for x in listed):
+                continue
+            why = unfit_reason(e.deployment, plan.needs, plan.prompt_tokens, plan.max_tokens)
+            if why is not None:
+                too_big = too_big or why.startswith("context")
+                plan.skipped.append((e.name, why))
+                continue
+            h = e.health[plan.endpoint]
+            if h.available_at(now) > now:
+                plan.resting.append(e)
+                plan.skipped.append((e.name, _rest_reason(h, now)))
+            elif h.is_probe_ready(now):
+                listed.append(e)  # the half-open probe goes first: if it fails, the request fails over
+            elif h.throttled(now):
+                late = late or []
+                late.append(e)
+                plan.notes.append(f"{e.name} rate limited for {h.throttled_until - now:.1f}s: tried last")
+            else:
+                cands.append(e)
+        if cands:
+            listed.extend(group.strategy.order(cands, plan.endpoint, plan.stream, plan.prompt_tokens,
+                                               plan.max_tokens))
+        if late:
+            listed.extend(late)
+        return too_big
+
+    def expand(self, plan: Plan) -> bool:
+        """Append the next fallback group's candidates. False when no group is left."""
+        if plan.qpos >= len(plan.queue):
+            return False
+        group = plan.queue[plan.qpos]
+        plan.qpos += 1
+        before = len(plan.entries)
+        self._add_group(plan, group, self.clock())
+        if len(plan.entries) > before:
+            plan.notes.append(f"fallback {group.name}")
+        return True
+
+    def switch(self, plan: Plan, kind: str) -> bool:
+        """After an upstream's context-window or content-policy error: continue with that kind's fallbacks."""
+        groups = plan.spec.context_fallbacks if kind == "context_window" else plan.spec.policy_fallbacks
+        if not groups:
+            return False
+        plan.queue = groups
+        plan.qpos = 0
+        plan.notes.append(f"{kind}_fallbacks")
+        return True
+
+    def _unfit_error(self, plan: Plan) -> InvalidRequest:
+        spec = plan.spec
+        if spec.direct:
+            d = spec.group.entries[0].deployment
+            missing = sorted(plan.needs - d.capabilities)
+            if plan.endpoint == "embeddings" and "embeddings" in missing:
+                return InvalidRequest(f"Deployment {d.name!r} does not serve embeddings.", param="model",
+                                      code="unsupported_model", headers=self._headers(plan))
+            why = unfit_reason(d, plan.needs, plan.prompt_tokens, plan.max_tokens)
+            param = _CAP_PARAM.get(missing[0], "messages") if missing else "messages"
+            code = "context_length_exceeded" if not missing else "unsupported_capability"
+            return InvalidRequest(f"Deployment {d.name!r} cannot serve this request: it {why}.", param=param,
+                                  code=code, headers=self._headers(plan))
+        detail = "; ".join(f"{n} {w}" for n, w in plan.skipped)
+        only_context = all(w.startswith("context") for _, w in plan.skipped)
+        return InvalidRequest(f"No deployment of route {spec.name!r} can serve this request ({detail}).",
+                              param="messages" if only_context else "model",
+                              code="context_length_exceeded" if only_context else "no_suitable_deployment",
+                              headers=self._headers(plan))
+
+    @staticmethod
+    def _headers(plan: Plan) -> dict[str, str]:
+        return {"x-switchyard-attempts": "0", "x-switchyard-route-reason": header_safe(plan.reason)}
+
+
+def header_safe(text: str) -> str:
+    """A header value: latin-1, no line breaks."""
+    return text.replace("\r", " ").replace("\n", " ").encode("latin-1", "replace").decode("latin-1")

@@ -1,0 +1,87 @@
+"""``/admin/budgets`` and ``/admin/rate_limits``: definitions that the ledger enforces."""
+
+from __future__ import annotations
+
+from ...governance import limits
+from ...governance.models import (
+    Budget,
+    BudgetCreate,
+    BudgetList,
+    BudgetUpdate,
+    Deleted,
+    LimitQuery,
+    RateLimit,
+    RateLimitCreate,
+    RateLimitList,
+    RateLimitUpdate,
+)
+from .api import AdminContext, operation
+from .identity_routes import run
+
+
+@operation("GET", "/admin/budgets", summary="List budgets", tag="budgets", action="budget.list", response=BudgetList,
+           query=LimitQuery)
+async def list_budgets(ctx: AdminContext) -> BudgetList:
+    return BudgetList(data=await run(ctx, "budget.list", limits.list_budgets, ctx.query))
+
+
+@operation("POST", "/admin/budgets", summary="Define a budget", tag="budgets", action="budget.create",
+           body=BudgetCreate, response=Budget, status=201, errors=(400, 401, 403, 503))
+async def create_budget(ctx: AdminContext, body: BudgetCreate) -> Budget:
+    """A budget in USD, tokens or both, over a calendar period (or ``total``), for a key, user, team, org or tag.
+    Every key in its scope carries it from the next call on (on every replica within a second)."""
+    return await run(ctx, "budget.create", limits.create_budget, body)
+
+
+@operation("GET", "/admin/budgets/{budget_id}", summary="Get a budget", tag="budgets", action="budget.read",
+           response=Budget)
+async def get_budget(ctx: AdminContext) -> Budget:
+    bid = ctx.params["budget_id"]
+    return await run(ctx, "budget.read", limits.get_budget, bid, target=bid)
+
+
+@operation("PATCH", "/admin/budgets/{budget_id}", summary="Change a budget", tag="budgets", action="budget.update",
+           body=BudgetUpdate, response=Budget)
+async def update_budget(ctx: AdminContext, body: BudgetUpdate) -> Budget:
+    return await run(ctx, "budget.update", limits.update_budget, ctx.params["budget_id"], body)
+
+
+@operation("DELETE", "/admin/budgets/{budget_id}", summary="Delete a budget", tag="budgets", action="budget.delete",
+           response=Deleted, errors=(401, 403, 404, 503))
+async def delete_budget(ctx: AdminContext) -> Deleted:
+    await run(ctx, "budget.delete", limits.delete_budget, ctx.params["budget_id"])
+    return Deleted(id=ctx.params["budget_id"], object="budget", deleted=True)
+
+
+@operation("GET", "/admin/rate_limits", summary="List rate limits", tag="rate_limits", action="rate_limit.list",
+           response=RateLimitList, query=LimitQuery)
+async def list_rate_limits(ctx: AdminContext) -> RateLimitList:
+    return RateLimitList(data=await run(ctx, "rate_limit.list", limits.list_rate_limits, ctx.query))
+
+
+@operation("POST", "/admin/rate_limits", summary="Define a rate limit", tag="rate_limits",
+           action="rate_limit.create", body=RateLimitCreate, response=RateLimit, status=201,
+           errors=(400, 401, 403, 503))
+async def create_rate_limit(ctx: AdminContext, body: RateLimitCreate) -> RateLimit:
+    """Requests per minute, tokens per minute and requests in flight, for a key, user or team."""
+    return await run(ctx, "rate_limit.create", limits.create_rate_limit, body)
+
+
+@operation("GET", "/admin/rate_limits/{limit_id}", summary="Get a rate limit", tag="rate_limits",
+           action="rate_limit.read", response=RateLimit)
+async def get_rate_limit(ctx: AdminContext) -> RateLimit:
+    lid = ctx.params["limit_id"]
+    return await run(ctx, "rate_limit.read", limits.get_rate_limit, lid, target=lid)
+
+
+@operation("PATCH", "/admin/rate_limits/{limit_id}", summary="Change a rate limit", tag="rate_limits",
+           action="rate_limit.update", body=RateLimitUpdate, response=RateLimit)
+async def update_rate_limit(ctx: AdminContext, body: RateLimitUpdate) -> RateLimit:
+    return await run(ctx, "rate_limit.update", limits.update_rate_limit, ctx.params["limit_id"], body)
+
+
+@operation("DELETE", "/admin/rate_limits/{limit_id}", summary="Delete a rate limit", tag="rate_limits",
+           action="rate_limit.delete", response=Deleted, errors=(401, 403, 404, 503))
+async def delete_rate_limit(ctx: AdminContext) -> Deleted:
+    await run(ctx, "rate_limit.delete", limits.delete_rate_limit, ctx.params["limit_id"])
+    return Deleted(id=ctx.params["limit_id"], object="rate_limit", deleted=True)

@@ -1,0 +1,160 @@
+"""Small ASGI pieces the shell needs: request ids, bounded body reads, and a stream that stops when the client
+goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import Message, Receive, Scope, Send
+
+from ..errors import PayloadTooLarge
+
+log = logging.getLogger("switchyard.server")
+
+
+def _id_prefix() -> str:
+    return secrets.token_hex(10)
+
+
+class _Ids:
+    """Request ids: ``req_`` + 20 random hex digits drawn once per process + a 12-digit counter. As unique as a
+    UUID across processes and replicas (80 random bits), at the cost of an increment (uuid4 reads the OS's random
+    source every time)."""
+
+    prefix = _id_prefix()
+    counter = itertools.count(1)
+
+    @classmethod
+    def reseed(cls) -> None:  # a forked child must not repeat its parent's ids
+        cls.prefix = _id_prefix()
+        cls.counter = itertools.count(1)
+
+    @classmethod
+    def new(cls) -> str:
+        return f"req_{cls.prefix}{next(cls.counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+os.register_at_fork(after_in_child=_Ids.reseed)
+new_request_id = _Ids.new
+
+Endpoint = Callable[[Request], Awaitable[Any]]
+ErrorHandler = Callable[[Request, Exception], Awaitable[Any]]
+
+
+class Shell:
+    """The outermost ASGI layer: request ids for every HTTP request, and a direct path for the data plane.
+
+    Every request gets our own unique id; the caller's ``x-request-id`` is kept if it sent one, and echoed back
+    (else ours is). Records are keyed by our id, so a caller reusing an id loses nothing.
+
+    ``fast`` maps exact ``(method, path)`` pairs (the data-plane endpoints) to their endpoints, which are called
+    here without Starlette's middleware stack and linear route matching; anything else (other paths, other
+    methods, so 404 and 405 too) goes through the Starlette app as before. The fast endpoints catch their own
+    errors and answer in their protocol; ``on_error`` is the last resort, as Starlette's handler is for the rest.
+    """
+
+    def __init__(self, app: Any, fast: dict[tuple[str, str], Endpoint], on_error: ErrorHandler) -> None:
+        self.app = app
+        self.state = app.state
+        self.fast = fast
+        self.on_error = on_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = b""
+        for k, v in scope["headers"]:
+            if k == b"x-request-id":
+                client = v[:200]
+                break
+        ours = new_request_id()
+        state = scope.setdefault("state", {})
+        state["request_id"] = ours
+        state["client_request_id"] = client.decode("latin-1") if client else None
+        rid = client or ours.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
+            await send(message)
+
+        endpoint = self.fast.get((scope["method"], scope["path"]))
+        if endpoint is None:
+            await self.app(scope, receive, send_with_id)
+            return
+        scope["app"] = self.app
+        request = Request(scope, receive)
+        try:
+            response = await endpoint(request)
+        except Exception as e:
+            response = await self.on_error(request, e)
+        await response(scope, receive, send_with_id)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (before reading it all) one longer than ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body is {declared} bytes; the limit is {limit} bytes.", param="body")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.", param="body")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class StreamResponse:
+    """An SSE response whose producer is cancelled as soon as the client disconnects, so the upstream call is
+    cancelled too (rather than at the next chunk, as a plain write-and-fail would)."""
+
+    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str], status: int = 200) -> None:
+        self.body = body
+        self.status = status
+        raw = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no")]
+        raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+        self.raw_headers = raw
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.raw_headers})
+
+        async def pump() -> None:
+            async for data in self.body:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+
+        producer = asyncio.ensure_future(pump())
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await asyncio.wait({producer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watcher, producer):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, OSError):
+                        await task
+            aclose = getattr(self.body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if producer.done() and not producer.cancelled():
+            exc = producer.exception()
+            if exc is not None and not isinstance(exc, OSError):
+                log.error("stream failed after its start: %s", type(exc).__name__)

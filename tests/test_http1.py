@@ -1,0 +1,137 @@
+"""The lean HTTP/1.1 client (providers/http1.py) against a raw socket server that answers exactly as scripted:
+framing (Content-Length, chunked, end of connection), compression, keep-alive reuse, and every transport failure
+named as the providers expect. (The providers' own tests and the chaos tests run it against the fakes too.)"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from switchyard.providers.http import transport_error
+from switchyard.providers.http1 import ConnectFailed, ConnectionReset, Disconnected, LeanHTTP
+
+Script = Callable[[bytes], bytes | None]  # request head -> raw reply (None: close without a word)
+
+
+class RawServer:
+    def __init__(self) -> None:
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.script: Script = lambda head: b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+        self.after: str = "keep"  # keep | close | reset | hang
+        self.server: asyncio.base_events.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                body = await reader.readexactly(length)
+                self.requests.append(head + body)
+                if self.after == "hang":
+                    await asyncio.sleep(2)
+                reply = self.script(head)
+                if reply:
+                    writer.write(reply)
+                    await writer.drain()
+                if self.after == "reset":
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
+                if self.after == "close" or reply is None:
+                    writer.close()
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1/chat/completions"
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[RawServer]:
+    s = RawServer()
+    s.server = await asyncio.start_server(s.handle, "127.0.0.1", 0)
+    yield s
+    s.server.close()
+
+
+def client(total: float = 5.0) -> LeanHTTP:
+    return LeanHTTP(limit=4, connect_timeout=2.0, total_timeout=total)
+
+
+async def test_keep_alive_reuses_one_connection_and_sends_what_it_was_given(raw: RawServer) -> None:
+    c = client()
+    for _ in range(3):
+        status, headers, body = await c.post(raw.url, b'{"a":1}', {"authorization": "Bearer k", "X-Extra": "v"},
+                                             "api-version=1")
+        assert (status, body, headers["Content-Length"]) == (200, b"ok", "2")
+    assert raw.connections == 1 and len(raw.requests) == 3
+    head = raw.requests[0].decode()
+    assert head.startswith("POST /v1/chat/completions?api-version=1 HTTP/1.1\r\n")
+    assert f"host: 127.0.0.1:{raw.url.split(':')[2].split('/')[0]}\r\n" in head
+    assert "authorization: Bearer k\r\n" in head and "X-Extra: v\r\n" in head and "content-length: 7\r\n" in head
+    assert head.endswith('\r\n\r\n{"a":1}')
+    await c.aclose()
+
+
+async def test_chunked_gzip_and_end_of_connection_bodies(raw: RawServer) -> None:
+    packed = gzip.compress(b'{"choices": []}')
+    half = len(packed) // 2
+    raw.script = lambda head: (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-encoding: gzip\r\n\r\n"
+                               + f"{half:x}\r\n".encode() + packed[:half] + b"\r\n"
+                               + f"{len(packed) - half:x}\r\n".encode() + packed[half:] + b"\r\n0\r\n\r\n")
+    c = client()
+    assert (await c.post(raw.url, b"{}", {}))[2] == b'{"choices": []}'
+    raw.script = lambda head: b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nto the end"
+    raw.after = "close"
+    status, _, body = await c.post(raw.url, b"{}", {})
+    assert (status, body) == (200, b"to the end")
+    await c.aclose()
+
+
+async def test_transport_failures_are_named(raw: RawServer) -> None:
+    c = client(total=0.5)
+    raw.script = lambda head: b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\ncut short"
+    raw.after = "close"
+    with pytest.raises(Disconnected) as cut:
+        await c.post(raw.url, b"{}", {})
+    assert "closed the connection unexpectedly" in transport_error(cut.value, "up", "d").message
+    raw.script = lambda head: b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial"
+    raw.after = "reset"
+    with pytest.raises((ConnectionReset, Disconnected)) as reset:
+        await c.post(raw.url, b"{}", {})
+    assert transport_error(reset.value, "up", "d").retryable
+    raw.script = lambda head: b"NOT HTTP AT ALL\r\n\r\n"
+    raw.after = "keep"
+    with pytest.raises(Disconnected, match="malformed"):
+        await c.post(raw.url, b"{}", {})
+    raw.after = "hang"
+    with pytest.raises(TimeoutError) as slow:
+        await c.post(raw.url, b"{}", {})
+    assert transport_error(slow.value, "up", "d").message == "timed out waiting for provider 'up'"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: refused
+        with pytest.raises(ConnectFailed) as refused:
+            await c.post(f"http://127.0.0.1:{port}/v1/x", b"{}", {})
+    assert transport_error(refused.value, "up", "d").message == "could not connect to provider 'up'"
+    with pytest.raises(ValueError, match="newline"):
+        await c.post(raw.url, b"{}", {"x-injected": "a\r\nevil: 1"})
+    await c.aclose()
+
+
+def test_only_plain_urls_take_the_lean_path() -> None:
+    assert LeanHTTP.takes("https://api.openai.com/v1/chat/completions")
+    assert not LeanHTTP.takes("https://bedrock-runtime.us-east-1.amazonaws.com/model/arn%3Aaws%3Ax/converse")
+    assert not LeanHTTP.takes("unix:///tmp/sock")
