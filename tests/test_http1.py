@@ -1,6 +1,7 @@
 """The lean HTTP/1.1 client (providers/http1.py) against a raw socket server that answers exactly as scripted:
-framing (Content-Length, chunked, end of connection), compression, keep-alive reuse, and every transport failure
-named as the providers expect. (The providers' own tests and the chaos tests run it against the fakes too.)"""
+framing (Content-Length, chunked, end of connection), compression, keep-alive reuse, streamed replies, and every
+transport failure named as the providers expect. (The providers' own tests and the chaos tests run it against the
+fakes too.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from switchyard.providers.http import transport_error
-from switchyard.providers.http1 import ConnectFailed, ConnectionReset, Disconnected, LeanHTTP
+from switchyard.providers.http1 import ConnectFailed, ConnectionReset, Disconnected, LeanHTTP, ReadTimeout
 
 Script = Callable[[bytes], bytes | None]  # request head -> raw reply (None: close without a word)
 
@@ -135,3 +136,96 @@ def test_only_plain_urls_take_the_lean_path() -> None:
     assert LeanHTTP.takes("https://api.openai.com/v1/chat/completions")
     assert not LeanHTTP.takes("https://bedrock-runtime.us-east-1.amazonaws.com/model/arn%3Aaws%3Ax/converse")
     assert not LeanHTTP.takes("unix:///tmp/sock")
+
+
+class Dripper:
+    """Answers each request with a chunked stream, one scripted part at a time (``(pause_s, payload)``; a payload
+    of None resets the connection, ``b""`` ends the stream properly), and counts connections."""
+
+    def __init__(self, parts: list[tuple[float, bytes | None]], encoding: str | None = None) -> None:
+        self.parts = parts
+        self.encoding = encoding
+        self.connections = 0
+        self.sent: list[float] = []  # loop time at which each payload went out
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                await reader.readexactly(length)
+                extra = f"content-encoding: {self.encoding}\r\n" if self.encoding else ""
+                writer.write(("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                              f"transfer-encoding: chunked\r\n{extra}\r\n").encode())
+                for pause, payload in self.parts:
+                    await asyncio.sleep(pause)
+                    if payload is None:
+                        sock = writer.get_extra_info("socket")
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        writer.transport.abort()
+                        return
+                    writer.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n" if payload else b"0\r\n\r\n")
+                    await writer.drain()
+                    self.sent.append(loop.time())
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+async def serve(d: Dripper) -> tuple[asyncio.base_events.Server, str]:
+    server = await asyncio.start_server(d.handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
+
+
+async def test_a_stream_arrives_chunk_by_chunk_and_its_connection_is_reused() -> None:
+    d = Dripper([(0, b"data: 1\n\n"), (0.3, b"data: 2\n\n"), (0, b"")])
+    server, url = await serve(d)
+    c = client()
+    loop = asyncio.get_running_loop()
+    for _ in range(2):
+        got: list[tuple[float, bytes]] = []
+        async with c.stream(url, b"{}", {}, "alt=sse") as s:
+            assert (s.status, s.headers["Content-Type"]) == (200, "text/event-stream")
+            async for data in s.chunks():
+                got.append((loop.time(), data))
+        assert b"".join(x for _, x in got) == b"data: 1\n\ndata: 2\n\n"
+        assert got[0][1] == b"data: 1\n\n" and got[0][0] < d.sent[-2]  # the first before the second was sent
+    assert d.connections == 1
+    await c.aclose()
+    server.close()
+
+
+async def test_a_gzip_stream_is_decoded_as_it_arrives() -> None:
+    packed = gzip.compress(b"data: " + b"x" * 5000 + b"\n\n")
+    d = Dripper([(0, packed[:40]), (0.05, packed[40:]), (0, b"")], encoding="gzip")
+    server, url = await serve(d)
+    c = client()
+    async with c.stream(url, b"{}", {}) as s:
+        assert await s.read() == b"data: " + b"x" * 5000 + b"\n\n"
+    await c.aclose()
+    server.close()
+
+
+async def test_stream_failures_are_named_and_a_stream_left_early_is_not_reused() -> None:
+    d = Dripper([(0, b"data: 1\n\n"), (1.0, b"data: 2\n\n"), (0, b"")])
+    server, url = await serve(d)
+    c = LeanHTTP(limit=4, connect_timeout=2.0, total_timeout=0.3)  # per read, for a stream
+    with pytest.raises(ReadTimeout) as stalled:
+        async with c.stream(url, b"{}", {}) as s:
+            async for _ in s.chunks():
+                pass
+    assert transport_error(stalled.value, "up", "d").message == "timed out waiting for provider 'up'"
+    async with c.stream(url, b"{}", {}) as s:
+        async for _ in s.chunks():
+            break  # the consumer stops early: the connection cannot go back to the pool
+    d.parts = [(0, b"data: 1\n\n"), (0.05, None)]
+    with pytest.raises((ConnectionReset, Disconnected)) as reset:
+        async with c.stream(url, b"{}", {}) as s:
+            async for _ in s.chunks():
+                pass
+    assert transport_error(reset.value, "up", "d").retryable
+    assert d.connections == 3
+    await c.aclose()
+    server.close()

@@ -2,28 +2,48 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
-from rich.console import Console
 
 from ..config import Config, ConfigError, load_config
 from .serve import serve_command
 
-console = Console(stderr=True)
+#: Subcommands imported only when they run (or --help lists them): `serve` starts without the others' imports.
+LAZY_COMMANDS = {
+    "keys": "switchyard.cli.keys:keys",
+    "teams": "switchyard.cli.teams:teams",
+    "audit": "switchyard.cli.audit:audit",
+    "route": "switchyard.cli.route:route",
+    "spend": "switchyard.cli.spend:spend",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose listed subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            module, _, attr = LAZY_COMMANDS[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
 def _load(path: str) -> Config:
     try:
         return load_config(path)
     except ConfigError as e:
-        console.print(f"[red]{e.source}: invalid configuration[/red]")
+        click.secho(f"{e.source}: invalid configuration", fg="red", err=True)
         for p in e.problems:
-            console.print(f"  {p}", markup=False, highlight=False)
+            click.echo(f"  {p}", err=True)
         sys.exit(2)
 
 
-@click.group()
+@click.group(cls=LazyGroup)
 @click.version_option(package_name="switchyard")
 def main() -> None:
     """Switchyard: one governed gateway in front of every model."""
@@ -40,18 +60,6 @@ def check(config_path: str) -> None:
 
 
 main.add_command(serve_command(_load))
-
-from .audit import audit  # noqa: E402  (governance commands; they import nothing from this module)
-from .keys import keys  # noqa: E402
-from .route import route  # noqa: E402  (switchyard route explain)
-from .spend import spend  # noqa: E402  (switchyard spend report)
-from .teams import teams  # noqa: E402
-
-main.add_command(keys)
-main.add_command(teams)
-main.add_command(audit)
-main.add_command(route)
-main.add_command(spend)
 
 if __name__ == "__main__":
     main()

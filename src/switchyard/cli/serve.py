@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import click
-from rich.console import Console
 
 from ..config import Config
 
@@ -38,19 +37,17 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
 
 def _banner(cfg: Config, host: str, port: int, store: Any, workers: int, deployments: dict[str, Any],
             routes: dict[str, Any]) -> None:
-    out = Console()
     suffix = f", {workers} workers" if workers > 1 else ""
-    out.print(f"[bold]Switchyard[/bold] listening on [cyan]http://{host}:{port}[/cyan] "
-              f"(OpenAI base URL: http://{host}:{port}/v1{suffix})")
-    out.print(f"store: {store!r}", highlight=False)
+    click.echo(click.style("Switchyard", bold=True) + " listening on " + click.style(f"http://{host}:{port}", fg="cyan")
+               + f" (OpenAI base URL: http://{host}:{port}/v1{suffix})")
+    click.echo(f"store: {store!r}")
     for name, d in deployments.items():
-        out.print(f"  deployment [green]{name}[/green] -> {d.provider_name}/{d.target.model}", highlight=False)
+        click.echo(f"  deployment {click.style(name, fg='green')} -> {d.provider_name}/{d.target.model}")
     for name, r in routes.items():
-        out.print(f"  route [green]{name}[/green] -> {', '.join(t.name for t in r.targets)}", highlight=False)
+        click.echo(f"  route {click.style(name, fg='green')} -> {', '.join(t.name for t in r.targets)}")
     disabled = [n for n, p in cfg.providers.items() if not p.enabled]
     if disabled:
-        out.print(f"  [dim]disabled providers (set their key to enable them): {', '.join(disabled)}[/dim]",
-                  highlight=False)
+        click.secho(f"  disabled providers (set their key to enable them): {', '.join(disabled)}", dim=True)
 
 
 def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: bool, quiet: bool,
@@ -64,12 +61,11 @@ def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: 
     from ..server import create_app
     from ..store import Store
 
-    console = Console(stderr=True)
     try:
         catalog = Catalog.from_config(cfg)
     except ValueError as e:  # a provider that cannot be built (a missing extra, a bad region): the config's fault
-        console.print(f"[red]{config_path}: invalid configuration[/red]")
-        console.print(f"  {e}", markup=False, highlight=False)
+        click.secho(f"{config_path}: invalid configuration", fg="red", err=True)
+        click.echo(f"  {e}", err=True)
         sys.exit(2)
     store = Store.open(cfg.store, run_migrations=migrate)
     writer = SpendWriter.for_config(cfg, store.engine)  # the request log, through the durable spend spool
@@ -78,7 +74,7 @@ def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: 
     if not quiet:
         _banner(cfg, host, port, store, 1, catalog.deployments, catalog.routes)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                           lifespan="on"))
+                                           lifespan="on", ws="none"))
     try:
         if reuse_port:
             server.run(sockets=[_reuse_port_socket(host, port)])
@@ -147,13 +143,10 @@ def _require_shared_ledger(cfg: Config, config_path: str, workers: int) -> None:
     except ValueError:  # a key secret is set, just too short: virtual keys are meant to be on
         on = True
     if on:
-        console = Console(stderr=True)
-        console.print(f"[red]{config_path}: --workers {workers} needs ledger.redis[/red]", highlight=False,
-                      soft_wrap=True)
-        console.print("  With virtual keys on (master_key, governance.key_secret or $SWITCHYARD_KEY_SECRET is set), "
-                      "budgets and rate limits must be shared by the workers, or each worker would enforce its own "
-                      "copy. Configure ledger.redis, or run one worker.", markup=False, highlight=False,
-                      soft_wrap=True)
+        click.secho(f"{config_path}: --workers {workers} needs ledger.redis", fg="red", err=True)
+        click.echo("  With virtual keys on (master_key, governance.key_secret or $SWITCHYARD_KEY_SECRET is set), "
+                   "budgets and rate limits must be shared by the workers, or each worker would enforce its own "
+                   "copy. Configure ledger.redis, or run one worker.", err=True)
         sys.exit(2)
 
 

@@ -1,8 +1,10 @@
 """What every HTTP provider shares: one pooled client each, and turning transport failures into named errors.
 
-The client is a thin wrapper over aiohttp (:class:`UpstreamHTTP`): the providers see bytes in, ``(status, headers,
-bytes)`` or a byte-chunk iterator out, and catch :data:`TRANSPORT_ERRORS`, so the pool underneath can change
-without touching them.
+The providers see bytes in, ``(status, headers, bytes)`` or an open stream out (:class:`UpstreamHTTP`), and catch
+:data:`TRANSPORT_ERRORS`, so the pool underneath can change without touching them. Underneath, the lean HTTP/1.1
+client (:mod:`.http1`) carries every URL it takes as it is, whole replies and streams; aiohttp carries the rest
+(percent-encoded URLs, as a signed Bedrock path is). aiohttp is imported on first use only: a gateway whose
+upstreams need none of it starts without it, and its failures are turned into the lean client's error types.
 """
 
 from __future__ import annotations
@@ -10,18 +12,27 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import quote, urlencode
 
-import aiohttp
 import orjson
-from yarl import URL
 
 from ..errors import UpstreamError, UpstreamTimeout, is_retryable_status, parse_retry_after
-from .http1 import ConnectFailed, ConnectionReset, ConnectTimeout, Disconnected, LeanHTTP, TransportFailure
+from .http1 import (
+    ConnectFailed,
+    ConnectionReset,
+    ConnectTimeout,
+    Disconnected,
+    LeanHTTP,
+    TransportFailure,
+)
+
+if TYPE_CHECKING:
+    import aiohttp
+    from yarl import URL
 
 #: What a call through :class:`UpstreamHTTP` may raise for a transport failure (give it to :func:`transport_error`).
-TRANSPORT_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, TimeoutError, TransportFailure)
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (TransportFailure, TimeoutError)
 
 
 class UpstreamReply(NamedTuple):
@@ -30,9 +41,43 @@ class UpstreamReply(NamedTuple):
     body: bytes
 
 
-class UpstreamStream:
-    """A streamed reply, open: read its status and headers, then its body chunk by chunk (or whole, on errors)."""
+class UpstreamStream(Protocol):
+    """A streamed reply, open: its status and headers, then its body chunk by chunk (or whole, on errors)."""
 
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Case-insensitive."""
+        ...
+
+    async def read(self) -> bytes: ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body (decompressed) as it arrives."""
+        ...
+
+
+def _aiohttp_failure(exc: BaseException) -> BaseException:
+    """An aiohttp failure as one of the lean client's (the others as they are)."""
+    import aiohttp
+
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return ConnectTimeout(str(exc) or "connect timeout")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ConnectFailed(str(exc))
+    if isinstance(exc, aiohttp.ClientOSError) or (  # aiohttp names a reset mid-body only in the message
+            isinstance(exc, aiohttp.ClientPayloadError) and "ConnectionResetError" in str(exc)):
+        return ConnectionReset(str(exc))
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return Disconnected(str(exc))
+    if isinstance(exc, aiohttp.ClientError):
+        return TransportFailure(type(exc).__name__)
+    return exc
+
+
+class _AiohttpStream:
     __slots__ = ("_resp", "headers", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
@@ -41,42 +86,49 @@ class UpstreamStream:
         self.headers: Mapping[str, str] = resp.headers
 
     async def read(self) -> bytes:
-        return await self._resp.read()
+        try:
+            return await self._resp.read()
+        except Exception as e:
+            raise _aiohttp_failure(e) from e
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        """The body (decompressed) as it arrives."""
-        return self._resp.content.iter_any()
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._resp.content.iter_any():
+                yield data
+        except Exception as e:
+            raise _aiohttp_failure(e) from e
 
 
 class UpstreamHTTP:
-    """One provider's pooled HTTP clients, opened on first use inside the running loop: whole-reply POSTs go
-    through the lean HTTP/1.1 client (:mod:`.http1`), streams (and URLs it does not take) through aiohttp."""
+    """One provider's pooled HTTP clients, opened on first use inside the running loop: the lean HTTP/1.1 client
+    (:mod:`.http1`) for every URL it takes, aiohttp for the others."""
 
     def __init__(self, config: Any) -> None:
         self._limit = int(config.max_connections)
-        self._lean = LeanHTTP(limit=self._limit, connect_timeout=float(config.connect_timeout),
-                              total_timeout=float(config.timeout))
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout, sock_connect=config.connect_timeout)
-        # a stream is bounded per read (as long as the upstream keeps sending), not in total
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout,
-                                                     sock_read=config.timeout)
+        self._connect_timeout = float(config.connect_timeout)
+        self._read_timeout = float(config.timeout)  # a whole reply's total; a stream's per read
+        self._lean = LeanHTTP(limit=self._limit, connect_timeout=self._connect_timeout,
+                              total_timeout=self._read_timeout)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _open(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         loop = asyncio.get_running_loop()
         session = self._session
         if session is not None and self._loop is loop and not session.closed:
             return session
         connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=60, ttl_dns_cache=300,
                                          enable_cleanup_closed=True)
-        session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=True,
+        timeout = aiohttp.ClientTimeout(total=self._read_timeout, sock_connect=self._connect_timeout)
+        session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True,
                                         cookie_jar=aiohttp.DummyCookieJar())
         self._session, self._loop = session, loop
         return session
 
     async def start(self) -> None:
-        self._open()
+        """Nothing to open ahead: both clients connect on first use."""
 
     async def aclose(self) -> None:
         await self._lean.aclose()
@@ -92,18 +144,34 @@ class UpstreamHTTP:
             query = urlencode(params, quote_via=quote) if params else None
             status, reply_headers, data = await self._lean.post(url, body, headers, query)
             return UpstreamReply(status, reply_headers, data)
-        async with self._open().post(url, data=body, headers=headers, params=params, allow_redirects=False) as resp:
-            return UpstreamReply(resp.status, resp.headers, await resp.read())
+        try:
+            async with self._open().post(url, data=body, headers=headers, params=params,
+                                         allow_redirects=False) as resp:
+                return UpstreamReply(resp.status, resp.headers, await resp.read())
+        except Exception as e:
+            raise _aiohttp_failure(e) from e
 
     @asynccontextmanager
     async def stream(self, url: str | URL, body: bytes, headers: Mapping[str, str],
                      params: Mapping[str, str] | None = None) -> AsyncIterator[UpstreamStream]:
-        """POST ``body``; the reply open for reading. Leaving the block (cancelled or not) lets go of the
-        connection: back to the pool when the body was read to its end, closed otherwise."""
-        resp = await self._open().post(url, data=body, headers=headers, params=params, allow_redirects=False,
-                                       timeout=self._stream_timeout)
+        """POST ``body``; the reply open for reading (each read bounded by the timeout, the whole not). Leaving
+        the block (cancelled or not) lets go of the connection: back to the pool when the body was read to its
+        end, closed otherwise."""
+        if isinstance(url, str) and LeanHTTP.takes(url):
+            query = urlencode(params, quote_via=quote) if params else None
+            async with self._lean.stream(url, body, headers, query) as lean:
+                yield lean
+            return
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout, sock_read=self._read_timeout)
         try:
-            yield UpstreamStream(resp)
+            resp = await self._open().post(url, data=body, headers=headers, params=params, allow_redirects=False,
+                                           timeout=timeout)
+        except Exception as e:
+            raise _aiohttp_failure(e) from e
+        try:
+            yield _AiohttpStream(resp)
         finally:
             if resp.content.is_eof():
                 resp.release()
@@ -112,18 +180,17 @@ class UpstreamHTTP:
 
 
 def transport_error(exc: BaseException, provider: str, deployment: str) -> UpstreamError:
-    if isinstance(exc, TimeoutError):  # aiohttp's ConnectionTimeoutError, SocketTimeoutError, or the total
-        kind = "connecting to" if isinstance(exc, aiohttp.ConnectionTimeoutError | ConnectTimeout) else "waiting for"
+    if isinstance(exc, TimeoutError):  # a connect timeout, a read timeout, or the total
+        kind = "connecting to" if isinstance(exc, ConnectTimeout) else "waiting for"
         return UpstreamTimeout(f"timed out {kind} provider {provider!r}", provider=provider, deployment=deployment)
-    if isinstance(exc, aiohttp.ClientConnectorError | ConnectFailed):
+    if isinstance(exc, ConnectFailed):
         msg = f"could not connect to provider {provider!r}"
-    elif isinstance(exc, aiohttp.ClientOSError | ConnectionReset) or (  # aiohttp names a reset mid-body only in
-            isinstance(exc, aiohttp.ClientPayloadError) and "ConnectionResetError" in str(exc)):  # the message
+    elif isinstance(exc, ConnectionReset):
         msg = f"the connection to provider {provider!r} was reset"
-    elif isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | Disconnected):
+    elif isinstance(exc, Disconnected):
         msg = f"provider {provider!r} closed the connection unexpectedly"
     else:
-        msg = f"provider {provider!r} failed: {type(exc).__name__}"
+        msg = f"provider {provider!r} failed: {exc}"
     return UpstreamError(msg, provider=provider, deployment=deployment, retryable=True)
 
 

@@ -13,19 +13,22 @@ what an upstream model call needs, on the event loop's own transports, with the 
 * every transport failure is one of :data:`LEAN_ERRORS`, which :func:`switchyard.providers.http.transport_error`
   names as it names aiohttp's (could not connect / was reset / closed the connection / timed out).
 
-Streams stay on aiohttp (:class:`switchyard.providers.http.UpstreamHTTP` routes them there), as do URLs this
-client does not take as they are (percent-encoded paths, which aiohttp's URL handling normalizes and which a
-request signature may cover).
+* streamed replies (:meth:`LeanHTTP.stream`): the body is handed over chunk by chunk as it arrives, with a read
+  timeout per chunk instead of a total, and back-pressure (reading pauses while more than 256 KiB wait unread).
+
+URLs this client does not take as they are (percent-encoded paths, which aiohttp's URL handling normalizes and
+which a request signature may cover) go to aiohttp (:class:`switchyard.providers.http.UpstreamHTTP` routes them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ssl
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,7 +55,13 @@ class ConnectTimeout(TimeoutError):
     """No connection within the connect timeout."""
 
 
+class ReadTimeout(TimeoutError):
+    """A streamed reply sent nothing within the read timeout."""
+
+
 LEAN_ERRORS: tuple[type[BaseException], ...] = (TransportFailure, TimeoutError)
+
+_HIGH_WATER = 256 * 1024  # a stream's unread bytes above which reading pauses
 
 
 class Headers(dict[str, str]):
@@ -80,13 +89,17 @@ class _Conn(asyncio.Protocol):
         self.idle_since = 0.0
         self._reset()
 
-    def _reset(self) -> None:
+    def _reset(self, streaming: bool = False) -> None:
         self.status = 0
         self.headers = Headers()
         self.body: list[bytes] = []
         self.complete = False
         self.keep_alive = False
         self.got_bytes = False
+        self.streaming = streaming  # wake the waiter at the headers and at every chunk, not only at the end
+        self.error: BaseException | None = None  # a failure that found no waiter (a stream between two reads)
+        self.unread = 0
+        self.paused = False
 
     # --- asyncio.Protocol ----------------------------------------------------------------------------------------
 
@@ -123,28 +136,48 @@ class _Conn(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        if self.streaming:
+            self._wake()
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
+        if self.streaming:
+            self.unread += len(body)
+            if self.unread > _HIGH_WATER and not self.paused and self.transport is not None:
+                self.transport.pause_reading()
+                self.paused = True
+            self._wake()
 
     def on_message_complete(self) -> None:
         self._finish(self.parser.should_keep_alive())
 
     # --- completion ---------------------------------------------------------------------------------------------
 
-    def _finish(self, keep_alive: bool) -> None:
-        self.complete = True
-        self.keep_alive = keep_alive and not self.closed
+    def _wake(self) -> None:
         w = self.waiter
         if w is not None and not w.done():
             w.set_result(None)
+
+    def _finish(self, keep_alive: bool) -> None:
+        self.complete = True
+        self.keep_alive = keep_alive and not self.closed
+        self._wake()
 
     def _fail(self, exc: BaseException) -> None:
         w = self.waiter
         if w is not None and not w.done():
             w.set_exception(exc)
+        elif self.error is None:
+            self.error = exc
         if self.transport is not None:
             self.transport.close()
+
+    def resume(self) -> None:
+        self.unread = 0
+        if self.paused:
+            self.paused = False
+            if self.transport is not None and not self.closed:
+                self.transport.resume_reading()
 
     def close(self) -> None:
         self.closed = True
@@ -153,6 +186,65 @@ class _Conn(asyncio.Protocol):
 
 
 Origin = tuple[str, str, int]  # scheme, host, port
+
+
+class LeanStream:
+    """A streamed reply, open: ``status`` and ``headers`` now, the body through :meth:`chunks` (or :meth:`read`,
+    whole). Each wait for more of the body is bounded by the read timeout."""
+
+    __slots__ = ("_conn", "_decoder", "_timeout", "headers", "status")
+
+    def __init__(self, conn: _Conn, read_timeout: float) -> None:
+        self._conn = conn
+        self._timeout = read_timeout
+        self.status = conn.status
+        self.headers = conn.headers
+        encoding = conn.headers.get("content-encoding")
+        self._decoder: Any = None
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            self._decoder = zlib.decompressobj(47 if encoding != "deflate" else zlib.MAX_WBITS)
+
+    async def _next(self) -> bytes | None:
+        """The next bytes that arrived (None at the end of the body)."""
+        conn = self._conn
+        while True:
+            if conn.body:
+                data = conn.body[0] if len(conn.body) == 1 else b"".join(conn.body)
+                conn.body.clear()
+                conn.resume()
+                return data
+            if conn.complete:
+                return None
+            if conn.error is not None:
+                raise conn.error
+            waiter = conn.waiter = conn.loop.create_future()
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await waiter
+            except TimeoutError:  # only this timeout's own expiry: a failure is not a TimeoutError
+                raise ReadTimeout(f"the upstream sent nothing for {self._timeout:g} s") from None
+            finally:
+                conn.waiter = None
+
+    def _decode(self, data: bytes) -> bytes:
+        try:
+            return self._decoder.decompress(data)  # type: ignore[no-any-return]
+        except zlib.error as e:
+            raise Disconnected(f"the upstream sent a body that does not decompress ({e})") from None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body (decompressed) as it arrives."""
+        while (data := await self._next()) is not None:
+            if self._decoder is not None:
+                data = self._decode(data)
+                if not data:
+                    continue
+            yield data
+
+    async def read(self) -> bytes:
+        """The rest of the body, whole."""
+        parts = [data async for data in self.chunks()]
+        return b"".join(parts)
 
 
 def _head(method: str, target: str, host: str, headers: Mapping[str, str], length: int) -> bytes:
@@ -243,6 +335,47 @@ class LeanHTTP:
                 except zlib.error as e:
                     raise Disconnected(f"the upstream sent a body that does not decompress ({e})") from None
         return conn.status, conn.headers, data
+
+    @contextlib.asynccontextmanager
+    async def stream(self, url: str, body: bytes, headers: Mapping[str, str], query: str | None = None,
+                     read_timeout: float | None = None) -> AsyncIterator[LeanStream]:
+        """POST ``body``; the reply open for reading once its headers are in (each wait, the headers' included,
+        bounded by ``read_timeout``, default the total timeout). Leaving the block lets go of the connection:
+        back to the pool when the reply was complete, closed otherwise (a consumer that stops early)."""
+        origin, host, target = self._split(url)
+        if query:
+            target += ("&" if "?" in target else "?") + query
+        head = _head("POST", target, host, headers, len(body))
+        timeout = self.total_timeout if read_timeout is None else read_timeout
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.limit)
+        async with self._slots:
+            conn = self._checkout(origin) or await self._connect(origin)
+            ok = False
+            try:
+                conn._reset(streaming=True)
+                waiter = conn.waiter = conn.loop.create_future()
+                assert conn.transport is not None
+                conn.transport.write(head + body if len(body) < 65536 else head)
+                if len(body) >= 65536:
+                    conn.transport.write(body)
+                try:
+                    async with asyncio.timeout(timeout):
+                        await waiter
+                except TimeoutError:
+                    raise ReadTimeout(f"no reply headers within {timeout:g} s") from None
+                finally:
+                    conn.waiter = None
+                yield LeanStream(conn, timeout)
+                ok = True
+            finally:
+                conn.waiter = None
+                if ok and conn.complete and conn.keep_alive and not conn.closed:
+                    conn.resume()
+                    conn.streaming = False
+                    self._checkin(origin, conn)
+                else:
+                    self._drop(conn)
 
     # --- the pool -----------------------------------------------------------------------------------------------
 
