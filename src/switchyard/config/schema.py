@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from .base import Strict as _Strict
@@ -58,6 +60,8 @@ class ServerConfig(_Strict):
     port: int = Field(4000, ge=0, le=65535)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     request_timeout: float = Field(600.0, gt=0)
+    # CPU priority of the threads that write batches to the store (switchyard.background): idle | low | normal
+    background_priority: Literal["idle", "low", "normal"] = "idle"
 
 
 class Config(_Strict):

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import sqlalchemy as sa
 
+from .. import background
 from ..config.governance import AuditSettings
 from ..store.audit_tables import audit_checkpoints, audit_head, audit_log
 from .db import Db, is_store_failure
@@ -308,7 +309,7 @@ class CallAuditor:
             while self._pending:
                 batch = [self._pending[i] for i in range(min(len(self._pending), _BATCH))]
                 try:
-                    await asyncio.to_thread(self._append, batch)
+                    await background.run(self._append, batch)
                 except Exception as e:
                     self._failures += 1
                     if self._failures in (1, 10) or self._failures % 100 == 0:

@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError
 
+from .. import background
 from ..config.ledger import SpoolSettings
 from ..store.spend_tables import (
     DIM,
@@ -287,7 +288,7 @@ class SpendWriter:
             while self._unspooled:
                 lines = self._unspooled[:self.settings.batch_size]
                 try:
-                    self.shipped += await asyncio.to_thread(self._ship_lines, lines)
+                    self.shipped += await background.run(self._ship_lines, lines)
                 except Exception as e:
                     self._failures += 1
                     log.warning("spend: the store refused a batch (%s); retrying in %.1fs", self.db.describe(e),
@@ -299,7 +300,7 @@ class SpendWriter:
                 if batch is None:
                     break
                 try:
-                    n = await asyncio.to_thread(self._ship_batch, batch)
+                    n = await background.run(self._ship_batch, batch)
                 except Exception as e:
                     self._failures += 1
                     log.warning("spend: the store refused a batch (%s); %d bytes wait in the spool, retrying in "
@@ -323,10 +324,10 @@ class SpendWriter:
             now = time.monotonic()
             if s.fsync == "interval" and now - last_sync >= s.fsync_interval:
                 last_sync = now
-                await asyncio.to_thread(self.spool.sync)
+                await background.run(self.spool.sync)
             if now - last_adopt >= _ADOPT_EVERY:
                 last_adopt = now
-                await asyncio.to_thread(self.spool.adopt)
+                await background.run(self.spool.adopt)
             if self.spool.pending() or self._unspooled:
                 await self.flush()
 

@@ -29,6 +29,7 @@ from sqlalchemy import Engine, Insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
+from .. import background
 from ..pipeline import CallRecord
 from .tables import request_log
 
@@ -113,7 +114,7 @@ class BatchWriter:
                 n = min(len(self._pending), self._rows_per_insert)
                 batch = list(itertools.islice(self._pending, n))
                 try:
-                    await asyncio.to_thread(self._write, batch)
+                    await background.run(self._write, batch)
                 except _UNWRITABLE:
                     # Something in the batch is unwritable; find it by writing the records one at a time.
                     if not await self._write_one_by_one(n):
@@ -169,7 +170,7 @@ class BatchWriter:
         for _ in range(n):
             rec = self._pending[0]
             try:
-                await asyncio.to_thread(self._write, [rec])
+                await background.run(self._write, [rec])
             except _UNWRITABLE as e:
                 log.error("request log: record %r cannot be stored and is set aside (%s)",
                           rec.request_id, self._describe(e))
