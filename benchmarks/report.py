@@ -239,7 +239,9 @@ CAVEATS = [
     "from run to run; p50 is the stable number. `--quick` numbers are rougher still. Compare runs made with "
     "the same plan.",
     "- **CPU ms/request** is the gateway process's user + system time (all threads, from `/proc/<pid>/stat`, "
-    "10 ms ticks) over the measured phase divided by its requests. Peak RSS is `VmHWM`, reset between phases.",
+    "10 ms ticks) over the measured phase and the drain after it (until the process is idle again, so that work "
+    "it put off, such as batched store writes at a low priority, is charged too) divided by the phase's "
+    "requests. Peak RSS is `VmHWM`, reset before each phase and read after its drain.",
     "- **Loopback only, one machine, a virtual machine**: other load on the host (CI, other builds) moves the "
     "numbers; the load average before the run is recorded above.",
     "",

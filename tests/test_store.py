@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import math
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -165,6 +167,35 @@ def test_migrations_create_request_log_and_rerun_is_a_noop(store: Store, db_url:
         assert not _at_head(conn)
         conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": HEAD_REVISION})
     assert {"alembic_version", "request_log"} <= set(sa.inspect(store.engine).get_table_names())
+
+
+
+def test_an_isolated_migration_runs_in_a_child_and_keeps_alembic_out(tmp_path: Path) -> None:
+    """`serve` migrates in a child interpreter: the serving process never imports Alembic (about 10 MB)."""
+    url = f"sqlite:///{tmp_path / 'iso.db'}"
+    script = (f"import sys; from switchyard.store import Store; s = Store.open({url!r}, isolated=True); "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako'))); s.close()")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    engine = create_engine_for(url)
+    try:
+        with engine.connect() as conn:
+            assert _at_head(conn)
+            assert conn.execute(sa.text("SELECT version FROM identity_version")).scalar() == 0  # seeds ran too
+    finally:
+        engine.dispose()
+    Store.open(url, isolated=True).close()  # at head: nothing to do, no child
+
+
+def test_a_failed_isolated_migration_is_an_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'future.db'}"
+    engine = create_engine_for(url)
+    with engine.begin() as conn:  # a revision this version does not know: the child's Alembic refuses it
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('9999')"))
+    engine.dispose()
+    with pytest.raises(RuntimeError, match=r"the store migration failed: .*9999"):
+        Store.open(url, isolated=True)
 
 
 # --- the writer ------------------------------------------------------------------------------------------------

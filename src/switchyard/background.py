@@ -5,10 +5,11 @@ A gateway pinned to one core shares it between its event loop and these threads.
 store writes (a few milliseconds of CPU for a few hundred records) delays every request that arrives meanwhile:
 measured at 500 requests/s on one core, the p99 went from 2.9 ms to 4.1 ms. At ``idle`` (Linux ``SCHED_IDLE``)
 the kernel runs the loop first whenever it has work, and the batch threads use what it leaves; ``low`` is nice 10.
-Under sustained saturation the batches fall behind instead: spend waits in its durable spool on disk, audit records
-in their queue, and both catch up when the load drops. Nothing is lost either way; ``normal`` turns this off.
+A saturated process would starve them, so a writer whose backlog has grown past its bound submits with
+``urgent=True``: that batch runs on a second pool at normal priority, and the backlog (memory, spool on disk) stays
+bounded while the serving loop pays the writes' full cost. ``normal`` turns the low priority off altogether.
 
-One executor per event loop (so that gateways in one process never wait for each other's threads), created on
+Two executors per event loop (so that gateways in one process never wait for each other's threads), created on
 first use; :func:`configure` sets the priority for the threads that start after it.
 """
 
@@ -31,6 +32,10 @@ log = logging.getLogger("switchyard.background")
 _MAX_THREADS = 4
 _priority: list[Priority] = ["idle"]
 _executors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ThreadPoolExecutor] = weakref.WeakKeyDictionary()
+_urgent: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ThreadPoolExecutor] = weakref.WeakKeyDictionary()
+
+#: A writer's backlog (records waiting) past which its batches run at normal priority.
+URGENT_BACKLOG = 2000
 
 
 def configure(priority: Priority) -> None:
@@ -50,16 +55,18 @@ def _lower_priority() -> None:
         log.debug("background threads stay at normal priority: %s", e)
 
 
-def executor() -> ThreadPoolExecutor:
-    """This loop's batch executor."""
+def executor(urgent: bool = False) -> ThreadPoolExecutor:
+    """This loop's batch executor (``urgent``: the one at normal priority)."""
     loop = asyncio.get_running_loop()
-    ex = _executors.get(loop)
+    pools = _urgent if urgent else _executors
+    ex = pools.get(loop)
     if ex is None:
-        ex = _executors[loop] = ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="switchyard-batch",
-                                                   initializer=_lower_priority)
+        ex = pools[loop] = ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="switchyard-batch",
+                                              initializer=None if urgent else _lower_priority)
     return ex
 
 
-async def run(fn: Callable[..., T], *args: object) -> T:
-    """``fn(*args)`` on a batch thread (as :func:`asyncio.to_thread`, at the batch priority)."""
-    return await asyncio.get_running_loop().run_in_executor(executor(), functools.partial(fn, *args))
+async def run(fn: Callable[..., T], *args: object, urgent: bool = False) -> T:
+    """``fn(*args)`` on a batch thread (as :func:`asyncio.to_thread`, at the batch priority; ``urgent``: at normal
+    priority, for a writer whose backlog is past :data:`URGENT_BACKLOG`)."""
+    return await asyncio.get_running_loop().run_in_executor(executor(urgent), functools.partial(fn, *args))

@@ -72,7 +72,7 @@ def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: 
     # when the loop wants it back gives it up within this interval (the default, 5 ms, showed in the p99).
     sys.setswitchinterval(0.0005)
     background.configure(cfg.server.background_priority)
-    store = Store.open(cfg.store, run_migrations=migrate)
+    store = Store.open(cfg.store, run_migrations=migrate, isolated=True)  # no Alembic in the serving process
     writer = SpendWriter.for_config(cfg, store.engine)  # the request log, through the durable spend spool
     gateway = Gateway(cfg, catalog, writer)
     app = create_app(gateway, store=store, recorder=writer, freeze_gc=True)
@@ -94,7 +94,7 @@ def run_supervisor(cfg: Config, config_path: str, host: str, port: int, workers:
     from ..catalog import Catalog
     from ..store import Store
 
-    store = Store.open(cfg.store)  # migrate once, here, before any worker opens the store
+    store = Store.open(cfg.store, isolated=True)  # migrate once, here, before any worker opens the store
     catalog = Catalog.from_config(cfg)
     _banner(cfg, host, port, store, workers, catalog.deployments, catalog.routes)
     store.close()

@@ -309,7 +309,8 @@ class CallAuditor:
             while self._pending:
                 batch = [self._pending[i] for i in range(min(len(self._pending), _BATCH))]
                 try:
-                    await background.run(self._append, batch)
+                    await background.run(self._append, batch,
+                                         urgent=len(self._pending) > background.URGENT_BACKLOG)
                 except Exception as e:
                     self._failures += 1
                     if self._failures in (1, 10) or self._failures % 100 == 0:

@@ -160,6 +160,9 @@ def _upsert(conn: sa.Connection, table: sa.Table, keys: Sequence[str], rows: lis
         conn.execute(_upsert_stmt(conn.dialect.name, table, tuple(keys), tuple(adds), tuple(also)), rows)
 
 
+_URGENT_SPOOL_BYTES = 1 << 20  # unshipped spool bytes (about 3,000 records) past which shipping is urgent
+
+
 def ship(db: Db, records: Sequence[dict[str, Any]]) -> int:
     """Store a batch of decoded records in one transaction; returns how many were new."""
     rows = [log_row(d) for d in records]  # in spool order: request_log ids follow the order calls ended
@@ -288,7 +291,7 @@ class SpendWriter:
             while self._unspooled:
                 lines = self._unspooled[:self.settings.batch_size]
                 try:
-                    self.shipped += await background.run(self._ship_lines, lines)
+                    self.shipped += await background.run(self._ship_lines, lines, urgent=self._urgent())
                 except Exception as e:
                     self._failures += 1
                     log.warning("spend: the store refused a batch (%s); retrying in %.1fs", self.db.describe(e),
@@ -300,7 +303,7 @@ class SpendWriter:
                 if batch is None:
                     break
                 try:
-                    n = await background.run(self._ship_batch, batch)
+                    n = await background.run(self._ship_batch, batch, urgent=self._urgent())
                 except Exception as e:
                     self._failures += 1
                     log.warning("spend: the store refused a batch (%s); %d bytes wait in the spool, retrying in "
@@ -312,6 +315,10 @@ class SpendWriter:
                 log.info("spend: writes recovered after %d failed attempts", self._failures)
                 self._failures = 0
             return True
+
+    def _urgent(self) -> bool:
+        """Past this backlog the batches run at normal priority (see :mod:`switchyard.background`)."""
+        return len(self._unspooled) > background.URGENT_BACKLOG or self.spool.pending() > _URGENT_SPOOL_BYTES
 
     def _backoff(self) -> float:
         return min(self.settings.retry_max, 0.25 * 2.0 ** max(0, self._failures - 1))

@@ -21,12 +21,14 @@ import ipaddress
 import logging
 import socket
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from ..config.ledger import WebhookSettings
+
+if TYPE_CHECKING:  # httpx is imported when a webhook is first sent (its import pulls in rich and pygments)
+    import httpx
 
 log = logging.getLogger("switchyard.ledger")
 
@@ -47,6 +49,8 @@ def is_public(addr: IPAddress) -> bool:
 
 async def resolve_target(url: str, allow_private: bool) -> tuple[httpx.URL, str]:
     """The URL rewritten to a checked address, and the original host (for Host and SNI)."""
+    import httpx
+
     u = httpx.URL(url)
     if u.scheme not in ("http", "https") or not u.host:
         raise UnsafeTarget(f"not an http(s) URL: {url!r}")
@@ -131,6 +135,8 @@ class WebhookNotifier:
                     self._sending = False
 
     async def _deliver(self, url: str, body: bytes) -> None:
+        import httpx
+
         s = self.settings
         headers = {"content-type": "application/json", "x-switchyard-event": "budget.threshold",
                    "user-agent": "switchyard-webhooks"}
@@ -167,4 +173,6 @@ class WebhookNotifier:
 
 def _redact(url: str) -> str:
     """The URL without its query (which may hold a token)."""
+    import httpx
+
     return str(httpx.URL(url).copy_with(query=None, fragment=None))

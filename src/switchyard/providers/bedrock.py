@@ -18,11 +18,10 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import orjson
-from yarl import URL
 
 from ..config import BedrockProviderConfig
 from ..errors import UpstreamError, is_retryable_status
@@ -31,6 +30,9 @@ from . import bedrock_wire
 from .base import Provider, Target
 from .eventstream import EventStreamDecoder, Frame, FrameError
 from .http import TRANSPORT_ERRORS, UpstreamHTTP, status_error, transport_error
+
+if TYPE_CHECKING:
+    from yarl import URL
 
 log = logging.getLogger("switchyard.providers.bedrock")
 
@@ -160,6 +162,8 @@ class BedrockProvider(Provider):
         if operation == "converse-stream":
             headers["accept-encoding"] = "identity"  # event-stream frames are read as they arrive, uncompressed
         signed = self.sign(url, body, headers, await self._frozen_credentials(target))
+        from yarl import URL  # aiohttp's URL type: sent exactly as signed
+
         return URL(url, encoded=True), body, signed
 
     # --- errors -------------------------------------------------------------------------------------------

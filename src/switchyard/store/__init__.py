@@ -12,14 +12,16 @@ Schema changes and how to write a revision: see :mod:`switchyard.store.db`.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from . import audit_tables, identity_tables, spend_tables  # noqa: F401  (each registers on the shared metadata)
-from .db import create_engine_for, migrate, normalize_url
+from .db import create_engine_for, migrate, migrate_isolated, normalize_url
 from .tables import request_log
-from .writer import BatchWriter
+
+if TYPE_CHECKING:  # the writer imports the pipeline: a migration child (db.py) must not pay for it
+    from .writer import BatchWriter
 
 log = logging.getLogger("switchyard.store")
 
@@ -32,11 +34,14 @@ class Store:
         self.engine = engine
 
     @classmethod
-    def open(cls, url: str, *, run_migrations: bool = True) -> Store:
-        """Connect to ``url`` (``sqlite:///path`` or ``postgresql://...``) and bring its schema to head."""
+    def open(cls, url: str, *, run_migrations: bool = True, isolated: bool = False) -> Store:
+        """Connect to ``url`` (``sqlite:///path`` or ``postgresql://...``) and bring its schema to head
+        (``isolated``: in a child interpreter, see :func:`~switchyard.store.db.migrate_isolated`)."""
         engine = create_engine_for(url)
         try:
-            if run_migrations:
+            if run_migrations and isolated:
+                migrate_isolated(engine, url)
+            elif run_migrations:
                 migrate(engine)
         except BaseException:
             engine.dispose()
@@ -58,6 +63,8 @@ class Store:
 
     def writer(self, **options: Any) -> BatchWriter:
         """A :class:`BatchWriter` on this store (``interval``, ``batch_size``, ... as keyword options)."""
+        from .writer import BatchWriter
+
         return BatchWriter(self.engine, **options)
 
     def recent_requests(self, limit: int = 100) -> list[dict[str, Any]]:
@@ -69,6 +76,16 @@ class Store:
     def close(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BatchWriter":
+        from .writer import BatchWriter
+
+        return BatchWriter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["BatchWriter", "Store", "create_engine_for", "migrate"]

@@ -114,7 +114,7 @@ class BatchWriter:
                 n = min(len(self._pending), self._rows_per_insert)
                 batch = list(itertools.islice(self._pending, n))
                 try:
-                    await background.run(self._write, batch)
+                    await background.run(self._write, batch, urgent=len(self._pending) > background.URGENT_BACKLOG)
                 except _UNWRITABLE:
                     # Something in the batch is unwritable; find it by writing the records one at a time.
                     if not await self._write_one_by_one(n):
