@@ -28,6 +28,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,8 @@ Rows = list[tuple[str, str, int, int]]
 
 def plan_deployments(plan: Plan) -> list[Deployment]:
     """Every deployment the plan may call: its entries, resting ones, and every fallback group not yet expanded."""
+    if not plan.resting and plan.qpos >= len(plan.queue) and not plan.spec.policy_fallbacks:
+        return [e.deployment for e in plan.entries]  # the common case: nothing but the planned entries
     out: dict[int, Deployment] = {}
     for e in (*plan.entries, *plan.resting):
         out[id(e.deployment)] = e.deployment
@@ -79,6 +82,15 @@ def embedding_tokens(req: EmbeddingRequest) -> int:
     return sum(estimate_text(x) if isinstance(x, str) else len(x) for x in req.input)
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    principal: Principal  # held, so that its id() stays its own while the shape is cached
+    budgets: tuple[tuple[BudgetDef, str, int, int], ...]  # (budget, time zone, USD limit E8 or -1, tokens or -1)
+    rpm: tuple[RateLimitDef, ...]
+    tpm: tuple[RateLimitDef, ...]
+    concurrent: tuple[RateLimitDef, ...]
+
+
 class Ledger:
     def __init__(self, config: Config, db: Db | None) -> None:
         s = config.ledger
@@ -86,6 +98,7 @@ class Ledger:
         self.db = db
         self.webhooks = WebhookNotifier(s.webhooks)
         self.holds: dict[str, Hold] = {}  # requests in flight that hold something
+        self._shapes: dict[int, _Shape] = {}
         self.memory: MemoryBackend | None = None
         self.redis: RedisBackend | None = None
         if s.redis:
@@ -175,22 +188,34 @@ class Ledger:
             prompt, max_tokens, output = plan.prompt_tokens, plan.max_tokens, True
             if isinstance(request, ChatRequest) and request.n:
                 choices = request.n
+        shape = self._shape(p)
         budgets: list[BudgetHold] = []
-        if p.budgets:
+        if shape.budgets:
             usd, tokens = self.worst_case(plan, prompt, max_tokens, choices, output)
             now = time.time()
-            for b in p.budgets:
-                tz = b.timezone or self.settings.budget_timezone
+            for b, tz, limit_usd, limit_tokens in shape.budgets:
                 period, resets_at = period_at(b.period, tz, now)
-                budgets.append(BudgetHold(
-                    budget=b, tz=tz, period=period, resets_at=resets_at,
-                    limit_usd=int((b.max_usd * E8).to_integral_value()) if b.max_usd is not None else -1,
-                    limit_tokens=b.max_tokens if b.max_tokens is not None else -1, usd=usd, tokens=tokens))
+                budgets.append(BudgetHold(b, tz, period, resets_at, limit_usd, limit_tokens, usd, tokens))
+        return Hold(request_id, budgets, rpm=list(shape.rpm), tpm=[(x, prompt) for x in shape.tpm],
+                    concurrent=list(shape.concurrent))
+
+    def _shape(self, p: Principal) -> _Shape:
+        """What a principal's holds always look like (limits in E8 units, zones, limits by kind), worked out once
+        per principal object: the key directory hands out the same object until the key changes."""
+        hit = self._shapes.get(id(p))
+        if hit is not None and hit.principal is p:
+            return hit
+        if len(self._shapes) > 10_000:
+            self._shapes.clear()
         rl = p.rate_limits
-        return Hold(request_id, budgets,
-                    rpm=[x for x in rl if x.rpm is not None],
-                    tpm=[(x, prompt) for x in rl if x.tpm is not None],
-                    concurrent=[x for x in rl if x.max_concurrent is not None])
+        shape = self._shapes[id(p)] = _Shape(
+            principal=p,
+            budgets=tuple((b, b.timezone or self.settings.budget_timezone,
+                           int((b.max_usd * E8).to_integral_value()) if b.max_usd is not None else -1,
+                           b.max_tokens if b.max_tokens is not None else -1) for b in p.budgets),
+            rpm=tuple(x for x in rl if x.rpm is not None), tpm=tuple(x for x in rl if x.tpm is not None),
+            concurrent=tuple(x for x in rl if x.max_concurrent is not None))
+        return shape
 
     async def reserve(self, request_id: str, principal: Principal, plan: Plan, request: Any = None) -> None:
         """Hold the request's worst case against every budget and limit in scope, or raise (429, or 503 when the
@@ -231,14 +256,18 @@ class Ledger:
         if hold is None:
             return ()
         usd = usd_e8(rec.total_cost)
-        tokens = rec.usage.total_tokens + sum(a.usage.total_tokens for a in rec.losers if a.usage is not None)
+        tokens = rec.usage.total_tokens
+        if rec.losers:
+            tokens += sum(a.usage.total_tokens for a in rec.losers if a.usage is not None)
         if self.redis is not None:
             if hold.budgets or hold.tpm or hold.concurrent:  # a requests-per-minute entry needs no settling
                 self.redis.settle(hold, usd, tokens)
         else:
             assert self.memory is not None
-            self._on_settled(self.memory.settle(hold, usd, tokens, time.time()))
-        return tuple(Charge(b.budget.id, b.period, usd, tokens) for b in hold.budgets)
+            settled = self.memory.settle(hold, usd, tokens, time.time())
+            if settled:
+                self._on_settled(settled)
+        return tuple([Charge(b.budget.id, b.period, usd, tokens) for b in hold.budgets])
 
     def _on_settled(self, settled: Iterable[Settled]) -> None:
         for s in settled:

@@ -66,18 +66,26 @@ class MemoryBackend:
             buckets.append(bucket)
         for i, lim in enumerate(hold.rpm):
             assert lim.rpm is not None
-            wait = self.requests.setdefault(lim.id, RequestWindow()).check(lim.rpm, now)
+            rw = self.requests.get(lim.id)
+            if rw is None:
+                rw = self.requests[lim.id] = RequestWindow()
+            wait = rw.check(lim.rpm, now)
             if wait is not None:
                 raise Refused("rpm", i, wait)
         for i, (lim, est) in enumerate(hold.tpm):
             assert lim.tpm is not None
-            w = self.tokens.setdefault(lim.id, TokenWindow())
+            w = self.tokens.get(lim.id)
+            if w is None:
+                w = self.tokens[lim.id] = TokenWindow()
             wait = w.check(lim.tpm, est, now)
             if wait is not None:
                 raise Refused("tpm", i, wait, used=w.total)
         for i, lim in enumerate(hold.concurrent):
             assert lim.max_concurrent is not None
-            wait = self.in_flight.setdefault(lim.id, InFlight()).check(lim.max_concurrent)
+            f = self.in_flight.get(lim.id)
+            if f is None:
+                f = self.in_flight[lim.id] = InFlight()
+            wait = f.check(lim.max_concurrent)
             if wait is not None:
                 raise Refused("concurrent", i, wait)
         # every check passed: take them all
@@ -103,7 +111,8 @@ class MemoryBackend:
             before_usd, before_tokens = bucket.spent_usd, bucket.spent_tokens
             bucket.spent_usd += usd
             bucket.spent_tokens += tokens
-            out.append(Settled(b, before_usd, bucket.spent_usd, before_tokens, bucket.spent_tokens))
+            if b.budget.thresholds:  # only these can call a webhook
+                out.append(Settled(b, before_usd, bucket.spent_usd, before_tokens, bucket.spent_tokens))
         for lim, _ in hold.tpm:
             entry = self._tpm_entries.pop((hold.request_id, lim.id), None)
             w = self.tokens.get(lim.id)

@@ -179,6 +179,8 @@ class Settled:
 
     def crossed(self) -> list[float]:
         """The budget's thresholds that this settlement crossed (fractions: 0.5, 0.8, 1.0)."""
+        if not self.hold.budget.thresholds:
+            return []
         before = self.fraction(self.usd_before, self.tokens_before)
         after = self.fraction(self.usd_after, self.tokens_after)
         return [t for t in self.hold.budget.thresholds if before < t <= after]

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
@@ -32,6 +33,14 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000", "foreign_keys=ON")
 _PG_CONNECT_TIMEOUT = 5  # seconds; a readiness probe must not hang on an unreachable server
 _PG_MIGRATION_LOCK = 0x5357_5944  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# JSON columns (tags, audit details) through orjson: the standard library's encoder was a tenth of a batch write
+_JSON: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -51,7 +60,7 @@ def create_engine_for(url: str) -> Engine:
         connect_args: dict[str, Any] = {}
         if "connect_timeout" not in u.query:
             connect_args["connect_timeout"] = _PG_CONNECT_TIMEOUT
-        return sa.create_engine(u, pool_pre_ping=True, connect_args=connect_args)
+        return sa.create_engine(u, pool_pre_ping=True, connect_args=connect_args, **_JSON)
     raise ValueError(f"unsupported store URL scheme {u.drivername!r}: use sqlite:/// or postgresql://")
 
 
@@ -60,10 +69,10 @@ def _sqlite_engine(u: URL) -> Engine:
     memory = database in ("", ":memory:") or database.startswith("file::memory:") or "mode=memory" in database
     if memory:
         # One shared connection, or every pooled connection (and thread) would see its own empty database.
-        engine = sa.create_engine(u, poolclass=StaticPool, connect_args={"check_same_thread": False})
+        engine = sa.create_engine(u, poolclass=StaticPool, connect_args={"check_same_thread": False}, **_JSON)
     else:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(u)
+        engine = sa.create_engine(u, **_JSON)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
