@@ -183,7 +183,7 @@ def targets(res: dict[str, Any], figs: dict[str, dict[str, Any]]) -> list[str]:
          mark(None if a500.get("p99_ms") is None else a500["p99_ms"] <= 3.0)],
         ["≤ 0.5 ms CPU per non-streamed request (closed loop: main suite / peers section)",
          f"{_f(cpu_main, 3)} / {_f(cpu, 3)}", mark(None if worst_cpu is None else worst_cpu <= 0.5)],
-        ["RSS ≤ 120 MB (peak over the whole run, overloaded stream phases included / over the peers section)",
+        ["RSS ≤ 120 MB (peak over the whole run, saturating closed-loop phases included / over the peers section)",
          f"{peak_mb * 1.048576:.0f} MB / {(sy.get('peak_mb') or 0) * 1.048576:.0f} MB" if peak_mb else "n/a",
          mark(None if not peak_mb else peak_mb * 1.048576 <= 120)],
         ["Ready within 1.5 s (median)", _f(ready_med), mark(None if ready_med is None else ready_med <= 1.5)],
