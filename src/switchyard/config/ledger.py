@@ -24,7 +24,7 @@ class SpoolSettings(_Strict):
     fsync: Literal["none", "interval", "always"] = "interval"  # see docs/budgets.md: what survives what
     fsync_interval: float = Field(1.0, gt=0)  # seconds between fsyncs of the spool (fsync: interval)
     flush_interval: float = Field(0.25, gt=0)  # seconds between shipments to the store
-    batch_size: int = Field(1000, ge=1, le=2000)  # records per store transaction
+    batch_size: int = Field(250, ge=1, le=2000)  # records per store transaction
     rotate_bytes: int = Field(4 * 1024 * 1024, ge=4096)  # start a new spool file past this size (once shipped)
     retry_max: float = Field(30.0, gt=0)  # the longest wait between attempts while the store is down
 
