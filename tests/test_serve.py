@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -107,3 +108,19 @@ def test_workers_with_virtual_keys_need_a_shared_ledger(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "--workers 2 needs ledger.redis" in done.stderr
     assert not (tmp_path / "w.db").exists()  # refused before it touched the store
+
+
+def test_a_store_that_cannot_be_migrated_is_said_in_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "future.db"
+    with sqlite3.connect(db) as conn:  # a revision this version does not know: the migration child refuses it
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        conn.execute("INSERT INTO alembic_version VALUES ('9999')")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"store: sqlite:///{db}\nproviders: {{sim: {{type: simulated}}}}\n"
+                      "deployments: [{name: m, provider: sim}]\n")
+    env = {k: v for k, v in os.environ.items() if k not in PROVIDER_KEYS}
+    cmd = [sys.executable, "-m", "switchyard.cli.main", "serve", "--config", str(config), "--port", str(free_port())]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "cannot open the store" in done.stderr and "9999" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -50,6 +50,25 @@ def _banner(cfg: Config, host: str, port: int, store: Any, workers: int, deploym
         click.secho(f"  disabled providers (set their key to enable them): {', '.join(disabled)}", dim=True)
 
 
+def _open_store(cfg: Config, config_path: str, *, migrate: bool) -> Any:
+    """The store, migrated in a child interpreter if it needs it (no Alembic in the serving process); a store that
+    cannot be opened is said in one line, not a traceback."""
+    from ..store import Store
+    from ..store.db import normalize_url
+
+    try:
+        return Store.open(cfg.store, run_migrations=migrate, isolated=True)
+    except Exception as e:
+        where = normalize_url(cfg.store).render_as_string(hide_password=True)
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        password = normalize_url(cfg.store).password
+        if password:
+            first = first.replace(str(password), "***")
+        click.secho(f"{config_path}: cannot open the store {where}", fg="red", err=True)
+        click.echo(f"  {type(e).__name__}: {first}", err=True)
+        sys.exit(1)
+
+
 def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: bool, quiet: bool,
                reuse_port: bool) -> None:
     """Serve in this process until SIGTERM or SIGINT."""
@@ -60,7 +79,6 @@ def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: 
     from ..governance.spend import SpendWriter
     from ..pipeline import Gateway
     from ..server import create_app
-    from ..store import Store
 
     try:
         catalog = Catalog.from_config(cfg)
@@ -72,7 +90,7 @@ def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: 
     # when the loop wants it back gives it up within this interval (the default, 5 ms, showed in the p99).
     sys.setswitchinterval(0.0005)
     background.configure(cfg.server.background_priority)
-    store = Store.open(cfg.store, run_migrations=migrate, isolated=True)  # no Alembic in the serving process
+    store = _open_store(cfg, config_path, migrate=migrate)
     writer = SpendWriter.for_config(cfg, store.engine)  # the request log, through the durable spend spool
     gateway = Gateway(cfg, catalog, writer)
     app = create_app(gateway, store=store, recorder=writer, freeze_gc=True)
@@ -92,9 +110,8 @@ def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: 
 def run_supervisor(cfg: Config, config_path: str, host: str, port: int, workers: int, log_level: str) -> None:
     """Start ``workers`` children on one port and keep them running until told to stop."""
     from ..catalog import Catalog
-    from ..store import Store
 
-    store = Store.open(cfg.store, isolated=True)  # migrate once, here, before any worker opens the store
+    store = _open_store(cfg, config_path, migrate=True)  # migrate once, here, before any worker opens the store
     catalog = Catalog.from_config(cfg)
     _banner(cfg, host, port, store, workers, catalog.deployments, catalog.routes)
     store.close()

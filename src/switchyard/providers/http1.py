@@ -10,11 +10,10 @@ what an upstream model call needs, on the event loop's own transports, with the 
 * ``Content-Length`` and chunked replies (the parser de-chunks), ``gzip``/``deflate`` bodies decompressed;
 * a connect timeout and a total timeout; a cancelled or failed exchange closes its connection, only a complete
   reply on a keep-alive connection goes back to the pool;
+* streamed replies (:meth:`LeanHTTP.stream`): the body is handed over chunk by chunk as it arrives, with the
+  timeout bounding each wait instead of the total, and back-pressure (reading pauses past 256 KiB unread);
 * every transport failure is one of :data:`LEAN_ERRORS`, which :func:`switchyard.providers.http.transport_error`
-  names as it names aiohttp's (could not connect / was reset / closed the connection / timed out).
-
-* streamed replies (:meth:`LeanHTTP.stream`): the body is handed over chunk by chunk as it arrives, with a read
-  timeout per chunk instead of a total, and back-pressure (reading pauses while more than 256 KiB wait unread).
+  names (could not connect / was reset / closed the connection / timed out); aiohttp's are mapped onto them.
 
 URLs this client does not take as they are (percent-encoded paths, which aiohttp's URL handling normalizes and
 which a request signature may cover) go to aiohttp (:class:`switchyard.providers.http.UpstreamHTTP` routes them).
@@ -300,23 +299,12 @@ class LeanHTTP:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str],
                    query: str | None = None) -> tuple[int, Headers, bytes]:
-        origin, host, target = self._split(url)
-        if query:
-            target += ("&" if "?" in target else "?") + query
-        head = _head("POST", target, host, headers, len(body))
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.limit)
-        async with asyncio.timeout(self.total_timeout), self._slots:
+        origin, head = self._request(url, body, headers, query)
+        async with asyncio.timeout(self.total_timeout), self._slot():
             conn = self._checkout(origin) or await self._connect(origin)
             ok = False
             try:
-                conn._reset()
-                waiter = conn.waiter = conn.loop.create_future()
-                assert conn.transport is not None
-                conn.transport.write(head + body if len(body) < 65536 else head)
-                if len(body) >= 65536:
-                    conn.transport.write(body)
-                await waiter
+                await self._send(conn, head, body)
                 ok = True
             finally:
                 conn.waiter = None
@@ -337,36 +325,22 @@ class LeanHTTP:
         return conn.status, conn.headers, data
 
     @contextlib.asynccontextmanager
-    async def stream(self, url: str, body: bytes, headers: Mapping[str, str], query: str | None = None,
-                     read_timeout: float | None = None) -> AsyncIterator[LeanStream]:
-        """POST ``body``; the reply open for reading once its headers are in (each wait, the headers' included,
-        bounded by ``read_timeout``, default the total timeout). Leaving the block lets go of the connection:
-        back to the pool when the reply was complete, closed otherwise (a consumer that stops early)."""
-        origin, host, target = self._split(url)
-        if query:
-            target += ("&" if "?" in target else "?") + query
-        head = _head("POST", target, host, headers, len(body))
-        timeout = self.total_timeout if read_timeout is None else read_timeout
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.limit)
-        async with self._slots:
+    async def stream(self, url: str, body: bytes, headers: Mapping[str, str],
+                     query: str | None = None) -> AsyncIterator[LeanStream]:
+        """POST ``body``; the reply open for reading once its headers are in. The timeout bounds each wait (for the
+        headers, then for each part of the body), not the whole. Leaving the block lets go of the connection: back
+        to the pool when the reply was complete, closed otherwise (a consumer that stops early)."""
+        origin, head = self._request(url, body, headers, query)
+        async with self._slot():
             conn = self._checkout(origin) or await self._connect(origin)
             ok = False
             try:
-                conn._reset(streaming=True)
-                waiter = conn.waiter = conn.loop.create_future()
-                assert conn.transport is not None
-                conn.transport.write(head + body if len(body) < 65536 else head)
-                if len(body) >= 65536:
-                    conn.transport.write(body)
                 try:
-                    async with asyncio.timeout(timeout):
-                        await waiter
+                    async with asyncio.timeout(self.total_timeout):
+                        await self._send(conn, head, body, streaming=True)
                 except TimeoutError:
-                    raise ReadTimeout(f"no reply headers within {timeout:g} s") from None
-                finally:
-                    conn.waiter = None
-                yield LeanStream(conn, timeout)
+                    raise ReadTimeout(f"no reply headers within {self.total_timeout:g} s") from None
+                yield LeanStream(conn, self.total_timeout)
                 ok = True
             finally:
                 conn.waiter = None
@@ -376,6 +350,32 @@ class LeanHTTP:
                     self._checkin(origin, conn)
                 else:
                     self._drop(conn)
+
+    # --- one exchange -------------------------------------------------------------------------------------------
+
+    def _request(self, url: str, body: bytes, headers: Mapping[str, str],
+                 query: str | None) -> tuple[Origin, bytes]:
+        """The origin to send to, and the request head."""
+        origin, host, target = self._split(url)
+        if query:
+            target += ("&" if "?" in target else "?") + query
+        return origin, _head("POST", target, host, headers, len(body))
+
+    def _slot(self) -> asyncio.Semaphore:
+        if self._slots is None:  # made inside the running loop
+            self._slots = asyncio.Semaphore(self.limit)
+        return self._slots
+
+    @staticmethod
+    async def _send(conn: _Conn, head: bytes, body: bytes, streaming: bool = False) -> None:
+        """Write the request; return when the reply is complete (``streaming``: when its headers are in)."""
+        conn._reset(streaming)
+        waiter = conn.waiter = conn.loop.create_future()
+        assert conn.transport is not None
+        conn.transport.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            conn.transport.write(body)
+        await waiter
 
     # --- the pool -----------------------------------------------------------------------------------------------
 

@@ -78,8 +78,6 @@ class Store:
         self.engine.dispose()
 
 
-
-
 def __getattr__(name: str) -> Any:
     if name == "BatchWriter":
         from .writer import BatchWriter

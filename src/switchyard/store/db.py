@@ -131,7 +131,7 @@ def migrate_isolated(engine: Engine, url: str) -> None:
     env = {**os.environ, _CHILD_URL_ENV: url}  # not argv: a password in it would show in ps
     proc = subprocess.run([sys.executable, "-c", "from switchyard.store.db import _child; _child()"], env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    if proc.returncode != 0:
+    if proc.returncode != 0:  # the child's last line says why (see _child); anything else, the exit code
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         raise RuntimeError(f"the store migration failed: {lines[-1] if lines else f'exit {proc.returncode}'}")
 
@@ -146,13 +146,23 @@ def _at_head(conn: sa.Connection) -> bool:
     return versions == [HEAD_REVISION]
 
 
-
 def _child() -> None:
-    """The child of :func:`migrate_isolated`."""
+    """The child of :func:`migrate_isolated`: migrate, and on failure say why in one line (without the password;
+    SQLAlchemy's own last line is a link to its docs) and exit 1."""
     import os
+    import sys
 
-    engine = create_engine_for(os.environ[_CHILD_URL_ENV])
+    url = os.environ[_CHILD_URL_ENV]
+    engine = create_engine_for(url)
     try:
         migrate(engine)
+    except Exception as e:
+        cause = getattr(e, "orig", None) or e
+        text = (str(cause).strip().splitlines() or [""])[0][:300]
+        password = make_url(url).password
+        if password:
+            text = text.replace(str(password), "***")
+        sys.stderr.write(f"{type(cause).__name__}: {text}\n")
+        sys.exit(1)
     finally:
         engine.dispose()
