@@ -20,6 +20,7 @@ A peer that is not installed, or that fails to start, is reported as skipped wit
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 import urllib.request
 from pathlib import Path
@@ -159,8 +160,34 @@ def run(plan: Plan, ups: dict[str, Managed], direct: Target, workdir: Path, src:
             g["peak_rss_kb"] = peak
             t.stop()
         out["gateways"][t.name] = g
+    out["governance_pairs"] = governance_pairs(plan, ups, ports, workdir, src, closed)
     out["scaleout"] = scaleout(plan, ups, ports, workdir, src, closed)
     return out
+
+
+def governance_pairs(plan: Plan, ups: dict[str, Managed], ports: dict[str, int], workdir: Path, src: Path | None,
+                     closed: Scenario, pairs: int = 3) -> dict[str, Any]:
+    """Governance off and on, alternating, ``pairs`` times on the same core: CPU per request of each closed-loop
+    phase (drain included), and the median of the pairs' ratios. One pair moves by several points from run to
+    run on this machine (other tenants' load); alternating and taking the median of paired ratios does not."""
+    off, on = SwitchyardTarget(ports, workdir, src=src), GovernedSwitchyardTarget(ports, workdir, src=src)
+    rows: list[dict[str, float]] = []
+    try:
+        off.start()
+        on.start()
+        for _ in range(pairs):
+            cpu = []
+            for t in (off, on):
+                _, d = measure(t, ups[closed.upstream], "closed", closed, plan)
+                cpu.append((d["gateway"] or {}).get("cpu_ms_per_req") or 0.0)
+            rows.append({"off_cpu_ms": cpu[0], "on_cpu_ms": cpu[1],
+                         "over_pct": round((cpu[1] / cpu[0] - 1) * 100, 1) if cpu[0] else 0.0})
+            print(f"  governance pair: off {cpu[0]:.3f} ms/req, on {cpu[1]:.3f} ms/req, "
+                  f"{rows[-1]['over_pct']:+.1f}%", flush=True)
+    finally:
+        off.stop()
+        on.stop()
+    return {"pairs": rows, "median_over_pct": statistics.median(r["over_pct"] for r in rows) if rows else None}
 
 
 def _children_cpu(pid: int) -> float:

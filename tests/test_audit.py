@@ -20,9 +20,14 @@ import yaml
 
 from switchyard.config.governance import AuditSettings
 from switchyard.governance.audit import GENESIS, AuditEntry, AuditLog, Signer, record_hash
+from switchyard.governance.audit_calls import call_record
 from switchyard.governance.audit_verify import verify
+from switchyard.governance.auth import Principal
 from switchyard.governance.db import Db
 from switchyard.governance.models import VerifyReport
+from switchyard.governance.records import spool_fields
+from switchyard.messages import Usage
+from switchyard.pipeline import CallRecord
 from switchyard.store import Store, create_engine_for
 from switchyard.store.audit_tables import audit_log
 from tests.support.gateway import MASTER_KEY
@@ -148,6 +153,48 @@ def test_a_forged_checkpoint_or_head_is_found(db: Db) -> None:
     sql(db, "UPDATE audit_checkpoints SET hash = (SELECT hash FROM audit_log WHERE seq = 6) WHERE seq = 6",
         "UPDATE audit_head SET seq = 11")
     assert problems(verify(db, Signer(AUDIT_KEY))) == [(None, "bad_head")]
+
+
+def call(i: int, cost: float, **kw: object) -> CallRecord:
+    p = Principal(id="vk_1", name="k", user_id="usr_1", team_id="team_1", org_id="org_1", key_id="vk_1",
+                  tags=frozenset({"b", "a"}))
+    fields: dict[str, object] = dict(
+        request_id=f"req_{i}", ts=1_764_800_000.123456 + i, principal_id="vk_1", endpoint="chat",
+        model="gpt-x", route="r", deployment="d", provider="openai", status="ok", http_status=200,
+        usage=Usage(input_tokens=3, output_tokens=5), cost=cost, latency_ms=1.2345, ttft_ms=None, attempts=1,
+        principal=p, reason="only deployment")
+    fields.update(kw)
+    return CallRecord(**fields)  # type: ignore[arg-type]
+
+
+def test_call_records_built_for_the_fast_path_verify(db: Db) -> None:
+    """Call records go in through the prepared path (built from the spool record, many-row INSERT): the verifier,
+    which hashes only what it reads back, agrees with every one of them, on both stores, between admin records."""
+    log = AuditLog(Signer(AUDIT_KEY), AuditSettings(checkpoint_every=4, checkpoint_interval=3600))
+    calls = [call(1, 0.0), call(2, 1.234567891e-5), call(3, 0.1 + 0.2), call(4, 12345.678901234),
+             call(5, 0.25, status="error", http_status=502, error="upstream \x00 failed"),
+             call(6, 2.5e-9, model="evil\x00model", payload={"request": {"messages": [{"content": "hé ✓"}]}}),
+             call(7, 0.0, http_status=429, deployment=None, status="error", error="budget")]
+    with db.write() as conn:
+        log.append(conn, [entry(1)])
+        log.append_prepared(conn, [call_record(spool_fields(c)) for c in calls[:4]])
+    with db.write() as conn:
+        log.append(conn, [entry(2)])
+        log.append_prepared(conn, [call_record(spool_fields(c)) for c in calls[4:]])
+    report = verify(db, Signer(AUDIT_KEY))
+    assert report.ok and report.records == 9, report.problems
+    with db.read() as conn:
+        rows = {r.request_id: r for r in conn.execute(sa.select(audit_log).where(audit_log.c.kind == "call"))}
+    assert [rows[f"req_{i}"].cost for i in (1, 2, 3, 4)] == [Decimal("0E-8"), Decimal("0.00001235"),
+                                                           Decimal("0.30000000"), Decimal("12345.67890123")]
+    assert rows["req_5"].cost == Decimal("0.25") and rows["req_5"].reason == "upstream  failed"
+    assert rows["req_5"].decision == "allow" and rows["req_1"].reason == "only deployment"
+    assert rows["req_6"].target == "evilmodel" and rows["req_6"].cost == Decimal("0E-8")
+    assert rows["req_7"].decision == "deny" and rows["req_1"].decision == "allow"
+    assert rows["req_2"].ts.isoformat() == "2025-12-03T22:13:22.123456+00:00"
+    # an edit of a call record is found like any other
+    sql(db, "UPDATE audit_log SET status = 201 WHERE request_id = 'req_3'")
+    assert problems(verify(db, Signer(AUDIT_KEY))) == [(4, "edited")]
 
 
 def test_concurrent_appenders_keep_one_chain(db: Db, url: str) -> None:

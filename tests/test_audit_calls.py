@@ -11,16 +11,33 @@ from typing import Any
 import openai
 import pytest
 
+from switchyard.config.ledger import SpoolSettings
+from switchyard.governance.spend import SpendWriter
+from switchyard.store import Store
 from tests.support.gateway import RunningGateway, run_gateway
 from tests.support.governance import Admin, gov_config, sdk_http_client
 
 PROMPT = "the secret recipe is 42 bananas"
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    with run_gateway(gov_config(f"sqlite:///{tmp_path_factory.mktemp('calls')}/s.db")) as running:
-        yield running
+@pytest.fixture(scope="module", params=["spool", "memory"])
+def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    """``spool``: as ``switchyard serve`` runs, calls reach the audit log from the spend spool, chained in the
+    transaction that stores their row; ``memory``: any other recorder, with the call auditor's own queue."""
+    tmp = tmp_path_factory.mktemp("calls")
+    url = f"sqlite:///{tmp}/s.db"
+    if request.param == "memory":
+        with run_gateway(gov_config(url)) as running:
+            yield running
+        return
+    store = Store.open(url)
+    writer = SpendWriter(store.engine, SpoolSettings(dir=str(tmp / "spool"), flush_interval=0.05))
+    try:
+        with run_gateway(gov_config(url), recorder=writer) as running:
+            assert running.gateway.recorder is writer and writer.audit is not None
+            yield running
+    finally:
+        store.close()
 
 
 def calls_of(admin: Admin, key_id: str, n: int) -> list[dict[str, Any]]:

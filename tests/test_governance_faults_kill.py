@@ -1,5 +1,6 @@
 """Kill a gateway mid-load (SIGKILL: no shutdown, no flush) and restart it: every request that finished has
-exactly one spend record, and the dead gateway's holds are released when their lease runs out."""
+exactly one spend record and exactly one audit record (the chain still verifies), and the dead gateway's holds are
+released when their lease runs out."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def test_sigkill_mid_load_loses_no_finished_request(tmp_path: Path) -> None:
             "store": url,
             "providers": {"sim": {"type": "simulated", "output_tokens": 50, "ttft_ms": 5}},
             "deployments": [EXACT],
-            "governance": {"poll_interval": 0.2, "audit": {"enabled": False}},
+            "governance": {"poll_interval": 0.2},
             "ledger": {"redis": redis_url(), "key_prefix": prefix, "reservation_lease": 5,
                        "spool": {"dir": str(tmp_path / "spool"), "flush_interval": 2.0}},
         })
@@ -96,6 +97,12 @@ def test_sigkill_mid_load_loses_no_finished_request(tmp_path: Path) -> None:
                     print(f"\nSIGKILL mid-load: {len(finished)} finished requests ({missing} only in the dead "
                           f"gateway's spool at the kill), all with exactly one record; {int(total[1])} records in all")
                     assert dupes == 0
+                    with engine.connect() as conn:  # the audit record rides the spool: one per call, none lost
+                        audited = conn.execute(sa.text(
+                            "SELECT count(*), count(DISTINCT request_id) FROM audit_log WHERE kind = 'call' "
+                            "AND request_id = ANY(:ids)"), {"ids": finished}).one()
+                    assert tuple(audited) == (len(finished), len(finished))
+                    assert admin.get("/admin/audit/verify")["ok"] is True
                     # settled spend (store totals) equals the records; the dead one's holds expire (lease 5 s)
                     wait_for(lambda: budget_total(engine, t["budget"]["id"])[0] == Decimal(total[0]),
                              what="budget totals to match the records")

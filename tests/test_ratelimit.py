@@ -47,6 +47,19 @@ def test_tokens_per_minute_count_the_estimate_then_the_real_total() -> None:
     assert w.total == 0
 
 
+def test_token_entries_stay_addressable_when_departed_ones_are_dropped() -> None:
+    w = TokenWindow()
+    early = [w.admit(1, i * 0.01) for i in range(3000)]  # one token every 10 ms, from 0 to 29.99 s
+    late = w.admit(10, 50.0)
+    assert w.check(10**6, 1, 85.0) is None  # 2,501 entries left the window (t <= 25 s) and were dropped
+    assert len(w.times) == 500 and w.total == 499 + 10
+    w.correct(late, 20, 85.0)
+    w.correct(early[0], 99, 85.0)  # long gone: nothing to correct
+    w.correct(early[2999], 5, 85.0)  # still in the window, found by its number after the drop
+    assert w.total == 499 + 20 + 4
+    assert w.check(524, 2, 85.0) == pytest.approx(25.01 + 60 - 85.0)  # room once the oldest left leaves
+
+
 def test_in_flight() -> None:
     f = InFlight()
     f.admit("a")

@@ -64,6 +64,21 @@ def test_spool_lines_are_read_whole_committed_and_rotated(tmp_path: Path) -> Non
     assert not list(tmp_path.glob("spend-*.jsonl"))  # fully shipped: nothing left behind
 
 
+def test_a_line_longer_than_a_read_is_read_whole(tmp_path: Path) -> None:
+    """A call logged in full (its prompt in the spool record) can be longer than one read: it comes out whole."""
+    s = Spool(tmp_path)
+    s.open()
+    big = b'{"rid": "big", "pl": "%s"}' % (b"x" * 1_500_000)
+    for line in (b'{"rid": "a"}', big, b'{"rid": "b"}'):
+        s.append(line + b"\n")
+    seen = []
+    while (batch := s.read(max_bytes=1 << 20)) is not None:
+        seen += batch.lines
+        s.commit(batch)
+    assert seen == [b'{"rid": "a"}', big, b'{"rid": "b"}']
+    s.close()
+
+
 def test_a_dead_process_file_is_adopted_and_a_torn_line_dropped(tmp_path: Path) -> None:
     code = ("import os, signal, sys\n"
             "from switchyard.store.spool import Spool\n"

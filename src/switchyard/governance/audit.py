@@ -13,7 +13,7 @@ is not hashed: the order lives in the links, so a swap of two records shows as a
 on PostgreSQL; with ``BEGIN IMMEDIATE``, the write lock on SQLite), reads the chain's end from it, inserts the new
 records and moves the head. Every replica and the CLI append through the head, so there is one chain. An admin
 change and its audit record commit in the same transaction. Data-plane call records are queued in memory by
-:class:`CallAuditor` and appended in batches off the hot path.
+:class:`~switchyard.governance.audit_calls.CallAuditor` and appended in batches off the hot path.
 
 **Signatures.** With an audit key, the head carries HMAC(key, seq ‖ hash) (so that deleting records at the end
 is detected), and a checkpoint (seq, hash, ts, HMAC) is written every ``checkpoint_interval`` seconds or
@@ -24,30 +24,21 @@ all: :mod:`switchyard.governance.audit_verify`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
-import math
-import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
-from .. import background
 from ..config.governance import AuditSettings
 from ..store.audit_tables import audit_checkpoints, audit_head, audit_log
-from .db import Db, is_store_failure
-
-if TYPE_CHECKING:
-    from ..pipeline import CallRecord
+from ..store.bulk import insert_many
 
 log = logging.getLogger("switchyard.audit")
 
@@ -125,8 +116,29 @@ _HASHED = ("kind", "actor", "actor_user_id", "org_id", "team_id", "action", "tar
 
 def record_hash(prev_hash: str, row: Mapping[Any, Any]) -> str:
     """SHA-256 over the previous hash and the record's fields (everything but seq, prev_hash and hash)."""
-    fields = [_ts_text(row["ts"]), _cost_text(row["cost"]), *(row[k] for k in _HASHED)]
-    return hashlib.sha256(prev_hash.encode() + b"\n" + orjson.dumps(fields)).hexdigest()
+    return chain_hash(prev_hash, orjson.dumps([_ts_text(row["ts"]), _cost_text(row["cost"]),
+                                               *(row[k] for k in _HASHED)]))
+
+
+def chain_hash(prev_hash: str, hashed: bytes) -> str:
+    """The hash of a record whose hashed fields serialize to ``hashed`` (see :func:`record_hash`)."""
+    return hashlib.sha256(prev_hash.encode() + b"\n" + hashed).hexdigest()
+
+
+# Columns of a record as :meth:`AuditLog.append_prepared` inserts them: seq, then the record, then its links.
+COLUMNS = ("seq", "ts", "kind", "actor", "actor_user_id", "org_id", "team_id", "action", "target", "decision",
+           "reason", "status", "deployment", "cost", "request_id", "details", "payload", "prev_hash", "hash")
+_VALUES = COLUMNS[1:-2]
+
+Prepared = tuple[tuple[Any, ...], bytes]
+"""A record ready to chain: its values in ``COLUMNS[1:-2]`` order, and its hashed fields serialized (the JSON
+array :func:`record_hash` hashes, without the previous hash)."""
+
+
+def prepare(row: Mapping[str, Any]) -> Prepared:
+    """A normalized row (:func:`to_row`) ready to chain."""
+    hashed = orjson.dumps([_ts_text(row["ts"]), _cost_text(row["cost"]), *(row[k] for k in _HASHED)])
+    return tuple(row[c] for c in _VALUES), hashed
 
 
 class Signer:
@@ -168,18 +180,23 @@ class AuditLog:
 
     def append(self, conn: sa.Connection, entries: Sequence[AuditEntry]) -> int:
         """Chain ``entries`` after the current end; returns the last seq. Locks the head until commit."""
-        if not entries:
+        return self.append_prepared(conn, [prepare(to_row(e)) for e in entries])
+
+    def append_prepared(self, conn: sa.Connection, records: Sequence[Prepared]) -> int:
+        """Chain prepared records after the current end; returns the last seq. Locks the head until commit."""
+        if not records:
             return 0
-        rows = [to_row(e) for e in entries]
         conn.execute(sa.update(audit_head).where(audit_head.c.id == 1).values(seq=audit_head.c.seq))  # lock
         head = conn.execute(sa.select(audit_head).where(audit_head.c.id == 1)).one()
         seq, prev = int(head.seq), str(head.hash)
-        for row in rows:
+        rows = []
+        for fields, hashed in records:
             seq += 1
-            row["seq"], row["prev_hash"] = seq, prev
-            row["hash"] = prev = record_hash(prev, row)
+            h = chain_hash(prev, hashed)
+            rows.append((seq, *fields, prev, h))
+            prev = h
         for i in range(0, len(rows), _BATCH):
-            conn.execute(sa.insert(audit_log), rows[i:i + _BATCH])
+            insert_many(conn, audit_log, COLUMNS, rows[i:i + _BATCH])
         values: dict[str, Any] = {"seq": seq, "hash": prev}
         if self.signer is not None:
             values["signature"] = self.signer.head(seq, prev)
@@ -211,127 +228,6 @@ class AuditLog:
         assert self.signer is not None
         conn.execute(sa.insert(audit_checkpoints).values(seq=seq, hash=h, ts=now,
                                                          signature=self.signer.checkpoint(seq, h, now)))
-
-
-# --- data-plane calls ----------------------------------------------------------------------------------------
-
-
-def entry_from_call(rec: CallRecord) -> AuditEntry:
-    """The audit record of one finished (or refused) call."""
-    p = rec.principal
-    u = rec.usage
-    # A refusal before any deployment was tried (401/402/403, a budget or rate-limit 429) is a governance denial.
-    denied = rec.http_status in (401, 402, 403) or (rec.http_status == 429 and rec.deployment is None)
-    details: dict[str, Any] = {
-        "endpoint": rec.endpoint, "route": rec.route, "provider": rec.provider, "outcome": rec.status,
-        "attempts": rec.attempts, "latency_ms": round(rec.latency_ms, 3),
-        "tokens": {"input": u.input_tokens, "output": u.output_tokens, "cached": u.cached_tokens,
-                   "cache_write": u.cache_write_tokens, "reasoning": u.reasoning_tokens},
-    }
-    if rec.client_request_id:
-        details["client_request_id"] = rec.client_request_id
-    if p is not None and p.tags:
-        details["tags"] = sorted(p.tags)
-    reason = rec.error if rec.status != "ok" else rec.reason
-    cost = Decimal(repr(float(rec.cost))) if math.isfinite(rec.cost) else None
-    return AuditEntry(
-        kind="call", ts=datetime.fromtimestamp(rec.ts, UTC), actor=rec.principal_id or "anonymous",
-        actor_user_id=p.user_id if p else None, org_id=p.org_id if p else None, team_id=p.team_id if p else None,
-        action=rec.endpoint, target=rec.model, decision="deny" if denied else "allow", reason=reason,
-        status=rec.http_status, deployment=rec.deployment, cost=cost, request_id=rec.request_id, details=details,
-        payload=rec.payload,
-    )
-
-
-class CallAuditor:
-    """A Recorder: queues call records (no I/O on the hot path) and appends them to the chain in batches.
-
-    While the store is down, records wait in memory (at most ``max_pending``; beyond that the oldest are dropped,
-    with an error in the log) and are appended once it is back.
-    """
-
-    def __init__(self, db: Db, audit: AuditLog, settings: AuditSettings) -> None:
-        self.db = db
-        self.audit = audit
-        self.settings = settings
-        self._pending: deque[CallRecord] = deque()
-        self._dropped = 0
-        self._failures = 0
-        self._task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
-        self._lock = asyncio.Lock()
-        self._stopping = False
-
-    def record(self, rec: CallRecord) -> None:
-        if len(self._pending) >= self.settings.max_pending:
-            self._pending.popleft()
-            self._dropped += 1
-            if self._dropped in (1, 100) or self._dropped % 10_000 == 0:
-                log.error("audit: %d call records dropped: the store has been unreachable too long", self._dropped)
-        self._pending.append(rec)
-
-    def pending(self) -> int:
-        return len(self._pending)
-
-    async def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._stopping = False
-            self._wake = asyncio.Event()
-            self._task = asyncio.create_task(self._run(), name="switchyard-audit-writer")
-
-    async def stop(self, drain_timeout: float = 10.0) -> None:
-        self._stopping = True
-        if self._task is not None:
-            assert self._wake is not None
-            self._wake.set()
-            await self._task
-            self._task = None
-        deadline = time.monotonic() + drain_timeout
-        while self._pending and time.monotonic() < deadline:
-            if await self.flush():
-                break
-            await asyncio.sleep(0.2)
-        if self._pending:
-            log.error("audit: %d call records could not be appended before shutdown", len(self._pending))
-
-    async def _run(self) -> None:
-        assert self._wake is not None
-        while not self._stopping:
-            delay = self.settings.flush_interval * (2 ** min(self._failures, 6))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
-            if self._pending and not self._stopping:
-                await self.flush()
-
-    async def flush(self) -> bool:
-        """Append what is queued now; True when nothing is left. Failures are logged, not raised."""
-        async with self._lock:
-            while self._pending:
-                batch = [self._pending[i] for i in range(min(len(self._pending), _BATCH))]
-                try:
-                    await background.run(self._append, batch,
-                                         urgent=len(self._pending) > background.URGENT_BACKLOG)
-                except Exception as e:
-                    self._failures += 1
-                    if self._failures in (1, 10) or self._failures % 100 == 0:
-                        log.warning("audit: append failed (%s); %d records kept", self.db.describe(e),
-                                    len(self._pending))
-                    if not is_store_failure(e):
-                        log.error("audit: %d call records cannot be appended and are set aside", len(batch))
-                        for _ in batch:
-                            self._pending.popleft()
-                    return False
-                for _ in batch:
-                    self._pending.popleft()
-            if self._failures:
-                log.info("audit: appends recovered after %d failures", self._failures)
-            self._failures = 0
-            return True
-
-    def _append(self, batch: list[CallRecord]) -> None:
-        entries = [entry_from_call(r) for r in batch]
-        with self.db.write() as conn:
-            self.audit.append(conn, entries)
 
 
 # --- reading -------------------------------------------------------------------------------------------------

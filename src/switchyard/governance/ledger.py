@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import time
@@ -47,7 +48,7 @@ from .ledger_model import (
     Refused,
     Settled,
     fmt_usd,
-    period_at,
+    period_bounds,
     reset_text,
     usd_e8,
 )
@@ -82,10 +83,26 @@ def embedding_tokens(req: EmbeddingRequest) -> int:
     return sum(estimate_text(x) if isinstance(x, str) else len(x) for x in req.input)
 
 
+class _Slot:
+    """One budget of a principal's shape, with the current period it falls in (refreshed when that ends)."""
+
+    __slots__ = ("budget", "end", "limit_tokens", "limit_usd", "period", "resets_at", "start", "tz")
+
+    def __init__(self, budget: BudgetDef, tz: str, limit_usd: int, limit_tokens: int) -> None:
+        self.budget, self.tz, self.limit_usd, self.limit_tokens = budget, tz, limit_usd, limit_tokens
+        self.period, self.start, self.end = "", 0.0, -1.0
+        self.resets_at: float | None = None
+
+    def at(self, now: float) -> None:
+        if not self.start <= now < self.end:
+            self.period, self.start, self.resets_at = period_bounds(self.budget.period, self.tz, now)
+            self.end = self.resets_at if self.resets_at is not None else math.inf
+
+
 @dataclass(frozen=True, slots=True)
 class _Shape:
     principal: Principal  # held, so that its id() stays its own while the shape is cached
-    budgets: tuple[tuple[BudgetDef, str, int, int], ...]  # (budget, time zone, USD limit E8 or -1, tokens or -1)
+    budgets: tuple[_Slot, ...]  # limits in E8 units (-1: none), zones, current periods
     rpm: tuple[RateLimitDef, ...]
     tpm: tuple[RateLimitDef, ...]
     concurrent: tuple[RateLimitDef, ...]
@@ -193,11 +210,12 @@ class Ledger:
         if shape.budgets:
             usd, tokens = self.worst_case(plan, prompt, max_tokens, choices, output)
             now = time.time()
-            for b, tz, limit_usd, limit_tokens in shape.budgets:
-                period, resets_at = period_at(b.period, tz, now)
-                budgets.append(BudgetHold(b, tz, period, resets_at, limit_usd, limit_tokens, usd, tokens))
-        return Hold(request_id, budgets, rpm=list(shape.rpm), tpm=[(x, prompt) for x in shape.tpm],
-                    concurrent=list(shape.concurrent))
+            for s in shape.budgets:
+                s.at(now)
+                budgets.append(BudgetHold(s.budget, s.tz, s.period, s.resets_at, s.limit_usd, s.limit_tokens, usd,
+                                          tokens))
+        return Hold(request_id, budgets, shape.rpm, [(x, prompt) for x in shape.tpm] if shape.tpm else (),
+                    shape.concurrent)
 
     def _shape(self, p: Principal) -> _Shape:
         """What a principal's holds always look like (limits in E8 units, zones, limits by kind), worked out once
@@ -210,9 +228,9 @@ class Ledger:
         rl = p.rate_limits
         shape = self._shapes[id(p)] = _Shape(
             principal=p,
-            budgets=tuple((b, b.timezone or self.settings.budget_timezone,
-                           int((b.max_usd * E8).to_integral_value()) if b.max_usd is not None else -1,
-                           b.max_tokens if b.max_tokens is not None else -1) for b in p.budgets),
+            budgets=tuple(_Slot(b, b.timezone or self.settings.budget_timezone,
+                                int((b.max_usd * E8).to_integral_value()) if b.max_usd is not None else -1,
+                                b.max_tokens if b.max_tokens is not None else -1) for b in p.budgets),
             rpm=tuple(x for x in rl if x.rpm is not None), tpm=tuple(x for x in rl if x.tpm is not None),
             concurrent=tuple(x for x in rl if x.max_concurrent is not None))
         return shape
@@ -238,7 +256,7 @@ class Ledger:
                 raise
             self._warn_open()
             hold.reserved = False  # nothing held; its real cost is still charged to its budgets at settlement
-            hold.rpm, hold.tpm, hold.concurrent, hold.renewable = [], [], [], False
+            hold.rpm, hold.tpm, hold.concurrent, hold.renewable = (), (), (), False
         self.holds[request_id] = hold
 
     def _warn_open(self) -> None:

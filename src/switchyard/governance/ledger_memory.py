@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from .ledger_model import BudgetHold, Hold, Refused, Settled
+from .ledger_model import BudgetHold, Hold, Refused, Settled, crosses
 from .ratelimit import InFlight, RequestWindow, TokenWindow
 
 
@@ -41,7 +41,6 @@ class MemoryBackend:
         self.requests: dict[str, RequestWindow] = {}
         self.tokens: dict[str, TokenWindow] = {}
         self.in_flight: dict[str, InFlight] = {}
-        self._tpm_entries: dict[tuple[str, str], list[float]] = {}
         self._pruned = time.time()
 
     def load(self, rows: Iterable[tuple[str, str, int, int]]) -> None:
@@ -94,12 +93,13 @@ class MemoryBackend:
             bucket.held_tokens += b.tokens
         for lim in hold.rpm:
             self.requests[lim.id].admit(now)
-        for lim, est in hold.tpm:
-            self._tpm_entries[(hold.request_id, lim.id)] = self.tokens[lim.id].admit(est, now)
+        if hold.tpm:
+            hold.tpm_entries = [self.tokens[lim.id].admit(est, now) for lim, est in hold.tpm]
         for lim in hold.concurrent:
             self.in_flight[lim.id].admit(hold.request_id)
 
     def settle(self, hold: Hold, usd: int, tokens: int, now: float) -> list[Settled]:
+        """Release ``hold`` and add the real cost. Returns the budgets whose thresholds this settlement crossed."""
         out: list[Settled] = []
         for b in hold.budgets:
             bucket = self.buckets.get(b.bucket)
@@ -111,13 +111,14 @@ class MemoryBackend:
             before_usd, before_tokens = bucket.spent_usd, bucket.spent_tokens
             bucket.spent_usd += usd
             bucket.spent_tokens += tokens
-            if b.budget.thresholds:  # only these can call a webhook
+            # only thresholds call a webhook, and most settlements cross none
+            if b.budget.thresholds and crosses(b, before_usd, bucket.spent_usd, before_tokens, bucket.spent_tokens):
                 out.append(Settled(b, before_usd, bucket.spent_usd, before_tokens, bucket.spent_tokens))
-        for lim, _ in hold.tpm:
-            entry = self._tpm_entries.pop((hold.request_id, lim.id), None)
-            w = self.tokens.get(lim.id)
-            if entry is not None and w is not None:
-                w.correct(entry, tokens, now)
+        if hold.tpm_entries is not None:
+            for (lim, _), entry in zip(hold.tpm, hold.tpm_entries, strict=True):
+                w = self.tokens.get(lim.id)
+                if w is not None:
+                    w.correct(entry, tokens, now)
         for lim in hold.concurrent:
             f = self.in_flight.get(lim.id)
             if f is not None:

@@ -12,6 +12,7 @@ starts on that Monday), ``m2025-06`` (a month), or ``total`` (never resets).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
@@ -82,17 +83,24 @@ def _bounds(period: str, tz: ZoneInfo, now: float) -> tuple[str, float, float | 
     return key, epoch(start), epoch(end)
 
 
-def period_at(period: str, tz_name: str, now: float) -> tuple[str, float | None]:
-    """The key of the period that holds ``now`` and when it ends (epoch seconds; None for ``total``)."""
+def period_bounds(period: str, tz_name: str, now: float) -> tuple[str, float, float | None]:
+    """The key of the period that holds ``now``, when it starts and when it ends (epoch seconds; no end for
+    ``total``)."""
     cache_key = (period, tz_name)
     hit = _periods.get(cache_key)
     if hit is not None and hit[1] <= now and (hit[2] is None or now < hit[2]):
-        return hit[0], hit[2]
+        return hit
     found = _bounds(period, zone(tz_name), now)
     if len(_periods) > 10_000:
         _periods.clear()
     _periods[cache_key] = found
-    return found[0], found[2]
+    return found
+
+
+def period_at(period: str, tz_name: str, now: float) -> tuple[str, float | None]:
+    """The key of the period that holds ``now`` and when it ends (epoch seconds; None for ``total``)."""
+    key, _, end = period_bounds(period, tz_name, now)
+    return key, end
 
 
 def reset_text(resets_at: float | None, tz_name: str) -> str | None:
@@ -128,11 +136,12 @@ class Hold:
 
     request_id: str
     budgets: list[BudgetHold]
-    rpm: list[RateLimitDef]
-    tpm: list[tuple[RateLimitDef, int]]  # (limit, tokens counted at admission: the prompt estimate)
-    concurrent: list[RateLimitDef]
+    rpm: Sequence[RateLimitDef]
+    tpm: Sequence[tuple[RateLimitDef, int]]  # (limit, tokens counted at admission: the prompt estimate)
+    concurrent: Sequence[RateLimitDef]
     renewable: bool = field(default=False)  # holds that expire unless renewed (budgets, concurrency): Redis only
     reserved: bool = True  # False: passed unchecked (fail-open); its spend is still charged when it settles
+    tpm_entries: list[int] | None = None  # the embedded ledger's window entry numbers, one per ``tpm`` limit
 
     @property
     def empty(self) -> bool:
@@ -184,3 +193,14 @@ class Settled:
         before = self.fraction(self.usd_before, self.tokens_before)
         after = self.fraction(self.usd_after, self.tokens_after)
         return [t for t in self.hold.budget.thresholds if before < t <= after]
+
+
+def crosses(b: BudgetHold, usd_before: int, usd_after: int, tokens_before: int, tokens_after: int) -> bool:
+    """Whether going from the ``before`` totals to the ``after`` ones crosses one of the budget's thresholds."""
+    lu, lt = b.limit_usd, b.limit_tokens
+    before = after = 0.0
+    if lu > 0:
+        before, after = usd_before / lu, usd_after / lu
+    if lt > 0:
+        before, after = max(before, tokens_before / lt), max(after, tokens_after / lt)
+    return any(before < t <= after for t in b.budget.thresholds)

@@ -46,47 +46,63 @@ class RequestWindow:
 
 
 class TokenWindow:
-    """Tokens admitted in the last minute; an entry is ``[time, tokens]``, corrected in place at settlement."""
+    """Tokens admitted in the last minute, corrected in place at settlement.
 
-    __slots__ = ("entries", "total")
+    Entries live in two flat lists (admission times, token counts) read from ``head``: numbers, not one small
+    container per request, so that a busy minute (tens of thousands of entries) gives the garbage collector
+    nothing to walk. An admission returns its entry number, which stays valid while the entry is in the window.
+    """
+
+    __slots__ = ("base", "counts", "head", "times", "total")
 
     def __init__(self) -> None:
-        self.entries: deque[list[float]] = deque()
+        self.times: list[float] = []
+        self.counts: list[int] = []
+        self.head = 0  # the first entry still in the window
+        self.base = 0  # the entry number of times[0]
         self.total = 0
 
     def _purge(self, now: float) -> None:
-        e = self.entries
+        t, h, n = self.times, self.head, len(self.times)
         edge = now - WINDOW_S
-        while e and e[0][0] <= edge:
-            self.total -= int(e.popleft()[1])
+        while h < n and t[h] <= edge:
+            self.total -= self.counts[h]
+            h += 1
+        if h > 1024 and 2 * h > n:  # drop the departed entries once they are the larger part
+            del t[:h]
+            del self.counts[:h]
+            self.base += h
+            h = 0
+        self.head = h
 
     def check(self, limit: int, tokens: int, now: float) -> float | None:
         self._purge(now)
         if self.total == 0 or self.total + tokens <= limit:
             return None
         left = self.total
-        for t, n in self.entries:  # the oldest leave first: when is there room?
-            left -= int(n)
+        for i in range(self.head, len(self.times)):  # the oldest leave first: when is there room?
+            left -= self.counts[i]
             if left == 0 or left + tokens <= limit:
-                return max(0.0, t + WINDOW_S - now)
+                return max(0.0, self.times[i] + WINDOW_S - now)
         return WINDOW_S
 
-    def admit(self, tokens: int, now: float) -> list[float]:
-        entry = [now, float(tokens)]
-        self.entries.append(entry)
+    def admit(self, tokens: int, now: float) -> int:
+        self.times.append(now)
+        self.counts.append(tokens)
         self.total += tokens
-        return entry
+        return self.base + len(self.times) - 1
 
-    def correct(self, entry: list[float], tokens: int, now: float) -> None:
+    def correct(self, entry: int, tokens: int, now: float) -> None:
         """Replace an admitted estimate by the real count, if the entry is still in the window."""
         self._purge(now)
-        if self.entries and entry[0] > now - WINDOW_S:
-            self.total += tokens - int(entry[1])
-            entry[1] = float(tokens)
+        i = entry - self.base
+        if self.head <= i < len(self.times):
+            self.total += tokens - self.counts[i]
+            self.counts[i] = tokens
 
     @property
     def idle(self) -> bool:
-        return not self.entries
+        return self.head >= len(self.times)
 
 
 class InFlight:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import Config
 from ..store.db import create_engine_for, migrate
-from .audit import AuditEntry, AuditLog, CallAuditor, Signer
+from .audit import AuditEntry, AuditLog, Signer
+from .audit_calls import CallAuditor
 from .cache import KeyDirectory
 from .db import Db, is_store_failure
 from .identity import Ops
@@ -70,7 +71,14 @@ class Governance:
         if self.directory is not None:
             gateway.auth.add_resolver(self.directory.resolve)
         if self.call_auditor is not None:
-            gateway.recorder = TeeRecorder(gateway.recorder, self.call_auditor)
+            from .spend import SpendWriter
+
+            if isinstance(gateway.recorder, SpendWriter) and self.audit is not None:
+                # calls reach the audit log from the spend spool: durable, and no second queue in memory
+                gateway.recorder.audit_calls_into(self.audit)
+                self.call_auditor = None
+            else:
+                gateway.recorder = TeeRecorder(gateway.recorder, self.call_auditor)
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 

@@ -48,48 +48,24 @@ from ..store.spend_tables import (
     spend_hourly_tags,
 )
 from ..store.spool import Batch, Spool
+from .audit_calls import call_record
 from .db import Db
-from .ledger_model import usd_e8
+from .records import MAX_TEXT as _MAX_TEXT
+from .records import encode
 
 if TYPE_CHECKING:
     from ..config import Config
     from ..pipeline import CallRecord
+    from .audit import AuditLog
 
 log = logging.getLogger("switchyard.spend")
 
-_MAX_TEXT = 4000
 _UNWRITABLE = (DataError, IntegrityError, ValueError, TypeError, ArithmeticError, KeyError)
 _ADOPT_EVERY = 5.0
 Rows = list[tuple[str, str, int, int]]
 
 
 # --- the spool line ----------------------------------------------------------------------------------------------
-
-
-def encode(rec: CallRecord) -> bytes:
-    """One spend record as one JSON line (a few hundred bytes). Never holds a prompt or a completion."""
-    p, u = rec.principal, rec.usage
-    d: dict[str, Any] = {
-        "v": 1, "rid": rec.request_id, "ts": rec.ts, "ep": rec.endpoint, "model": rec.model, "st": rec.status,
-        "http": rec.http_status, "in": u.input_tokens, "out": u.output_tokens, "cached": u.cached_tokens,
-        "cw": u.cache_write_tokens, "rsn": u.reasoning_tokens, "cost": usd_e8(rec.total_cost),
-        "lat": round(rec.latency_ms, 3), "att": rec.attempts,
-    }
-    for k, v in (("crid", rec.client_request_id), ("pid", rec.principal_id), ("route", rec.route),
-                 ("dep", rec.deployment), ("prov", rec.provider),
-                 ("ttft", None if rec.ttft_ms is None else round(rec.ttft_ms, 3)),
-                 ("err", rec.error[:_MAX_TEXT] if rec.error else None)):
-        if v is not None:
-            d[k] = v
-    if p is not None:
-        for k, v in (("key", p.key_id), ("user", p.user_id), ("team", p.team_id), ("org", p.org_id)):
-            if v is not None:
-                d[k] = v
-        if p.tags:
-            d["tags"] = sorted(p.tags)
-    if rec.charges:
-        d["ch"] = [list(c) for c in rec.charges]
-    return orjson.dumps(d) + b"\n"
 
 
 def _text(s: str | None, limit: int = _MAX_TEXT) -> str | None:
@@ -163,8 +139,9 @@ def _upsert(conn: sa.Connection, table: sa.Table, keys: Sequence[str], rows: lis
 _URGENT_SPOOL_BYTES = 1 << 20  # unshipped spool bytes (about 3,000 records) past which shipping is urgent
 
 
-def ship(db: Db, records: Sequence[dict[str, Any]]) -> int:
-    """Store a batch of decoded records in one transaction; returns how many were new."""
+def ship(db: Db, records: Sequence[dict[str, Any]], audit: AuditLog | None = None) -> int:
+    """Store a batch of decoded records in one transaction; returns how many were new. With ``audit``, the new
+    ones are also chained into the audit log, in the same transaction (so exactly once)."""
     rows = [log_row(d) for d in records]  # in spool order: request_log ids follow the order calls ended
     with db.write() as conn:
         # One statement, compiled once and cached; SQLAlchemy batches the rows into multi-row VALUES itself
@@ -173,6 +150,8 @@ def ship(db: Db, records: Sequence[dict[str, Any]]) -> int:
                 .on_conflict_do_nothing(index_elements=["request_id"]).returning(request_log.c.request_id))
         new: set[str] = set(conn.execute(stmt, rows).scalars()) if rows else set()
         fresh = [d for d in records if d["rid"] in new]
+        if audit is not None and fresh:
+            audit.append_prepared(conn, [call_record(d) for d in fresh])
         hourly: dict[tuple[Any, ...], list[Any]] = {}
         tagged: dict[tuple[Any, ...], list[Any]] = {}
         budgets: dict[tuple[str, str], list[int]] = {}
@@ -229,11 +208,16 @@ class SpendWriter:
         self.shipped = 0  # records that were new in the store
         self.rejected = 0
         self._unspooled: list[bytes] = []  # records the spool could not take (a full or broken disk)
+        self.audit: AuditLog | None = None  # set by audit_calls_into(): chain each call into the audit log
         self._warned = 0.0
 
     @classmethod
     def for_config(cls, config: Config, engine: sa.Engine) -> SpendWriter:
         return cls(engine, config.ledger.spool)
+
+    def audit_calls_into(self, audit: AuditLog) -> None:
+        """Chain every call shipped from now on into ``audit`` (in the transaction that stores its row)."""
+        self.audit = audit
 
     # --- the Recorder protocol ---------------------------------------------------------------------------------
 
@@ -356,13 +340,13 @@ class SpendWriter:
         if not records:
             return 0
         try:
-            return ship(self.db, records)
+            return ship(self.db, records, self.audit)
         except _UNWRITABLE:
             pass
         n = 0
         for d in records:  # find the record the store refuses by writing them one at a time
             try:
-                n += ship(self.db, [d])
+                n += ship(self.db, [d], self.audit)
             except _UNWRITABLE as e:
                 self._set_aside([orjson.dumps(d)], self.db.describe(e))
         return n

@@ -123,6 +123,9 @@ class Spool:
                 continue
             data = os.pread(seg.fd, min(size - seg.shipped, max_bytes), seg.shipped)
             end = data.rfind(b"\n")
+            if end < 0 and len(data) < size - seg.shipped:  # one line longer than max_bytes: read to its end
+                data = os.pread(seg.fd, size - seg.shipped, seg.shipped)
+                end = data.find(b"\n")
             if end < 0:
                 if seg.own and len(data) < max_bytes:
                     continue  # cannot happen for our own whole-line appends; wait rather than guess

@@ -1,0 +1,170 @@
+"""Data-plane calls in the audit log: one record per finished (or refused) call, chained off the hot path.
+
+A call's audit record is built from its spool record (:mod:`.records`) into the prepared form that
+:meth:`~switchyard.governance.audit.AuditLog.append_prepared` chains (:func:`call_record`), with the same
+normalization :func:`~switchyard.governance.audit.to_row` gives an admin record, so that ``audit verify``
+recomputes every hash from the stored row alone. In ``switchyard serve`` the spend writer chains them, in the
+transaction that stores each call's ``request_log`` row, from its durable spool (:mod:`.spend`): nothing is held
+in memory on the way. :class:`CallAuditor` is the same for a gateway whose recorder is not a spend writer: a
+Recorder that queues calls in memory and appends them in batches on a background thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .. import background
+from ..config.governance import AuditSettings
+from .audit import _BATCH, AuditLog, Prepared, _text, canonical_json
+from .db import Db, is_store_failure
+from .ledger_model import E8
+from .records import spool_fields
+
+if TYPE_CHECKING:
+    from ..pipeline import CallRecord
+
+log = logging.getLogger("switchyard.audit")
+
+
+def _e8_text(units: int) -> str:
+    """Integer 1e-8 USD units as dollars with exactly 8 decimals: the text the chain hashes for the ``cost``
+    column (NUMERIC(18, 8)), which :func:`~switchyard.governance.audit._cost_text` gives for the stored value."""
+    whole, frac = divmod(abs(units), E8)
+    return f"{'-' if units < 0 else ''}{whole}.{frac:08d}"
+
+
+def call_record(d: Mapping[str, Any]) -> Prepared:
+    """The audit record of one finished (or refused) call, from its spool record
+    (:func:`~switchyard.governance.records.spool_fields`), ready to chain."""
+    http, deployment = d["http"], d.get("dep")
+    # A refusal before any deployment was tried (401/402/403, a budget or rate-limit 429) is a governance denial.
+    denied = http in (401, 402, 403) or (http == 429 and deployment is None)
+    details: dict[str, Any] = {
+        "endpoint": d["ep"], "route": d.get("route"), "provider": d.get("prov"), "outcome": d["st"],
+        "attempts": d["att"], "latency_ms": d["lat"],
+        "tokens": {"input": d["in"], "output": d["out"], "cached": d["cached"], "cache_write": d["cw"],
+                   "reasoning": d["rsn"]},
+    }
+    if d.get("crid"):
+        details["client_request_id"] = d["crid"]
+    if d.get("tags"):
+        details["tags"] = d["tags"]  # sorted in the spool record
+    ts = datetime.fromtimestamp(d["ts"], UTC)
+    cost_text = _e8_text(int(d.get("dcost", d["cost"])))
+    actor = _text(d.get("pid") or "anonymous", 1000) or ""
+    user_id, org_id, team_id = d.get("user"), d.get("org"), d.get("team")
+    action = _text(d["ep"], 64) or ""
+    target = _text(d["model"])
+    decision = "deny" if denied else "allow"
+    reason = _text(d.get("err") if d["st"] != "ok" else d.get("why"))
+    deployment = _text(deployment)
+    request_id = _text(d["rid"], 255)
+    details_text = _text(canonical_json(details), 1_000_000)
+    payload = _text(canonical_json(d["pl"]), 10_000_000) if d.get("pl") is not None else None
+    hashed = orjson.dumps([ts.isoformat(timespec="microseconds"), cost_text, "call", actor, user_id, org_id, team_id,
+                           action, target, decision, reason, http, deployment, request_id, details_text, payload])
+    return ((ts, "call", actor, user_id, org_id, team_id, action, target, decision, reason, http, deployment,
+             Decimal(cost_text), request_id, details_text, payload), hashed)
+
+
+class CallAuditor:
+    """A Recorder: queues call records (no I/O on the hot path) and appends them to the chain in batches.
+
+    While the store is down, records wait in memory (at most ``max_pending``; beyond that the oldest are dropped,
+    with an error in the log) and are appended once it is back.
+    """
+
+    def __init__(self, db: Db, audit: AuditLog, settings: AuditSettings) -> None:
+        self.db = db
+        self.audit = audit
+        self.settings = settings
+        self._pending: deque[CallRecord] = deque()
+        self._dropped = 0
+        self._failures = 0
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._lock = asyncio.Lock()
+        self._stopping = False
+
+    def record(self, rec: CallRecord) -> None:
+        if len(self._pending) >= self.settings.max_pending:
+            self._pending.popleft()
+            self._dropped += 1
+            if self._dropped in (1, 100) or self._dropped % 10_000 == 0:
+                log.error("audit: %d call records dropped: the store has been unreachable too long", self._dropped)
+        self._pending.append(rec)
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._stopping = False
+            self._wake = asyncio.Event()
+            self._task = asyncio.create_task(self._run(), name="switchyard-audit-writer")
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        self._stopping = True
+        if self._task is not None:
+            assert self._wake is not None
+            self._wake.set()
+            await self._task
+            self._task = None
+        deadline = time.monotonic() + drain_timeout
+        while self._pending and time.monotonic() < deadline:
+            if await self.flush():
+                break
+            await asyncio.sleep(0.2)
+        if self._pending:
+            log.error("audit: %d call records could not be appended before shutdown", len(self._pending))
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while not self._stopping:
+            delay = self.settings.flush_interval * (2 ** min(self._failures, 6))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            if self._pending and not self._stopping:
+                await self.flush()
+
+    async def flush(self) -> bool:
+        """Append what is queued now; True when nothing is left. Failures are logged, not raised."""
+        async with self._lock:
+            while self._pending:
+                batch = [self._pending[i] for i in range(min(len(self._pending), _BATCH))]
+                try:
+                    await background.run(self._append, batch,
+                                         urgent=len(self._pending) > background.URGENT_BACKLOG)
+                except Exception as e:
+                    self._failures += 1
+                    if self._failures in (1, 10) or self._failures % 100 == 0:
+                        log.warning("audit: append failed (%s); %d records kept", self.db.describe(e),
+                                    len(self._pending))
+                    if not is_store_failure(e):
+                        log.error("audit: %d call records cannot be appended and are set aside", len(batch))
+                        for _ in batch:
+                            self._pending.popleft()
+                    return False
+                for _ in batch:
+                    self._pending.popleft()
+            if self._failures:
+                log.info("audit: appends recovered after %d failures", self._failures)
+            self._failures = 0
+            return True
+
+    def _append(self, batch: list[CallRecord]) -> None:
+        records = [call_record(spool_fields(r)) for r in batch]
+        with self.db.write() as conn:
+            self.audit.append_prepared(conn, records)
+
+
