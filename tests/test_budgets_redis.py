@@ -16,7 +16,7 @@ import redis
 
 from switchyard.config.ledger import SpoolSettings
 from switchyard.governance.auth import BudgetDef
-from switchyard.governance.ledger_model import BudgetHold, Hold, period_at
+from switchyard.governance.ledger_model import BudgetHold, Hold, period_bounds
 from switchyard.governance.ledger_redis import RedisBackend
 from switchyard.governance.spend import SpendWriter
 from switchyard.store import Store
@@ -99,7 +99,7 @@ async def test_a_dead_replicas_hold_expires_with_its_lease(tmp_path: Path, prefi
         other = RedisBackend(gw.config.ledger, _no_rows, lambda s: None, lambda: [])
         await other.start()
         try:
-            period, resets = period_at("daily", "UTC", time.time())
+            period, _, resets = period_bounds("daily", "UTC", time.time())
             bd = BudgetDef(id=b["id"], scope="key", scope_id=t["key"], period="daily", max_usd=Decimal("0.05"),
                            max_tokens=None)
             hold = Hold("req_dead", [BudgetHold(bd, "UTC", period, resets, 5_000_000, -1, 5_000_000, 55)], [], [], [])
@@ -163,7 +163,7 @@ async def test_reserve_and_settle_latency(tmp_path: Path, prefix: str) -> None:
     settings = LedgerConfig(redis=redis_url(), key_prefix=prefix)
     backend = RedisBackend(settings, _no_rows, lambda s: None, lambda: [])
     await backend.start()
-    period, resets = period_at("daily", "UTC", time.time())
+    period, _, resets = period_bounds("daily", "UTC", time.time())
 
     def hold(i: int) -> Hold:
         budgets = [BudgetHold(BudgetDef(id=f"bud_{s}", scope="key", scope_id="k", period="daily",

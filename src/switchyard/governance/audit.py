@@ -39,11 +39,11 @@ import sqlalchemy as sa
 from ..config.governance import AuditSettings
 from ..store.audit_tables import audit_checkpoints, audit_head, audit_log
 from ..store.bulk import insert_many
+from .records import clip
 
 log = logging.getLogger("switchyard.audit")
 
 GENESIS = "0" * 64
-_MAX_TEXT = 4000
 _COST_QUANTUM = Decimal("1e-8")
 _BATCH = 500
 
@@ -79,11 +79,6 @@ def canonical_json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode()
 
 
-def _text(s: str | None, limit: int = _MAX_TEXT) -> str | None:
-    # PostgreSQL text cannot hold NUL; the stored value is exactly the hashed value.
-    return None if s is None else s[:limit].replace("\x00", "")
-
-
 def _cost_text(cost: Decimal | float | None) -> str | None:
     if cost is None:
         return None
@@ -101,12 +96,12 @@ def to_row(e: AuditEntry) -> dict[str, Any]:
     cost_text = _cost_text(e.cost)
     cost = Decimal(cost_text) if cost_text is not None else None
     return {
-        "ts": e.ts.astimezone(UTC), "kind": e.kind, "actor": _text(e.actor, 1000) or "", "actor_user_id":
-        e.actor_user_id, "org_id": e.org_id, "team_id": e.team_id, "action": _text(e.action, 64) or "",
-        "target": _text(e.target), "decision": e.decision, "reason": _text(e.reason), "status": e.status,
-        "deployment": _text(e.deployment), "cost": cost, "request_id": _text(e.request_id, 255),
-        "details": _text(canonical_json(e.details), 1_000_000) if e.details is not None else None,
-        "payload": _text(canonical_json(e.payload), 10_000_000) if e.payload is not None else None,
+        "ts": e.ts.astimezone(UTC), "kind": e.kind, "actor": clip(e.actor, 1000) or "", "actor_user_id":
+        e.actor_user_id, "org_id": e.org_id, "team_id": e.team_id, "action": clip(e.action, 64) or "",
+        "target": clip(e.target), "decision": e.decision, "reason": clip(e.reason), "status": e.status,
+        "deployment": clip(e.deployment), "cost": cost, "request_id": clip(e.request_id, 255),
+        "details": clip(canonical_json(e.details), 1_000_000) if e.details is not None else None,
+        "payload": clip(canonical_json(e.payload), 10_000_000) if e.payload is not None else None,
     }
 
 

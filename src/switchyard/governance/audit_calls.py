@@ -25,10 +25,10 @@ import orjson
 
 from .. import background
 from ..config.governance import AuditSettings
-from .audit import _BATCH, AuditLog, Prepared, _text, canonical_json
+from .audit import _BATCH, AuditLog, Prepared, canonical_json
 from .db import Db, is_store_failure
 from .ledger_model import E8
-from .records import spool_fields
+from .records import clip, spool_fields
 
 if TYPE_CHECKING:
     from ..pipeline import CallRecord
@@ -61,16 +61,16 @@ def call_record(d: Mapping[str, Any]) -> Prepared:
         details["tags"] = d["tags"]  # sorted in the spool record
     ts = datetime.fromtimestamp(d["ts"], UTC)
     cost_text = _e8_text(int(d.get("dcost", d["cost"])))
-    actor = _text(d.get("pid") or "anonymous", 1000) or ""
+    actor = clip(d.get("pid") or "anonymous", 1000) or ""
     user_id, org_id, team_id = d.get("user"), d.get("org"), d.get("team")
-    action = _text(d["ep"], 64) or ""
-    target = _text(d["model"])
+    action = clip(d["ep"], 64) or ""
+    target = clip(d["model"])
     decision = "deny" if denied else "allow"
-    reason = _text(d.get("err") if d["st"] != "ok" else d.get("why"))
-    deployment = _text(deployment)
-    request_id = _text(d["rid"], 255)
-    details_text = _text(canonical_json(details), 1_000_000)
-    payload = _text(canonical_json(d["pl"]), 10_000_000) if d.get("pl") is not None else None
+    reason = clip(d.get("err") if d["st"] != "ok" else d.get("why"))
+    deployment = clip(deployment)
+    request_id = clip(d["rid"], 255)
+    details_text = clip(canonical_json(details), 1_000_000)
+    payload = clip(canonical_json(d["pl"]), 10_000_000) if d.get("pl") is not None else None
     hashed = orjson.dumps([ts.isoformat(timespec="microseconds"), cost_text, "call", actor, user_id, org_id, team_id,
                            action, target, decision, reason, http, deployment, request_id, details_text, payload])
     return ((ts, "call", actor, user_id, org_id, team_id, action, target, decision, reason, http, deployment,

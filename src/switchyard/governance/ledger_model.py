@@ -97,12 +97,6 @@ def period_bounds(period: str, tz_name: str, now: float) -> tuple[str, float, fl
     return found
 
 
-def period_at(period: str, tz_name: str, now: float) -> tuple[str, float | None]:
-    """The key of the period that holds ``now`` and when it ends (epoch seconds; None for ``total``)."""
-    key, _, end = period_bounds(period, tz_name, now)
-    return key, end
-
-
 def reset_text(resets_at: float | None, tz_name: str) -> str | None:
     if resets_at is None:
         return None
@@ -179,28 +173,23 @@ class Settled:
     tokens_after: int
 
     def fraction(self, usd: int, tokens: int) -> float:
-        f = 0.0
-        if self.hold.limit_usd > 0:
-            f = max(f, usd / self.hold.limit_usd)
-        if self.hold.limit_tokens > 0:
-            f = max(f, tokens / self.hold.limit_tokens)
-        return f
+        return used_fraction(self.hold, usd, tokens)
 
     def crossed(self) -> list[float]:
         """The budget's thresholds that this settlement crossed (fractions: 0.5, 0.8, 1.0)."""
-        if not self.hold.budget.thresholds:
-            return []
-        before = self.fraction(self.usd_before, self.tokens_before)
-        after = self.fraction(self.usd_after, self.tokens_after)
+        before = used_fraction(self.hold, self.usd_before, self.tokens_before)
+        after = used_fraction(self.hold, self.usd_after, self.tokens_after)
         return [t for t in self.hold.budget.thresholds if before < t <= after]
 
 
+def used_fraction(b: BudgetHold, usd: int, tokens: int) -> float:
+    """How much of the budget ``usd`` and ``tokens`` use: the larger of its two limits' fractions."""
+    f = usd / b.limit_usd if b.limit_usd > 0 else 0.0
+    return max(f, tokens / b.limit_tokens) if b.limit_tokens > 0 else f
+
+
 def crosses(b: BudgetHold, usd_before: int, usd_after: int, tokens_before: int, tokens_after: int) -> bool:
-    """Whether going from the ``before`` totals to the ``after`` ones crosses one of the budget's thresholds."""
-    lu, lt = b.limit_usd, b.limit_tokens
-    before = after = 0.0
-    if lu > 0:
-        before, after = usd_before / lu, usd_after / lu
-    if lt > 0:
-        before, after = max(before, tokens_before / lt), max(after, tokens_after / lt)
+    """Whether going from the ``before`` totals to the ``after`` ones crosses one of the budget's thresholds (the
+    check :meth:`Settled.crossed` lists, without building the Settled)."""
+    before, after = used_fraction(b, usd_before, tokens_before), used_fraction(b, usd_after, tokens_after)
     return any(before < t <= after for t in b.budget.thresholds)

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 MAX_TEXT = 4000
 
 
+def clip(s: str | None, limit: int = MAX_TEXT) -> str | None:
+    """Text for a store column: at most ``limit`` characters, without NUL (PostgreSQL text cannot hold it; for
+    the audit log, the stored value is exactly the hashed value)."""
+    return None if s is None else s[:limit].replace("\x00", "")
+
+
 def spool_fields(rec: CallRecord) -> dict[str, Any]:
     """The record as a dict of short keys (a few hundred bytes as JSON)."""
     p, u = rec.principal, rec.usage

@@ -50,8 +50,7 @@ from ..store.spend_tables import (
 from ..store.spool import Batch, Spool
 from .audit_calls import call_record
 from .db import Db
-from .records import MAX_TEXT as _MAX_TEXT
-from .records import encode
+from .records import clip, encode
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -68,21 +67,17 @@ Rows = list[tuple[str, str, int, int]]
 # --- the spool line ----------------------------------------------------------------------------------------------
 
 
-def _text(s: str | None, limit: int = _MAX_TEXT) -> str | None:
-    return None if s is None else s[:limit].replace("\x00", "")
-
-
 def log_row(d: dict[str, Any]) -> dict[str, Any]:
     """A ``request_log`` row from a decoded spool record."""
     return {
-        "request_id": d["rid"], "client_request_id": _text(d.get("crid"), 255),
-        "ts": datetime.fromtimestamp(d["ts"], UTC), "principal_id": _text(d.get("pid")), "endpoint": d["ep"],
-        "model": _text(d["model"]), "route": _text(d.get("route")), "deployment": _text(d.get("dep")),
-        "provider": _text(d.get("prov")), "status": d["st"], "http_status": int(d["http"]),
+        "request_id": d["rid"], "client_request_id": clip(d.get("crid"), 255),
+        "ts": datetime.fromtimestamp(d["ts"], UTC), "principal_id": clip(d.get("pid")), "endpoint": d["ep"],
+        "model": clip(d["model"]), "route": clip(d.get("route")), "deployment": clip(d.get("dep")),
+        "provider": clip(d.get("prov")), "status": d["st"], "http_status": int(d["http"]),
         "input_tokens": int(d["in"]), "output_tokens": int(d["out"]), "cached_tokens": int(d["cached"]),
         "cache_write_tokens": int(d["cw"]), "reasoning_tokens": int(d["rsn"]),
         "cost": Decimal(int(d["cost"])).scaleb(-8), "latency_ms": float(d["lat"]), "ttft_ms": d.get("ttft"),
-        "attempts": int(d["att"]), "error": _text(d.get("err")), "key_id": d.get("key"), "user_id": d.get("user"),
+        "attempts": int(d["att"]), "error": clip(d.get("err")), "key_id": d.get("key"), "user_id": d.get("user"),
         "team_id": d.get("team"), "org_id": d.get("org"), "tags": d.get("tags"),
     }
 
