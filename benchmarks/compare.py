@@ -20,6 +20,7 @@ A peer that is not installed, or that fails to start, is reported as skipped wit
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import statistics
 import time
 import urllib.request
@@ -28,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from . import peers
+from . import instructions, peers
 from .loadgen import PhaseResult
 from .phases import Plan, Scenario, added, measure, saturated
 from .runners import GATEWAY_CORE, Managed, SwitchyardTarget, Target
@@ -161,15 +162,18 @@ def run(plan: Plan, ups: dict[str, Managed], direct: Target, workdir: Path, src:
             t.stop()
         out["gateways"][t.name] = g
     out["governance_pairs"] = governance_pairs(plan, ups, ports, workdir, src, closed)
+    out["governance_instructions"] = governance_instructions(ports, workdir, src, warnings)
     out["scaleout"] = scaleout(plan, ups, ports, workdir, src, closed)
     return out
 
 
 def governance_pairs(plan: Plan, ups: dict[str, Managed], ports: dict[str, int], workdir: Path, src: Path | None,
-                     closed: Scenario, pairs: int = 3) -> dict[str, Any]:
+                     closed: Scenario, pairs: int = 8) -> dict[str, Any]:
     """Governance off and on, alternating, ``pairs`` times on the same core: CPU per request of each closed-loop
-    phase (drain included), and the median of the pairs' ratios. One pair moves by several points from run to
-    run on this machine (other tenants' load); alternating and taking the median of paired ratios does not."""
+    phase (drain included, at most 2 s of load each), and the median of the pairs' ratios. One pair moves by a
+    quarter from run to run on this machine (other tenants' load); short phases, alternated, and the median of
+    many paired ratios move much less."""
+    plan = dataclasses.replace(plan, closed_duration=min(plan.closed_duration, 2.0))
     off, on = SwitchyardTarget(ports, workdir, src=src), GovernedSwitchyardTarget(ports, workdir, src=src)
     rows: list[dict[str, float]] = []
     try:
@@ -188,6 +192,19 @@ def governance_pairs(plan: Plan, ups: dict[str, Managed], ports: dict[str, int],
         off.stop()
         on.stop()
     return {"pairs": rows, "median_over_pct": statistics.median(r["over_pct"] for r in rows) if rows else None}
+
+
+def governance_instructions(ports: dict[str, int], workdir: Path, src: Path | None,
+                            warnings: list[str]) -> dict[str, Any]:
+    """The same comparison in instructions (callgrind): noise-free, see :mod:`benchmarks.instructions`."""
+    why = instructions.available()
+    if why is not None:
+        return {"skipped": why}
+    try:
+        return instructions.measure(ports, workdir, src, GovernedSwitchyardTarget)
+    except Exception as e:  # reported, not fatal: the CPU pairs stand on their own
+        warnings.append(f"peers: the instruction count failed: {str(e)[:300]}")
+        return {"skipped": f"failed: {str(e)[:300]}"}
 
 
 def _children_cpu(pid: int) -> float:

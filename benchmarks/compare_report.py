@@ -176,6 +176,10 @@ def targets(res: dict[str, Any], figs: dict[str, dict[str, Any]]) -> list[str]:
         each = ", ".join(f"{r['over_pct']:+.0f}%" for r in pairs["pairs"])
         over_text = f"{over:+.0f}% (median of {len(pairs['pairs'])} alternating pairs: {each}; the table above: " \
                     f"{over_text})"
+    ins = (res.get("peers") or {}).get("governance_instructions") or {}
+    if ins.get("over_pct") is not None:
+        over_text += f"; in instructions (callgrind, noise-free): {ins['over_pct']:+.1f}% " \
+                     f"({ins['main_over_pct']:+.1f}% on the event loop)"
     tp_ratio = sy["throughput"] / ll["throughput"] if sy.get("throughput") and ll.get("throughput") else None
 
     def mark(ok: bool | None) -> str:

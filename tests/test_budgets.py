@@ -25,6 +25,8 @@ import orjson
 import pytest
 
 from switchyard.config.ledger import SpoolSettings
+from switchyard.governance.auth import BudgetDef
+from switchyard.governance.ledger_model import NO_LIMIT, BudgetPeriod, Settled
 from switchyard.governance.spend import SpendWriter
 from switchyard.governance.webhooks import UnsafeTarget, is_public, resolve_target
 from switchyard.routing import Router
@@ -230,6 +232,31 @@ async def test_threshold_webhooks_fire_once_each_and_private_targets_need_allowi
             assert ledger is not None
             wait_for(lambda: ledger.webhooks.refused == 1, what="the loopback target to be refused")
             assert len(hooks.received) == 3
+
+
+def test_a_threshold_is_crossed_when_either_limit_reaches_its_exact_amount() -> None:
+    """Thresholds are integer amounts of each limit (the least amount at or past threshold x limit), so a
+    settlement crosses exactly the thresholds its totals reach for the first time, by either limit."""
+    bd = BudgetDef(id="bud_1", scope="key", scope_id="k", period="total", max_usd=Decimal("0.00000003"),
+                   max_tokens=10, thresholds=(1.0, 0.5, 0.8))  # unsorted, as a user may write them
+    b = BudgetPeriod.make(bd, "UTC", "total", None, 3, 10)
+    assert (b.thresholds, b.marks_usd, b.marks_tokens) == ((0.5, 0.8, 1.0), (2, 3, 3), (5, 8, 10))
+
+    def crossed(usd: tuple[int, int], tokens: tuple[int, int]) -> list[float]:
+        found = Settled(b, usd[0], usd[1], tokens[0], tokens[1]).crossed()
+        alarm_usd, alarm_tokens = b.next_marks(usd[0], tokens[0])  # where the embedded ledger looks next
+        assert (usd[1] >= alarm_usd or tokens[1] >= alarm_tokens) or not found  # it never misses a crossing
+        return found
+
+    assert crossed((0, 1), (0, 4)) == []  # 1/3 of the money, 4/10 of the tokens
+    assert crossed((1, 2), (0, 0)) == [0.5]  # 2/3 >= 0.5, < 0.8
+    assert crossed((2, 2), (4, 8)) == [0.8]  # tokens reach 0.8 while the money stays at 2/3
+    assert crossed((0, 3), (0, 0)) == [0.5, 0.8, 1.0]  # one settlement may cross several
+    assert crossed((1, 2), (8, 9)) == []  # the money reaches 0.5, but the tokens were already past 0.8
+    no_limit = BudgetPeriod.make(bd, "UTC", "total", None, -1, 0)  # no USD limit, and a zero token limit
+    assert (no_limit.marks_usd, no_limit.marks_tokens) == ((), ())
+    assert Settled(no_limit, 0, 10**9, 0, 10**9).crossed() == []
+    assert b.next_marks(3, 0) == (NO_LIMIT, NO_LIMIT)  # every threshold reached: no alarm left
 
 
 def test_webhook_targets_must_be_public() -> None:

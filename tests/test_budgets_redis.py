@@ -16,7 +16,7 @@ import redis
 
 from switchyard.config.ledger import SpoolSettings
 from switchyard.governance.auth import BudgetDef
-from switchyard.governance.ledger_model import BudgetHold, Hold, period_bounds
+from switchyard.governance.ledger_model import BudgetPeriod, Hold, period_bounds
 from switchyard.governance.ledger_redis import RedisBackend
 from switchyard.governance.spend import SpendWriter
 from switchyard.store import Store
@@ -102,7 +102,8 @@ async def test_a_dead_replicas_hold_expires_with_its_lease(tmp_path: Path, prefi
             period, _, resets = period_bounds("daily", "UTC", time.time())
             bd = BudgetDef(id=b["id"], scope="key", scope_id=t["key"], period="daily", max_usd=Decimal("0.05"),
                            max_tokens=None)
-            hold = Hold("req_dead", [BudgetHold(bd, "UTC", period, resets, 5_000_000, -1, 5_000_000, 55)], [], [], [])
+            hold = Hold("req_dead", [BudgetPeriod.make(bd, "UTC", period, resets, 5_000_000, -1)], 5_000_000, 55,
+                        [], [], [], [], 0)
             await other.reserve(hold)
             assert int(bucket(prefix, b["id"])["ru"]) == 5_000_000
             assert [r.status_code for r in await fire(gw.url, t["secret"], 1)] == [429]  # held by the dead one
@@ -166,10 +167,11 @@ async def test_reserve_and_settle_latency(tmp_path: Path, prefix: str) -> None:
     period, _, resets = period_bounds("daily", "UTC", time.time())
 
     def hold(i: int) -> Hold:
-        budgets = [BudgetHold(BudgetDef(id=f"bud_{s}", scope="key", scope_id="k", period="daily",
-                                        max_usd=Decimal(10**6), max_tokens=None), "UTC", period, resets,
-                              10**14, -1, 5_000_000, 55) for s in ("key", "team", "org")]
-        return Hold(f"req_{i}", budgets, [RateLimitDef(id="rl_1", scope="key", scope_id="k", rpm=10**6)], [], [])
+        budgets = [BudgetPeriod.make(BudgetDef(id=f"bud_{s}", scope="key", scope_id="k", period="daily",
+                                               max_usd=Decimal(10**6), max_tokens=None), "UTC", period, resets,
+                                     10**14, -1) for s in ("key", "team", "org")]
+        rpm = [RateLimitDef(id="rl_1", scope="key", scope_id="k", rpm=10**6)]
+        return Hold(f"req_{i}", budgets, 5_000_000, 55, rpm, rpm, [], [], 0)
 
     try:
         await backend.reserve(hold(-1))  # the first call rebuilds the (empty) state and loads the script

@@ -13,7 +13,10 @@ import httpx
 import pytest
 
 from switchyard.config.ledger import SpoolSettings
-from switchyard.governance.ratelimit import InFlight, RequestWindow, TokenWindow
+from switchyard.governance.auth import RateLimitDef
+from switchyard.governance.ledger_memory import MemoryBackend
+from switchyard.governance.ledger_model import Hold, Refused
+from switchyard.governance.ratelimit import LimitState
 from switchyard.governance.spend import SpendWriter
 from switchyard.store import Store
 from tests.support.gateway import RunningGateway, run_gateway
@@ -23,49 +26,100 @@ from tests.support.ledger import HI, ledger_config, redis_prefix, redis_url, ten
 MODES = ["embedded", "redis"]
 
 
+RPM = RateLimitDef(id="rl_r", scope="key", scope_id="k", rpm=60)
+TPM = RateLimitDef(id="rl_t", scope="key", scope_id="k", tpm=100)
+
+
+def refusal(st: LimitState, lim: RateLimitDef, tokens: int, now: float) -> tuple[str, float]:
+    with pytest.raises(Refused) as r:
+        st.take(lim, tokens, "x", now)
+    assert r.value.retry_after is not None
+    return r.value.kind, r.value.retry_after
+
+
 def test_a_sliding_minute_has_no_boundary_burst() -> None:
-    w = RequestWindow()
+    st = LimitState()
     for i in range(60):
-        assert w.check(60, 30.0 + i * 0.5) is None
-        w.admit(30.0 + i * 0.5)
-    assert w.check(60, 59.9) == pytest.approx(30.1)  # full: the first admission leaves at 90.0
-    assert w.check(60, 61.0) == pytest.approx(29.0)  # a fixed window would have reset at 60
-    assert w.check(60, 90.0) is None  # 60 s after the first one
+        st.take(RPM, 0, f"r{i}", 30.0 + i * 0.5)
+    assert refusal(st, RPM, 0, 59.9) == ("rpm", pytest.approx(30.1))  # full: the first admission leaves at 90.0
+    assert refusal(st, RPM, 0, 61.0) == ("rpm", pytest.approx(29.0))  # a fixed window would have reset at 60
+    st.take(RPM, 0, "r60", 90.0)  # 60 s after the first one
+    st.undo("r60")
+    assert len(st.times) - st.head == 59
 
 
 def test_tokens_per_minute_count_the_estimate_then_the_real_total() -> None:
-    w = TokenWindow()
-    assert w.check(100, 10, 0.0) is None
-    e = w.admit(10, 0.0)
-    w.correct(e, 80, 1.0)  # the request really used 80
-    assert w.total == 80
-    assert w.check(100, 30, 2.0) == pytest.approx(58.0)  # 80 + 30 > 100 until the first leaves at 60
-    assert w.check(100, 20, 2.0) is None
-    assert w.check(100, 1000, 61.0) is None  # an empty window admits even a request larger than the limit
-    e = w.admit(5, 61.0)
-    w.correct(e, 7, 200.0)  # settled after it left the window: nothing to correct
-    assert w.total == 0
+    st = LimitState()
+    e = st.take(TPM, 10, "a", 0.0)
+    st.settle(e, 80, "a", 1.0)  # the request really used 80
+    assert st.total == 80
+    assert refusal(st, TPM, 30, 2.0) == ("tpm", pytest.approx(58.0))  # 80 + 30 > 100 until the first leaves at 60
+    assert st.total == 80  # a refusal admits nothing
+    st.take(TPM, 20, "b", 2.0)
+    st.undo("b")  # given back (a later limit of the same reservation refused)
+    assert st.total == 80
+    e = st.take(TPM, 1000, "c", 61.0)  # an empty window admits even a request larger than the limit
+    assert refusal(st, TPM, 5, 62.0) == ("tpm", pytest.approx(59.0))
+    st.settle(e, 7, "c", 200.0)  # settled after it left the window: nothing to correct
+    st.take(TPM, 1, "d", 200.0)
+    assert st.total == 1
 
 
-def test_token_entries_stay_addressable_when_departed_ones_are_dropped() -> None:
-    w = TokenWindow()
-    early = [w.admit(1, i * 0.01) for i in range(3000)]  # one token every 10 ms, from 0 to 29.99 s
-    late = w.admit(10, 50.0)
-    assert w.check(10**6, 1, 85.0) is None  # 2,501 entries left the window (t <= 25 s) and were dropped
-    assert len(w.times) == 500 and w.total == 499 + 10
-    w.correct(late, 20, 85.0)
-    w.correct(early[0], 99, 85.0)  # long gone: nothing to correct
-    w.correct(early[2999], 5, 85.0)  # still in the window, found by its number after the drop
-    assert w.total == 499 + 20 + 4
-    assert w.check(524, 2, 85.0) == pytest.approx(25.01 + 60 - 85.0)  # room once the oldest left leaves
+def test_entries_stay_addressable_when_departed_ones_are_dropped() -> None:
+    st = LimitState()
+    big = RateLimitDef(id="rl_t", scope="key", scope_id="k", tpm=10**6)
+    early = [st.take(big, 1, f"e{i}", i * 0.01) for i in range(3000)]  # one token every 10 ms, to 29.99 s
+    late = st.take(big, 10, "late", 50.0)
+    st.take(big, 1, "now", 85.0)  # 2,501 entries left the window (t <= 25 s) and were dropped
+    st.undo("now")
+    assert len(st.times) == 500 and st.total == 499 + 10
+    st.settle(late, 20, "late", 85.0)
+    st.settle(early[0], 99, "e0", 85.0)  # long gone: nothing to correct
+    st.settle(early[2999], 5, "e2999", 85.0)  # still in the window, found by its number after the drop
+    assert st.total == 499 + 20 + 4
+    tight = RateLimitDef(id="rl_t", scope="key", scope_id="k", tpm=524)
+    assert refusal(st, tight, 2, 85.0) == ("tpm", pytest.approx(25.01 + 60 - 85.0))  # once the oldest leaves
 
 
 def test_in_flight() -> None:
-    f = InFlight()
-    f.admit("a")
-    assert f.check(1) == 1.0
-    f.release("a")
-    assert f.check(1) is None
+    one = RateLimitDef(id="rl_c", scope="key", scope_id="k", max_concurrent=1)
+    st = LimitState()
+    e = st.take(one, 0, "a", 0.0)
+    assert refusal(st, one, 0, 0.0) == ("concurrent", 1.0)
+    st.settle(e, 0, "a", 1.0)
+    st.take(one, 0, "b", 1.0)
+    st.undo("b")
+    assert not st.ids
+
+
+def test_a_refusal_gives_back_the_limits_already_taken() -> None:
+    """All or nothing: a reservation that one limit refuses leaves every other limit as it found it."""
+    mem = MemoryBackend()
+    rpm = RateLimitDef(id="rl_r", scope="key", scope_id="k", rpm=10)
+    tpm = RateLimitDef(id="rl_t", scope="team", scope_id="t", tpm=100)
+    conc = RateLimitDef(id="rl_c", scope="user", scope_id="u", max_concurrent=1)
+
+    def hold(rid: str, prompt: int) -> Hold:
+        return Hold(rid, (), 0, 0, [rpm, tpm, conc], [rpm], [tpm], [conc], prompt)
+
+    def state() -> tuple[int, int, set[str]]:
+        r, t, c = (mem.limits[x.id] for x in (rpm, tpm, conc))
+        return len(r.times) - r.head, t.total, c.ids
+
+    first = hold("a", 60)
+    mem.reserve(first, 1.0)
+    with pytest.raises(Refused) as refused:
+        mem.reserve(hold("b", 60), 2.0)  # rpm passes, tpm refuses
+    assert (refused.value.kind, refused.value.index) == ("tpm", 0)
+    assert state() == (1, 60, {"a"})
+    with pytest.raises(Refused) as refused:
+        mem.reserve(hold("c", 10), 3.0)  # rpm and tpm pass, the one slot in flight is taken
+    assert (refused.value.kind, refused.value.index) == ("concurrent", 0)
+    assert state() == (1, 60, {"a"})
+    mem.settle(first, 0, 30, 4.0)
+    assert state()[1:] == (30, set())
+    mem.reserve(hold("c", 10), 5.0)
+    assert state() == (2, 40, {"c"})
 
 
 @contextlib.contextmanager

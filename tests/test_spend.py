@@ -36,7 +36,7 @@ from tests.test_budgets import fire
 
 
 def record(rid: str, cost: float = 0.05, *, key: str = "vk_1", team: str | None = "team_1", ts: float | None = None,
-           tags: frozenset[str] = frozenset(), charges: tuple[Charge, ...] = ()) -> CallRecord:
+           tags: frozenset[str] = frozenset(), charges: list[Charge] | None = None) -> CallRecord:
     p = Principal(id=key, name=None, key_id=key, user_id="user_1", team_id=team, org_id="org_1", tags=tags)
     return CallRecord(request_id=rid, ts=ts or time.time(), principal_id=key, endpoint="chat", model="exact",
                       route=None, deployment="exact", provider="sim", status="ok", http_status=200,
@@ -126,7 +126,7 @@ def test_shipping_twice_stores_and_rolls_up_once(backend: str, tmp_path: Path) -
         try:
             db = Db(store.engine)
             recs = [orjson.loads(encode(record(f"req_{i}", tags=frozenset({"a", "b"}),
-                                               charges=(Charge("bud_1", "total", 5_000_000, 55),))))
+                                               charges=[("bud_1", "total", 5_000_000, 55)])))
                     for i in range(10)]
             assert ship(db, recs[:6]) == 6
             assert ship(db, recs) == 4  # the first six were already there

@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -102,12 +102,12 @@ class CallRecord:
     reason: str | None = None  # why this deployment (the plan's reason)
     payload: dict[str, Any] | None = None  # see ``CallContext.payload``
     losers: tuple[Attempt, ...] = ()  # hedged attempts that lost the race: their estimated cost is not in ``cost``
-    charges: tuple[Charge, ...] = ()  # what the ledger settled against each budget period (for spend records)
+    charges: list[Charge] | None = None  # what the ledger settled against each budget period (for spend records)
 
     @property
     def total_cost(self) -> float:
         """What the request cost in all: the serving deployment's cost and every hedge loser's."""
-        return self.cost + sum(a.cost for a in self.losers)
+        return self.cost + sum(a.cost for a in self.losers) if self.losers else self.cost
 
 
 class Recorder(Protocol):
@@ -190,11 +190,13 @@ class Gateway:
         ctx.plan = plan
         return plan
 
-    async def _reserve(self, ctx: CallContext, plan: Plan, request: object = None) -> None:
-        """Hold the worst case against every budget and rate limit in scope (nothing to do for most keys)."""
+    def _reserve(self, ctx: CallContext, plan: Plan, request: object = None) -> Awaitable[None] | None:
+        """Hold the worst case against every budget and rate limit in scope (nothing to do for most keys). None
+        when that is done (the embedded ledger); else what to await (Redis)."""
         p = ctx.principal
         if self.ledger is not None and p is not None and (p.budgets or p.rate_limits):
-            await self.ledger.reserve(ctx.request_id, p, plan, request)
+            return self.ledger.reserve(ctx.request_id, p, plan, request)
+        return None
 
     def _record(self, ctx: CallContext, model: str, status: str, http_status: int, usage: Usage | None,
                 error: str | None = None) -> None:
@@ -247,7 +249,9 @@ class Gateway:
     async def chat(self, ctx: CallContext, req: ChatRequest) -> ChatResponse:
         plan = self._plan_chat(ctx, req)
         try:
-            await self._reserve(ctx, plan, req)
+            reserving = self._reserve(ctx, plan, req)
+            if reserving is not None:
+                await reserving
             dep, resp = await self.executor.call(plan, lambda d: d.provider.chat(req, d.target), ctx.attempts,
                                                  ctx.deadline, ctx.started)
         except SwitchyardError as e:
@@ -271,7 +275,9 @@ class Gateway:
         """
         plan = self._plan_chat(ctx, req)
         try:
-            await self._reserve(ctx, plan, req)
+            reserving = self._reserve(ctx, plan, req)
+            if reserving is not None:
+                await reserving
             dep, first, rest, lease = await self.executor.open_stream(
                 plan, lambda d: d.provider.stream(req, d.target), ctx.attempts, ctx.deadline, ctx.started)
         except SwitchyardError as e:
@@ -341,7 +347,9 @@ class Gateway:
         plan = self.router.plan(req.model, set(), endpoint="embeddings")
         ctx.plan = plan
         try:
-            await self._reserve(ctx, plan, req)
+            reserving = self._reserve(ctx, plan, req)
+            if reserving is not None:
+                await reserving
             dep, resp = await self.executor.call(plan, lambda d: d.provider.embed(req, d.target), ctx.attempts,
                                                  ctx.deadline, ctx.started)
         except SwitchyardError as e:

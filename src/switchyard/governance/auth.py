@@ -2,9 +2,10 @@
 
 The master key and the config's static keys are checked here first, as SHA-256 digests (no plaintext static key
 is kept in memory past start-up). Virtual keys plug in as a ``KeyResolver``: each resolver gets the raw key (so
-that it can compute its own keyed hash) and returns a Principal, or None if the key is not its own. A resolver
-raises ``AuthenticationFailed`` for a key it knows to be revoked or expired, and ``GovernanceUnavailable`` when it
-cannot tell (its store is down): an outage must never look like a bad key.
+that it can compute its own keyed hash) and its SHA-256 digest (to remember that hash by), and returns a
+Principal, or None if the key is not its own. A resolver raises ``AuthenticationFailed`` for a key it knows to be
+revoked or expired, and ``GovernanceUnavailable`` when it cannot tell (its store is down): an outage must never
+look like a bad key.
 
 The Principal is what every later stage sees. It carries everything the ledger needs to reserve against every
 budget and rate limit in scope without a database round trip: ``key_id``, ``user_id``, ``team_id``, ``org_id``,
@@ -88,8 +89,9 @@ class Principal:
                                    code="model_not_allowed")
 
 
-KeyResolver = Callable[[str], Awaitable[Principal | None]]
-"""Given the raw key, return its Principal, or None if this resolver does not know it. It may raise
+KeyResolver = Callable[[str, str], Awaitable[Principal | None]]
+"""Given the raw key and its SHA-256 digest (hex: what the static keys are looked up by, and a safe name for the
+key in a resolver's memory), return its Principal, or None if this resolver does not know it. It may raise
 ``AuthenticationFailed`` (a revoked or expired key) or ``GovernanceUnavailable`` (it cannot tell)."""
 
 
@@ -115,11 +117,12 @@ class Authenticator:
     async def authenticate(self, key: str | None) -> Principal:
         if not key:
             raise AuthenticationFailed("Missing API key. Send it as 'Authorization: Bearer <key>'.")
-        p = self._static.get(digest(key))
+        d = digest(key)
+        p = self._static.get(d)
         if p is not None:
             return p
         for resolve in self._resolvers:
-            p = await resolve(key)
+            p = await resolve(key, d)
             if p is not None:
                 return p
         raise AuthenticationFailed("Incorrect API key provided.")

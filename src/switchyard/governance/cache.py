@@ -55,6 +55,7 @@ class KeyDirectory:
         self.ttl = ttl
         self.max_entries = max_entries
         self._cache: dict[str, _Entry] = {}
+        self._hashes: dict[str, str] = {}  # SHA-256 digest of a key -> its keyed hash (no key is kept)
         self._loads: dict[str, asyncio.Task[_Entry]] = {}
         self._gen = 0  # bumped by every eviction; a load that saw another generation is not cached
         self._version: int | None = None  # the identity version this cache reflects (None: unknown)
@@ -65,10 +66,17 @@ class KeyDirectory:
 
     # --- the hot path (a KeyResolver) --------------------------------------------------------------------------
 
-    async def resolve(self, key: str) -> Principal | None:
+    async def resolve(self, key: str, key_digest: str | None = None) -> Principal | None:
         if not looks_like_virtual_key(key):
             return None
-        h = self._hasher.hash(key)
+        # the keyed hash of a key seen before, by the plain digest the authenticator already computed
+        h = self._hashes.get(key_digest) if key_digest is not None else None
+        if h is None:
+            h = self._hasher.hash(key)
+            if key_digest is not None:
+                if len(self._hashes) >= self.max_entries:
+                    self._hashes.clear()
+                self._hashes[key_digest] = h
         e = self._cache.get(h)
         if e is None:
             self.stats["misses"] += 1

@@ -28,8 +28,7 @@ import math
 import os
 import secrets
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Coroutine, Iterable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +41,7 @@ from .errors import GovernanceUnavailable
 from .ledger_memory import MemoryBackend
 from .ledger_model import (
     E8,
-    BudgetHold,
+    BudgetPeriod,
     Charge,
     Hold,
     Refused,
@@ -51,6 +50,7 @@ from .ledger_model import (
     period_bounds,
     reset_text,
     usd_e8,
+    used_fraction,
 )
 from .webhooks import WebhookNotifier
 
@@ -83,29 +83,45 @@ def embedding_tokens(req: EmbeddingRequest) -> int:
     return sum(estimate_text(x) if isinstance(x, str) else len(x) for x in req.input)
 
 
-class _Slot:
-    """One budget of a principal's shape, with the current period it falls in (refreshed when that ends)."""
-
-    __slots__ = ("budget", "end", "limit_tokens", "limit_usd", "period", "resets_at", "start", "tz")
-
-    def __init__(self, budget: BudgetDef, tz: str, limit_usd: int, limit_tokens: int) -> None:
-        self.budget, self.tz, self.limit_usd, self.limit_tokens = budget, tz, limit_usd, limit_tokens
-        self.period, self.start, self.end = "", 0.0, -1.0
-        self.resets_at: float | None = None
-
-    def at(self, now: float) -> None:
-        if not self.start <= now < self.end:
-            self.period, self.start, self.resets_at = period_bounds(self.budget.period, self.tz, now)
-            self.end = self.resets_at if self.resets_at is not None else math.inf
-
-
-@dataclass(frozen=True, slots=True)
 class _Shape:
-    principal: Principal  # held, so that its id() stays its own while the shape is cached
-    budgets: tuple[_Slot, ...]  # limits in E8 units (-1: none), zones, current periods
-    rpm: tuple[RateLimitDef, ...]
-    tpm: tuple[RateLimitDef, ...]
-    concurrent: tuple[RateLimitDef, ...]
+    """What a principal's holds always look like: its budgets (limits in E8 units, zones) in their current
+    periods, and its rate limits, all and by kind. Worked out once per principal object; the periods are
+    refreshed when the first of them ends."""
+
+    __slots__ = ("budgets", "concurrent", "end", "limits", "periods", "principal", "rpm", "start", "tpm")
+
+    def __init__(self, principal: Principal, budget_timezone: str) -> None:
+        self.principal = principal  # held, so that its id() stays its own while the shape is cached
+        self.budgets = tuple((b, b.timezone or budget_timezone,
+                              int((b.max_usd * E8).to_integral_value()) if b.max_usd is not None else -1,
+                              b.max_tokens if b.max_tokens is not None else -1) for b in principal.budgets)
+        self.limits = rl = principal.rate_limits
+        self.rpm = tuple(x for x in rl if x.rpm is not None)
+        self.tpm = tuple(x for x in rl if x.tpm is not None)
+        self.concurrent = tuple(x for x in rl if x.max_concurrent is not None)
+        self.periods: tuple[BudgetPeriod, ...] = ()
+        self.start, self.end = 0.0, -1.0 if self.budgets else math.inf
+
+    def periods_at(self, now: float, shared: dict[tuple[Any, ...], BudgetPeriod]) -> tuple[BudgetPeriod, ...]:
+        """The budgets in the periods that hold ``now``: one BudgetPeriod object per budget definition and period
+        in ``shared``, whichever principal's shape asks (the embedded ledger keeps per-bucket state by it)."""
+        if self.start <= now < self.end:
+            return self.periods
+        periods = []
+        self.start, self.end = -math.inf, math.inf
+        for budget, tz, limit_usd, limit_tokens in self.budgets:
+            key, start, end = period_bounds(budget.period, tz, now)
+            found = shared.get((budget, tz, key))
+            if found is None:
+                if len(shared) > 10_000:
+                    shared.clear()
+                found = shared[(budget, tz, key)] = BudgetPeriod.make(budget, tz, key, end, limit_usd,
+                                                                      limit_tokens)
+            periods.append(found)
+            self.start = max(self.start, start)
+            self.end = min(self.end, end if end is not None else math.inf)
+        self.periods = tuple(periods)
+        return self.periods
 
 
 class Ledger:
@@ -116,6 +132,7 @@ class Ledger:
         self.webhooks = WebhookNotifier(s.webhooks)
         self.holds: dict[str, Hold] = {}  # requests in flight that hold something
         self._shapes: dict[int, _Shape] = {}
+        self._periods: dict[tuple[Any, ...], BudgetPeriod] = {}  # (budget, zone, period key) -> its BudgetPeriod
         self.memory: MemoryBackend | None = None
         self.redis: RedisBackend | None = None
         if s.redis:
@@ -189,15 +206,19 @@ class Ledger:
                    output: bool = True) -> tuple[int, int]:
         """(E8 units, tokens) that the request may cost at most (``choices``: the request's ``n``)."""
         best, best_out = 0.0, 0
+        default = self.settings.default_max_tokens
         for d in plan_deployments(plan):
-            out = (max_tokens or d.max_output_tokens or self.settings.default_max_tokens) * choices if output else 0
-            best = max(best, prompt_tokens * d.input_price + out * d.output_price)
-            best_out = max(best_out, out)
+            out = (max_tokens or d.max_output_tokens or default) * choices if output else 0
+            cost = prompt_tokens * d.input_price + out * d.output_price
+            if cost > best:
+                best = cost
+            if out > best_out:
+                best_out = out
         hedge = plan.spec.hedge
         calls = 1 + (hedge.max_extra if hedge is not None else 0)  # a hedge loser may have answered in full
         return usd_e8(best * calls), (prompt_tokens + best_out) * calls
 
-    def _hold(self, request_id: str, p: Principal, plan: Plan, request: Any) -> Hold:
+    def _hold(self, request_id: str, p: Principal, plan: Plan, request: Any, now: float) -> Hold:
         choices = 1
         if isinstance(request, EmbeddingRequest):
             prompt, max_tokens, output = embedding_tokens(request), None, False
@@ -205,59 +226,62 @@ class Ledger:
             prompt, max_tokens, output = plan.prompt_tokens, plan.max_tokens, True
             if isinstance(request, ChatRequest) and request.n:
                 choices = request.n
-        shape = self._shape(p)
-        budgets: list[BudgetHold] = []
+        shape = self._shapes.get(id(p))
+        if shape is None or shape.principal is not p:
+            shape = self._shape(p)
         if shape.budgets:
             usd, tokens = self.worst_case(plan, prompt, max_tokens, choices, output)
-            now = time.time()
-            for s in shape.budgets:
-                s.at(now)
-                budgets.append(BudgetHold(s.budget, s.tz, s.period, s.resets_at, s.limit_usd, s.limit_tokens, usd,
-                                          tokens))
-        return Hold(request_id, budgets, shape.rpm, [(x, prompt) for x in shape.tpm] if shape.tpm else (),
-                    shape.concurrent)
+            periods = shape.periods if shape.start <= now < shape.end else shape.periods_at(now, self._periods)
+        else:
+            usd, tokens, periods = 0, 0, ()
+        return Hold(request_id, periods, usd, tokens, shape.limits, shape.rpm, shape.tpm, shape.concurrent, prompt)
 
     def _shape(self, p: Principal) -> _Shape:
-        """What a principal's holds always look like (limits in E8 units, zones, limits by kind), worked out once
-        per principal object: the key directory hands out the same object until the key changes."""
-        hit = self._shapes.get(id(p))
-        if hit is not None and hit.principal is p:
-            return hit
+        """The key directory hands out the same Principal object until the key changes: one shape each."""
         if len(self._shapes) > 10_000:
             self._shapes.clear()
-        rl = p.rate_limits
-        shape = self._shapes[id(p)] = _Shape(
-            principal=p,
-            budgets=tuple(_Slot(b, b.timezone or self.settings.budget_timezone,
-                                int((b.max_usd * E8).to_integral_value()) if b.max_usd is not None else -1,
-                                b.max_tokens if b.max_tokens is not None else -1) for b in p.budgets),
-            rpm=tuple(x for x in rl if x.rpm is not None), tpm=tuple(x for x in rl if x.tpm is not None),
-            concurrent=tuple(x for x in rl if x.max_concurrent is not None))
+        shape = self._shapes[id(p)] = _Shape(p, self.settings.budget_timezone)
         return shape
 
-    async def reserve(self, request_id: str, principal: Principal, plan: Plan, request: Any = None) -> None:
+    def reserve(self, request_id: str, principal: Principal, plan: Plan,
+                request: Any = None) -> Coroutine[Any, Any, None] | None:
         """Hold the request's worst case against every budget and limit in scope, or raise (429, or 503 when the
-        ledger cannot tell and the fail mode is closed)."""
-        hold = self._hold(request_id, principal, plan, request)
+        ledger cannot tell and the fail mode is closed). The embedded ledger does it at once and returns None;
+        with Redis, this returns the coroutine that does it, for the caller to await."""
+        now = time.time()
+        hold = self._hold(request_id, principal, plan, request, now)
         if hold.empty:
-            return
+            return None
+        if self.redis is not None:
+            return self._reserve_redis(hold)
+        assert self.memory is not None
         try:
-            if self.redis is not None:
-                await self.redis.reserve(hold)
-            else:
-                assert self.memory is not None
-                if hold.budgets and not self.loaded:
-                    raise GovernanceUnavailable("The ledger has not read the budgets' totals from the store yet.")
-                self.memory.reserve(hold, time.time())
-        except Refused as r:
-            raise refusal(hold, r) from None
-        except GovernanceUnavailable:
-            if self.settings.governance_fail_mode != "open":
-                raise
-            self._warn_open()
-            hold.reserved = False  # nothing held; its real cost is still charged to its budgets at settlement
-            hold.rpm, hold.tpm, hold.concurrent, hold.renewable = (), (), (), False
+            if hold.budgets and not self.loaded:
+                raise GovernanceUnavailable("The ledger has not read the budgets' totals from the store yet.")
+            self.memory.reserve(hold, now)
+        except (Refused, GovernanceUnavailable) as e:
+            self._not_reserved(hold, e)
         self.holds[request_id] = hold
+        return None
+
+    async def _reserve_redis(self, hold: Hold) -> None:
+        assert self.redis is not None
+        try:
+            await self.redis.reserve(hold)
+        except (Refused, GovernanceUnavailable) as e:
+            self._not_reserved(hold, e)
+        self.holds[hold.request_id] = hold
+
+    def _not_reserved(self, hold: Hold, e: Refused | GovernanceUnavailable) -> None:
+        """A refusal becomes the caller's 429. A ledger that cannot tell refuses too (fail mode closed: 503), or
+        lets the request pass unchecked (open)."""
+        if isinstance(e, Refused):
+            raise refusal(hold, e) from None
+        if self.settings.governance_fail_mode != "open":
+            raise e
+        self._warn_open()
+        hold.reserved = False  # nothing held; its real cost is still charged to its budgets at settlement
+        hold.limits, hold.rpm, hold.tpm, hold.concurrent, hold.renewable = (), (), (), (), False
 
     def _warn_open(self) -> None:
         now = time.monotonic()
@@ -268,11 +292,12 @@ class Ledger:
 
     # --- settle ------------------------------------------------------------------------------------------------
 
-    def settle(self, request_id: str, rec: CallRecord) -> tuple[Charge, ...]:
-        """Release the request's hold and charge its real cost; the charges go into its spend record."""
+    def settle(self, request_id: str, rec: CallRecord) -> list[Charge] | None:
+        """Release the request's hold and charge its real cost; the charges go into its spend record (None: the
+        request held nothing)."""
         hold = self.holds.pop(request_id, None)
         if hold is None:
-            return ()
+            return None
         usd = usd_e8(rec.total_cost)
         tokens = rec.usage.total_tokens
         if rec.losers:
@@ -285,12 +310,12 @@ class Ledger:
             settled = self.memory.settle(hold, usd, tokens, time.time())
             if settled:
                 self._on_settled(settled)
-        return tuple([Charge(b.budget.id, b.period, usd, tokens) for b in hold.budgets])
+        return [(b.budget.id, b.period, usd, tokens) for b in hold.budgets]
 
     def _on_settled(self, settled: Iterable[Settled]) -> None:
         for s in settled:
             for threshold in s.crossed():
-                self.webhooks.notify(s.hold.budget.webhook_url, threshold_event(s, threshold))
+                self.webhooks.notify(s.slot.budget.webhook_url, threshold_event(s, threshold))
 
 
 # --- wording -----------------------------------------------------------------------------------------------------
@@ -312,10 +337,10 @@ def refusal(hold: Hold, r: Refused) -> RateLimited:
         parts = []
         if b.limit_usd >= 0:
             parts.append(f"{fmt_usd(r.spent_usd)} of {fmt_usd(b.limit_usd)} spent, {fmt_usd(r.reserved_usd)} held "
-                         f"by requests in flight, up to {fmt_usd(b.usd)} needed by this one")
+                         f"by requests in flight, up to {fmt_usd(hold.usd)} needed by this one")
         if b.limit_tokens >= 0:
             parts.append(f"{r.spent_tokens:,} of {b.limit_tokens:,} tokens used, {r.reserved_tokens:,} held, up to "
-                         f"{b.tokens:,} needed")
+                         f"{hold.tokens:,} needed")
         resets = reset_text(b.resets_at, b.tz)
         when = f"It resets at {resets}." if resets else "It is a total budget: it never resets."
         from ..errors import BudgetExceeded
@@ -327,8 +352,8 @@ def refusal(hold: Hold, r: Refused) -> RateLimited:
         x = hold.rpm[r.index]
         what = f"{x.rpm} requests per minute"
     elif r.kind == "tpm":
-        x, est = hold.tpm[r.index]
-        what = f"{x.tpm:,} tokens per minute ({r.used:,} used in the last minute, ~{est:,} needed)"
+        x = hold.tpm[r.index]
+        what = f"{x.tpm:,} tokens per minute ({r.used:,} used in the last minute, ~{hold.prompt:,} needed)"
     else:
         x = hold.concurrent[r.index]
         what = f"{x.max_concurrent} requests in flight"
@@ -338,7 +363,7 @@ def refusal(hold: Hold, r: Refused) -> RateLimited:
 
 
 def threshold_event(s: Settled, threshold: float) -> dict[str, Any]:
-    b, h = s.hold.budget, s.hold
+    b, h = s.slot.budget, s.slot
     return {
         "id": "evt_" + secrets.token_hex(12),
         "type": "budget.threshold",
@@ -351,5 +376,5 @@ def threshold_event(s: Settled, threshold: float) -> dict[str, Any]:
         "resets_at": reset_text(h.resets_at, h.tz),
         "spent_usd": str(Decimal(s.usd_after).scaleb(-8).quantize(Decimal("1e-8"))),
         "spent_tokens": s.tokens_after,
-        "fraction": round(s.fraction(s.usd_after, s.tokens_after), 6),
+        "fraction": round(used_fraction(h, s.usd_after, s.tokens_after), 6),
     }

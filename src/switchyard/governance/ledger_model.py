@@ -12,9 +12,10 @@ starts on that Monday), ``m2025-06`` (a month), or ``total`` (never resets).
 from __future__ import annotations
 
 import datetime as dt
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from .auth import BudgetDef, RateLimitDef
@@ -36,13 +37,9 @@ def fmt_usd(units: int) -> str:
     return f"${dollars:.8f}".rstrip("0")
 
 
-class Charge(NamedTuple):
-    """What one request settled against one budget period (kept in its spend record, summed in budget_spend)."""
-
-    budget_id: str
-    period: str
-    usd: int  # E8 units
-    tokens: int
+Charge = tuple[str, str, int, int]
+"""What one request settled against one budget period: (budget id, period, E8 units, tokens). Kept in its spend
+record, summed in ``budget_spend``."""
 
 
 # --- periods ---------------------------------------------------------------------------------------------------
@@ -105,10 +102,23 @@ def reset_text(resets_at: float | None, tz_name: str) -> str | None:
 
 # --- holds -----------------------------------------------------------------------------------------------------
 
+NO_LIMIT = 1 << 62  # above any amount a budget can reach (Redis keeps integers exact to 2**53)
+_PPM = 1_000_000  # thresholds are fractions, counted in millionths to turn them into exact integer amounts
 
-@dataclass(slots=True)
-class BudgetHold:
-    """One budget's part of a reservation: its period bucket, its limits and what is held against them."""
+
+def _marks(thresholds: Sequence[float], limit: int) -> tuple[int, ...]:
+    """The amount at which each threshold is reached (the least integer >= threshold x limit); none without a
+    limit. A total reaches a threshold when it is at or past that amount."""
+    if limit <= 0:
+        return ()
+    return tuple(-(-round(t * _PPM) * limit // _PPM) for t in thresholds)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetPeriod:
+    """One budget in one of its periods, as reservations see it: its bucket, its limits and the amounts at which
+    its thresholds are reached. Made once per budget and period (the ledger caches it with the principal's shape)
+    and shared by every hold taken in that period."""
 
     budget: BudgetDef
     tz: str
@@ -116,30 +126,52 @@ class BudgetHold:
     resets_at: float | None
     limit_usd: int  # E8 units; -1: no USD limit
     limit_tokens: int  # -1: no token limit
-    usd: int  # held
-    tokens: int
+    bucket: str  # "<budget id>:<period>"
+    cap_usd: int  # the limits again, with NO_LIMIT for none: one comparison each, whether there is one or not
+    cap_tokens: int
+    thresholds: tuple[float, ...]  # ascending
+    marks_usd: tuple[int, ...]  # one per threshold (empty without a USD limit)
+    marks_tokens: tuple[int, ...]
 
-    @property
-    def bucket(self) -> str:
-        return f"{self.budget.id}:{self.period}"
+    @classmethod
+    def make(cls, budget: BudgetDef, tz: str, period: str, resets_at: float | None, limit_usd: int,
+             limit_tokens: int) -> BudgetPeriod:
+        ts = tuple(sorted(budget.thresholds))
+        return cls(budget, tz, period, resets_at, limit_usd, limit_tokens, f"{budget.id}:{period}",
+                   limit_usd if limit_usd >= 0 else NO_LIMIT, limit_tokens if limit_tokens >= 0 else NO_LIMIT, ts,
+                   _marks(ts, limit_usd), _marks(ts, limit_tokens))
+
+    def next_marks(self, usd: int, tokens: int) -> tuple[int, int]:
+        """The amounts at which the next threshold not yet reached would be (NO_LIMIT: none left)."""
+        i = self.reached(usd, tokens)
+        mu, mt = self.marks_usd, self.marks_tokens
+        return (mu[i] if i < len(mu) else NO_LIMIT), (mt[i] if i < len(mt) else NO_LIMIT)
+
+    def reached(self, usd: int, tokens: int) -> int:
+        """How many of the thresholds (from the lowest) these totals have reached, by either limit."""
+        return max(bisect_right(self.marks_usd, usd), bisect_right(self.marks_tokens, tokens))
 
 
 @dataclass(slots=True)
 class Hold:
-    """Everything one request reserved, until it is settled."""
+    """Everything one request reserved, until it is settled. Every budget holds the same worst case."""
 
     request_id: str
-    budgets: list[BudgetHold]
+    budgets: Sequence[BudgetPeriod]
+    usd: int  # held against each budget: E8 units
+    tokens: int
+    limits: Sequence[RateLimitDef]  # every rate limit in scope; and the same by kind:
     rpm: Sequence[RateLimitDef]
-    tpm: Sequence[tuple[RateLimitDef, int]]  # (limit, tokens counted at admission: the prompt estimate)
+    tpm: Sequence[RateLimitDef]
     concurrent: Sequence[RateLimitDef]
+    prompt: int  # tokens counted against each ``tpm`` limit at admission: the prompt estimate
     renewable: bool = field(default=False)  # holds that expire unless renewed (budgets, concurrency): Redis only
     reserved: bool = True  # False: passed unchecked (fail-open); its spend is still charged when it settles
-    tpm_entries: list[int] | None = None  # the embedded ledger's window entry numbers, one per ``tpm`` limit
+    entries: list[int] | None = None  # the embedded ledger's entry numbers, one per limit in ``limits``
 
     @property
     def empty(self) -> bool:
-        return not (self.budgets or self.rpm or self.tpm or self.concurrent)
+        return not (self.budgets or self.limits)
 
 
 RefusalKind = Literal["budget", "rpm", "tpm", "concurrent"]
@@ -166,30 +198,20 @@ class Refused(Exception):
 class Settled:
     """One budget's settled totals before and after a settlement (for the threshold webhooks)."""
 
-    hold: BudgetHold
+    slot: BudgetPeriod
     usd_before: int
     usd_after: int
     tokens_before: int
     tokens_after: int
 
-    def fraction(self, usd: int, tokens: int) -> float:
-        return used_fraction(self.hold, usd, tokens)
-
     def crossed(self) -> list[float]:
-        """The budget's thresholds that this settlement crossed (fractions: 0.5, 0.8, 1.0)."""
-        before = used_fraction(self.hold, self.usd_before, self.tokens_before)
-        after = used_fraction(self.hold, self.usd_after, self.tokens_after)
-        return [t for t in self.hold.budget.thresholds if before < t <= after]
+        """The budget's thresholds that this settlement crossed (fractions: 0.5, 0.8, 1.0), lowest first."""
+        b = self.slot
+        return list(b.thresholds[b.reached(self.usd_before, self.tokens_before):
+                                 b.reached(self.usd_after, self.tokens_after)])
 
 
-def used_fraction(b: BudgetHold, usd: int, tokens: int) -> float:
+def used_fraction(b: BudgetPeriod, usd: int, tokens: int) -> float:
     """How much of the budget ``usd`` and ``tokens`` use: the larger of its two limits' fractions."""
     f = usd / b.limit_usd if b.limit_usd > 0 else 0.0
     return max(f, tokens / b.limit_tokens) if b.limit_tokens > 0 else f
-
-
-def crosses(b: BudgetHold, usd_before: int, usd_after: int, tokens_before: int, tokens_after: int) -> bool:
-    """Whether going from the ``before`` totals to the ``after`` ones crosses one of the budget's thresholds (the
-    check :meth:`Settled.crossed` lists, without building the Settled)."""
-    before, after = used_fraction(b, usd_before, tokens_before), used_fraction(b, usd_after, tokens_after)
-    return any(before < t <= after for t in b.budget.thresholds)

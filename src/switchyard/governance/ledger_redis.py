@@ -31,7 +31,7 @@ from typing import Any
 
 from ..config.ledger import LedgerConfig
 from .errors import GovernanceUnavailable
-from .ledger_model import BudgetHold, Hold, Refused, Settled
+from .ledger_model import BudgetPeriod, Hold, Refused, Settled
 
 log = logging.getLogger("switchyard.ledger")
 
@@ -121,14 +121,14 @@ class RedisBackend:
 
     # --- keys --------------------------------------------------------------------------------------------------
 
-    def _bucket(self, b: BudgetHold) -> str:
-        return f"{self.prefix}b:{b.budget.id}:{b.period}"
+    def _bucket(self, b: BudgetPeriod) -> str:
+        return f"{self.prefix}b:{b.bucket}"
 
     def _limit(self, limit_id: str, kind: str) -> str:
         return f"{self.prefix}rl:{limit_id}:{kind}"
 
     @staticmethod
-    def _expire_at(b: BudgetHold) -> int:
+    def _expire_at(b: BudgetPeriod) -> int:
         return 0 if b.resets_at is None else int(b.resets_at) + BUCKET_GRACE_S
 
     # --- reserve -----------------------------------------------------------------------------------------------
@@ -140,13 +140,13 @@ class RedisBackend:
         for b in hold.budgets:
             bucket = self._bucket(b)
             keys += [bucket, bucket + ":h", bucket + ":x"]
-            args += [b.limit_usd, b.limit_tokens, b.usd, b.tokens, self._expire_at(b)]
+            args += [b.limit_usd, b.limit_tokens, hold.usd, hold.tokens, self._expire_at(b)]
         for lim in hold.rpm:
             keys.append(self._limit(lim.id, "r"))
             args.append(lim.rpm)
-        for lim, est in hold.tpm:
+        for lim in hold.tpm:
             keys += [self._limit(lim.id, "t"), self._limit(lim.id, "ts")]
-            args += [lim.tpm, est]
+            args += [lim.tpm, hold.prompt]
         for lim in hold.concurrent:
             keys.append(self._limit(lim.id, "c"))
             args.append(lim.max_concurrent)
@@ -262,10 +262,10 @@ class RedisBackend:
         for b in hold.budgets:
             bucket = self._bucket(b)
             keys += [bucket, bucket + ":h", bucket + ":x"]
-            args += [b.usd, b.tokens, usd, tokens, self._expire_at(b)]
-        for lim, est in hold.tpm:
+            args += [hold.usd, hold.tokens, usd, tokens, self._expire_at(b)]
+        for lim in hold.tpm:
             keys += [self._limit(lim.id, "t"), self._limit(lim.id, "ts")]
-            args += [est, tokens]
+            args += [hold.prompt, tokens]
         for lim in hold.concurrent:
             keys.append(self._limit(lim.id, "c"))
         return keys, args
@@ -329,7 +329,7 @@ class RedisBackend:
                     continue
                 for b in hold.budgets:
                     keys.append(self._bucket(b) + ":h")
-                    members.append(f"{hold.request_id}|{b.usd}|{b.tokens}")
+                    members.append(f"{hold.request_id}|{hold.usd}|{hold.tokens}")
                 for lim in hold.concurrent:
                     keys.append(self._limit(lim.id, "c"))
                     members.append(hold.request_id)

@@ -7,60 +7,32 @@ too. Each check and its admission happen with no ``await`` in between: the event
 Tokens per minute count the prompt estimate at admission and are corrected to the real total when the request
 settles. A request is refused when the window's tokens plus its estimate would pass the limit, unless the window is
 empty (a single request larger than the limit would otherwise never pass).
+
+One :class:`LimitState` per limit keeps all three: a log of admissions (time and tokens) in two flat lists, read
+from ``head``, and the ids of the requests in flight. Numbers in flat lists, not one small object per request, so
+that a busy minute (tens of thousands of entries) gives the garbage collector nothing to walk. ``take`` checks and
+admits in one step; ``undo`` gives back the newest admission, so that a reservation takes its limits one by one
+and gives back what it took when a later one refuses: all or nothing, with one call per limit.
 """
 
 from __future__ import annotations
 
-from collections import deque
-
-from .ledger_model import WINDOW_S
-
-
-class RequestWindow:
-    """Admissions in the last minute."""
-
-    __slots__ = ("times",)
-
-    def __init__(self) -> None:
-        self.times: deque[float] = deque()
-
-    def _purge(self, now: float) -> None:
-        t = self.times
-        edge = now - WINDOW_S
-        while t and t[0] <= edge:
-            t.popleft()
-
-    def check(self, limit: int, now: float) -> float | None:
-        """None when one more request fits, else the seconds until one does."""
-        self._purge(now)
-        if len(self.times) >= limit:
-            return max(0.0, self.times[len(self.times) - limit] + WINDOW_S - now)
-        return None
-
-    def admit(self, now: float) -> None:
-        self.times.append(now)
-
-    @property
-    def idle(self) -> bool:
-        return not self.times
+from .auth import RateLimitDef
+from .ledger_model import WINDOW_S, Refused
 
 
-class TokenWindow:
-    """Tokens admitted in the last minute, corrected in place at settlement.
+class LimitState:
+    """One rate limit's admissions in the last minute, and its requests in flight."""
 
-    Entries live in two flat lists (admission times, token counts) read from ``head``: numbers, not one small
-    container per request, so that a busy minute (tens of thousands of entries) gives the garbage collector
-    nothing to walk. An admission returns its entry number, which stays valid while the entry is in the window.
-    """
-
-    __slots__ = ("base", "counts", "head", "times", "total")
+    __slots__ = ("base", "counts", "head", "ids", "times", "total")
 
     def __init__(self) -> None:
-        self.times: list[float] = []
-        self.counts: list[int] = []
+        self.times: list[float] = []  # admission times, oldest first
+        self.counts: list[int] = []  # tokens counted for each admission
         self.head = 0  # the first entry still in the window
         self.base = 0  # the entry number of times[0]
-        self.total = 0
+        self.total = 0  # tokens of the entries in the window
+        self.ids: set[str] = set()  # requests in flight
 
     def _purge(self, now: float) -> None:
         t, h, n = self.times, self.head, len(self.times)
@@ -75,53 +47,50 @@ class TokenWindow:
             h = 0
         self.head = h
 
-    def check(self, limit: int, tokens: int, now: float) -> float | None:
+    def take(self, lim: RateLimitDef, tokens: int, request_id: str, now: float) -> int:
+        """Admit one request counting ``tokens`` and return its entry number, or raise :class:`Refused` (its index
+        is left for the caller to set)."""
         self._purge(now)
-        if self.total == 0 or self.total + tokens <= limit:
-            return None
+        t = self.times
+        rpm = lim.rpm
+        if rpm is not None and len(t) - self.head >= rpm:
+            raise Refused("rpm", -1, max(0.0, t[len(t) - rpm] + WINDOW_S - now))
+        tpm = lim.tpm
+        if tpm is not None and self.total and self.total + tokens > tpm:
+            raise Refused("tpm", -1, self._room_at(tpm, tokens, now), used=self.total)
+        if lim.max_concurrent is not None:
+            if len(self.ids) >= lim.max_concurrent:
+                raise Refused("concurrent", -1, 1.0)
+            self.ids.add(request_id)
+        t.append(now)
+        self.counts.append(tokens)
+        self.total += tokens
+        return self.base + len(t) - 1
+
+    def _room_at(self, tpm: int, tokens: int, now: float) -> float:
+        """Seconds until ``tokens`` more fit: the oldest entries leave first."""
         left = self.total
-        for i in range(self.head, len(self.times)):  # the oldest leave first: when is there room?
+        for i in range(self.head, len(self.times)):
             left -= self.counts[i]
-            if left == 0 or left + tokens <= limit:
+            if left == 0 or left + tokens <= tpm:
                 return max(0.0, self.times[i] + WINDOW_S - now)
         return WINDOW_S
 
-    def admit(self, tokens: int, now: float) -> int:
-        self.times.append(now)
-        self.counts.append(tokens)
-        self.total += tokens
-        return self.base + len(self.times) - 1
+    def undo(self, request_id: str) -> None:
+        """Give back the newest admission (a later limit of the same reservation refused)."""
+        self.times.pop()
+        self.total -= self.counts.pop()
+        self.ids.discard(request_id)
 
-    def correct(self, entry: int, tokens: int, now: float) -> None:
-        """Replace an admitted estimate by the real count, if the entry is still in the window."""
-        self._purge(now)
+    def settle(self, entry: int, tokens: int, request_id: str, now: float) -> None:
+        """The request ended: its estimate becomes its real token count (if its entry is still in the window),
+        and it is no longer in flight."""
         i = entry - self.base
-        if self.head <= i < len(self.times):
+        if self.head <= i < len(self.times) and self.times[i] > now - WINDOW_S:
             self.total += tokens - self.counts[i]
             self.counts[i] = tokens
-
-    @property
-    def idle(self) -> bool:
-        return self.head >= len(self.times)
-
-
-class InFlight:
-    """Requests in flight."""
-
-    __slots__ = ("ids",)
-
-    def __init__(self) -> None:
-        self.ids: set[str] = set()
-
-    def check(self, limit: int) -> float | None:
-        return 1.0 if len(self.ids) >= limit else None
-
-    def admit(self, request_id: str) -> None:
-        self.ids.add(request_id)
-
-    def release(self, request_id: str) -> None:
         self.ids.discard(request_id)
 
     @property
     def idle(self) -> bool:
-        return not self.ids
+        return self.head >= len(self.times) and not self.ids

@@ -51,7 +51,7 @@ def spool_fields(rec: CallRecord) -> dict[str, Any]:
         if p.tags:
             d["tags"] = sorted(p.tags)
     if rec.charges:
-        d["ch"] = [list(c) for c in rec.charges]
+        d["ch"] = rec.charges
     return d
 
 
