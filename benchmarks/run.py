@@ -3,8 +3,11 @@
     python -m benchmarks.run [--quick] [--profile] [--no-doc]      # `make bench` runs it without flags
 
 Open loop at 100 and 500 req/s (10 s each; --quick: 2 s), plain and streamed chat, upstream latency 0 ms and
-50 ms; then closed loop for maximum throughput; then the gateway's start-up time. Writes
-``benchmarks/results/latest.json`` (and a timestamped copy) and regenerates ``docs/benchmarks.md``.
+50 ms; then closed loop for maximum throughput; then the gateway's start-up time. Then the peers section
+(:mod:`benchmarks.compare`): LiteLLM and Portkey on the same phases, governance off against on in alternating
+pairs and in instructions under callgrind (:mod:`benchmarks.instructions`; skipped without valgrind), and the
+scale-out check. Writes ``benchmarks/results/latest.json`` (and a timestamped copy) and regenerates
+``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
