@@ -161,8 +161,9 @@ def run(plan: Plan, ups: dict[str, Managed], direct: Target, workdir: Path, src:
             g["peak_rss_kb"] = peak
             t.stop()
         out["gateways"][t.name] = g
-    out["governance_pairs"] = governance_pairs(plan, ups, ports, workdir, src, closed)
-    out["governance_instructions"] = governance_instructions(ports, workdir, src, warnings)
+    out["governance_pairs"] = governance_pairs(plan, ups, ports, workdir, src, closed, plan.governance_pairs)
+    out["governance_instructions"] = (governance_instructions(ports, workdir, src, warnings) if plan.instructions
+                                      else {"skipped": "not in a quick run"})
     out["scaleout"] = scaleout(plan, ups, ports, workdir, src, closed)
     return out
 

@@ -45,6 +45,8 @@ class Plan:
     quiet_wait: float = 20.0  # seconds to wait for the machine to go quiet before a re-run
     rates: tuple[float, ...] = (100.0, 500.0)
     embeddings: bool = True
+    governance_pairs: int = 8  # alternating off/on closed-loop pairs (benchmarks.compare.governance_pairs)
+    instructions: bool = True  # count governance's instructions under callgrind (about two minutes)
     scenarios: list[Scenario] = field(default_factory=list)
 
     def build(self) -> Plan:
@@ -57,7 +59,7 @@ class Plan:
 
 FULL = Plan(duration=10.0, warmup=1.0, closed_duration=5.0, concurrency=32, startup_samples=3)
 QUICK = Plan(duration=2.0, warmup=0.25, closed_duration=1.5, concurrency=32, startup_samples=1, timeout_s=2.0,
-             retries=0, quiet_wait=3.0, embeddings=False)
+             retries=0, quiet_wait=3.0, embeddings=False, governance_pairs=3, instructions=False)
 
 
 def workload(target: Target, sc: Scenario) -> Workload:
