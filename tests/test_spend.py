@@ -28,6 +28,7 @@ from switchyard.governance.spend import SpendWriter, encode, ship
 from switchyard.messages import Usage
 from switchyard.pipeline import CallRecord
 from switchyard.store import Store
+from switchyard.store.spend_tables import DIM
 from switchyard.store.spool import Spool
 from tests.support.gateway import run_gateway
 from tests.support.governance import BACKENDS, Admin, store_url
@@ -143,6 +144,30 @@ def test_shipping_twice_stores_and_rolls_up_once(backend: str, tmp_path: Path) -
                                            "WHERE request_id = 'req_0'")).one()
             assert row[:4] == ("vk_1", "team_1", "org_1", "user_1")
             assert sorted(row[4] if isinstance(row[4], list) else orjson.loads(row[4])) == ["a", "b"]
+        finally:
+            store.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rollup_dimensions_are_cut_to_size_and_what_they_share_is_summed(backend: str, tmp_path: Path) -> None:
+    """Model names that differ only past the rollups' 255 characters, and a tag that long, roll up into one row
+    each (the request log keeps every record whole)."""
+    import orjson
+
+    with store_url(backend, tmp_path) as url:
+        store = Store.open(url)
+        try:
+            recs = [orjson.loads(encode(record(f"req_{i}", tags=frozenset({"t" * 300})))) for i in range(3)]
+            for i, d in enumerate(recs):
+                d["model"] = "m" * DIM + str(i)
+            assert ship(Db(store.engine), recs) == 3
+            with store.engine.connect() as conn:
+                rows = conn.execute(sa.text("SELECT model, requests FROM spend_hourly")).all()
+                tags = conn.execute(sa.text("SELECT tag, model, requests FROM spend_hourly_tags")).all()
+                models = conn.execute(sa.text("SELECT model FROM request_log ORDER BY request_id")).scalars().all()
+            assert [(m, int(n)) for m, n in rows] == [("m" * DIM, 3)]
+            assert [(t, m, int(n)) for t, m, n in tags] == [("t" * DIM, "m" * DIM, 3)]
+            assert models == ["m" * DIM + str(i) for i in range(3)]
         finally:
             store.close()
 

@@ -103,8 +103,13 @@ def _add(acc: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], d: dict[st
     m[7] += float(d["lat"])
 
 
-def _metric_values(m: list[Any]) -> dict[str, Any]:
-    return dict(zip(METRICS, m, strict=True))
+def _rollup_rows(groups: dict[tuple[Any, ...], list[Any]], dims: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows for a rollup table, each dimension cut to size, in key order (so that concurrent writers cannot
+    deadlock). Groups that are equal once cut become rows with one key: the upserts add them up in turn."""
+    rows = sorted((((hour, *(_dim(v) for v in values)), m) for (hour, *values), m in groups.items()),
+                  key=lambda r: r[0])
+    return [{"hour": datetime.fromtimestamp(k[0], UTC), **dict(zip(dims, k[1:], strict=True)),
+             **dict(zip(METRICS, m, strict=True))} for k, m in rows]
 
 
 def _insert(dialect: str, table: sa.Table) -> Any:
@@ -131,6 +136,10 @@ def _upsert(conn: sa.Connection, table: sa.Table, keys: Sequence[str], rows: lis
         conn.execute(_upsert_stmt(conn.dialect.name, table, tuple(keys), tuple(adds), tuple(also)), rows)
 
 
+# ship() builds its rollup keys in these orders, without looking the names up for every record
+assert SPEND_DIMS == ("org_id", "team_id", "user_id", "key_id", "route", "deployment", "provider", "model")
+assert TAG_DIMS == ("tag", "org_id", "route", "deployment", "provider", "model")
+
 _URGENT_SPOOL_BYTES = 1 << 20  # unshipped spool bytes (about 3,000 records) past which shipping is urgent
 
 
@@ -147,29 +156,25 @@ def ship(db: Db, records: Sequence[dict[str, Any]], audit: AuditLog | None = Non
         fresh = [d for d in records if d["rid"] in new]
         if audit is not None and fresh:
             audit.append_prepared(conn, [call_record(d) for d in fresh])
+        # Grouped by the raw values (the hour as epoch seconds); each group's dimensions are cut to size once.
         hourly: dict[tuple[Any, ...], list[Any]] = {}
         tagged: dict[tuple[Any, ...], list[Any]] = {}
         budgets: dict[tuple[str, str], list[int]] = {}
         for d in fresh:
-            hour = datetime.fromtimestamp(int(d["ts"]) // 3600 * 3600, UTC)
-            dims = {"org_id": d.get("org"), "team_id": d.get("team"), "user_id": d.get("user"),
-                    "key_id": d.get("key"), "route": d.get("route"), "deployment": d.get("dep"),
-                    "provider": d.get("prov"), "model": d.get("model")}
-            _add(hourly, (hour, *(_dim(dims[k]) for k in SPEND_DIMS)), d)
-            for tag in d.get("tags") or ():
-                dims["tag"] = tag
-                _add(tagged, (hour, *(_dim(dims[k]) for k in TAG_DIMS)), d)
-            for budget_id, period, usd, tokens in d.get("ch") or ():
+            get = d.get
+            hour = int(d["ts"]) // 3600 * 3600
+            # in SPEND_DIMS order: org, team, user, key, route, deployment, provider, model
+            org, route, dep, prov, model = get("org"), get("route"), get("dep"), get("prov"), get("model")
+            _add(hourly, (hour, org, get("team"), get("user"), get("key"), route, dep, prov, model), d)
+            for tag in get("tags") or ():  # in TAG_DIMS order: tag, org, route, deployment, provider, model
+                _add(tagged, (hour, tag, org, route, dep, prov, model), d)
+            for budget_id, period, usd, tokens in get("ch") or ():
                 b = budgets.setdefault((budget_id, period), [0, 0, 0])
                 b[0] += int(usd)
                 b[1] += int(tokens)
                 b[2] += 1
-        _upsert(conn, spend_hourly, ("hour", *SPEND_DIMS),
-                [{"hour": k[0], **dict(zip(SPEND_DIMS, k[1:], strict=True)), **_metric_values(m)}
-                 for k, m in sorted(hourly.items())], METRICS)
-        _upsert(conn, spend_hourly_tags, ("hour", *TAG_DIMS),
-                [{"hour": k[0], **dict(zip(TAG_DIMS, k[1:], strict=True)), **_metric_values(m)}
-                 for k, m in sorted(tagged.items())], METRICS)
+        _upsert(conn, spend_hourly, ("hour", *SPEND_DIMS), _rollup_rows(hourly, SPEND_DIMS), METRICS)
+        _upsert(conn, spend_hourly_tags, ("hour", *TAG_DIMS), _rollup_rows(tagged, TAG_DIMS), METRICS)
         now = datetime.now(UTC)
         _upsert(conn, budget_spend, ("budget_id", "period"),
                 [{"budget_id": k[0], "period": k[1], "usd_e8": v[0], "tokens": v[1], "requests": v[2],
