@@ -81,6 +81,20 @@ def test_entries_stay_addressable_when_departed_ones_are_dropped() -> None:
     assert refusal(st, tight, 2, 85.0) == ("tpm", pytest.approx(25.01 + 60 - 85.0))  # once the oldest leaves
 
 
+def test_a_forgotten_state_is_made_anew_and_old_entries_correct_nothing_in_it() -> None:
+    """A limit idle for a minute is pruned; a request admitted before that, settling after, changes nothing in the
+    state that replaced it (entry numbers are never reused across states)."""
+    mem = MemoryBackend()
+    slow = Hold("slow", (), 0, 0, [TPM], [], [TPM], [], 10)
+    mem.reserve(slow, 0.0)
+    mem.prune(61.0)
+    assert "rl_t" not in mem.limits
+    fresh = Hold("fresh", (), 0, 0, [TPM], [], [TPM], [], 10)
+    mem.reserve(fresh, 62.0)
+    mem.settle(slow, 0, 90, 63.0)  # its entry was in the forgotten state
+    assert mem.limits["rl_t"].total == 10
+
+
 def test_in_flight() -> None:
     one = RateLimitDef(id="rl_c", scope="key", scope_id="k", max_concurrent=1)
     st = LimitState()

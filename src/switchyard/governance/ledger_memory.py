@@ -127,7 +127,5 @@ class MemoryBackend:
         for key in [k for k, b in self.buckets.items()
                     if b.ends is not None and b.ends < now - 86400 and not b.held_usd and not b.held_tokens]:
             del self.buckets[key]
-        for key, st in list(self.limits.items()):
-            st._purge(now)
-            if st.idle:
-                del self.limits[key]
+        for key in [k for k, st in self.limits.items() if st.idle(now)]:
+            del self.limits[key]

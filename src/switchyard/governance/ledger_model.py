@@ -117,8 +117,8 @@ def _marks(thresholds: Sequence[float], limit: int) -> tuple[int, ...]:
 @dataclass(frozen=True, slots=True)
 class BudgetPeriod:
     """One budget in one of its periods, as reservations see it: its bucket, its limits and the amounts at which
-    its thresholds are reached. Made once per budget and period (the ledger caches it with the principal's shape)
-    and shared by every hold taken in that period."""
+    its thresholds are reached. Made once per budget definition and period (the ledger keeps one for every
+    principal's shape) and shared by every hold taken in that period."""
 
     budget: BudgetDef
     tz: str

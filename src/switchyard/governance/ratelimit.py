@@ -17,8 +17,14 @@ and gives back what it took when a later one refuses: all or nothing, with one c
 
 from __future__ import annotations
 
+import itertools
+
 from .auth import RateLimitDef
 from .ledger_model import WINDOW_S, Refused
+
+# Each state numbers its entries from its own base, far from every other's: a request that settles after its
+# limit's state was pruned and made anew cannot correct another request's entry.
+_BASES = itertools.count(0, 1 << 40)
 
 
 class LimitState:
@@ -30,7 +36,7 @@ class LimitState:
         self.times: list[float] = []  # admission times, oldest first
         self.counts: list[int] = []  # tokens counted for each admission
         self.head = 0  # the first entry still in the window
-        self.base = 0  # the entry number of times[0]
+        self.base = next(_BASES)  # the entry number of times[0]
         self.total = 0  # tokens of the entries in the window
         self.ids: set[str] = set()  # requests in flight
 
@@ -91,6 +97,7 @@ class LimitState:
             self.counts[i] = tokens
         self.ids.discard(request_id)
 
-    @property
-    def idle(self) -> bool:
+    def idle(self, now: float) -> bool:
+        """Nothing in the window and nothing in flight (so the state can be forgotten)."""
+        self._purge(now)
         return self.head >= len(self.times) and not self.ids
