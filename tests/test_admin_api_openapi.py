@@ -135,3 +135,46 @@ def test_real_replies_match_the_document(gw: RunningGateway, doc: dict[str, Any]
         statuses.add(r.status_code)
     assert statuses == {200, 201, 400, 401, 403, 404, 409}
     a.close()
+
+
+def _nullable(schema: dict[str, Any]) -> bool:
+    return schema.get("type") == "null" or any(_nullable(s) for s in schema.get("anyOf", ()))
+
+
+def test_null_works_exactly_where_the_document_says_nullable(gw: RunningGateway, doc: dict[str, Any]) -> None:
+    """Every field of every PATCH body, set to null on a fresh object: where the schema allows null, it is a 200
+    that clears the field (to null, [] or {}); where it does not, a 400 naming the field, and no default of null."""
+    a = Admin(gw.url)
+    org = a.org()
+    team = a.team(org["id"])
+    user = a.user(team_id=team["id"])
+    fresh: dict[str, Any] = {
+        "/admin/orgs/{org_id}": lambda: a.org()["id"],
+        "/admin/teams/{team_id}": lambda: a.team(org["id"], models=["sim-a"], metadata={"k": 1})["id"],
+        "/admin/users/{user_id}": lambda: a.user(team_id=team["id"], name="Ada", metadata={"k": 1})["id"],
+        "/admin/keys/{key_id}": lambda: a.new_key(user_id=user["id"], name="k", models=["sim-a"], tags=["t"],
+                                                  metadata={"k": 1}, expires_in=3600)["id"],
+        "/admin/budgets/{budget_id}": lambda: a.post("/admin/budgets", {
+            "scope": "user", "scope_id": user["id"], "name": "b", "max_usd": 5, "max_tokens": 100,
+            "timezone": "Europe/Paris", "webhook_url": "https://hooks.example/b"})["id"],
+        "/admin/rate_limits/{limit_id}": lambda: a.post("/admin/rate_limits", {
+            "scope": "user", "scope_id": user["id"], "name": "r", "rpm": 5, "tpm": 100})["id"],
+    }
+    patched = {path for path, ops in doc["paths"].items() if "patch" in ops}
+    assert patched == set(fresh)
+    checked = 0
+    for path in sorted(patched):
+        ref = doc["paths"][path]["patch"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        schema = doc["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+        for name, prop in schema["properties"].items():
+            obj = re.sub(r"\{\w+\}", fresh[path](), path)
+            r = a.request("PATCH", obj, {name: None})
+            if _nullable(prop):
+                assert r.status_code == 200, (path, name, r.text)
+                assert r.json()[name] in (None, [], {}), (path, name, r.json()[name])
+            else:
+                assert r.status_code == 400 and r.json()["error"]["param"] == name, (path, name, r.text)
+                assert "default" not in prop, (path, name)
+            checked += 1
+    assert checked >= 25
+    a.close()

@@ -30,6 +30,7 @@ from .audit import AuditEntry, AuditLog, utcnow
 from .errors import Conflict
 from .keys import KeyHasher, display_prefix, new_id, new_key
 from .models import (
+    MAX_KEY_SECONDS,
     Key,
     KeyCreate,
     KeyCreated,
@@ -49,21 +50,26 @@ from .models import (
     UserUpdate,
 )
 from .rbac import (
+    AUDITOR,
     ORG_ADMIN,
     TEAM_ADMIN,
     Actor,
+    KeyBounds,
     Owner,
+    Rights,
     forbid,
-    manages_key,
+    key_rights,
     manages_org,
     manages_team,
-    manages_user,
     not_found,
+    outranks,
+    owns,
     sees_key,
     sees_org,
     sees_team,
     sees_user,
     visible_filter,
+    widens,
 )
 
 Change = tuple[str, str]  # (kind, entity id): kind is key | user | team | org | budget | rate_limit
@@ -115,9 +121,14 @@ def _row(conn: sa.Connection, table: sa.Table, obj_id: str) -> sa.Row[Any] | Non
     return conn.execute(sa.select(table).where(table.c.id == obj_id)).one_or_none()
 
 
-def _dump(body: Any, fields: Iterable[str] | None = None) -> dict[str, Any]:
+def _dump(body: Any) -> dict[str, Any]:
+    """The fields an update sets, with ``null`` meaning "clear": an empty list or map for the fields that are never
+    null (``tags``, ``metadata``), and null itself for the others (the models say which fields are nullable)."""
     data: dict[str, Any] = body.model_dump(mode="json", exclude_unset=True)
-    return {k: v for k, v in data.items() if fields is None or k in fields}
+    for name, empty in (("tags", []), ("metadata", {})):
+        if name in data and data[name] is None:
+            data[name] = empty
+    return data
 
 
 def _check_models(ops: Ops, models: Sequence[str] | None, param: str, allowed: Sequence[str] | None = None) -> None:
@@ -165,7 +176,7 @@ def update_org(conn: sa.Connection, ops: Ops, org_id: str, body: OrgUpdate) -> O
     get_org(conn, ops, org_id)
     if not manages_org(ops.actor, org_id):
         raise forbid("change this organization")
-    values = {k: v for k, v in _dump(body).items() if v is not None}
+    values = _dump(body)
     if values:
         conn.execute(sa.update(orgs).where(orgs.c.id == org_id).values(**values, updated_at=utcnow()))
         bump(conn, ops, [("org", org_id)])
@@ -201,8 +212,8 @@ def list_teams(conn: sa.Connection, ops: Ops, q: TeamQuery) -> list[Team]:
         query = query.where(teams.c.org_id == q.org_id)
     if not a.super:
         query = query.where(teams.c.org_id == (a.org_id or ""))
-        if a.role != ORG_ADMIN:
-            query = query.where(teams.c.id == (a.team_id or ""))
+        if a.role != ORG_ADMIN:  # its own team (an auditor sees none)
+            query = query.where(teams.c.id == (a.team_id if a.role != AUDITOR and a.team_id else ""))
     return [team_out(r) for r in conn.execute(query)]
 
 
@@ -236,11 +247,9 @@ def create_team(conn: sa.Connection, ops: Ops, body: TeamCreate) -> Team:
 
 def update_team(conn: sa.Connection, ops: Ops, team_id: str, body: TeamUpdate) -> Team:
     r = _team_row(conn, ops, team_id)
-    if not manages_team(ops.actor, r.org_id):
+    if not manages_team(ops.actor, r.org_id, r.id):
         raise forbid("change teams")
     values = _dump(body)
-    if values.get("name", "") is None or values.get("metadata", {}) is None:
-        raise InvalidRequest("name and metadata cannot be null.", param="name" if "name" in values else "metadata")
     _check_models(ops, body.models, "models")
     if values:
         conn.execute(sa.update(teams).where(teams.c.id == team_id).values(**values, updated_at=utcnow()))
@@ -252,7 +261,7 @@ def update_team(conn: sa.Connection, ops: Ops, team_id: str, body: TeamUpdate) -
 
 def delete_team(conn: sa.Connection, ops: Ops, team_id: str) -> None:
     r = _team_row(conn, ops, team_id)
-    if not manages_team(ops.actor, r.org_id):
+    if not manages_team(ops.actor, r.org_id, r.id):
         raise forbid("delete teams")
     n_users = conn.execute(sa.select(sa.func.count()).where(users.c.team_id == team_id)).scalar_one()
     if n_users:
@@ -318,8 +327,8 @@ def create_user(conn: sa.Connection, ops: Ops, body: UserCreate) -> User:
     org_id, team_id = _placement(conn, ops, body.org_id, body.team_id)
     if body.role == TEAM_ADMIN and team_id is None:
         raise InvalidRequest("A team_admin needs a team_id.", param="team_id", code="missing_required_parameter")
-    if not manages_user(ops.actor, Owner(org_id, team_id), body.role):
-        raise forbid(f"create a user with the role {body.role} here")
+    if not outranks(ops.actor, Rights(body.role, org_id, team_id)):
+        raise forbid(f"create a user with the role {body.role} here (only users below its own rights)")
     now = utcnow()
     user_id = new_id("user")
     conn.execute(sa.insert(users).values(id=user_id, org_id=org_id, team_id=team_id, email=body.email,
@@ -332,18 +341,16 @@ def create_user(conn: sa.Connection, ops: Ops, body: UserCreate) -> User:
 def update_user(conn: sa.Connection, ops: Ops, user_id: str, body: UserUpdate) -> User:
     r = _user_row(conn, ops, user_id)
     values = _dump(body)
-    if values.get("role", "") is None or values.get("metadata", {}) is None:
-        raise InvalidRequest("role and metadata cannot be null.", param="role" if "role" in values else "metadata")
-    if not manages_user(ops.actor, Owner(r.org_id, r.team_id, r.id), r.role):
-        raise forbid("change this user")
+    if not outranks(ops.actor, Rights(r.role, r.org_id, r.team_id)):
+        raise forbid("change this user (only users below its own rights)")
     team_id = values.get("team_id", r.team_id)
     if "team_id" in values and team_id is not None:
         _, team_id = _placement(conn, ops, r.org_id, team_id)
     role = values.get("role", r.role)
     if role == TEAM_ADMIN and team_id is None:
         raise InvalidRequest("A team_admin needs a team_id.", param="team_id", code="missing_required_parameter")
-    if not manages_user(ops.actor, Owner(r.org_id, team_id, r.id), role):
-        raise forbid(f"give this user the role {role} in that team")
+    if not outranks(ops.actor, Rights(role, r.org_id, team_id)):  # the rights it would have after the change
+        raise forbid(f"give this user the role {role} in that team", param="role" if "role" in values else "team_id")
     if values:
         now = utcnow()
         conn.execute(sa.update(users).where(users.c.id == user_id).values(**values, updated_at=now))
@@ -360,8 +367,8 @@ def update_user(conn: sa.Connection, ops: Ops, user_id: str, body: UserUpdate) -
 
 def delete_user(conn: sa.Connection, ops: Ops, user_id: str) -> None:
     r = _user_row(conn, ops, user_id)
-    if not manages_user(ops.actor, Owner(r.org_id, r.team_id, r.id), r.role):
-        raise forbid("delete this user")
+    if not outranks(ops.actor, Rights(r.role, r.org_id, r.team_id)):
+        raise forbid("delete this user (only users below its own rights)")
     revoked = _revoke_where(conn, api_keys.c.user_id == user_id)
     changes = revoked + _drop_limits(conn, "user", user_id)
     conn.execute(sa.delete(users).where(users.c.id == user_id))
@@ -416,8 +423,9 @@ def get_key(conn: sa.Connection, ops: Ops, key_id: str) -> Key:
     return key_out(_key_row(conn, ops, key_id))
 
 
-def _key_placement(conn: sa.Connection, ops: Ops, body: KeyCreate) -> tuple[Owner, list[str] | None]:
-    """The key's owner, and the models its team allows (None: all)."""
+def _key_placement(conn: sa.Connection, ops: Ops, body: KeyCreate) -> tuple[Owner, Rights, list[str] | None]:
+    """The key's owner, the rights the key will hold, and the models its team allows (None: all)."""
+    role = None
     if body.user_id is not None:
         u = _row(conn, users, body.user_id)
         if u is None or not sees_user(ops.actor, Owner(u.org_id, u.team_id, u.id)):
@@ -425,74 +433,111 @@ def _key_placement(conn: sa.Connection, ops: Ops, body: KeyCreate) -> tuple[Owne
         if body.team_id is not None and body.team_id != u.team_id:
             raise InvalidRequest("A user's key belongs to the user's own team.", param="team_id",
                                  code="invalid_value")
-        owner = Owner(u.org_id, u.team_id, u.id)
+        owner, role = Owner(u.org_id, u.team_id, u.id), u.role
     elif body.team_id is not None:
         t = _row(conn, teams, body.team_id)
         if t is None or not sees_team(ops.actor, t.org_id, t.id):
             raise InvalidRequest(f"No team with id {body.team_id!r}.", param="team_id", code="invalid_value")
         owner = Owner(t.org_id, t.id, None)
     elif ops.actor.user_id is not None:
-        owner = Owner(ops.actor.org_id, ops.actor.team_id, ops.actor.user_id)
+        owner, role = Owner(ops.actor.org_id, ops.actor.team_id, ops.actor.user_id), ops.actor.role
     else:
         raise InvalidRequest("Give user_id or team_id: the key must belong to a user or a team.", param="user_id",
                              code="missing_required_parameter")
     allowed = None
     if owner.team_id is not None:
         allowed = conn.execute(sa.select(teams.c.models).where(teams.c.id == owner.team_id)).scalar_one_or_none()
-    return owner, allowed
+    return owner, key_rights(role, owner), allowed
+
+
+MAX_KEY_LIFE = timedelta(seconds=MAX_KEY_SECONDS)  # "never" is expires_at null
 
 
 def _future(when: datetime, param: str) -> datetime:
     when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-    if when <= utcnow():
+    now = utcnow()
+    if when <= now:
         raise InvalidRequest("The expiry must be in the future.", param=param, code="invalid_value")
+    if when - now > MAX_KEY_LIFE:
+        raise InvalidRequest("The expiry must be within 100 years (null: never).", param=param, code="invalid_value")
     return when
+
+
+def _key_rights(conn: sa.Connection, r: sa.Row[Any]) -> Rights:
+    role = (conn.execute(sa.select(users.c.role).where(users.c.id == r.user_id)).scalar_one_or_none()
+            if r.user_id is not None else None)
+    return key_rights(role, _key_owner(r))  # a user gone (its keys are revoked): the most a user may have
+
+
+def _own_new_key(conn: sa.Connection, ops: Ops, body: KeyCreate, expires: datetime | None) -> dict[str, Any]:
+    """A key that its owner (not an admin over it) makes for itself: at most what the calling key may do. Fields
+    left out are the calling key's; a key of its own budget or rate limit would be escaped, so it may not."""
+    key_id = ops.actor.key_id or ""
+    base = _row(conn, api_keys, key_id)
+    if base is None:
+        raise forbid("create keys without a key of its own to derive them from")
+    for table in (budgets, rate_limits):
+        if conn.execute(sa.select(table.c.id).where(table.c.scope == "key", table.c.scope_id == key_id)).first():
+            raise forbid("create keys while its own key has a budget or rate limit of its own (ask an admin)")
+    given = body.model_fields_set
+    fields = {"models": body.models if "models" in given else base.models,
+              "tags": list(body.tags) if "tags" in given else list(base.tags or ()),
+              "expires_at": expires if given & {"expires_at", "expires_in"} else base.expires_at,
+              "logging": body.logging if "logging" in given else base.logging}
+    bad = widens(KeyBounds.of(base), fields)
+    if bad is not None:
+        raise forbid(f"give its own key more than the key it calls with ({bad}); ask an admin", param=bad)
+    return fields
 
 
 def create_key(conn: sa.Connection, ops: Ops, body: KeyCreate) -> KeyCreated:
     if ops.hasher is None:
         raise ServiceUnavailable("Virtual keys are disabled: set governance.key_secret (or SWITCHYARD_KEY_SECRET, "
                                  "or a master_key).", code="key_secret_missing")
-    owner, allowed = _key_placement(conn, ops, body)
-    if not manages_key(ops.actor, owner):
-        raise forbid("create keys for that owner")
-    _check_models(ops, body.models, "models", allowed)
+    owner, rights, allowed = _key_placement(conn, ops, body)
+    if not outranks(ops.actor, rights) and not owns(ops.actor, owner):
+        raise forbid("create keys for that owner (only its own, or for users or teams below its own rights)")
     now = utcnow()
     expires = (now + timedelta(seconds=body.expires_in) if body.expires_in is not None
                else _future(body.expires_at, "expires_at") if body.expires_at is not None else None)
+    fields: dict[str, Any] = {"models": body.models, "tags": body.tags, "expires_at": expires,
+                              "logging": body.logging}
+    if not outranks(ops.actor, rights):
+        fields = _own_new_key(conn, ops, body, expires)
+    _check_models(ops, fields["models"], "models", allowed)
     secret = new_key()
     key_id = new_id("vk")
-    tags = list(dict.fromkeys(body.tags))
+    fields["tags"] = list(dict.fromkeys(fields["tags"]))
     conn.execute(sa.insert(api_keys).values(
         id=key_id, key_hash=ops.hasher.hash(secret), prefix=display_prefix(secret), name=body.name,
-        org_id=owner.org_id, team_id=owner.team_id, user_id=owner.user_id, models=body.models, tags=tags,
-        metadata=body.metadata, logging=body.logging, expires_at=expires, revoked_at=None,
-        created_by=ops.actor.id, created_at=now, updated_at=now))
+        org_id=owner.org_id, team_id=owner.team_id, user_id=owner.user_id, metadata=body.metadata, revoked_at=None,
+        created_by=ops.actor.id, created_at=now, updated_at=now, **fields))
     bump(conn, ops, [("key", key_id)])
-    ops.record(conn, "key.create", key_id, owner, {"name": body.name, "models": body.models, "tags": tags,
-                                                   "logging": body.logging, "expires_at": expires})
+    ops.record(conn, "key.create", key_id, owner, {"name": body.name, **fields})
     key = get_key(conn, ops, key_id)
     return KeyCreated(**key.model_dump(), secret=secret)
 
 
 def update_key(conn: sa.Connection, ops: Ops, key_id: str, body: KeyUpdate) -> Key:
+    """An admin over the key (outranking its owner) may change anything; its owner may only narrow it."""
     r = _key_row(conn, ops, key_id)
-    if not manages_key(ops.actor, _key_owner(r)):
+    admin = outranks(ops.actor, _key_rights(conn, r))
+    if not admin and not owns(ops.actor, _key_owner(r)):
         raise forbid("change this key")
     if r.revoked_at is not None:
         raise Conflict("The key is revoked; a revoked key cannot be changed.")
     values = _dump(body)
-    for name in ("tags", "metadata", "logging"):
-        if name in values and values[name] is None:
-            raise InvalidRequest(f"{name} cannot be null.", param=name, code="invalid_value")
     if "models" in values:
         allowed = (conn.execute(sa.select(teams.c.models).where(teams.c.id == r.team_id)).scalar_one_or_none()
                    if r.team_id else None)
-        _check_models(ops, body.models, "models", allowed)
+        _check_models(ops, values["models"], "models", allowed)
     if values.get("expires_at") is not None:
         values["expires_at"] = _future(body.expires_at, "expires_at")  # type: ignore[arg-type]
     if "tags" in values:
         values["tags"] = list(dict.fromkeys(values["tags"]))
+    bad = None if admin else widens(KeyBounds.of(r), values)
+    if bad is not None:
+        raise forbid(f"widen its own key ({bad}): only narrow it (an admin over the key may widen it)", param=bad)
     if values:
         conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(**values, updated_at=utcnow()))
         bump(conn, ops, [("key", key_id)])
@@ -502,8 +547,8 @@ def update_key(conn: sa.Connection, ops: Ops, key_id: str, body: KeyUpdate) -> K
 
 def revoke_key(conn: sa.Connection, ops: Ops, key_id: str) -> Key:
     r = _key_row(conn, ops, key_id)
-    if not manages_key(ops.actor, _key_owner(r)):
-        raise forbid("revoke this key")
+    if not owns(ops.actor, _key_owner(r)) and not outranks(ops.actor, _key_rights(conn, r)):
+        raise forbid("revoke this key (only its own, or those of users or teams below its own rights)")
     if r.revoked_at is None:
         conn.execute(sa.update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=utcnow(),
                                                                                 updated_at=utcnow()))

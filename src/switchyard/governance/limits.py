@@ -4,8 +4,10 @@ These are data. The ledger enforces them; it finds every definition in scope on 
 ``rate_limits``), which the key cache loads with the key and refreshes when a definition changes.
 
 A definition sits where its scope is: a key's or user's budget belongs to that key's or user's team and org, a
-team's to its team, an org's and a tag's to the org. Rights follow (see :mod:`.rbac`): an org admin manages all of
-its org's definitions; a team admin manages those of its team's keys and users and sees its team's own.
+team's to its team, an org's and a tag's to the org. Rights follow (see :mod:`.rbac`): a definition binds every
+principal in its scope, so only an actor that outranks them all may set, change or delete it. An org admin manages
+its teams' and its users' and keys' definitions (not its peers'), and reads its org's and tags' (the operator's: a
+super admin's); a team admin manages those of its team's members and of its team's keys, and reads its team's own.
 """
 
 from __future__ import annotations
@@ -20,18 +22,37 @@ from .audit import utcnow
 from .identity import Ops, bump
 from .keys import new_id
 from .models import Budget, BudgetCreate, BudgetUpdate, LimitQuery, RateLimit, RateLimitCreate, RateLimitUpdate
-from .rbac import ORG_ADMIN, TEAM_ADMIN, Owner, forbid, manages_limit, not_found, sees_limit, sees_org
+from .rbac import (
+    ORG_ADMIN,
+    TEAM_ADMIN,
+    Owner,
+    Rights,
+    forbid,
+    key_rights,
+    not_found,
+    outranks,
+    scope_rights,
+    sees_limit,
+    sees_org,
+)
+
+Placed = tuple[Owner, Rights]  # where a definition sits, and the rights of what it binds
 
 
-def _owner(conn: sa.Connection, ops: Ops, scope: str, scope_id: str, org_id: str | None) -> Owner | None:
-    """Where a scope sits, or None when its object does not exist (or the actor may not see it)."""
+def _owner(conn: sa.Connection, ops: Ops, scope: str, scope_id: str, org_id: str | None) -> Placed | None:
+    """Where a scope sits and what it binds, or None when its object does not exist (or the actor may not see it)."""
+    holder = None
     if scope == "key":
-        r = conn.execute(sa.select(api_keys.c.org_id, api_keys.c.team_id, api_keys.c.user_id)
+        r = conn.execute(sa.select(api_keys.c.org_id, api_keys.c.team_id, api_keys.c.user_id, users.c.role)
+                         .select_from(api_keys.outerjoin(users, users.c.id == api_keys.c.user_id))
                          .where(api_keys.c.id == scope_id)).one_or_none()
         owner = Owner(r.org_id, r.team_id, r.user_id) if r else None
+        holder = key_rights(r.role, owner) if r and owner else None
     elif scope == "user":
-        u = conn.execute(sa.select(users.c.org_id, users.c.team_id).where(users.c.id == scope_id)).one_or_none()
+        u = conn.execute(sa.select(users.c.org_id, users.c.team_id, users.c.role)
+                         .where(users.c.id == scope_id)).one_or_none()
         owner = Owner(u.org_id, u.team_id, scope_id) if u else None
+        holder = Rights(u.role, u.org_id, u.team_id) if u else None
     elif scope == "team":
         t = conn.execute(sa.select(teams.c.org_id).where(teams.c.id == scope_id)).one_or_none()
         owner = Owner(t.org_id, scope_id) if t else None
@@ -42,12 +63,13 @@ def _owner(conn: sa.Connection, ops: Ops, scope: str, scope_id: str, org_id: str
         owner = Owner(org_id)
     if owner is None:
         return None
+    placed = owner, scope_rights(scope, owner, holder)
     if scope == "tag" and owner.org_id is None:
-        return owner if ops.actor.super else None
+        return placed if ops.actor.super else None
     if scope in ("org", "tag"):
-        return owner if sees_org(ops.actor, owner.org_id or "") and (
+        return placed if sees_org(ops.actor, owner.org_id or "") and (
             ops.actor.super or ops.actor.role == ORG_ADMIN) else None
-    return owner if sees_limit(ops.actor, owner) else None
+    return placed if sees_limit(ops.actor, owner) else None
 
 
 def _visible(table: sa.Table, ops: Ops) -> sa.ColumnElement[bool] | None:
@@ -82,12 +104,16 @@ def _list(conn: sa.Connection, ops: Ops, table: sa.Table, q: LimitQuery) -> list
     return list(conn.execute(query))
 
 
-def _get(conn: sa.Connection, ops: Ops, table: sa.Table, kind: str, obj_id: str) -> tuple[sa.Row[Any], Owner]:
+def _get(conn: sa.Connection, ops: Ops, table: sa.Table, kind: str, obj_id: str,
+         change: str | None = None) -> tuple[sa.Row[Any], Owner]:
+    """The definition and where it sits; with ``change`` ("change", "delete"), checked that the actor may."""
     r = conn.execute(sa.select(table).where(table.c.id == obj_id)).one_or_none()
-    owner = _owner(conn, ops, r.scope, r.scope_id, r.org_id) if r is not None else None
-    if r is None or owner is None:
+    placed = _owner(conn, ops, r.scope, r.scope_id, r.org_id) if r is not None else None
+    if r is None or placed is None:
         raise not_found(kind, obj_id)
-    return r, owner
+    if change is not None and not outranks(ops.actor, placed[1]):
+        raise forbid(f"{change} limits on this {r.scope} (only on what is below its own rights)")
+    return r, placed[0]
 
 
 def _place(conn: sa.Connection, ops: Ops, scope: str, scope_id: str, org_id: str | None) -> Owner:
@@ -98,12 +124,12 @@ def _place(conn: sa.Connection, ops: Ops, scope: str, scope_id: str, org_id: str
     elif org_id is not None:
         raise InvalidRequest("org_id is only for tag budgets (other scopes imply their org).", param="org_id",
                              code="invalid_value")
-    owner = _owner(conn, ops, scope, scope_id, org_id)
-    if owner is None:
+    placed = _owner(conn, ops, scope, scope_id, org_id)
+    if placed is None:
         raise InvalidRequest(f"No {scope} {scope_id!r} that you can see.", param="scope_id", code="invalid_value")
-    if not manages_limit(ops.actor, scope, owner):
-        raise forbid(f"set limits on this {scope}")
-    return owner
+    if not outranks(ops.actor, placed[1]):
+        raise forbid(f"set limits on this {scope} (only on what is below its own rights)")
+    return placed[0]
 
 
 # --- budgets -------------------------------------------------------------------------------------------------
@@ -137,17 +163,15 @@ def create_budget(conn: sa.Connection, ops: Ops, body: BudgetCreate) -> Budget:
 
 
 def update_budget(conn: sa.Connection, ops: Ops, budget_id: str, body: BudgetUpdate) -> Budget:
-    r, owner = _get(conn, ops, budgets, "budget", budget_id)
-    if not manages_limit(ops.actor, r.scope, owner):
-        raise forbid(f"change limits on this {r.scope}")
+    r, owner = _get(conn, ops, budgets, "budget", budget_id, "change")
     values = body.model_dump(exclude_unset=True)
-    for name in ("period", "thresholds"):
-        if name in values and values[name] is None:
-            raise InvalidRequest(f"{name} cannot be null.", param=name, code="invalid_value")
+    if "thresholds" in values and values["thresholds"] is None:
+        values["thresholds"] = []  # null clears: no webhook calls
     usd = values.get("max_usd", r.max_usd)
     tokens = values.get("max_tokens", r.max_tokens)
     if usd is None and tokens is None:
-        raise InvalidRequest("A budget needs max_usd, max_tokens, or both.", param="max_usd", code="invalid_value")
+        raise InvalidRequest("A budget needs max_usd, max_tokens, or both.",
+                             param="max_usd" if "max_usd" in values else "max_tokens", code="invalid_value")
     if values:
         conn.execute(sa.update(budgets).where(budgets.c.id == budget_id).values(**values, updated_at=utcnow()))
         bump(conn, ops, [("budget", f"{r.scope}:{r.scope_id}")])
@@ -157,9 +181,7 @@ def update_budget(conn: sa.Connection, ops: Ops, budget_id: str, body: BudgetUpd
 
 
 def delete_budget(conn: sa.Connection, ops: Ops, budget_id: str) -> None:
-    r, owner = _get(conn, ops, budgets, "budget", budget_id)
-    if not manages_limit(ops.actor, r.scope, owner):
-        raise forbid(f"delete limits on this {r.scope}")
+    r, owner = _get(conn, ops, budgets, "budget", budget_id, "delete")
     conn.execute(sa.delete(budgets).where(budgets.c.id == budget_id))
     bump(conn, ops, [("budget", f"{r.scope}:{r.scope_id}")])
     ops.record(conn, "budget.delete", budget_id, owner)
@@ -193,13 +215,12 @@ def create_rate_limit(conn: sa.Connection, ops: Ops, body: RateLimitCreate) -> R
 
 
 def update_rate_limit(conn: sa.Connection, ops: Ops, limit_id: str, body: RateLimitUpdate) -> RateLimit:
-    r, owner = _get(conn, ops, rate_limits, "rate_limit", limit_id)
-    if not manages_limit(ops.actor, r.scope, owner):
-        raise forbid(f"change limits on this {r.scope}")
+    r, owner = _get(conn, ops, rate_limits, "rate_limit", limit_id, "change")
     values = body.model_dump(exclude_unset=True)
     merged = {k: values.get(k, getattr(r, k)) for k in ("rpm", "tpm", "max_concurrent")}
     if all(v is None for v in merged.values()):
-        raise InvalidRequest("A rate limit needs rpm, tpm or max_concurrent.", param="rpm", code="invalid_value")
+        raise InvalidRequest("A rate limit needs rpm, tpm or max_concurrent.",
+                             param=next((k for k in merged if k in values), "rpm"), code="invalid_value")
     if values:
         conn.execute(sa.update(rate_limits).where(rate_limits.c.id == limit_id)
                      .values(**values, updated_at=utcnow()))
@@ -209,9 +230,7 @@ def update_rate_limit(conn: sa.Connection, ops: Ops, limit_id: str, body: RateLi
 
 
 def delete_rate_limit(conn: sa.Connection, ops: Ops, limit_id: str) -> None:
-    r, owner = _get(conn, ops, rate_limits, "rate_limit", limit_id)
-    if not manages_limit(ops.actor, r.scope, owner):
-        raise forbid(f"delete limits on this {r.scope}")
+    r, owner = _get(conn, ops, rate_limits, "rate_limit", limit_id, "delete")
     conn.execute(sa.delete(rate_limits).where(rate_limits.c.id == limit_id))
     bump(conn, ops, [("rate_limit", f"{r.scope}:{r.scope_id}")])
     ops.record(conn, "rate_limit.delete", limit_id, owner)

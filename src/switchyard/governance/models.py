@@ -2,7 +2,10 @@
 
 The admin API's OpenAPI schema is generated from these models, so they are the API's contract. Request models
 refuse unknown fields (a typo must not be ignored); an update sends only the fields it changes, and ``null``
-clears a nullable field.
+clears a field: to null where the object's field may be null (a name; ``models``: all; ``expires_at``: never), to
+``[]`` or ``{}`` for ``tags``, ``thresholds`` and ``metadata``. A field with nothing to clear to (an org's or team's
+name, a user's role, a key's logging mode, a budget's period) is declared with :func:`unchanged`: optional, and
+not nullable in the schema, so ``null`` is a 400 naming it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,18 @@ Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, ma
 Metadata = dict[str, Any]
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def unchanged(**kw: Any) -> Any:
+    """An update's field that may be left out (unchanged) but not set to null: the schema shows its type only."""
+    return Field(None, json_schema_extra=_no_default, **kw)
+
+
+MAX_KEY_SECONDS = 36525 * 86400  # a key's life at most: a hundred years ("never" is no expiry at all)
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -45,8 +60,8 @@ class OrgCreate(_In):
 
 
 class OrgUpdate(_In):
-    name: Name | None = None
-    metadata: Metadata | None = None
+    name: Name = unchanged()
+    metadata: Metadata | None = Field(None, description="null: {}")
 
 
 class Org(_Out):
@@ -67,9 +82,9 @@ class TeamCreate(_In):
 
 
 class TeamUpdate(_In):
-    name: Name | None = None
-    models: list[ModelName] | None = None
-    metadata: Metadata | None = None
+    name: Name = unchanged()
+    models: list[ModelName] | None = Field(None, description="null: all")
+    metadata: Metadata | None = Field(None, description="null: {}")
 
 
 class Team(_Out):
@@ -93,10 +108,10 @@ class UserCreate(_In):
 
 
 class UserUpdate(_In):
-    name: Name | None = None
-    role: RoleName | None = None
-    team_id: ObjId | None = None
-    metadata: Metadata | None = None
+    name: Name | None = Field(None, description="null: no name")
+    role: RoleName = unchanged()
+    team_id: ObjId | None = Field(None, description="another team of its org (its keys move with it); null: none")
+    metadata: Metadata | None = Field(None, description="null: {}")
 
 
 class User(_Out):
@@ -125,7 +140,8 @@ class KeyCreate(_In):
     metadata: Metadata = Field(default_factory=dict)
     logging: LoggingMode = Field("none", description="payload logging: none (zero retention), metadata, full")
     expires_at: dt.datetime | None = None
-    expires_in: float | None = Field(None, gt=0, description="seconds from now; instead of expires_at")
+    expires_in: float | None = Field(None, gt=0, le=MAX_KEY_SECONDS,
+                                     description="seconds from now (at most 100 years); instead of expires_at")
 
     @model_validator(mode="after")
     def _one_expiry(self) -> KeyCreate:
@@ -135,12 +151,15 @@ class KeyCreate(_In):
 
 
 class KeyUpdate(_In):
-    name: Name | None = None
-    models: list[ModelName] | None = None
-    tags: list[Tag] | None = Field(None, max_length=32)
-    metadata: Metadata | None = None
-    logging: LoggingMode | None = None
-    expires_at: dt.datetime | None = None
+    """Its owner may only narrow a key (fewer models, more tags, an earlier expiry); an admin over it may widen it,
+    and only an admin over it may change its logging mode."""
+
+    name: Name | None = Field(None, description="null: no name")
+    models: list[ModelName] | None = Field(None, description="null: all that its team may use")
+    tags: list[Tag] | None = Field(None, max_length=32, description="null: []")
+    metadata: Metadata | None = Field(None, description="null: {}")
+    logging: LoggingMode = unchanged()
+    expires_at: dt.datetime | None = Field(None, description="within 100 years; null: never")
 
 
 class Key(_Out):
@@ -219,13 +238,13 @@ class BudgetCreate(_In):
 
 
 class BudgetUpdate(_In):
-    name: Name | None = None
-    period: BudgetPeriod | None = None
-    max_usd: Usd | None = None
-    max_tokens: int | None = Field(None, ge=0)
-    timezone: str | None = None
-    thresholds: list[float] | None = Field(None, max_length=16)
-    webhook_url: str | None = Field(None, max_length=2000)
+    name: Name | None = Field(None, description="null: no name")
+    period: BudgetPeriod = unchanged()
+    max_usd: Usd | None = Field(None, description="null: no USD limit (max_tokens must remain)")
+    max_tokens: int | None = Field(None, ge=0, description="null: no token limit (max_usd must remain)")
+    timezone: str | None = Field(None, description="null: the gateway's")
+    thresholds: list[float] | None = Field(None, max_length=16, description="null: [] (no webhook calls)")
+    webhook_url: str | None = Field(None, max_length=2000, description="null: the ledger's default target")
 
     _zone = field_validator("timezone")(_check_zone)
     _thr = field_validator("thresholds")(_check_thresholds)
@@ -265,10 +284,10 @@ class RateLimitCreate(_In):
 
 
 class RateLimitUpdate(_In):
-    name: Name | None = None
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
-    max_concurrent: int | None = Field(None, ge=1)
+    name: Name | None = Field(None, description="null: no name")
+    rpm: int | None = Field(None, ge=1, description="null: no limit (another must remain)")
+    tpm: int | None = Field(None, ge=1, description="null: no limit (another must remain)")
+    max_concurrent: int | None = Field(None, ge=1, description="null: no limit (another must remain)")
 
 
 class RateLimit(_Out):

@@ -1,15 +1,27 @@
 """Who may see and change what. Pure functions over an :class:`Actor` and an object's owners.
 
-Roles (one per user):
+Roles (one per user), as rights within a scope:
 
 =============  ==========================================================================================
 super admin    the master key, or the CLI on the store: everything, every org
-``org_admin``  everything inside its org (teams, users, keys, budgets, rate limits, its org's audit log)
-``team_admin`` its own team: sees the team; manages the team's users (as member or team_admin), keys, and
-               the budgets and rate limits of those keys and users
-``member``     its own keys (list, create, change, revoke) and its own user record
-``auditor``    read-only: its org's audit log (and, from the ledger, spend); its own keys
+``org_admin``  everything inside its org, except acting on its peers (other org admins) and lifting the limits
+               that bind itself (the org's budgets, tag budgets)
+``team_admin`` its own team: sees the team; manages the team's members, their keys and the team's own keys, and
+               the budgets and rate limits of those
+``member``     its own keys (list, create, narrow, revoke) and its own user record (read)
+``auditor``    read-only: its org's audit log (and, from the ledger, spend); its own keys. Sees no team.
 =============  ==========================================================================================
+
+**The one rule of every change** (:func:`outranks`): an actor may create, change, delete or revoke something only
+if its rights *strictly exceed* the rights of every principal the object holds or binds, both before and after the
+change. A user holds its role where it sits; a key holds its owner's rights (a team's own key: its team's data
+plane, no admin rights); a budget or rate limit binds its scope (a key, a user, a whole team, a whole org; a tag
+budget binds keys anywhere in its org). Hence: nobody acts on a peer (equal rights) or on itself, nobody creates a
+principal, key or limit above or beside itself, and nobody lifts a limit that binds itself.
+
+The only exception is **a principal's own keys** (:func:`owns`): it may revoke them, create more and change them,
+but only *narrowing* (:func:`widens`): a key it makes or changes never gets more than the key it calls with, or the
+key as it was.
 
 Objects outside what an actor may *see* are reported as not found (404), so that nobody learns that another
 tenant's object exists; an object it sees but may not change is a 403.
@@ -17,12 +29,16 @@ tenant's object exists; an object it sees but may not change is a 403.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import NotFound, PermissionDenied
 from .auth import Principal
 
 ORG_ADMIN, TEAM_ADMIN, MEMBER, AUDITOR = "org_admin", "team_admin", "member", "auditor"
+TEAM_KEY = "team_key"  # the rights a team's own key (no user) holds: its team's data plane, no admin rights
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +82,82 @@ class Owner:
     user_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Rights:
+    """The rights a principal holds, or that an object confers or binds: a role within an org (and team)."""
+
+    role: str  # ORG_ADMIN | TEAM_ADMIN | MEMBER | AUDITOR | TEAM_KEY
+    org_id: str | None  # None: every org (a global tag budget)
+    team_id: str | None = None
+
+
+def key_rights(owner_role: str | None, o: Owner) -> Rights:
+    """What a key holds: its user's rights (an unknown role: the most an org's user may have), or (no user) its
+    team's data plane."""
+    if o.user_id is None:
+        return Rights(TEAM_KEY, o.org_id, o.team_id)
+    return Rights(owner_role or ORG_ADMIN, o.org_id, o.team_id)
+
+
+def scope_rights(scope: str, o: Owner, holder: Rights | None) -> Rights:
+    """What a budget or rate limit on ``scope`` binds: its key's or user's rights (``holder``), a whole team (so,
+    its team admins), or a whole org (an org budget, a tag budget: its org admins too)."""
+    if scope in ("key", "user") and holder is not None:
+        return holder
+    if scope == "team":
+        return Rights(TEAM_ADMIN, o.org_id, o.team_id)
+    return Rights(ORG_ADMIN, o.org_id)
+
+
+def outranks(a: Actor, t: Rights) -> bool:
+    """``a``'s rights strictly exceed ``t``'s: the condition of every change (see the module's docstring).
+
+    super > org_admin(org) > team_admin(team) > member(team) and team keys(team); an org admin also outranks its
+    org's auditors, a team admin does not (an auditor reads the org's audit log, which a team admin may not)."""
+    if a.super:
+        return True
+    if not a.in_org(t.org_id):
+        return False
+    if a.role == ORG_ADMIN:
+        return t.role != ORG_ADMIN
+    if a.role == TEAM_ADMIN and a.team_id is not None:
+        return t.role in (MEMBER, TEAM_KEY) and t.team_id == a.team_id
+    return False
+
+
+def owns(a: Actor, o: Owner) -> bool:
+    """``o`` (a key) is the actor's own: it belongs to the actor's user."""
+    return o.user_id is not None and a.user_id == o.user_id and a.in_org(o.org_id)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyBounds:
+    """What a key may do, in the fields its owner may only narrow."""
+
+    models: Sequence[str] | None  # None: every model (within its team's)
+    tags: Sequence[str]  # each may carry a budget
+    expires_at: dt.datetime | None  # None: never
+    logging: str
+
+    @classmethod
+    def of(cls, row: Any) -> KeyBounds:
+        return cls(row.models, row.tags or (), row.expires_at, row.logging)
+
+
+def widens(old: KeyBounds, new: Mapping[str, Any]) -> str | None:
+    """The first field of ``new`` (a key's fields, as changed or created) that gives more than ``old``; None if every
+    field only narrows: models a subset (never null once restricted), tags a superset (tags carry budgets), expiry no
+    later (never removed), logging unchanged (only an admin over a key chooses how much of its traffic is kept)."""
+    models, expires = new.get("models"), new.get("expires_at")
+    checks = (
+        ("models", old.models is not None and (models is None or not set(models) <= set(old.models))),
+        ("tags", not set(old.tags) <= set(new.get("tags") or ())),
+        ("expires_at", old.expires_at is not None and (expires is None or expires > old.expires_at)),
+        ("logging", new.get("logging") != old.logging),
+    )
+    return next((name for name, wider in checks if name in new and wider), None)
+
+
 def require_admin(a: Actor) -> None:
     if not a.is_admin:
         raise PermissionDenied("This key has no admin rights: it belongs to no user with a role.",
@@ -76,8 +168,8 @@ def not_found(kind: str, obj_id: str) -> NotFound:
     return NotFound(f"No {kind} with id {obj_id!r}.", code=f"{kind}_not_found")
 
 
-def forbid(what: str) -> PermissionDenied:
-    return PermissionDenied(f"Your role may not {what}.", code="forbidden")
+def forbid(what: str, param: str | None = None) -> PermissionDenied:
+    return PermissionDenied(f"Your role may not {what}.", param=param, code="forbidden")
 
 
 # --- seeing --------------------------------------------------------------------------------------------------
@@ -88,7 +180,10 @@ def sees_org(a: Actor, org_id: str) -> bool:
 
 
 def sees_team(a: Actor, org_id: str, team_id: str) -> bool:
-    return a.super or (a.role == ORG_ADMIN and a.in_org(org_id)) or a.in_team(org_id, team_id)
+    """Org admins see their org's teams; members and team admins their own team; auditors none."""
+    if a.super or (a.role == ORG_ADMIN and a.in_org(org_id)):
+        return True
+    return a.role != AUDITOR and a.in_team(org_id, team_id)
 
 
 def sees_user(a: Actor, o: Owner) -> bool:
@@ -116,30 +211,13 @@ def sees_audit(a: Actor, org_id: str | None) -> bool:
 
 
 def manages_org(a: Actor, org_id: str) -> bool:
+    """May change the org's own record (its name and metadata: nobody's rights)."""
     return a.super or (a.role == ORG_ADMIN and a.in_org(org_id))
 
 
-def manages_team(a: Actor, org_id: str) -> bool:
-    return manages_org(a, org_id)
-
-
-def manages_user(a: Actor, o: Owner, role: str | None) -> bool:
-    """May create or change a user at ``o`` with ``role`` (the new role, or the current one)."""
-    if manages_org(a, o.org_id or ""):
-        return True
-    return a.role == TEAM_ADMIN and a.in_team(o.org_id, o.team_id) and role in (MEMBER, TEAM_ADMIN)
-
-
-def manages_key(a: Actor, o: Owner) -> bool:
-    if a.role == AUDITOR and not a.super:
-        return o.user_id is not None and a.user_id == o.user_id and a.in_org(o.org_id)
-    return sees_key(a, o)
-
-
-def manages_limit(a: Actor, scope: str, o: Owner) -> bool:
-    if manages_org(a, o.org_id or ""):
-        return True
-    return a.role == TEAM_ADMIN and scope in ("key", "user") and a.in_team(o.org_id, o.team_id)
+def manages_team(a: Actor, org_id: str, team_id: str | None = None) -> bool:
+    """May create, change (its models bind every key of it) or delete a team: outranks its team admins."""
+    return outranks(a, Rights(TEAM_ADMIN, org_id, team_id))
 
 
 def visible_filter(a: Actor) -> Owner | None:

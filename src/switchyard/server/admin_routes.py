@@ -2,7 +2,8 @@
 
 ``GET /admin/routes/health``: every deployment's breaker state, latency EWMAs, error rate over the breaker window
 and requests in flight, per endpoint (chat and embeddings are independent), and each route's shape and retry
-budget. Admin only: the master key (the governance work adds roles on top). Errors are OpenAI error objects.
+budget. Super admins only (the master key): it shows every tenant's traffic, so no org's role may read it.
+Errors are OpenAI error objects.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ async def routes_health(request: Request) -> Response:
     ctx = new_context(request)
     try:
         principal = await gw.authenticate(ctx, bearer(request.headers.get("authorization")))
-        if not principal.is_admin:
-            raise PermissionDenied("Route health is for administrators only.", code="admin_required")
+        if not principal.is_admin:  # the gateway's deployments carry every tenant's traffic: not an org's to see
+            raise PermissionDenied("Route health is for super admins (the master key) only: it shows every "
+                                   "tenant's traffic.", code="forbidden" if principal.roles else "admin_required")
     except SwitchyardError as e:
         return _error(e)
     return Response(orjson.dumps(health_report(gw.router)), media_type=JSON_TYPE)

@@ -112,7 +112,7 @@ async def delete_org(ctx: AdminContext) -> Deleted:
 @operation("GET", "/admin/teams", summary="List teams", tag="teams", action="team.list", response=TeamList,
            query=TeamQuery)
 async def list_teams(ctx: AdminContext) -> TeamList:
-    """Org admins see their org's teams; everyone else only their own team."""
+    """Org admins see their org's teams; team admins and members only their own team; auditors none."""
     return TeamList(data=await run(ctx, "team.list", identity.list_teams, ctx.query))
 
 
@@ -168,7 +168,8 @@ async def get_user(ctx: AdminContext) -> User:
 @operation("PATCH", "/admin/users/{user_id}", summary="Change a user (role, team, name)", tag="users",
            action="user.update", body=UserUpdate, response=User, errors=(400, 401, 403, 404, 409, 503))
 async def update_user(ctx: AdminContext, body: UserUpdate) -> User:
-    """Moving a user to another team moves the user's keys with it."""
+    """Moving a user to another team moves the user's keys with it. Needs rights above the user's, both as it is and
+    as it would be (its new role and team)."""
     return await run(ctx, "user.update", identity.update_user, ctx.params["user_id"], body)
 
 
@@ -195,7 +196,9 @@ async def list_keys(ctx: AdminContext) -> KeyList:
            response=KeyCreated, status=201, errors=(400, 401, 403, 409, 503))
 async def create_key(ctx: AdminContext, body: KeyCreate) -> KeyCreated:
     """The reply holds the key in ``secret``: the only time it is ever shown. The key belongs to ``user_id``, or
-    to ``team_id`` (a service key), or by default to the caller's own user."""
+    to ``team_id`` (a service key), or by default to the caller's own user: for a user or team below the caller's
+    rights, or for the caller itself, and then at most what the calling key may do (what it leaves out is copied
+    from that key)."""
     return await run(ctx, "key.create", identity.create_key, body)
 
 
@@ -207,6 +210,8 @@ async def get_key(ctx: AdminContext) -> Key:
 @operation("PATCH", "/admin/keys/{key_id}", summary="Change a virtual key", tag="keys", action="key.update",
            body=KeyUpdate, response=Key, errors=(400, 401, 403, 404, 409, 503))
 async def update_key(ctx: AdminContext, body: KeyUpdate) -> Key:
+    """An admin over the key (one that outranks its owner) may change anything; the key's owner may only narrow it:
+    rename it, remove models, add tags, bring its expiry forward (403 ``forbidden`` naming the field otherwise)."""
     return await run(ctx, "key.update", identity.update_key, ctx.params["key_id"], body)
 
 

@@ -29,7 +29,9 @@ async def list_budgets(ctx: AdminContext) -> BudgetList:
            body=BudgetCreate, response=Budget, status=201, errors=(400, 401, 403, 503))
 async def create_budget(ctx: AdminContext, body: BudgetCreate) -> Budget:
     """A budget in USD, tokens or both, over a calendar period (or ``total``), for a key, user, team, org or tag.
-    Every key in its scope carries it from the next call on (on every replica within a second)."""
+    Every key in its scope carries it from the next call on (on every replica within a second). Setting, changing or
+    deleting one needs rights above everyone it binds: an org's and a tag's are a super admin's, a team's an org
+    admin's."""
     return await run(ctx, "budget.create", limits.create_budget, body)
 
 

@@ -1,9 +1,9 @@
 """``GET /admin/routes/health`` in the OpenAPI document.
 
-The endpoint itself is served by :mod:`switchyard.server.admin_routes` (it needs only the master key, not the
-governance runtime), so it is declared here as an *external* operation: documented, not wrapped. The models below
-describe what :func:`switchyard.routing.explain.health_report` returns; a test validates a live response against
-them, so the document cannot drift from the code.
+The endpoint itself is served by :mod:`switchyard.server.admin_routes` (it is for super admins only: it needs only
+the master key, not the governance runtime), so it is declared here as an *external* operation: documented, not
+wrapped. The models below describe what :func:`switchyard.routing.explain.health_report` returns; a test validates
+a live response against them, so the document cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -73,5 +73,6 @@ class RoutesHealth(_Doc):
 async def routes_health() -> RoutesHealth:  # pragma: no cover - documented only; served by admin_routes
     """Every deployment's circuit-breaker state, latency EWMAs, error rate over the breaker window and requests in
     flight, per endpoint (chat and embeddings break independently), and each route's strategy, targets, fallbacks
-    and retry budget. Admin only."""
+    and retry budget. Super admins only (the master key): it covers every tenant's traffic, so a role's key (even
+    an ``org_admin``'s) gets 403 ``forbidden``."""
     raise NotImplementedError
