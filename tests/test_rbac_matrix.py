@@ -410,11 +410,14 @@ def test_issue11_member_cannot_lift_the_limits_on_its_own_key(gw: RunningGateway
         _chat(gw, key["secret"], "sim-c")
     with pytest.raises(openai.RateLimitError):
         _chat(gw, key["secret"], "sim-a")
-    # narrowing is the owner's: rename, drop a model, add a tag, expire sooner
+    # adding a tag would charge another's tag budget: an admin's choice too
+    r = me.request("PATCH", f"/admin/keys/{key['id']}", {"tags": [tag, "extra"]})
+    assert r.status_code == 403 and r.json()["error"]["param"] == "tags", r.text
+    # narrowing is the owner's: rename, drop a model, expire sooner (tags given unchanged are fine)
     sooner = (expires - timedelta(days=1)).isoformat()
-    narrowed = me.patch(f"/admin/keys/{key['id']}", {"name": "mine", "models": ["sim-a"], "tags": [tag, "extra"],
+    narrowed = me.patch(f"/admin/keys/{key['id']}", {"name": "mine", "models": ["sim-a"], "tags": [tag],
                                                      "expires_at": sooner})
-    assert (narrowed["name"], narrowed["models"], narrowed["tags"]) == ("mine", ["sim-a"], [tag, "extra"])
+    assert (narrowed["name"], narrowed["models"], narrowed["tags"]) == ("mine", ["sim-a"], [tag])
     assert me.patch(f"/admin/keys/{key['id']}", {"name": None})["name"] is None
     # an admin over the key (here its team's admin) may widen it
     widened = world.clients["team_admin"].patch(f"/admin/keys/{key['id']}", {"models": None, "tags": None,
@@ -432,9 +435,10 @@ def test_a_key_an_owner_makes_for_itself_is_no_wider_than_the_key_it_calls_with(
     child = me.new_key(name="child")
     assert (child["models"], child["tags"], child["logging"]) == (["sim-a", "sim-b"], ["held"], "metadata")
     assert datetime.fromisoformat(child["expires_at"]) == expires
-    narrower = me.new_key(models=["sim-b"], tags=["held", "more"], expires_in=3600)
-    assert narrower["models"] == ["sim-b"] and narrower["tags"] == ["held", "more"]
+    narrower = me.new_key(models=["sim-b"], tags=["held"], expires_in=3600)
+    assert narrower["models"] == ["sim-b"] and narrower["tags"] == ["held"]
     for body, param in (({"models": None}, "models"), ({"models": ["sim-c"]}, "models"), ({"tags": []}, "tags"),
+                        ({"tags": ["held", "more"]}, "tags"),
                         ({"logging": "none"}, "logging"), ({"expires_at": None}, "expires_at"),
                         ({"expires_in": 86400 * 11}, "expires_at")):
         r = me.request("POST", "/admin/keys", body)

@@ -146,12 +146,13 @@ class KeyBounds:
 
 def widens(old: KeyBounds, new: Mapping[str, Any]) -> str | None:
     """The first field of ``new`` (a key's fields, as changed or created) that gives more than ``old``; None if every
-    field only narrows: models a subset (never null once restricted), tags a superset (tags carry budgets), expiry no
+    field only narrows: models a subset (never null once restricted), tags unchanged (tags carry budgets: adding one
+    would spend another team's tag budget, removing one would escape it), expiry no
     later (never removed), logging unchanged (only an admin over a key chooses how much of its traffic is kept)."""
     models, expires = new.get("models"), new.get("expires_at")
     checks = (
         ("models", old.models is not None and (models is None or not set(models) <= set(old.models))),
-        ("tags", not set(old.tags) <= set(new.get("tags") or ())),
+        ("tags", set(old.tags) != set(new.get("tags") or ())),
         ("expires_at", old.expires_at is not None and (expires is None or expires > old.expires_at)),
         ("logging", new.get("logging") != old.logging),
     )

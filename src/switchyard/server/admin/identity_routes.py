@@ -211,7 +211,7 @@ async def get_key(ctx: AdminContext) -> Key:
            body=KeyUpdate, response=Key, errors=(400, 401, 403, 404, 409, 503))
 async def update_key(ctx: AdminContext, body: KeyUpdate) -> Key:
     """An admin over the key (one that outranks its owner) may change anything; the key's owner may only narrow it:
-    rename it, remove models, add tags, bring its expiry forward (403 ``forbidden`` naming the field otherwise)."""
+    rename it, remove models, bring its expiry forward (403 ``forbidden`` naming the field otherwise)."""
     return await run(ctx, "key.update", identity.update_key, ctx.params["key_id"], body)
 
 
