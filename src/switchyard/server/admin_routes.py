@@ -17,7 +17,7 @@ from ..governance.auth import bearer
 from ..pipeline import Gateway
 from ..protocols.openai_errors import render_error
 from ..routing.explain import health_report
-from .common import JSON_TYPE, new_context
+from .common import JSON_TYPE, new_context, peer
 
 
 def _error(exc: SwitchyardError) -> Response:
@@ -28,7 +28,7 @@ async def routes_health(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     ctx = new_context(request)
     try:
-        principal = await gw.authenticate(ctx, bearer(request.headers.get("authorization")))
+        principal = await gw.authenticate(ctx, bearer(request.headers.get("authorization")), peer(request))
         if not principal.is_admin:
             raise PermissionDenied("Route health is for administrators only.", code="admin_required")
     except SwitchyardError as e:
