@@ -21,6 +21,7 @@ from .catalog import Catalog, Deployment
 from .config import Config
 from .errors import SwitchyardError
 from .governance.auth import Authenticator, Principal
+from .governance.authlimit import failure_limiter
 from .governance.payloads import StreamCapture, add_response, embedding_payload, request_payload
 from .messages import (
     ChatRequest,
@@ -132,7 +133,8 @@ class Gateway:
         self.catalog = catalog
         self.router = Router(catalog, config)
         self.executor = Executor(self.router)
-        self.auth = Authenticator(config.master_key, config.keys)
+        self.auth = Authenticator(config.master_key, config.keys,
+                                  limiter=failure_limiter(config.governance.auth_failures))
         self.recorder: Recorder = recorder or NullRecorder()
         self.governance: Governance | None = None  # virtual keys and audit: a resolver and a recorder
         if config.governance.enabled:
@@ -168,8 +170,9 @@ class Gateway:
 
     # --- stages -------------------------------------------------------------------------------------------
 
-    async def authenticate(self, ctx: CallContext, key: str | None) -> Principal:
-        ctx.principal = await self.auth.authenticate(key)
+    async def authenticate(self, ctx: CallContext, key: str | None, client: str | None = None) -> Principal:
+        """``client``: the caller's address, for the failed-authentication limit."""
+        ctx.principal = await self.auth.authenticate(key, client)
         return ctx.principal
 
     def _allow_model(self, ctx: CallContext, model: str) -> None:

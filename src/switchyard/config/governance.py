@@ -32,12 +32,21 @@ class AdminSettings(_Strict):
     enabled: bool = True  # serve the admin API under /admin
 
 
+class AuthFailureSettings(_Strict):
+    limit: int = Field(20, ge=0)  # failed authentications per client address per window; 0: no limit
+    window: float = Field(10.0, gt=0)  # seconds in which ``limit`` failures refill
+    max_clients: int = Field(10_000, ge=100)  # addresses tracked at once; the oldest are forgotten first
+
+
 class GovernanceConfig(_Strict):
     enabled: bool = True  # virtual keys, admin API and audit log (off: only master_key and static keys)
     key_secret: str | None = Field(None, min_length=16)  # HMAC key for stored key hashes
     poll_interval: float = Field(0.5, gt=0, le=5)  # seconds between change-version polls (revocation latency)
     cache_ttl: float = Field(300.0, gt=0)  # a cached key is re-read after this long, even without a change
-    cache_size: int = Field(100_000, ge=10)  # cached keys (valid and unknown) per process
+    cache_size: int = Field(100_000, ge=10)  # cached valid (and revoked) keys per process
+    negative_ttl: float = Field(10.0, ge=0, le=300)  # seconds an unknown key is remembered; 0: not at all
+    negative_size: int = Field(10_000, ge=0)  # unknown keys remembered per process (apart from valid ones)
+    auth_failures: AuthFailureSettings = Field(default_factory=lambda: AuthFailureSettings())  # even when disabled
     audit: AuditSettings = Field(default_factory=lambda: AuditSettings())
     admin: AdminSettings = Field(default_factory=lambda: AdminSettings())
 

@@ -7,6 +7,10 @@ Principal, or None if the key is not its own. A resolver raises ``Authentication
 revoked or expired, and ``GovernanceUnavailable`` when it cannot tell (its store is down): an outage must never
 look like a bad key.
 
+Failed authentications are counted per client address when a limiter is configured
+(:mod:`switchyard.governance.authlimit`): past its limit, a key that is not already known to be valid (a static
+key, or a virtual key in a resolver's cache, asked through its ``KeyPeek``) is refused with 429 before any lookup.
+
 The Principal is what every later stage sees. It carries everything the ledger needs to reserve against every
 budget and rate limit in scope without a database round trip: ``key_id``, ``user_id``, ``team_id``, ``org_id``,
 ``tags``, ``roles``, ``logging``, ``budgets`` and ``rate_limits``.
@@ -18,10 +22,13 @@ import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import KeyConfig
 from ..errors import AuthenticationFailed, PermissionDenied
+
+if TYPE_CHECKING:
+    from .authlimit import AuthFailureLimiter
 
 LoggingMode = Literal["none", "metadata", "full"]
 LOGGING_MODES: tuple[LoggingMode, ...] = ("none", "metadata", "full")
@@ -95,13 +102,18 @@ key in a resolver's memory), return its Principal, or None if this resolver does
 ``AuthenticationFailed`` (a revoked or expired key) or ``GovernanceUnavailable`` (it cannot tell)."""
 
 
+KeyPeek = Callable[[str, str], Principal | None]
+"""Given the raw key and its SHA-256 digest, the Principal if a resolver already holds the key as valid in memory;
+never a store read (the failed-authentication limiter lets such a key through)."""
+
+
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
 class Authenticator:
     def __init__(self, master_key: str | None, keys: Iterable[KeyConfig] = (),
-                 resolvers: Iterable[KeyResolver] = ()) -> None:
+                 resolvers: Iterable[KeyResolver] = (), limiter: AuthFailureLimiter | None = None) -> None:
         self._static: dict[str, Principal] = {}
         if master_key:
             self._static[digest(master_key)] = Principal(id="master", name="master", is_admin=True)
@@ -110,17 +122,49 @@ class Authenticator:
             models = frozenset(k.models) if k.models is not None else None
             self._static[digest(k.key)] = Principal(id=f"key:{name}", name=name, models=models)
         self._resolvers = list(resolvers)
+        self._peeks: list[KeyPeek] = []
+        self.limiter = limiter
 
-    def add_resolver(self, resolver: KeyResolver) -> None:
+    def add_resolver(self, resolver: KeyResolver, peek: KeyPeek | None = None) -> None:
         self._resolvers.append(resolver)
+        if peek is not None:
+            self._peeks.append(peek)
 
-    async def authenticate(self, key: str | None) -> Principal:
+    async def authenticate(self, key: str | None, client: str | None = None) -> Principal:
+        """The key's Principal. ``client`` is the caller's address, for the failed-authentication limit (None: not
+        limited). A missing key costs nothing to refuse, so it is not counted."""
         if not key:
             raise AuthenticationFailed("Missing API key. Send it as 'Authorization: Bearer <key>'.")
         d = digest(key)
         p = self._static.get(d)
         if p is not None:
             return p
+        limiter = self.limiter
+        if limiter is None or not client or not limiter.tracking(client):
+            try:
+                return await self._resolve(key, d)
+            except AuthenticationFailed:
+                if limiter is not None and client:
+                    limiter.failed(client)
+                raise
+        # The address has failed lately: a key already known to be valid goes ahead; any other holds a token for
+        # its lookup (refused, before the lookup, when there is none), handed back unless the key is refused.
+        if any(peek(key, d) is not None for peek in self._peeks):
+            return await self._resolve(key, d)
+        wait = limiter.take(client)
+        if wait is not None:
+            raise limiter.refusal(wait)
+        try:
+            p = await self._resolve(key, d)
+        except AuthenticationFailed:
+            raise  # a failure: the token stays spent
+        except BaseException:  # the store could not tell (or the caller went away): not a failure
+            limiter.refund(client)
+            raise
+        limiter.refund(client)
+        return p
+
+    async def _resolve(self, key: str, d: str) -> Principal:
         for resolve in self._resolvers:
             p = await resolve(key, d)
             if p is not None:

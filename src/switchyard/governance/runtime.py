@@ -62,14 +62,15 @@ class Governance:
         self.call_auditor = (CallAuditor(self.db, self.audit, g.audit)
                              if self.audit is not None and g.audit.record_calls else None)
         self.directory = (KeyDirectory(self.db, self.hasher, poll_interval=g.poll_interval, ttl=g.cache_ttl,
-                                       max_entries=g.cache_size) if self.hasher is not None else None)
+                                       max_entries=g.cache_size, negative_ttl=g.negative_ttl,
+                                       negative_size=g.negative_size) if self.hasher is not None else None)
         self.known_models = frozenset(d.name for d in config.deployments) | frozenset(config.routes)
         self._schema_task: asyncio.Task[None] | None = None
 
     def attach(self, gateway: Gateway) -> None:
         """Plug the key directory into the gateway's authenticator and the call auditor into its recorder."""
         if self.directory is not None:
-            gateway.auth.add_resolver(self.directory.resolve)
+            gateway.auth.add_resolver(self.directory.resolve, self.directory.cached)
         if self.call_auditor is not None:
             from .spend import SpendWriter
 

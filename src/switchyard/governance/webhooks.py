@@ -4,11 +4,13 @@ A notice is a JSON POST (``x-switchyard-event: budget.threshold``), signed when 
 (``x-switchyard-signature: sha256=<hex HMAC-SHA256 of the body>``), retried with backoff on a network error or a
 5xx, and dropped (with an error in the log) after ``attempts`` tries.
 
-SSRF: the target's host is resolved before each attempt and every address it resolves to must be public; a
-loopback, private, link-local, shared (CGNAT), multicast, reserved or unspecified address is refused unless
-``allow_private`` is set. The request then goes to the checked address itself (the Host header and TLS SNI keep
-the name), so that DNS cannot answer differently between the check and the connection. Redirects are not
-followed.
+SSRF: every attempt goes through :func:`switchyard.netguard.resolve_pinned`: the target's host is resolved once
+and every address it resolves to must be public (see :mod:`switchyard.netguard` for what is not, IPv6 forms that
+embed an IPv4 address included), unless ``allow_private`` is set or the target is the operator's own
+``ledger.webhooks.url`` (from the config file: trusted, so it may name an in-cluster receiver). The request then
+goes to a checked address itself (the Host header and TLS SNI keep the name; the next address is tried if one
+refuses the connection), so that DNS cannot answer differently between the check and the connection. Redirects
+are not followed.
 """
 
 from __future__ import annotations
@@ -17,62 +19,28 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import logging
-import socket
+import ssl
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..config.ledger import WebhookSettings
+from ..netguard import Pinned, Resolver, UnsafeTarget, resolve_pinned
 
 if TYPE_CHECKING:  # httpx is imported when a webhook is first sent (its import pulls in rich and pygments)
     import httpx
 
 log = logging.getLogger("switchyard.ledger")
 
-_SHARED = ipaddress.ip_network("100.64.0.0/10")
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class UnsafeTarget(Exception):
-    """A webhook URL that must not be called (bad scheme, unresolvable, or a non-public address)."""
-
-
-def is_public(addr: IPAddress) -> bool:
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return is_public(addr.ipv4_mapped)
-    return not (addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_multicast or addr.is_reserved
-                or addr.is_unspecified or (isinstance(addr, ipaddress.IPv4Address) and addr in _SHARED))
-
-
-async def resolve_target(url: str, allow_private: bool) -> tuple[httpx.URL, str]:
-    """The URL rewritten to a checked address, and the original host (for Host and SNI)."""
-    import httpx
-
-    u = httpx.URL(url)
-    if u.scheme not in ("http", "https") or not u.host:
-        raise UnsafeTarget(f"not an http(s) URL: {url!r}")
-    port = u.port or (443 if u.scheme == "https" else 80)
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(u.host, port, type=socket.SOCK_STREAM)
-    except OSError as e:
-        raise UnsafeTarget(f"cannot resolve {u.host!r}: {e}") from None
-    addrs = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-    if not addrs:
-        raise UnsafeTarget(f"{u.host!r} resolves to nothing")
-    if not allow_private:
-        bad = [str(a) for a in addrs if not is_public(a)]
-        if bad:
-            raise UnsafeTarget(f"{u.host!r} resolves to a non-public address ({', '.join(bad)}); set "
-                               "ledger.webhooks.allow_private to allow it")
-    return u.copy_with(host=str(addrs[0])), u.host
-
 
 class WebhookNotifier:
-    def __init__(self, settings: WebhookSettings) -> None:
+    def __init__(self, settings: WebhookSettings, *, resolver: Resolver | None = None,
+                 verify: ssl.SSLContext | None = None) -> None:
         self.settings = settings
+        self._resolver = resolver  # None: the system's resolver
+        self._verify: ssl.SSLContext | bool = verify if verify is not None else True
         self._queue: deque[tuple[str, bytes]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -144,19 +112,21 @@ class WebhookNotifier:
             mac = hmac.new(s.secret.encode(), body, hashlib.sha256).hexdigest()
             headers["x-switchyard-signature"] = "sha256=" + mac
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=s.timeout, follow_redirects=False, trust_env=False)
+            self._client = httpx.AsyncClient(timeout=s.timeout, follow_redirects=False, trust_env=False,
+                                             verify=self._verify)
+        problem = "no attempt"
+        # the operator's own URL (ledger.webhooks.url) is trusted: it may be an in-cluster receiver
+        allow_private = s.allow_private or url == s.url
         for attempt in range(1, s.attempts + 1):
             try:
-                target, host = await resolve_target(url, s.allow_private)
+                pinned = await resolve_pinned(url, allow_private, self._resolver)
             except UnsafeTarget as e:
                 self.refused += 1
                 log.error("webhooks: refused to call %s: %s", _redact(url), e)
                 return
-            port = httpx.URL(url).port
-            extensions = {"sni_hostname": host} if target.scheme == "https" else {}
+            headers["host"] = pinned.host_header
             try:
-                r = await self._client.post(target, content=body, extensions=extensions,
-                                            headers={**headers, "host": f"{host}:{port}" if port else host})
+                r = await self._post(pinned, body, headers)
                 if r.status_code < 500:
                     if r.status_code >= 400:
                         log.warning("webhooks: %s answered %d", _redact(url), r.status_code)
@@ -170,9 +140,26 @@ class WebhookNotifier:
         self.failed += 1
         log.error("webhooks: giving up on %s after %d attempts (%s)", _redact(url), s.attempts, problem)
 
+    async def _post(self, pinned: Pinned, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """POST to the first checked address that takes the connection (never to the name itself)."""
+        import httpx
+
+        assert self._client is not None
+        for i, addr in enumerate(pinned.addresses):
+            try:
+                return await self._client.post(pinned.url_for(addr), content=body, headers=headers,
+                                               extensions=pinned.extensions())
+            except httpx.ConnectError:
+                if i == len(pinned.addresses) - 1:
+                    raise
+        raise AssertionError("a pinned target has at least one address")
+
 
 def _redact(url: str) -> str:
     """The URL without its query (which may hold a token)."""
     import httpx
 
-    return str(httpx.URL(url).copy_with(query=None, fragment=None))
+    try:
+        return str(httpx.URL(url).copy_with(query=None, fragment=None))
+    except Exception:
+        return "<an invalid URL>"

@@ -18,7 +18,7 @@ from ..governance.auth import bearer
 from ..pipeline import Gateway
 from ..protocols.openai_errors import render_error
 from ..routing.explain import health_report
-from .common import JSON_TYPE, new_context
+from .common import JSON_TYPE, new_context, peer
 
 
 def _error(exc: SwitchyardError) -> Response:
@@ -29,7 +29,7 @@ async def routes_health(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     ctx = new_context(request)
     try:
-        principal = await gw.authenticate(ctx, bearer(request.headers.get("authorization")))
+        principal = await gw.authenticate(ctx, bearer(request.headers.get("authorization")), peer(request))
         if not principal.is_admin:  # the gateway's deployments carry every tenant's traffic: not an org's to see
             raise PermissionDenied("Route health is for super admins (the master key) only: it shows every "
                                    "tenant's traffic.", code="forbidden" if principal.roles else "admin_required")

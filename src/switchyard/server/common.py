@@ -18,6 +18,12 @@ def new_context(request: Request) -> CallContext:
     return CallContext(request_id=state.request_id, client_request_id=getattr(state, "client_request_id", None))
 
 
+def peer(request: Request) -> str | None:
+    """The caller's address as the TCP peer (the failed-authentication limit counts by it); None if unknown."""
+    client = request.scope.get("client")
+    return client[0] if client else None
+
+
 def deadline_for(request: Request, default: float) -> float:
     """The call's deadline: ``server.request_timeout``, or sooner if ``x-switchyard-timeout`` asks."""
     value = request.headers.get("x-switchyard-timeout")

@@ -17,7 +17,7 @@ from ..protocols import openai_chat, openai_embeddings
 from ..protocols.openai_errors import render_error, render_stream_error
 from ..protocols.validate import parse_body
 from .asgi import StreamResponse, read_body
-from .common import JSON_TYPE, deadline_for, new_context
+from .common import JSON_TYPE, deadline_for, new_context, peer
 
 log = logging.getLogger("switchyard.server")
 
@@ -36,7 +36,7 @@ def openai_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response 
         gw: Gateway = request.app.state.gateway
         ctx = new_context(request)
         try:
-            await gw.authenticate(ctx, bearer(request.headers.get("authorization")))
+            await gw.authenticate(ctx, bearer(request.headers.get("authorization")), peer(request))
             ctx.deadline = deadline_for(request, gw.config.server.request_timeout)
             return await handler(request, gw, ctx)
         except SwitchyardError as e:

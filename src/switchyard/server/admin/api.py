@@ -34,6 +34,7 @@ from ...governance.rbac import Actor, require_admin
 from ...governance.runtime import Governance
 from ...pipeline import Gateway
 from ..asgi import read_body
+from ..common import peer
 from ..openai_routes import openai_error_response
 
 log = logging.getLogger("switchyard.admin")
@@ -114,7 +115,7 @@ def validation_error(e: ValidationError, where: str = "") -> InvalidRequest:
 
 
 async def _authenticate(request: Request, gw: Gateway) -> Actor:
-    principal = await gw.auth.authenticate(bearer(request.headers.get("authorization")))
+    principal = await gw.auth.authenticate(bearer(request.headers.get("authorization")), peer(request))
     actor = Actor.of(principal)
     require_admin(actor)
     return actor

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...errors import InvalidRequest
 from ...governance import limits
 from ...governance.models import (
     Budget,
@@ -15,8 +16,22 @@ from ...governance.models import (
     RateLimitList,
     RateLimitUpdate,
 )
+from ...netguard import NonPublicTarget, UnsafeTarget, check_url
 from .api import AdminContext, operation
 from .identity_routes import run
+
+
+def _check_webhook(ctx: AdminContext, url: str | None) -> None:
+    """Refuse a webhook URL that names a non-public address outright (names are checked at each delivery)."""
+    if url is None:
+        return
+    try:
+        check_url(url, ctx.gov.config.ledger.webhooks.allow_private)
+    except UnsafeTarget as e:
+        hint = " (set ledger.webhooks.allow_private to allow non-public targets)" if isinstance(
+            e, NonPublicTarget) else ""
+        raise InvalidRequest(f"Invalid value for 'webhook_url': {e}{hint}.", param="webhook_url",
+                             code="invalid_value") from None
 
 
 @operation("GET", "/admin/budgets", summary="List budgets", tag="budgets", action="budget.list", response=BudgetList,
@@ -32,6 +47,7 @@ async def create_budget(ctx: AdminContext, body: BudgetCreate) -> Budget:
     Every key in its scope carries it from the next call on (on every replica within a second). Setting, changing or
     deleting one needs rights above everyone it binds: an org's and a tag's are a super admin's, a team's an org
     admin's."""
+    _check_webhook(ctx, body.webhook_url)
     return await run(ctx, "budget.create", limits.create_budget, body)
 
 
@@ -45,6 +61,7 @@ async def get_budget(ctx: AdminContext) -> Budget:
 @operation("PATCH", "/admin/budgets/{budget_id}", summary="Change a budget", tag="budgets", action="budget.update",
            body=BudgetUpdate, response=Budget)
 async def update_budget(ctx: AdminContext, body: BudgetUpdate) -> Budget:
+    _check_webhook(ctx, body.webhook_url)
     return await run(ctx, "budget.update", limits.update_budget, ctx.params["budget_id"], body)
 
 
