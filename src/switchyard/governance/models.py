@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from .auth import BudgetPeriod, BudgetScope, LoggingMode, RateLimitScope
+from .query_time import AwareTime
 
 RoleName = Literal["org_admin", "team_admin", "member", "auditor"]
 ROLE_NAMES: tuple[RoleName, ...] = ("org_admin", "team_admin", "member", "auditor")
@@ -450,8 +451,8 @@ class AuditQuery(_In):
     kind: Literal["admin", "call", "system"] | None = None
     action: str | None = None
     actor: str | None = None
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
+    since: AwareTime | None = Field(None, description="records at or after this date-time (with its time zone)")
+    until: AwareTime | None = Field(None, description="records before this date-time (with its time zone)")
 
 
 class NoQuery(_In):

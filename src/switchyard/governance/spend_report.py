@@ -49,22 +49,41 @@ def parse_group_by(text: str | None) -> list[str]:
     return names
 
 
-def _aware(t: dt.datetime) -> dt.datetime:
-    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+_EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+_LATEST_HOUR = dt.datetime.max.replace(minute=0, second=0, microsecond=0, tzinfo=dt.UTC)
+_DEFAULT_SPAN = dt.timedelta(days=30)
+
+
+def _utc(t: dt.datetime, param: str) -> dt.datetime:
+    """``t`` in UTC (naive: taken as UTC)."""
+    if t.tzinfo is None:
+        return t.replace(tzinfo=dt.UTC)
+    try:
+        return t.astimezone(dt.UTC)
+    except OverflowError:
+        raise InvalidRequest(f"'{param}' is outside the years 1 to 9999 in UTC.", param=param,
+                             code="invalid_value") from None
 
 
 def time_range(start: dt.datetime | None, end: dt.datetime | None,
                now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
-    """``[start, end)`` on whole hours; defaults: the last 30 days up to now."""
-    now = now or dt.datetime.now(dt.UTC)
-    e = _aware(end) if end is not None else now
-    s = _aware(start) if start is not None else e - dt.timedelta(days=30)
+    """``[start, end)`` on whole hours; defaults: the last 30 days up to now (from the year 1, if that is sooner).
+
+    A range that cannot be expressed (a UTC form before the year 1, an end that rounds up past the year 9999) is a
+    400 naming the parameter, never an overflow."""
+    e = _utc(end, "to") if end is not None else (now or dt.datetime.now(dt.UTC))
+    default = e - _DEFAULT_SPAN if e - _EARLIEST >= _DEFAULT_SPAN else _EARLIEST
+    s = _utc(start, "from") if start is not None else default
     s = s.replace(minute=0, second=0, microsecond=0)
     floor = e.replace(minute=0, second=0, microsecond=0)
-    e = floor if floor == e else floor + dt.timedelta(hours=1)
-    if e <= s:
+    if floor != e:
+        if floor == _LATEST_HOUR:
+            raise InvalidRequest(f"'to' rounds up past the last hour there is ({_LATEST_HOUR:%Y-%m-%dT%H:%M:%SZ}).",
+                                 param="to", code="invalid_value")
+        floor += dt.timedelta(hours=1)
+    if floor <= s:
         raise InvalidRequest("'to' must come after 'from'.", param="to", code="invalid_value")
-    return s, e
+    return s, floor
 
 
 def report(conn: sa.Connection, q: SpendQuery) -> list[dict[str, Any]]:
@@ -94,7 +113,7 @@ def report(conn: sa.Connection, q: SpendQuery) -> list[dict[str, Any]]:
             continue
         key: list[Any] = [r[g] for g in dims]
         if timed is not None:
-            hour: dt.datetime = _aware(r["hour"])
+            hour: dt.datetime = _utc(r["hour"], "hour")
             key.append(hour.date().isoformat() if timed == "day" else hour.isoformat())
         row = merged.get(tuple(key))
         if row is None:

@@ -41,6 +41,7 @@ from typing import Any
 
 import orjson
 
+from ..bounds import MAX_MESSAGES, MAX_OUTPUT_TOKENS, MAX_STOP, MAX_TOOLS, check_count, check_metadata
 from ..messages import (
     JSON,
     WIRE_ANTHROPIC_MESSAGES,
@@ -235,6 +236,7 @@ def _system(value: Any) -> Message | None:
 
 
 def _tools(r: Reader) -> list[Tool] | None:
+    check_count("tools", r.list("tools"), MAX_TOOLS)
     readers = r.objects("tools")
     if readers is None:
         return None
@@ -280,7 +282,7 @@ def _thinking(r: Reader) -> int | None:
     if typ == "enabled":
         if th.get("budget_tokens") is None:
             raise missing(tr.name("budget_tokens"))
-        return tr.int("budget_tokens", minimum=1)
+        return tr.int("budget_tokens", minimum=1, maximum=MAX_OUTPUT_TOKENS)
     return None  # disabled, adaptive, or a newer mode: the provider's default (a same-wire one gets raw)
 
 
@@ -307,20 +309,24 @@ def parse_request(data: dict[str, Any], *, count_only: bool = False) -> ChatRequ
     raw_messages = r.list("messages", required=True) or []
     if not raw_messages:
         raise invalid_value("messages", "the array must hold at least one message.")
+    check_count("messages", raw_messages, MAX_MESSAGES)
     messages = [_message(m, i) for i, m in enumerate(raw_messages)]
     system = _system(data.get("system"))
     if system is not None:
         messages.insert(0, system)
     if data.get("max_tokens") is None and not count_only:
         raise missing("max_tokens")
-    max_tokens = r.int("max_tokens", minimum=1)
+    max_tokens = r.int("max_tokens", minimum=1, maximum=MAX_OUTPUT_TOKENS)
     stop = r.list("stop_sequences")
     if stop is not None:
+        check_count("stop_sequences", stop, MAX_STOP)
         for i, s in enumerate(stop):
             if not isinstance(s, str):
                 raise wrong_type(f"stop_sequences[{i}]", "a string", s)
     meta = r.obj("metadata")
     user = r.child("metadata", meta).str("user_id") if meta is not None else None
+    if meta is not None:
+        check_metadata(meta)
     tool_choice, parallel = _tool_choice(r)
     effort, response_format = _output_config(r)
     return ChatRequest(

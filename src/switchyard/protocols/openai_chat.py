@@ -11,6 +11,16 @@ from typing import Any
 
 import orjson
 
+from ..bounds import (
+    MAX_MESSAGES,
+    MAX_N,
+    MAX_OUTPUT_TOKENS,
+    MAX_STOP_OPENAI,
+    MAX_TOOLS_OPENAI,
+    MAX_TOP_LOGPROBS,
+    check_count,
+    check_metadata,
+)
 from ..messages import (
     JSON,
     WIRE_OPENAI_CHAT,
@@ -159,6 +169,7 @@ def _message(item: Any, i: int) -> Message:
 
 
 def _tools(r: Reader) -> list[Tool] | None:
+    check_count("tools", r.list("tools"), MAX_TOOLS_OPENAI)
     readers = r.objects("tools")
     if readers is None:
         return None
@@ -211,6 +222,7 @@ def parse_request(data: dict[str, Any]) -> ChatRequest:
     raw_messages = r.list("messages", required=True) or []
     if not raw_messages:
         raise invalid_value("messages", "the array must hold at least one message.")
+    check_count("messages", raw_messages, MAX_MESSAGES)
     messages = [_message(m, i) for i, m in enumerate(raw_messages)]
     stop_v = data.get("stop")
     if stop_v is None:
@@ -218,14 +230,17 @@ def parse_request(data: dict[str, Any]) -> ChatRequest:
     elif isinstance(stop_v, str):
         stop = [stop_v]
     elif isinstance(stop_v, list) and all(isinstance(s, str) for s in stop_v):
+        check_count("stop", stop_v, MAX_STOP_OPENAI)
         stop = stop_v
     else:
         raise wrong_type("stop", "a string or an array of strings", stop_v)
     opts = r.obj("stream_options")
     include_usage = bool(opts and opts.get("include_usage"))
-    max_tokens = r.int("max_completion_tokens", minimum=1)
-    legacy_max = r.int("max_tokens", minimum=1)
+    max_tokens = r.int("max_completion_tokens", minimum=1, maximum=MAX_OUTPUT_TOKENS)
+    legacy_max = r.int("max_tokens", minimum=1, maximum=MAX_OUTPUT_TOKENS)
     metadata = r.obj("metadata")
+    if metadata is not None:
+        check_metadata(metadata)
     return ChatRequest(
         model=model,
         messages=messages,
@@ -237,12 +252,12 @@ def parse_request(data: dict[str, Any]) -> ChatRequest:
         top_p=r.num("top_p", 0, 1),
         top_k=r.int("top_k", minimum=0),
         stop=stop,
-        n=r.int("n", minimum=1, maximum=128),
+        n=r.int("n", minimum=1, maximum=MAX_N),
         seed=r.int("seed"),
         presence_penalty=r.num("presence_penalty", -2, 2),
         frequency_penalty=r.num("frequency_penalty", -2, 2),
         logprobs=r.bool("logprobs"),
-        top_logprobs=r.int("top_logprobs", minimum=0, maximum=20),
+        top_logprobs=r.int("top_logprobs", minimum=0, maximum=MAX_TOP_LOGPROBS),
         tools=_tools(r),
         tool_choice=_tool_choice(data.get("tool_choice")),
         parallel_tool_calls=r.bool("parallel_tool_calls"),

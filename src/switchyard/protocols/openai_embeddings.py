@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from ..bounds import MAX_DIMENSIONS, MAX_EMBEDDING_INPUTS, check_count
 from ..messages import JSON, WIRE_OPENAI_EMBEDDINGS, EmbeddingRequest, EmbeddingResponse
 from .validate import Reader, invalid_value, missing, wrong_type
 
@@ -29,6 +30,7 @@ def parse_request(data: dict[str, Any]) -> EmbeddingRequest:
     elif isinstance(value, list):
         if not value:
             raise invalid_value("input", "the array must not be empty.")
+        check_count("input", value, MAX_EMBEDDING_INPUTS)
         items = value
         for i, v in enumerate(items):
             ok = isinstance(v, str) or (isinstance(v, list) and all(_is_token(t) for t in v))
@@ -48,7 +50,7 @@ def parse_request(data: dict[str, Any]) -> EmbeddingRequest:
         input=items,
         wire=WIRE_OPENAI_EMBEDDINGS,
         single=single,
-        dimensions=r.int("dimensions", minimum=1),
+        dimensions=r.int("dimensions", minimum=1, maximum=MAX_DIMENSIONS),
         encoding_format=fmt,  # type: ignore[arg-type]
         user=r.str("user"),
         extra={k: v for k, v in data.items() if k not in _MODELLED},

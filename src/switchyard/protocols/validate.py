@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from ..bounds import MAX_JSON_DEPTH, check_depth, depth_error
 from ..errors import InvalidRequest, PayloadTooLarge
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "an object",
@@ -52,14 +53,25 @@ def parse_body(body: bytes, max_bytes: int) -> dict[str, Any]:
     if not body.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object.", param="body",
                              code="empty_body")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise InvalidRequest(f"The request body is not valid JSON: {e.msg} (at character {e.pos}).",
-                             param="body", code="invalid_json") from None
+    data = decode_json(body)
     if not isinstance(data, dict):
         raise InvalidRequest(f"The request body must be a JSON object, but it is {_got(data)}.", param="body",
                              code="invalid_json")
+    return data
+
+
+def decode_json(body: bytes) -> Any:
+    """Decoded JSON no deeper than ``MAX_JSON_DEPTH``, or a 400 naming the body. Every JSON body the server reads
+    (data plane and admin API) comes through here, so nothing after it can recurse too deep."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        if "depth" in e.msg:  # orjson's own limit (1024), far above ours
+            raise depth_error() from None
+        raise InvalidRequest(f"The request body is not valid JSON: {e.msg} (at character {e.pos}).",
+                             param="body", code="invalid_json") from None
+    if len(body) > 2 * MAX_JSON_DEPTH:  # a shorter body cannot hold more than MAX_JSON_DEPTH bracket pairs
+        check_depth(data)
     return data
 
 

@@ -2,6 +2,9 @@
 
 Its text is deterministic (a function of the prompt and the seed); its time to first token, pace, length and
 failure rate come from the config. Every response it serves carries ``x-switchyard-simulated: true``.
+
+It builds every reply in memory, so it checks each request against ``switchyard.bounds`` itself (a 400 naming the
+parameter), whichever way the request reached it; embeddings are also capped at ``MAX_SIMULATED_VALUES`` numbers.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from ..bounds import MAX_SIMULATED_VALUES, check_chat, check_embedding
 from ..config import SimulatedProviderConfig
 from ..errors import UpstreamError
 from ..messages import (
@@ -125,6 +129,7 @@ class SimulatedProvider(Provider):
         return f"chatcmpl-sim{self._counter:012d}"
 
     async def chat(self, req: ChatRequest, target: Target) -> ChatResponse:
+        check_chat(req)
         self._maybe_fail(target)
         words, reason, calls = self._plan(req)
         delay = self.config.ttft_ms / 1000
@@ -145,6 +150,7 @@ class SimulatedProvider(Provider):
                             usage=usage)
 
     async def stream(self, req: ChatRequest, target: Target) -> AsyncIterator[Chunk]:
+        check_chat(req)
         self._maybe_fail(target)
         words, reason, calls = self._plan(req)
         if self.config.ttft_ms:
@@ -168,6 +174,7 @@ class SimulatedProvider(Provider):
         yield Chunk([UsageUpdate(Usage(input_tokens=estimate_prompt(req), output_tokens=out * n))])
 
     async def embed(self, req: EmbeddingRequest, target: Target) -> EmbeddingResponse:
+        check_embedding(req, MAX_SIMULATED_VALUES)
         self._maybe_fail(target)
         dims = req.dimensions or 16
         data: list[Embedding] = []

@@ -25,14 +25,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
+
 from ..catalog import Deployment
-from ..errors import ServiceUnavailable, SwitchyardError, UpstreamError, UpstreamTimeout
+from ..errors import InvalidRequest, ServiceUnavailable, SwitchyardError, UpstreamError, UpstreamTimeout
 from ..messages import Chunk, Usage
 from .health import Clock, Health, Outcome
 from .router import Plan, Router
@@ -217,6 +220,8 @@ class Executor:
         return e.deployment, chunk, it, lease
 
     def _deadline(self, plan: Plan, deadline: float | None, started: float | None) -> float | None:
+        if deadline is not None and not math.isfinite(deadline):
+            deadline = None  # no instant to schedule (an infinite limit): none; never an attempt's failure
         total = plan.spec.timeouts.total_s
         if total is not None:
             end = (started if started is not None else time.monotonic()) + total
@@ -277,6 +282,11 @@ class Executor:
             if rec.outcome == "pending":
                 rec.outcome = "cancelled"
             raise
+        except (RecursionError, orjson.JSONEncodeError) as exc:  # the request cannot be encoded: its fault, not the
+            # deployment's (bounds.MAX_JSON_DEPTH keeps this from happening to any body the server parsed)
+            rec.outcome, rec.error, rec.status = "error", f"request not encodable: {type(exc).__name__}", 400
+            raise InvalidRequest(f"The request could not be encoded for provider {e.deployment.provider_name!r}: "
+                                 f"{exc}.", param="body", code="invalid_request") from None
         except Exception as exc:  # a provider bug or a reply it could not parse: this deployment failed
             log.exception("provider %s failed unexpectedly", e.deployment.provider_name)
             outcome = Outcome.FAILURE

@@ -16,7 +16,8 @@ before the breaker opened does not close it. A failure is a retryable upstream f
 connection, a timeout, a malformed reply) or an upstream 401/403. A 429 is not a failure: it rests the deployment
 for its Retry-After (capped), or ``throttle_s``, and the router tries it after the others meanwhile. A 4xx that
 the caller caused counts as a success (the deployment answered); an attempt cancelled (a lost hedge, a client
-gone, the caller's deadline) counts as neither.
+gone, the caller's deadline) counts as neither, and so does a request refused before any call (our own
+validation, a provider that cannot encode it): nothing a caller sends can open a breaker for other tenants.
 """
 
 from __future__ import annotations

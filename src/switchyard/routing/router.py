@@ -114,6 +114,8 @@ def unfit_reason(d: Deployment, needs: set[str], prompt_tokens: int, max_tokens:
         return f"lacks {','.join(sorted(missing))}"
     if d.context_window is not None and prompt_tokens + (max_tokens or 0) > d.context_window:
         return f"context window {d.context_window} < {prompt_tokens + (max_tokens or 0)} tokens"
+    if max_tokens is not None and d.max_output_tokens is not None and max_tokens > d.max_output_tokens:
+        return f"output limit {d.max_output_tokens} < max_tokens {max_tokens}"
     return None
 
 
@@ -264,15 +266,18 @@ class Router:
             if plan.endpoint == "embeddings" and "embeddings" in missing:
                 return InvalidRequest(f"Deployment {d.name!r} does not serve embeddings.", param="model",
                                       code="unsupported_model", headers=self._headers(plan))
-            why = unfit_reason(d, plan.needs, plan.prompt_tokens, plan.max_tokens)
+            why = unfit_reason(d, plan.needs, plan.prompt_tokens, plan.max_tokens) or ""
             param = _CAP_PARAM.get(missing[0], "messages") if missing else "messages"
             code = "context_length_exceeded" if not missing else "unsupported_capability"
+            if why.startswith("output"):
+                param, code = "max_tokens", "invalid_value"
             return InvalidRequest(f"Deployment {d.name!r} cannot serve this request: it {why}.", param=param,
                                   code=code, headers=self._headers(plan))
         detail = "; ".join(f"{n} {w}" for n, w in plan.skipped)
         only_context = all(w.startswith("context") for _, w in plan.skipped)
+        only_output = all(w.startswith("output") for _, w in plan.skipped)
         return InvalidRequest(f"No deployment of route {spec.name!r} can serve this request ({detail}).",
-                              param="messages" if only_context else "model",
+                              param="messages" if only_context else "max_tokens" if only_output else "model",
                               code="context_length_exceeded" if only_context else "no_suitable_deployment",
                               headers=self._headers(plan))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from starlette.requests import Request
@@ -25,16 +26,21 @@ def peer(request: Request) -> str | None:
 
 
 def deadline_for(request: Request, default: float) -> float:
-    """The call's deadline: ``server.request_timeout``, or sooner if ``x-switchyard-timeout`` asks."""
+    """The call's deadline: ``server.request_timeout``, or sooner if ``x-switchyard-timeout`` asks.
+
+    The header must be a finite number of seconds above zero (``nan``, ``inf``, ``0``, ``-1`` and ``abc`` are each
+    a 400 naming it): a deadline that cannot be scheduled must fail here, as the caller's mistake, and never reach
+    an attempt, where it would count against the deployment."""
     value = request.headers.get("x-switchyard-timeout")
     seconds = default
     if value is not None:
         try:
             asked = float(value)
         except ValueError:
-            raise InvalidRequest("The header x-switchyard-timeout must be a number of seconds.",
-                                 param="x-switchyard-timeout") from None
-        if asked <= 0:
-            raise InvalidRequest("The header x-switchyard-timeout must be positive.", param="x-switchyard-timeout")
+            asked = math.nan
+        if not (0 < asked < math.inf):
+            raise InvalidRequest(f"The header x-switchyard-timeout must be a finite number of seconds above zero, "
+                                 f"but it is {value[:40]!r}.", param="x-switchyard-timeout",
+                                 code="invalid_header")
         seconds = min(asked, default)
     return time.monotonic() + seconds

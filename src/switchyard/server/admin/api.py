@@ -27,12 +27,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ...bounds import check_admin_metadata
 from ...errors import InternalError, InvalidRequest, NotFound, PermissionDenied, ServiceUnavailable, SwitchyardError
 from ...governance.auth import bearer
 from ...governance.models import ErrorResponse, NoQuery
 from ...governance.rbac import Actor, require_admin
 from ...governance.runtime import Governance
 from ...pipeline import Gateway
+from ...protocols.validate import decode_json
 from ..asgi import read_body
 from ..common import peer
 from ..openai_routes import openai_error_response
@@ -124,12 +126,12 @@ async def _authenticate(request: Request, gw: Gateway) -> Actor:
 def _parse_body(raw: bytes, model: type[BaseModel]) -> BaseModel:
     if not raw.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.", param="body", code="empty_body")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The request body is not valid JSON.", param="body", code="invalid_json") from None
+    data = decode_json(raw)  # a 400 for bad JSON or JSON nested deeper than bounds.MAX_JSON_DEPTH
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", param="body", code="invalid_type")
+    meta = data.get("metadata")
+    if isinstance(meta, dict):  # orgs, teams, users and keys: bounded before it is validated or stored
+        check_admin_metadata(meta, len(orjson.dumps(meta)))
     try:
         return model.model_validate(data)
     except ValidationError as e:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ...governance.identity import Ops
+from ...governance.query_time import UtcTime
 from ...governance.rbac import AUDITOR, ORG_ADMIN, TEAM_ADMIN, Actor, forbid
 from ...governance.spend_report import SpendQuery, clean_filters, parse_group_by, report, time_range
 from .api import AdminContext, operation
@@ -23,9 +24,9 @@ _GROUP_HELP = ("comma-separated: org, team, user, key, route, deployment, provid
 
 _QUERY_FIELDS: dict[str, Any] = {
     "group_by": (str, Field("team", description=_GROUP_HELP)),
-    "from": (dt.datetime | None, Field(None, description="start, rounded down to the hour; default: 30 days "
-                                                         "before 'to'")),
-    "to": (dt.datetime | None, Field(None, description="end (exclusive), rounded up to the hour; default: now")),
+    "from": (UtcTime | None, Field(None, description="start, rounded down to the hour; default: 30 days before "
+                                                     "'to'. A date or date-time without a time zone is UTC")),
+    "to": (UtcTime | None, Field(None, description="end (exclusive), rounded up to the hour; default: now")),
     **{name: (str | None, Field(None, description="only this one")) for name in
        ("org_id", "team_id", "user_id", "key_id", "deployment", "model", "tag")},
 }
