@@ -13,8 +13,9 @@ undeclared methods; authentication enforced. After the runs the process is alive
 The numbers (cases generated, 5xx answers) are printed and written to ``fuzz-summary.json`` under the test's
 temporary directory; docs/security.md records them.
 
-Nothing is excluded: the gateway is this module's own, so a destructive call (``DELETE /admin/orgs/{org_id}``)
-only destroys what the fuzzer created. The member's runs come first, so that the master key's runs (which may
+No operation is excluded: the gateway is this module's own, so a destructive call
+(``DELETE /admin/orgs/{org_id}``) only destroys what the fuzzer created. One check is off for one resource, with
+its reason at ``ADMIN_CONFIG``. The member's runs come first, so that the master key's runs (which may
 revoke keys and delete users) cannot take the member's key away mid-run.
 """
 
@@ -153,8 +154,29 @@ def _assert_clean(result: dict[str, Any]) -> None:
     assert result["exit_code"] == 0 and not result["failures"] and not result["errors"], failures[:20000]
 
 
+ADMIN_CONFIG = """
+[phases.stateful.generation]
+max-examples = 100
+
+# DELETE /admin/keys/{key_id} revokes: the record stays, revoked, for the audit trail, and GET still shows it
+# (docs/governance.md). use_after_free would call that a deleted resource still available; the key no longer
+# authenticates (tests/test_governance_identity_http.py::test_a_revoked_key_gets_401_at_once).
+[[operations]]
+include-path-regex = "^/admin/keys/[{]key_id[}]"
+checks.use_after_free.enabled = false
+"""
+
+
+def _admin(served: Served, name: str, key: str, tmp: Path) -> dict[str, Any]:
+    config = tmp / "schemathesis.toml"
+    # Stateful sequences are cheap (no coverage phase to run) and are what reaches objects that exist: give them
+    # more scenarios than the per-operation budget (about 60 scenarios, 2-3 s).
+    config.write_text(ADMIN_CONFIG)
+    return _run(served, name, f"{served.url}/admin/openapi.json", key, tmp, config=config)
+
+
 def test_admin_api_as_member(served: Served, member_key: str, tmp_path: Path) -> None:
-    _assert_clean(_run(served, "admin-member", f"{served.url}/admin/openapi.json", member_key, tmp_path))
+    _assert_clean(_admin(served, "admin-member", member_key, tmp_path))
 
 
 def _data_plane(served: Served, name: str, key: str, tmp: Path) -> dict[str, Any]:
@@ -171,7 +193,7 @@ def test_data_plane_as_member(served: Served, member_key: str, tmp_path: Path) -
 
 
 def test_admin_api_as_super_admin(served: Served, tmp_path: Path) -> None:
-    _assert_clean(_run(served, "admin-master", f"{served.url}/admin/openapi.json", MASTER_KEY, tmp_path))
+    _assert_clean(_admin(served, "admin-master", MASTER_KEY, tmp_path))
 
 
 def test_data_plane_as_super_admin(served: Served, tmp_path: Path) -> None:
