@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -41,14 +42,14 @@ async def ready(request: Request) -> Response:
     return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type=JSON_TYPE)
 
 
-_OPENAPI: list[bytes] = []
+@functools.cache
+def _openapi_body() -> bytes:
+    return orjson.dumps(openapi_v1.openapi_document())
 
 
 async def openapi(request: Request) -> Response:
     """The data plane's OpenAPI document (``openapi_v1``); no key needed, as for the admin API's."""
-    if not _OPENAPI:
-        _OPENAPI.append(orjson.dumps(openapi_v1.openapi_document()))
-    return Response(_OPENAPI[0], media_type=JSON_TYPE)
+    return Response(_openapi_body(), media_type=JSON_TYPE)
 
 
 def _error_response(request: Request, err: SwitchyardError) -> Response:
