@@ -417,9 +417,12 @@ class ErrorResponse(_Out):
 # --- query parameters ----------------------------------------------------------------------------------------
 
 
+MAX_INT64 = 2**63 - 1  # what the store's INTEGER columns and OFFSET hold; a larger value is a 400, not a crash
+
+
 class Page(_In):
     limit: int = Field(100, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_INT64)
 
 
 class OrgScopedPage(Page):
@@ -445,7 +448,7 @@ class LimitQuery(OrgScopedPage):
 
 
 class AuditQuery(_In):
-    after_seq: int = Field(0, ge=0, description="records after this sequence number")
+    after_seq: int = Field(0, ge=0, le=MAX_INT64, description="records after this sequence number")
     limit: int = Field(100, ge=1, le=1000)
     org_id: ObjId | None = None
     kind: Literal["admin", "call", "system"] | None = None

@@ -262,6 +262,9 @@ def render_messages(messages: list[Message], provider: str) -> tuple[str | list[
             turns[-1]["content"].extend(blocks)
         else:
             turns.append({"role": role, "content": blocks})
+    if not turns:  # Anthropic refuses an empty messages array; say so in the caller's terms
+        raise InvalidRequest(f"Provider {provider!r} needs at least one message with content besides the system "
+                             "prompt; every other message is empty.", param="messages")
     out: list[dict[str, JSON]] = []
     for t in turns:
         content: list[dict[str, JSON]] = t["content"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -15,11 +16,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from ..errors import InternalError, InvalidRequest, NotFound, SwitchyardError
 from ..pipeline import Gateway, Recorder
-from . import admin, admin_routes, anthropic_routes, openai_routes
+from . import admin, admin_routes, anthropic_routes, openai_routes, openapi_v1
 from .asgi import Shell
 from .common import JSON_TYPE
 from .openai_routes import openai_error_response
@@ -41,6 +42,16 @@ async def ready(request: Request) -> Response:
     return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type=JSON_TYPE)
 
 
+@functools.cache
+def _openapi_body() -> bytes:
+    return orjson.dumps(openapi_v1.openapi_document())
+
+
+async def openapi(request: Request) -> Response:
+    """The data plane's OpenAPI document (``openapi_v1``); no key needed, as for the admin API's."""
+    return Response(_openapi_body(), media_type=JSON_TYPE)
+
+
 def _error_response(request: Request, err: SwitchyardError) -> Response:
     """An error in the protocol of the path it answers: Anthropic's shape under /v1/messages, OpenAI's elsewhere."""
     if request.url.path.startswith(("/v1/messages", "/messages")):
@@ -57,10 +68,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         err = InvalidRequest(f"Method {request.method} is not allowed on {request.url.path}.",
                              code="method_not_allowed")
         err.status = 405
+        err.headers["allow"] = allowed_methods(request.app.routes, request.url.path)
     else:
         err = InvalidRequest(str(exc.detail))
         err.status = exc.status_code
     return _error_response(request, err)
+
+
+def allowed_methods(routes: list[BaseRoute], path: str) -> str:
+    """The ``Allow`` header of a 405 (RFC 9110 §15.5.6): every method that some route serves on ``path``.
+    Starlette's own lists only the first route whose path matches, and a path may be served by several."""
+    methods: set[str] = set()
+    for route in routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods.update(route.methods)
+    return ", ".join(sorted(methods))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -102,6 +124,7 @@ def create_app(gateway: Gateway, *, store: object | None = None, recorder: Recor
         Route("/v1/models/{model:path}", openai_routes.get_model, methods=["GET"]),
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
+        Route("/v1/openapi.json", openapi, methods=["GET"]),
         *anthropic_routes.ROUTES,
         *admin_routes.ROUTES,
         *admin.ROUTES,

@@ -22,7 +22,8 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+from pydantic_core import core_schema
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -200,9 +201,18 @@ _STATUS_TEXT = {200: "OK", 201: "Created", 204: "Deleted", 400: "Invalid request
                 503: "The governance store is unavailable (`governance_unavailable`)"}
 
 
+class _Schemas(GenerateJsonSchema):
+    """pydantic's schemas, with a decimal given as a string constrained as pydantic constrains it (by default any
+    string is documented, and "" or "abc" would be a documented value that the API refuses)."""
+
+    def get_decimal_pattern(self, schema: core_schema.DecimalSchema) -> str | None:
+        return self.build_decimal_pattern(schema)
+
+
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     out = []
-    properties = model.model_json_schema(ref_template="#/components/schemas/{model}").get("properties", {})
+    properties = model.model_json_schema(ref_template="#/components/schemas/{model}",
+                                         schema_generator=_Schemas).get("properties", {})
     for name, f in model.model_fields.items():
         schema = dict(properties[name])
         schema.pop("title", None)
@@ -213,6 +223,21 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return out
 
 
+def _links(op: Operation) -> dict[str, Any]:
+    """OpenAPI links from a create (``POST /admin/keys``) to the operations on what it created
+    (``GET /admin/keys/{key_id}``, ``POST /admin/keys/{key_id}/revoke``, ...): clients and stateful fuzzers follow
+    them with the new object's ``id``."""
+    if op.method != "POST" or op.response is None or "id" not in op.response.model_fields:
+        return {}
+    out: dict[str, Any] = {}
+    for other in OPERATIONS:
+        m = re.fullmatch(re.escape(op.path) + r"/\{(\w+)\}(/.*)?", other.path)
+        if m is not None:
+            out[other.handler.__name__] = {"operationId": other.handler.__name__,
+                                           "parameters": {m.group(1): "$response.body#/id"}}
+    return out
+
+
 def openapi_document(title: str = "Switchyard admin API", version: str = "1") -> dict[str, Any]:
     """The OpenAPI 3.1 document of every declared operation, with schemas generated from the pydantic models."""
     models: set[type[BaseModel]] = {ErrorResponse}
@@ -220,7 +245,8 @@ def openapi_document(title: str = "Switchyard admin API", version: str = "1") ->
         models.update(m for m in (op.body, op.response) if m is not None)
     ordered = sorted(models, key=lambda m: m.__name__)
     _, defs = models_json_schema([(m, "validation" if any(m is op.body for op in OPERATIONS) else "serialization")
-                                  for m in ordered], ref_template="#/components/schemas/{model}")
+                                  for m in ordered], ref_template="#/components/schemas/{model}",
+                                 schema_generator=_Schemas)
     schemas: dict[str, Any] = defs.get("$defs", {})
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
@@ -239,6 +265,9 @@ def openapi_document(title: str = "Switchyard admin API", version: str = "1") ->
         if op.response is not None:
             responses[str(op.status)] = {"description": _STATUS_TEXT.get(op.status, "OK"), "content": {
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{op.response.__name__}"}}}}
+            links = _links(op)
+            if links:
+                responses[str(op.status)]["links"] = links
         else:
             responses[str(op.status)] = {"description": _STATUS_TEXT.get(op.status, "OK")}
         for status in op.errors:
