@@ -179,3 +179,15 @@ def test_a_huge_embedding_is_refused_not_built(http: httpx.Client) -> None:
     """Found by the fuzzer: ``dimensions: 10**12`` made the simulated model build the vector (18 GB and counting)."""
     r = http.post("/v1/embeddings", json={"model": "sim-c", "input": "a", "dimensions": 10**12}, headers=AUTH)
     assert r.status_code == 400 and r.json()["error"]["param"] == "dimensions"
+
+
+def test_a_whole_number_written_as_a_float_is_an_integer(http: httpx.Client) -> None:
+    """JSON has one number type, and JSON Schema counts ``7.0`` as an integer: so do we (found by the fuzzer)."""
+    r = http.post("/v1/chat/completions", json={"model": "sim-a", "messages": HI, "n": 2.0, "max_tokens": 5.0},
+                  headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["choices"]) == 2
+    r = http.post("/v1/chat/completions", json={"model": "sim-a", "messages": HI, "n": 2.5}, headers=AUTH)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+    r = http.post("/v1/embeddings", json={"model": "sim-c", "input": [[1.0, 2.0], [3, 4]]}, headers=AUTH)
+    assert r.status_code == 200 and len(r.json()["data"]) == 2

@@ -27,6 +27,8 @@ MAX_OUTPUT_TOKENS = 1_000_000
 """``max_tokens``, ``max_completion_tokens`` and Anthropic ``thinking.budget_tokens``, whatever the model. A
 deployment's own ``max_output_tokens``, when configured, is the tighter bound (the router refuses, or skips, a
 deployment whose limit the request exceeds)."""
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+"""The widest integer any field takes (a seed, a token id, top_k): 64 bits, signed or not."""
 MAX_MESSAGES = 10_000  # messages in one chat request
 MAX_TOOLS = 512  # tool definitions in one request (Anthropic and the neutral model)
 MAX_TOOLS_OPENAI = 128  # OpenAI: "A max of 128 functions are supported."

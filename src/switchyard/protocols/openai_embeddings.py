@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from ..bounds import MAX_DIMENSIONS, MAX_EMBEDDING_INPUTS, check_count
+from ..bounds import INT_MAX, INT_MIN, MAX_DIMENSIONS, MAX_EMBEDDING_INPUTS, check_count
 from ..messages import JSON, WIRE_OPENAI_EMBEDDINGS, EmbeddingRequest, EmbeddingResponse
 from .validate import Reader, invalid_value, missing, wrong_type
 
@@ -14,7 +14,14 @@ _MODELLED = frozenset({"model", "input", "dimensions", "encoding_format", "user"
 
 
 def _is_token(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(v, float) and v.is_integer() and abs(v) <= 2**53:  # past 2**53 a float is no longer exact
+        v = int(v)
+    return isinstance(v, int) and not isinstance(v, bool) and INT_MIN <= v <= INT_MAX
+
+
+def _tokens(v: list[Any]) -> list[int]:
+    """Token ids as ints (JSON has one number type: 7.0 is the token 7)."""
+    return v if all(type(t) is int for t in v) else [int(t) for t in v]
 
 
 def parse_request(data: dict[str, Any]) -> EmbeddingRequest:
@@ -26,18 +33,20 @@ def parse_request(data: dict[str, Any]) -> EmbeddingRequest:
     single = False
     items: list[Any]
     if isinstance(value, str) or (isinstance(value, list) and value and all(_is_token(v) for v in value)):
-        items, single = [value], True
+        items, single = [value if isinstance(value, str) else _tokens(value)], True
     elif isinstance(value, list):
         if not value:
             raise invalid_value("input", "the array must not be empty.")
         check_count("input", value, MAX_EMBEDDING_INPUTS)
-        items = value
+        items = list(value)
         for i, v in enumerate(items):
             ok = isinstance(v, str) or (isinstance(v, list) and all(_is_token(t) for t in v))
             if not ok:
                 raise wrong_type(f"input[{i}]", "a string or an array of token ids", v)
             if isinstance(v, str | list) and len(v) == 0:
                 raise invalid_value(f"input[{i}]", "must not be empty.")
+            if isinstance(v, list):
+                items[i] = _tokens(v)
     else:
         raise wrong_type("input", "a string, an array of strings, or an array of token ids", value)
     if single and len(items[0]) == 0:

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from ..bounds import MAX_JSON_DEPTH, check_depth, depth_error
+from ..bounds import INT_MAX, INT_MIN, MAX_JSON_DEPTH, check_depth, depth_error
 from ..errors import InvalidRequest, PayloadTooLarge
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "an object",
@@ -111,11 +111,15 @@ class Reader:
         v = self.data.get(key)
         if v is None:
             return None
-        if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, float) and v.is_integer() and abs(v) <= 2**53:  # JSON has one number type: 7.0 is 7
+            v = builtins.int(v)  # (past 2**53 a float is no longer exact: orjson reads integers past 64 bits so)
+        if isinstance(v, bool) or not isinstance(v, builtins.int):
             raise wrong_type(self.name(key), "an integer", v)
-        if minimum is not None and v < minimum:
+        minimum = INT_MIN if minimum is None else minimum
+        maximum = INT_MAX if maximum is None else maximum
+        if v < minimum:
             raise invalid_value(self.name(key), f"must be at least {minimum}, but it is {v}.")
-        if maximum is not None and v > maximum:
+        if v > maximum:
             raise invalid_value(self.name(key), f"must be at most {maximum}, but it is {v}.")
         return v
 

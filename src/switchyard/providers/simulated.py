@@ -56,9 +56,6 @@ _WORDS = (
     "audit", "trails", "retries", "fallbacks", "and", "clear", "errors",
 )
 
-MAX_DIMENSIONS = 4096
-"""The largest embedding a simulated model makes (OpenAI's largest has 3072 dimensions)."""
-
 
 def _sample(schema: JSON) -> JSON:
     """A small value that fits a JSON schema, for simulated tool arguments."""
@@ -180,10 +177,6 @@ class SimulatedProvider(Provider):
         check_embedding(req, MAX_SIMULATED_VALUES)
         self._maybe_fail(target)
         dims = req.dimensions or 16
-        if dims > MAX_DIMENSIONS:  # as a real embedding model refuses a size it does not have
-            raise UpstreamError(f"provider {self.name!r} returned HTTP 400: 'dimensions' must be at most "
-                                f"{MAX_DIMENSIONS}, but it is {dims}.", provider=self.name,
-                                deployment=target.deployment, upstream_status=400, param="dimensions")
         data: list[Embedding] = []
         tokens = 0
         for i, item in enumerate(req.input):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..bounds import INT_MAX, INT_MIN, MAX_METADATA_KEY, MAX_METADATA_PAIRS, MAX_METADATA_VALUE
+
 Schema = dict[str, Any]
 
 _REF = "#/components/schemas/"
@@ -53,7 +55,6 @@ def _num(minimum: float, maximum: float) -> Schema:
 
 
 # JSON integers that the body decoder (orjson) reads as integers; larger ones become floats and are refused
-INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 
 
 def _int(minimum: int = INT_MIN, maximum: int = INT_MAX) -> Schema:
@@ -138,7 +139,9 @@ CHAT_REQUEST: Schema = _obj(["model", "messages"], {
         {"type": "null"}]},
     "reasoning_effort": OPT_STRING,
     "user": OPT_STRING,
-    "metadata": OPT_OBJECT,
+    "metadata": _null({"type": "object", "maxProperties": MAX_METADATA_PAIRS,
+                       "propertyNames": {"maxLength": MAX_METADATA_KEY},
+                       "additionalProperties": {"type": ["string", "null"], "maxLength": MAX_METADATA_VALUE}}),
 }, description="Chat Completions (https://platform.openai.com/docs/api-reference/chat/create). Fields not listed "
                "here are passed unchanged to providers that speak OpenAI's format.")
 

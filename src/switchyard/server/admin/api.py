@@ -198,6 +198,8 @@ def routes() -> list[BaseRoute]:
 _STATUS_TEXT = {200: "OK", 201: "Created", 204: "Deleted", 400: "Invalid request: `param` names the field",
                 401: "Missing, wrong, revoked or expired key", 403: "The role may not do this",
                 404: "No such object (or not visible to the caller)", 409: "Conflicts with an existing object",
+                429: "Too many failed authentications from this address (`too_many_failed_authentications`); "
+                     "`Retry-After` says when to try again",
                 503: "The governance store is unavailable (`governance_unavailable`)"}
 
 
@@ -270,7 +272,8 @@ def openapi_document(title: str = "Switchyard admin API", version: str = "1") ->
                 responses[str(op.status)]["links"] = links
         else:
             responses[str(op.status)] = {"description": _STATUS_TEXT.get(op.status, "OK")}
-        for status in op.errors:
+        # any call with a key may meet the limit on failed authentications from its address
+        for status in op.errors if op.public else sorted({*op.errors, 429}):
             responses[str(status)] = {"description": _STATUS_TEXT[status], "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
         entry["responses"] = responses
