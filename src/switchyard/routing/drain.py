@@ -52,13 +52,11 @@ def tally(events: list[StreamEvent], usage: Usage) -> int:
 
 
 def estimate_usage(usage: Usage, chars: int, prompt_tokens: int) -> Usage:
-    """What a cut call is charged: the usage reported so far, raised to the prompt estimate and to the output
-    estimated from the ``chars`` of text the upstream sent (about four characters a token)."""
-    out = Usage(usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.cache_write_tokens,
-                usage.reasoning_tokens)
-    out.input_tokens = max(out.input_tokens, prompt_tokens)
-    out.output_tokens = max(out.output_tokens, (chars + 3) // 4)
-    return out
+    """What a cut call is charged: the usage reported so far; the prompt estimate if no prompt tokens were
+    reported; and at least the output estimated from the ``chars`` of text the upstream sent (about four
+    characters a token)."""
+    return Usage(usage.input_tokens or prompt_tokens, max(usage.output_tokens, (chars + 3) // 4),
+                 usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens)
 
 
 class Drains:
