@@ -71,30 +71,36 @@ class Intents:
 def intent_line(ctx: Call, plan: Plan, request: object, intents: Intents) -> bytes:
     """The intent of one admitted call: who, what, and what it is charged if it never ends (its reservation)."""
     hold = intents.ledger.holds.get(ctx.request_id) if intents.ledger is not None else None
-    embed = isinstance(request, EmbeddingRequest)
-    prompt = embedding_tokens(request) if isinstance(request, EmbeddingRequest) else plan.prompt_tokens
-    d: dict[str, Any] = {"t": "i", "rid": ctx.request_id, "ts": time.time(), "ep": ctx.endpoint,
-                         "model": plan.requested}
     if hold is not None and hold.budgets:
-        usd, tokens = hold.usd, hold.tokens
-        d["ch"] = [(b.budget.id, b.period, usd, tokens) for b in hold.budgets]
+        usd, tokens, prompt = hold.usd, hold.tokens, hold.prompt
+    elif isinstance(request, EmbeddingRequest):
+        prompt = embedding_tokens(request)
+        usd, tokens = worst_case(plan, prompt, None, intents.default_max_tokens, 1, False)
     else:
-        choices = request.n or 1 if isinstance(request, ChatRequest) else 1
-        usd, tokens = worst_case(plan, prompt, plan.max_tokens, intents.default_max_tokens, choices, not embed)
-    d["cost"], d["in"], d["out"] = usd, prompt, max(0, tokens - prompt)
+        prompt = plan.prompt_tokens
+        choices = (request.n or 1) if isinstance(request, ChatRequest) else 1
+        usd, tokens = worst_case(plan, prompt, plan.max_tokens, intents.default_max_tokens, choices)
+    d: dict[str, Any] = {"t": "i", "rid": ctx.request_id, "ts": time.time(), "ep": ctx.endpoint,
+                         "model": plan.requested, "cost": usd, "in": prompt, "out": max(0, tokens - prompt)}
+    if ctx.client_request_id is not None:
+        d["crid"] = ctx.client_request_id
+    if plan.route is not None:
+        d["route"] = plan.route
+    p = ctx.principal
+    if p is not None:
+        d["pid"] = p.id
+        for k, v in (("key", p.key_id), ("user", p.user_id), ("team", p.team_id), ("org", p.org_id)):
+            if v is not None:
+                d[k] = v
+        if p.tags:
+            d["tags"] = sorted(p.tags)
     if hold is not None:
+        if hold.budgets:
+            d["ch"] = [(b.budget.id, b.period, usd, tokens) for b in hold.budgets]
         if hold.reserved:
             d["r"] = 1
         if hold.concurrent:
             d["cc"] = [x.id for x in hold.concurrent]
-    p = ctx.principal
-    for k, v in (("crid", ctx.client_request_id), ("route", plan.route), ("pid", p.id if p else None),
-                 ("key", p.key_id if p else None), ("user", p.user_id if p else None),
-                 ("team", p.team_id if p else None), ("org", p.org_id if p else None)):
-        if v is not None:
-            d[k] = v
-    if p is not None and p.tags:
-        d["tags"] = sorted(p.tags)
     return orjson.dumps(d) + b"\n"
 
 
