@@ -10,6 +10,7 @@ embedded ledger and through Redis, for the OpenAI and the Anthropic inbound prot
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -162,3 +163,26 @@ def test_an_upstream_cut_after_the_client_left_is_charged_at_least_what_was_deli
         assert rec["cost"] == Decimal(rec["output_tokens"]) / 1000
         assert "charged an estimate" in rec["error"], rec["error"]
         wait_for(lambda: settled(gw), what="the drain to end")
+
+
+def test_without_drains_a_hang_up_cuts_the_upstream_at_once_and_charges_the_estimate(
+        tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    fake_openai.set_reply(REPLY)
+    fake_openai.stream_delay(0.25)  # 22 frames: more than five seconds if read to the end
+    with gateway(tmp_path, fake_openai, "embedded", drain_timeout=0) as (gw, store, admin):
+        t = tenant(admin)
+        started = time.monotonic()
+        with openai.OpenAI(base_url=gw.openai_base, api_key=t["secret"], max_retries=0) as client:
+            stream = client.chat.completions.create(model="metered", messages=[{"role": "user", "content": "hi"}],
+                                                    max_tokens=50, stream=True)
+            delivered = ""
+            for chunk in stream:
+                delivered += chunk.choices[0].delta.content or ""
+                if delivered:
+                    break
+            stream.close()
+        wait_for(lambda: len(records(store.engine, t["key"])) == 1, what="the record")
+        assert time.monotonic() - started < 22 * 0.25  # recorded long before the upstream would have finished
+        (rec,) = records(store.engine, t["key"])
+        assert rec["status"] == "cancelled" and "charged an estimate" in rec["error"]
+        assert rec["output_tokens"] >= (len(delivered) + 3) // 4 > 0

@@ -371,6 +371,8 @@ class Gateway:
                     lease.finish(outcome, error)
                 if status != "ok" and ctx.plan is not None:
                     usage = estimate_usage(usage, chars, ctx.plan.prompt_tokens)
+                    if status == "cancelled":
+                        error = "the client went away; charged an estimate (the upstream was cut)"
                 self._record(ctx, model, status, http_status, usage, error)
 
     def _drained(self, ctx: CallContext, model: str, usage: Usage, chars: int, complete: bool,
