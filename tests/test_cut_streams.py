@@ -186,3 +186,28 @@ def test_without_drains_a_hang_up_cuts_the_upstream_at_once_and_charges_the_esti
         (rec,) = records(store.engine, t["key"])
         assert rec["status"] == "cancelled" and "charged an estimate" in rec["error"]
         assert rec["output_tokens"] >= (len(delivered) + 3) // 4 > 0
+
+
+def test_a_drain_cut_by_shutdown_records_the_estimate(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    """The gateway stops while a drain waits on a stalled upstream: the drain is cut, and the call recorded (and
+    shipped before the spool closes) with the estimate of what was sent."""
+    fake_openai.set_reply(REPLY)
+    fake_openai.stream_delay(0.05)
+    with gateway(tmp_path, fake_openai, "embedded") as (gw, store, admin):
+        t = tenant(admin)
+        with openai.OpenAI(base_url=gw.openai_base, api_key=t["secret"], max_retries=0) as client:
+            stream = client.chat.completions.create(model="metered", messages=[{"role": "user", "content": "hi"}],
+                                                    max_tokens=50, stream=True)
+            delivered = ""
+            for chunk in stream:
+                delivered += chunk.choices[0].delta.content or ""
+                if len(delivered) > 20:
+                    fake_openai.stream_delay(60)  # stalls: only the gateway's shutdown ends the drain
+                    break
+            stream.close()
+        wait_for(lambda: len(gw.gateway.drains) == 1, what="the drain to start")
+        assert records(store.engine, t["key"]) == []
+        engine = store.engine
+    (rec,) = records(engine, t["key"])  # written as the gateway stopped
+    assert rec["status"] == "cancelled" and "the gateway shut down" in rec["error"], rec["error"]
+    assert rec["output_tokens"] >= (len(delivered) + 3) // 4 > 0

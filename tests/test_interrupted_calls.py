@@ -140,6 +140,15 @@ def test_sigkill_under_load_leaves_a_record_for_every_request_sent(tmp_path: Pat
                 if ledger == "redis":  # the holds the dead gateway left are settled now, not at lease expiry
                     wait_for(lambda: _redis_bucket(prefix, t["budget"]["id"]) == (0, int(total * 10**8)),
                              what="Redis: no holds left, and the settled total counted once")
+                with engine.connect() as conn:  # each call's audit record rides its spend record: one each
+                    audited = conn.execute(sa.text(
+                        "SELECT count(*), count(DISTINCT request_id) FROM audit_log WHERE kind = 'call' "
+                        "AND request_id IN (SELECT request_id FROM request_log WHERE client_request_id = ANY(:ids))"),
+                        {"ids": sent}).one()
+                assert tuple(audited) == (len(sent), len(sent))
+                admin = Admin(restarted.url)
+                assert admin.get("/admin/audit/verify")["ok"] is True
+                admin.close()
                 # the restarted gateway goes on charging from the right total
                 r = httpx.post(restarted.url + "/v1/chat/completions", timeout=30, json={
                     "model": "metered", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50},
