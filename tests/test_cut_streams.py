@@ -70,8 +70,10 @@ def settled(gw: RunningGateway) -> bool:
     return not ledger.holds and (ledger.redis is None or ledger.redis.idle()) and not len(gw.gateway.drains)
 
 
-def read_content_then_hang_up(client: openai.OpenAI) -> str:
-    """Read every content chunk of a streamed reply, and close the stream before its finish and usage chunks."""
+def read_content_then_hang_up(client: openai.OpenAI, fake: FakeOpenAI) -> str:
+    """Read every content chunk of a streamed reply, and close the stream before its finish and usage chunks (which
+    the upstream is made to send slowly from then on, so that the gateway sees the hang-up first)."""
+    fake.stream_delay(0.05)
     text = ""
     stream = client.chat.completions.create(model="metered", messages=[{"role": "user", "content": "hi"}],
                                             max_tokens=50, stream=True, stream_options={"include_usage": True})
@@ -79,6 +81,7 @@ def read_content_then_hang_up(client: openai.OpenAI) -> str:
         assert chunk.choices and chunk.choices[0].finish_reason is None, "the finish chunk came before the hang-up"
         text += chunk.choices[0].delta.content or ""
         if text == REPLY:
+            fake.stream_delay(0.5)
             break
     stream.close()
     return text
@@ -93,11 +96,11 @@ def test_a_client_that_hangs_up_before_the_usage_chunk_is_charged_the_real_usage
         t = tenant(admin, budget={"max_usd": 0.10, "period": "daily"})  # the worst case ($0.05) twice
         with openai.OpenAI(base_url=gw.openai_base, api_key=t["secret"], max_retries=0) as client:
             for n in range(1, 4):  # $0.02 each: 0.00 + 0.05, 0.02 + 0.05 and 0.04 + 0.05 fit under $0.10
-                assert read_content_then_hang_up(client) == REPLY
+                assert read_content_then_hang_up(client, fake_openai) == REPLY
                 wait_for(lambda n=n: len(records(store.engine, t["key"])) == n, what=f"record {n}")
                 wait_for(lambda: settled(gw), what="the settlement")
             with pytest.raises(openai.RateLimitError) as refused:  # 0.06 spent + 0.05 held > 0.10
-                read_content_then_hang_up(client)
+                read_content_then_hang_up(client, fake_openai)
         assert "Budget" in str(refused.value) and "$0.06 of $0.10 spent" in str(refused.value)
         wait_for(lambda: len(records(store.engine, t["key"])) == 4, what="the refusal's record")
         recs = records(store.engine, t["key"])
@@ -123,6 +126,7 @@ def test_the_anthropic_protocol_is_charged_the_same_way(tmp_path: Path, fake_ope
                 if event.type == "content_block_delta" and event.delta.type == "text_delta":
                     text += event.delta.text
                     if text == REPLY:
+                        fake_openai.stream_delay(0.5)  # the gateway sees the hang-up before the usage
                         break
             stream.close()
         assert text == REPLY
