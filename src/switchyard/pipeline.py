@@ -359,7 +359,7 @@ class Gateway:
         finally:
             if capture is not None:
                 capture.close()
-            if left and self.drains.enabled:
+            if left and self.drains.enabled and self._drains_for(ctx):
                 ctx.draining = True
                 self.drains.start(rest, lease, usage, chars,
                                   lambda u, n, complete, why: self._drained(ctx, model, u, n, complete, why))
@@ -374,6 +374,15 @@ class Gateway:
                     if status == "cancelled":
                         error = "the client went away; charged an estimate (the upstream was cut)"
                 self._record(ctx, model, status, http_status, usage, error)
+
+    def _drains_for(self, ctx: CallContext) -> bool:
+        dep = ctx.deployment
+        return dep is not None and dep.provider.drains_cut_streams
+
+    def drain_linger(self, ctx: CallContext) -> float:
+        """How long a stream's response waits, once its client left, for the chunk in flight (to hand the rest to
+        a drain); 0: cancel the upstream call at once."""
+        return self.drains.timeout if self.drains.enabled and self._drains_for(ctx) else 0.0
 
     def _drained(self, ctx: CallContext, model: str, usage: Usage, chars: int, complete: bool,
                  why: str | None) -> None:

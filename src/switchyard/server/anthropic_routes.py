@@ -101,7 +101,7 @@ async def _messages(request: Request, gw: Gateway, ctx: CallContext) -> Response
         chunks = await gw.chat_stream(ctx, req)
         headers = {**ctx.response_headers(), "request-id": ctx.request_id}
         return StreamResponse(_render_stream(chunks, StreamRenderer(req.model), ctx.request_id), headers,
-                              linger=gw.drains.timeout)
+                              linger=gw.drain_linger(ctx))
     resp = await gw.chat(ctx, req)
     return Response(anthropic_messages.render_response(resp, req.model), media_type=JSON_TYPE,
                     headers={**ctx.response_headers(), "request-id": ctx.request_id})
