@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -70,21 +70,30 @@ def settled(gw: RunningGateway) -> bool:
     return not ledger.holds and (ledger.redis is None or ledger.redis.idle()) and not len(gw.gateway.drains)
 
 
-def read_content_then_hang_up(client: openai.OpenAI, fake: FakeOpenAI) -> str:
-    """Read every content chunk of a streamed reply, and close the stream before its finish and usage chunks (which
-    the upstream is made to send slowly from then on, so that the gateway sees the hang-up first)."""
+def read_then_hang_up(gw: RunningGateway, secret: str, chars: int, then: Callable[[], None] = lambda: None,
+                      include_usage: bool = False) -> str:
+    """Read a streamed reply until ``chars`` characters of content have come (all before its finish chunk), call
+    ``then``, and hang up."""
+    with openai.OpenAI(base_url=gw.openai_base, api_key=secret, max_retries=0) as client:
+        stream = client.chat.completions.create(model="metered", messages=[{"role": "user", "content": "hi"}],
+                                                max_tokens=50, stream=True,
+                                                stream_options={"include_usage": include_usage})
+        delivered = ""
+        for chunk in stream:
+            assert chunk.choices and chunk.choices[0].finish_reason is None, "the finish came before the hang-up"
+            delivered += chunk.choices[0].delta.content or ""
+            if len(delivered) >= chars:
+                then()
+                break
+        stream.close()
+    return delivered
+
+
+def read_content_then_hang_up(gw: RunningGateway, secret: str, fake: FakeOpenAI) -> str:
+    """Read every content chunk of the reply, and hang up before its finish and usage chunks (which the upstream is
+    made to send slowly from then on, so that the gateway sees the hang-up first)."""
     fake.stream_delay(0.05)
-    text = ""
-    stream = client.chat.completions.create(model="metered", messages=[{"role": "user", "content": "hi"}],
-                                            max_tokens=50, stream=True, stream_options={"include_usage": True})
-    for chunk in stream:
-        assert chunk.choices and chunk.choices[0].finish_reason is None, "the finish chunk came before the hang-up"
-        text += chunk.choices[0].delta.content or ""
-        if text == REPLY:
-            fake.stream_delay(0.5)
-            break
-    stream.close()
-    return text
+    return read_then_hang_up(gw, secret, len(REPLY), lambda: fake.stream_delay(0.5), include_usage=True)
 
 
 @pytest.mark.parametrize("ledger", ["embedded", "redis"])
@@ -94,13 +103,12 @@ def test_a_client_that_hangs_up_before_the_usage_chunk_is_charged_the_real_usage
     fake_openai.stream_delay(0.05)  # the finish chunk comes after the client has left
     with gateway(tmp_path, fake_openai, ledger) as (gw, store, admin):
         t = tenant(admin, budget={"max_usd": 0.10, "period": "daily"})  # the worst case ($0.05) twice
-        with openai.OpenAI(base_url=gw.openai_base, api_key=t["secret"], max_retries=0) as client:
-            for n in range(1, 4):  # $0.02 each: 0.00 + 0.05, 0.02 + 0.05 and 0.04 + 0.05 fit under $0.10
-                assert read_content_then_hang_up(client, fake_openai) == REPLY
-                wait_for(lambda n=n: len(records(store.engine, t["key"])) == n, what=f"record {n}")
-                wait_for(lambda: settled(gw), what="the settlement")
-            with pytest.raises(openai.RateLimitError) as refused:  # 0.06 spent + 0.05 held > 0.10
-                read_content_then_hang_up(client, fake_openai)
+        for n in range(1, 4):  # $0.02 each: 0.00 + 0.05, 0.02 + 0.05 and 0.04 + 0.05 fit under $0.10
+            assert read_content_then_hang_up(gw, t["secret"], fake_openai) == REPLY
+            wait_for(lambda n=n: len(records(store.engine, t["key"])) == n, what=f"record {n}")
+            wait_for(lambda: settled(gw), what="the settlement")
+        with pytest.raises(openai.RateLimitError) as refused:  # 0.06 spent + 0.05 held > 0.10
+            read_content_then_hang_up(gw, t["secret"], fake_openai)
         assert "Budget" in str(refused.value) and "$0.06 of $0.10 spent" in str(refused.value)
         wait_for(lambda: len(records(store.engine, t["key"])) == 4, what="the refusal's record")
         recs = records(store.engine, t["key"])
@@ -147,17 +155,9 @@ def test_an_upstream_cut_after_the_client_left_is_charged_at_least_what_was_deli
         fake_openai.break_stream_after(9)  # the role chunk and eight words, then the connection drops
     with gateway(tmp_path, fake_openai, "embedded", drain_timeout=1.0) as (gw, store, admin):
         t = tenant(admin)
-        with openai.OpenAI(base_url=gw.openai_base, api_key=t["secret"], max_retries=0) as client:
-            stream = client.chat.completions.create(model="metered", messages=[{"role": "user", "content": "hi"}],
-                                                    max_tokens=50, stream=True)
-            delivered = ""
-            for chunk in stream:
-                delivered += chunk.choices[0].delta.content or ""
-                if len(delivered) >= len("".join(WORDS[:5])) + 4:  # five words
-                    if cut == "stall":
-                        fake_openai.stream_delay(30)  # every frame from the next one on comes far too late
-                    break
-            stream.close()
+        # five words; on a stall, every frame from the next one on comes far too late
+        delivered = read_then_hang_up(gw, t["secret"], 5 * len("word00 "),
+                                      lambda: fake_openai.stream_delay(30 if cut == "stall" else 0.05))
         wait_for(lambda: len(records(store.engine, t["key"])) == 1, timeout=20, what="the record")
         (rec,) = records(store.engine, t["key"])
         floor = (len(delivered) + 3) // 4
@@ -176,15 +176,7 @@ def test_without_drains_a_hang_up_cuts_the_upstream_at_once_and_charges_the_esti
     with gateway(tmp_path, fake_openai, "embedded", drain_timeout=0) as (gw, store, admin):
         t = tenant(admin)
         started = time.monotonic()
-        with openai.OpenAI(base_url=gw.openai_base, api_key=t["secret"], max_retries=0) as client:
-            stream = client.chat.completions.create(model="metered", messages=[{"role": "user", "content": "hi"}],
-                                                    max_tokens=50, stream=True)
-            delivered = ""
-            for chunk in stream:
-                delivered += chunk.choices[0].delta.content or ""
-                if delivered:
-                    break
-            stream.close()
+        delivered = read_then_hang_up(gw, t["secret"], 1)
         wait_for(lambda: len(records(store.engine, t["key"])) == 1, what="the record")
         assert time.monotonic() - started < 22 * 0.25  # recorded long before the upstream would have finished
         (rec,) = records(store.engine, t["key"])
@@ -198,17 +190,8 @@ def test_a_drain_cut_by_shutdown_records_the_estimate(tmp_path: Path, fake_opena
     fake_openai.set_reply(REPLY)
     fake_openai.stream_delay(0.05)
     with gateway(tmp_path, fake_openai, "embedded") as (gw, store, admin):
-        t = tenant(admin)
-        with openai.OpenAI(base_url=gw.openai_base, api_key=t["secret"], max_retries=0) as client:
-            stream = client.chat.completions.create(model="metered", messages=[{"role": "user", "content": "hi"}],
-                                                    max_tokens=50, stream=True)
-            delivered = ""
-            for chunk in stream:
-                delivered += chunk.choices[0].delta.content or ""
-                if len(delivered) > 20:
-                    fake_openai.stream_delay(60)  # stalls: only the gateway's shutdown ends the drain
-                    break
-            stream.close()
+        t = tenant(admin)  # after 20 characters the upstream stalls: only the gateway's shutdown ends the drain
+        delivered = read_then_hang_up(gw, t["secret"], 21, lambda: fake_openai.stream_delay(60))
         wait_for(lambda: len(gw.gateway.drains) == 1, what="the drain to start")
         assert records(store.engine, t["key"]) == []
         engine = store.engine
