@@ -412,8 +412,8 @@ def test_mid_stream_failure_is_an_error_event(client: anthropic.Anthropic, fake_
     assert events[-1][1]["error"]["type"] == "api_error" and events[-1][1]["request_id"].startswith("req_")
 
 
-def test_client_disconnect_cancels_the_upstream(gw: RunningGateway, fake_openai: FakeOpenAI,
-                                                recorder: ListRecorder) -> None:
+def test_client_disconnect_ends_the_response_and_the_rest_is_read_for_its_usage(
+        gw: RunningGateway, fake_openai: FakeOpenAI, recorder: ListRecorder) -> None:
     fake_openai.stream_delay(0.25)  # 20+ frames: several seconds if read to the end
     before = len(recorder.records)
     started = time.monotonic()
@@ -423,11 +423,12 @@ def test_client_disconnect_cancels_the_upstream(gw: RunningGateway, fake_openai:
               "messages": [{"role": "user", "content": " ".join(["word"] * 20)}]},
     ) as resp:
         assert next(resp.iter_lines()) == "event: message_start"
-    deadline = time.monotonic() + 5
+    assert time.monotonic() - started < 20 * 0.25  # the client was not kept waiting
+    deadline = time.monotonic() + 30
     while len(recorder.records) == before and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert recorder.records[before].status == "cancelled"
-    assert time.monotonic() - started < 20 * 0.25
+    rec = recorder.records[before]
+    assert rec.status == "cancelled" and rec.usage.output_tokens == 21  # the upstream's own count
 
 
 def test_bearer_auth_and_no_version_header(gw: RunningGateway) -> None:

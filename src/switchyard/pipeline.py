@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,10 +30,9 @@ from .messages import (
     EmbeddingRequest,
     EmbeddingResponse,
     Usage,
-    UsageUpdate,
-    merge_usage,
 )
 from .routing import Attempt, Executor, Plan, Router, StreamLease
+from .routing.drain import Drains, estimate_usage, tally
 from .routing.health import Outcome
 from .routing.router import header_safe
 from .tokens import estimate_prompt
@@ -62,6 +61,7 @@ class CallContext:
     first_token_at: float | None = None
     payload: dict[str, Any] | None = None  # what the audit keeps of the content, per the key's logging mode
     recorded: bool = False  # the call has its record (and its settlement): every later attempt is a no-op
+    draining: bool = False  # its client left mid-stream and a drain reads the rest: the drain records it
 
     def response_headers(self) -> dict[str, str]:
         """The routing headers, on every response: the deployment that served (or last failed), the number of
@@ -90,7 +90,7 @@ class CallRecord:
     route: str | None
     deployment: str | None
     provider: str | None
-    status: str  # ok | error | cancelled
+    status: str  # ok | error | cancelled | interrupted (see governance/intents.py)
     http_status: int
     usage: Usage
     cost: float
@@ -147,6 +147,18 @@ class Gateway:
             from .governance.ledger import Ledger
 
             self.ledger = Ledger(config, self.governance.db)
+        # streams whose client hung up are read to their end (bounded) and charged for what the upstream produced
+        self.drains = Drains(config.ledger.drain_timeout, config.ledger.drain_max_chunks)
+        # a durable recorder (the spend spool) also keeps each admitted call's intent, for calls a crash cuts
+        self._intend: Callable[[CallContext, Plan, object], None] | None = None
+        append = getattr(self.recorder, "intend", None)
+        if append is not None:
+            from .governance.intents import Intents
+
+            self._intend = Intents(append, self.ledger, config.ledger.default_max_tokens)
+            durable: Any = self.recorder
+            if self.ledger is not None and hasattr(durable, "on_interrupted"):
+                durable.on_interrupted = self.ledger.settle_interrupted
 
     @classmethod
     def from_config(cls, config: Config, recorder: Recorder | None = None) -> Gateway:
@@ -161,6 +173,7 @@ class Gateway:
             await p.start()
 
     async def aclose(self) -> None:
+        await self.drains.aclose()  # each records (and settles) with its estimate, before the ledger closes
         for p in self.catalog.providers.values():
             await p.aclose()
         if self.ledger is not None:
@@ -241,11 +254,15 @@ class Gateway:
         self._record(ctx, model, "error", exc.status, None, exc.message)
 
     def _abandon(self, ctx: CallContext, model: str, exc: BaseException | None = None) -> None:
-        """Record a call that ended without a SwitchyardError: cancelled (the client left), or a bug."""
+        """Record a call that ended without a SwitchyardError: cancelled (the client left), or a bug. A stream
+        dropped unread (its upstream answered) is charged the estimate of its prompt."""
+        if ctx.draining:
+            return
+        usage = estimate_usage(Usage(), 0, ctx.plan.prompt_tokens) if ctx.deployment and ctx.plan else None
         if exc is None or isinstance(exc, asyncio.CancelledError | GeneratorExit):
-            self._record(ctx, model, "cancelled", 499, None, "the call was cancelled before it completed")
+            self._record(ctx, model, "cancelled", 499, usage, "the call was cancelled before it completed")
         else:
-            self._record(ctx, model, "error", 500, None, f"unexpected {type(exc).__name__}")
+            self._record(ctx, model, "error", 500, usage, f"unexpected {type(exc).__name__}")
 
     # --- endpoints ----------------------------------------------------------------------------------------
 
@@ -255,6 +272,8 @@ class Gateway:
             reserving = self._reserve(ctx, plan, req)
             if reserving is not None:
                 await reserving
+            if self._intend is not None:
+                self._intend(ctx, plan, req)
             dep, resp = await self.executor.call(plan, lambda d: d.provider.chat(req, d.target), ctx.attempts,
                                                  ctx.deadline, ctx.started)
         except SwitchyardError as e:
@@ -281,6 +300,8 @@ class Gateway:
             reserving = self._reserve(ctx, plan, req)
             if reserving is not None:
                 await reserving
+            if self._intend is not None:
+                self._intend(ctx, plan, req)
             dep, first, rest, lease = await self.executor.open_stream(
                 plan, lambda d: d.provider.stream(req, d.target), ctx.attempts, ctx.deadline, ctx.started)
         except SwitchyardError as e:
@@ -301,24 +322,31 @@ class Gateway:
         """Relay the stream, bounding the gap between chunks (``idle_s``) and the whole call (the deadline).
 
         A failure here comes after the first byte: it raises (the protocol layer ends the stream with an error
-        event), the deployment's breaker hears of it, and the record says after how many chunks it broke.
+        event), the deployment's breaker hears of it, and the record says after how many chunks it broke. A client
+        that leaves between chunks hands the rest of the stream to a drain (:mod:`.routing.drain`), which records
+        the call with the usage the upstream reports at its end; a stream cut any other way is charged at least
+        the estimate of what it delivered.
         """
         usage = Usage()
+        chars = 0  # generated text relayed, in characters: the estimate if the stream is cut
         status, http_status = "cancelled", 499
         error: str | None = "the client went away"
         outcome = Outcome.NEUTRAL
         chunks = 0
+        left = False  # the client closed the relay between chunks: the upstream can still be read
         capture = StreamCapture(ctx.payload) if ctx.payload is not None else None
         try:
             chunk: Chunk | None = first
             while chunk is not None:
-                for ev in chunk.events:
-                    if isinstance(ev, UsageUpdate):
-                        merge_usage(usage, ev.usage)
+                chars += tally(chunk.events, usage)
                 if capture is not None:
                     capture.feed(chunk)
                 chunks += 1
-                yield chunk
+                try:
+                    yield chunk
+                except GeneratorExit:
+                    left = True
+                    raise
                 try:
                     chunk = await (lease.next(rest) if lease is not None else rest.__anext__())
                 except StopAsyncIteration:
@@ -332,14 +360,43 @@ class Gateway:
                 ctx.plan.notes.append(f"stream broke after {chunks} chunks")
             raise
         finally:
-            aclose = getattr(rest, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            if lease is not None:
-                lease.finish(outcome, error)
             if capture is not None:
                 capture.close()
-            self._record(ctx, model, status, http_status, usage, error)
+            if left and self.drains.enabled and self._drains_for(ctx):
+                ctx.draining = True
+                self.drains.start(rest, lease, usage, chars,
+                                  lambda u, n, complete, why: self._drained(ctx, model, u, n, complete, why))
+            else:
+                aclose = getattr(rest, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                if lease is not None:
+                    lease.finish(outcome, error)
+                if status != "ok" and ctx.plan is not None:
+                    usage = estimate_usage(usage, chars, ctx.plan.prompt_tokens)
+                    if status == "cancelled":
+                        error = "the client went away; charged an estimate (the upstream was cut)"
+                self._record(ctx, model, status, http_status, usage, error)
+
+    def _drains_for(self, ctx: CallContext) -> bool:
+        dep = ctx.deployment
+        return dep is not None and dep.provider.drains_cut_streams
+
+    def drain_linger(self, ctx: CallContext) -> float:
+        """How long a stream's response waits, once its client left, for the chunk in flight (to hand the rest to
+        a drain); 0: cancel the upstream call at once."""
+        return self.drains.timeout if self.drains.enabled and self._drains_for(ctx) else 0.0
+
+    def _drained(self, ctx: CallContext, model: str, usage: Usage, chars: int, complete: bool,
+                 why: str | None) -> None:
+        """A drain ended: record the cancelled call with the upstream's usage, or (cut, or no usage reported)
+        with the estimate of what it produced."""
+        ctx.draining = False
+        error = "the client went away; the rest of the stream was read for its usage"
+        if not complete or not usage.output_tokens:
+            usage = estimate_usage(usage, chars, ctx.plan.prompt_tokens if ctx.plan is not None else 0)
+            error = f"the client went away; charged an estimate ({why or 'the upstream reported no usage'})"
+        self._record(ctx, model, "cancelled", 499, usage, error)
 
     async def embed(self, ctx: CallContext, req: EmbeddingRequest) -> EmbeddingResponse:
         assert ctx.principal is not None
@@ -353,6 +410,8 @@ class Gateway:
             reserving = self._reserve(ctx, plan, req)
             if reserving is not None:
                 await reserving
+            if self._intend is not None:
+                self._intend(ctx, plan, req)
             dep, resp = await self.executor.call(plan, lambda d: d.provider.embed(req, d.target), ctx.attempts,
                                                  ctx.deadline, ctx.started)
         except SwitchyardError as e:

@@ -57,6 +57,9 @@ class LedgerConfig(_Strict):
     redis_timeout: float = Field(0.5, gt=0)  # seconds, per Redis operation
     redis_max_connections: int = Field(64, ge=2, le=10_000)  # per process; a burst queues for one
     reconcile_interval: float = Field(30.0, ge=1)  # seconds between checks of Redis's totals against the store's
+    # a stream whose client hung up is read to its end for its real usage (0: never; charge the estimate at once)
+    drain_timeout: float = Field(30.0, ge=0, le=3600)  # seconds, and never past the call's own deadline
+    drain_max_chunks: int = Field(100_000, ge=1)  # chunks read after the client left, at most
     spool: SpoolSettings = Field(default_factory=lambda: SpoolSettings())
     webhooks: WebhookSettings = Field(default_factory=lambda: WebhookSettings())
 

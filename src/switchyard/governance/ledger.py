@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 from ..config import Config
 from ..errors import RateLimited
 from ..messages import ChatRequest, EmbeddingRequest
-from ..tokens import estimate_text
 from .auth import BudgetDef, Principal, RateLimitDef
 from .errors import GovernanceUnavailable
 from .ledger_memory import MemoryBackend
@@ -53,9 +52,9 @@ from .ledger_model import (
     used_fraction,
 )
 from .webhooks import WebhookNotifier
+from .worst_case import embedding_tokens, worst_case
 
 if TYPE_CHECKING:
-    from ..catalog import Deployment
     from ..pipeline import CallRecord
     from ..routing import Plan
     from .db import Db
@@ -64,23 +63,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchyard.ledger")
 
 Rows = list[tuple[str, str, int, int]]
-
-
-def plan_deployments(plan: Plan) -> list[Deployment]:
-    """Every deployment the plan may call: its entries, resting ones, and every fallback group not yet expanded."""
-    if not plan.resting and plan.qpos >= len(plan.queue) and not plan.spec.policy_fallbacks:
-        return [e.deployment for e in plan.entries]  # the common case: nothing but the planned entries
-    out: dict[int, Deployment] = {}
-    for e in (*plan.entries, *plan.resting):
-        out[id(e.deployment)] = e.deployment
-    for g in (*plan.queue[plan.qpos:], *plan.spec.policy_fallbacks):
-        for e in g.entries:
-            out[id(e.deployment)] = e.deployment
-    return list(out.values())
-
-
-def embedding_tokens(req: EmbeddingRequest) -> int:
-    return sum(estimate_text(x) if isinstance(x, str) else len(x) for x in req.input)
 
 
 class _Shape:
@@ -144,6 +126,7 @@ class Ledger:
             self.memory = MemoryBackend()
             self.loaded = False  # totals not read from the store yet: budgets fail per the fail mode
         self._loader: asyncio.Task[None] | None = None
+        self._recovering: set[asyncio.Task[None]] = set()  # releasing the holds of calls a dead gateway left
         self._warned = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
@@ -160,6 +143,9 @@ class Ledger:
             self._loader = asyncio.create_task(self._load_until_done(), name="switchyard-ledger-load")
 
     async def aclose(self) -> None:
+        for t in list(self._recovering):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(t, 5.0)
         if self._loader is not None:
             self._loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -205,18 +191,7 @@ class Ledger:
     def worst_case(self, plan: Plan, prompt_tokens: int, max_tokens: int | None, choices: int = 1,
                    output: bool = True) -> tuple[int, int]:
         """(E8 units, tokens) that the request may cost at most (``choices``: the request's ``n``)."""
-        best, best_out = 0.0, 0
-        default = self.settings.default_max_tokens
-        for d in plan_deployments(plan):
-            out = (max_tokens or d.max_output_tokens or default) * choices if output else 0
-            cost = prompt_tokens * d.input_price + out * d.output_price
-            if cost > best:
-                best = cost
-            if out > best_out:
-                best_out = out
-        hedge = plan.spec.hedge
-        calls = 1 + (hedge.max_extra if hedge is not None else 0)  # a hedge loser may have answered in full
-        return usd_e8(best * calls), (prompt_tokens + best_out) * calls
+        return worst_case(plan, prompt_tokens, max_tokens, self.settings.default_max_tokens, choices, output)
 
     def _hold(self, request_id: str, p: Principal, plan: Plan, request: Any, now: float) -> Hold:
         choices = 1
@@ -311,6 +286,20 @@ class Ledger:
             if settled:
                 self._on_settled(settled)
         return [(b.budget.id, b.period, usd, tokens) for b in hold.budgets]
+
+    def settle_interrupted(self, intents: list[dict[str, Any]]) -> None:
+        """Calls that a stopped gateway left in flight are charged at their reservation by their ``interrupted``
+        spend records (which reach ``budget_spend``, and so the embedded ledger's totals when it loads them). With
+        Redis, their holds may still be there (until their lease ends): settle each one now at the amount it held,
+        so that Redis counts it once and frees the hold at once (idempotent: a hold already gone counts nothing)."""
+        if self.redis is None:
+            return
+        held = [d for d in intents if d.get("r") and (d.get("ch") or d.get("cc"))]
+        if held:
+            task = asyncio.get_running_loop().create_task(self.redis.settle_interrupted(held),
+                                                          name="switchyard-ledger-interrupted")
+            self._recovering.add(task)
+            task.add_done_callback(self._recovering.discard)
 
     def _on_settled(self, settled: Iterable[Settled]) -> None:
         for s in settled:

@@ -316,6 +316,30 @@ class RedisBackend:
         if out:
             self._on_settled(out)
 
+    async def settle_interrupted(self, intents: Sequence[dict[str, Any]]) -> None:
+        """Settle the holds of calls that a stopped gateway left in flight, each at the amount it held (its intent
+        record's charges), and free their concurrency slots. Best effort: a hold this misses expires with its
+        lease, and reconciliation raises Redis to the store's totals, which count the call."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for d in intents:
+                    charges, slots = d.get("ch") or (), d.get("cc") or ()
+                    keys: list[str] = []
+                    args: list[Any] = [d["rid"], len(charges), 0, len(slots), 1]
+                    for budget_id, period, usd, tokens in charges:
+                        bucket = f"{self.prefix}b:{budget_id}:{period}"
+                        keys += [bucket, bucket + ":h", bucket + ":x"]
+                        args += [usd, tokens, usd, tokens, 0]
+                    keys += [self._limit(lim, "c") for lim in slots]
+                    await self._settle(keys=keys, args=args, client=pipe)
+                results = await pipe.execute()
+        except Exception as e:
+            log.warning("ledger: could not settle %d interrupted calls in Redis (%s); their holds expire with their "
+                        "lease and reconciliation counts their spend", len(intents), type(e).__name__)
+            return
+        counted = sum(1 for r in results if any(int(x) for x in r[0::3]))
+        log.info("ledger: settled %d of %d interrupted calls' holds in Redis", counted, len(intents))
+
     # --- lease renewal -----------------------------------------------------------------------------------------
 
     async def _renewer(self) -> None:

@@ -15,6 +15,9 @@ the spool grows on disk and the writer retries with backoff; nothing is lost, an
 
 A record that the database refuses for its content (it fails alone, too) is set aside in ``rejected.jsonl`` in
 the spool directory, with an error in the log, so that it cannot block the records behind it.
+
+The spool also carries each admitted call's *intent* (:mod:`.intents`): skipped when shipped, and turned into an
+``interrupted`` record when a dead gateway's files are adopted with intents that never got their outcome.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -47,7 +50,8 @@ from ..store.spend_tables import (
     spend_hourly,
     spend_hourly_tags,
 )
-from ..store.spool import Batch, Spool
+from ..store.spool import Batch, Segment, Spool
+from . import intents
 from .audit_calls import call_record
 from .db import Db
 from .records import clip, encode
@@ -210,6 +214,9 @@ class SpendWriter:
         self._unspooled: list[bytes] = []  # records the spool could not take (a full or broken disk)
         self.audit: AuditLog | None = None  # set by audit_calls_into(): chain each call into the audit log
         self._warned = 0.0
+        # told of the intents a dead gateway left without an outcome (the ledger settles their holds in Redis)
+        self.on_interrupted: Callable[[list[dict[str, Any]]], None] | None = None
+        self.interrupted = 0  # interrupted records written (calls a dead gateway left in flight)
 
     @classmethod
     def for_config(cls, config: Config, engine: sa.Engine) -> SpendWriter:
@@ -228,15 +235,25 @@ class SpendWriter:
         not failed for it, and an error is logged (at most every 10 s)."""
         line = encode(rec)
         try:
-            self.spool.append(line)
+            self.spool.append(line, rec.request_id)
         except OSError as e:
             if len(self._unspooled) < 100_000:
                 self._unspooled.append(line)
-            now = time.monotonic()
-            if now - self._warned > 10:
-                self._warned = now
-                log.error("spend: the spool cannot be written (%s); %d records are held in memory only", e,
-                          len(self._unspooled))
+            self._cannot_write(e)
+
+    def intend(self, line: bytes, request_id: str) -> None:
+        """Append an admitted call's intent line (:mod:`.intents`); a disk that refuses it fails nothing."""
+        try:
+            self.spool.append_intent(line, request_id)
+        except OSError as e:
+            self._cannot_write(e)
+
+    def _cannot_write(self, e: OSError) -> None:
+        now = time.monotonic()
+        if now - self._warned > 10:
+            self._warned = now
+            log.error("spend: the spool cannot be written (%s); %d records are held in memory only", e,
+                      len(self._unspooled))
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -246,7 +263,7 @@ class SpendWriter:
         if self._task is not None and not self._task.done():
             return
         self.spool.open()
-        self.spool.adopt()
+        self._recover(self._adopt())
         if self.spool.pending():
             await self.flush()
         self._task = asyncio.create_task(self._run(), name="switchyard-spend-writer")
@@ -318,9 +335,44 @@ class SpendWriter:
                 await background.run(self.spool.sync)
             if now - last_adopt >= _ADOPT_EVERY:
                 last_adopt = now
-                await background.run(self.spool.adopt)
+                self._recover(await background.run(self._adopt))
             if self.spool.pending() or self._unspooled:
                 await self.flush()
+
+    # --- the calls a dead gateway left in flight ---------------------------------------------------------------
+
+    def _adopt(self) -> list[tuple[list[Segment], list[dict[str, Any]]]]:
+        """Adopt dead gateways' files; for each dead gateway, its files and the intents they hold without an
+        outcome (worker thread: this reads the files)."""
+        self.spool.adopt(scan=True)
+        found, self.spool.unscanned = self.spool.unscanned, []
+        out = []
+        for segments in found:
+            try:
+                lines = [x for s in segments for x in self.spool.read_all(s)]
+            except OSError as e:
+                log.error("spend: an adopted spool file cannot be read (%s); its calls in flight stay unrecorded", e)
+                lines = []
+            out.append((segments, intents.orphans(lines)))
+        return out
+
+    def _recover(self, found: list[tuple[list[Segment], list[dict[str, Any]]]]) -> None:
+        """Append an ``interrupted`` record for each orphan intent (behind the adopted files, so that they ship
+        first), then let the adopted files go."""
+        for segments, orphans in found:
+            if orphans:
+                try:
+                    for d in orphans:
+                        self.spool.append(intents.interrupted_record(d))
+                except OSError as e:  # keep the files: the next start finds the intents again
+                    log.error("spend: interrupted calls cannot be recorded (%s); the next start retries", e)
+                    continue
+                self.interrupted += len(orphans)
+                log.warning("spend: %d call(s) were in flight when a gateway stopped; recorded as interrupted, "
+                            "charged at their reservation", len(orphans))
+                if self.on_interrupted is not None:
+                    self.on_interrupted(orphans)
+            self.spool.release(segments)
 
     # --- one batch (worker thread) -----------------------------------------------------------------------------
 
@@ -330,6 +382,8 @@ class SpendWriter:
     def _ship_lines(self, lines: Sequence[bytes]) -> int:
         records: list[dict[str, Any]] = []
         for line in lines:
+            if line.startswith(intents.PREFIX):
+                continue  # an intent: its outcome is the record (or, after a crash, the interrupted one)
             try:
                 d = orjson.loads(line)
                 if not isinstance(d, dict) or "rid" not in d:

@@ -26,6 +26,9 @@ class Provider(ABC):
     type: ClassVar[str]
     wire: ClassVar[str]  # the chat wire format it speaks; same-format requests pass through losslessly
     response_headers: ClassVar[dict[str, str]] = {}
+    # the upstream goes on generating (and billing) a stream whose client left: the gateway reads it to its end for
+    # the real usage (routing/drain.py). False for a model in this process: stop it at once, charge the estimate.
+    drains_cut_streams: ClassVar[bool] = True
 
     def __init__(self, name: str, config: Any) -> None:
         self.name = name

@@ -257,6 +257,7 @@ def _flatten(messages: list[dict[str, JSON]]) -> list[dict[str, JSON]]:
 class LlamaCppProvider(Provider):
     type = "llamacpp"
     wire = "llamacpp"
+    drains_cut_streams = False  # local compute, not a bill: a client that leaves stops the generation
 
     def __init__(self, name: str, config: LlamaCppProviderConfig) -> None:
         super().__init__(name, config)

@@ -100,7 +100,8 @@ async def _messages(request: Request, gw: Gateway, ctx: CallContext) -> Response
     if req.stream:
         chunks = await gw.chat_stream(ctx, req)
         headers = {**ctx.response_headers(), "request-id": ctx.request_id}
-        return StreamResponse(_render_stream(chunks, StreamRenderer(req.model), ctx.request_id), headers)
+        return StreamResponse(_render_stream(chunks, StreamRenderer(req.model), ctx.request_id), headers,
+                              linger=gw.drain_linger(ctx))
     resp = await gw.chat(ctx, req)
     return Response(anthropic_messages.render_response(resp, req.model), media_type=JSON_TYPE,
                     headers={**ctx.response_headers(), "request-id": ctx.request_id})

@@ -116,12 +116,19 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class StreamResponse:
-    """An SSE response whose producer is cancelled as soon as the client disconnects, so the upstream call is
-    cancelled too (rather than at the next chunk, as a plain write-and-fail would)."""
+    """An SSE response that stops as soon as the client disconnects.
 
-    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str], status: int = 200) -> None:
+    With ``linger`` (seconds; the gateway's ``ledger.drain_timeout``), the producer is let run to the chunk it is
+    waiting for and closed there, so that the relay can hand the rest of the upstream stream to a drain, which reads
+    it to its end for the real usage (see :mod:`switchyard.routing.drain`); past ``linger`` it is cancelled. Without,
+    it is cancelled at once, and the upstream call with it."""
+
+    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str], status: int = 200,
+                 linger: float = 0.0) -> None:
         self.body = body
         self.status = status
+        self.linger = linger
+        self.gone = False  # the client disconnected: relay nothing more
         raw = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                (b"x-accel-buffering", b"no")]
         raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
@@ -132,6 +139,8 @@ class StreamResponse:
 
         async def pump() -> None:
             async for data in self.body:
+                if self.gone:
+                    return
                 await send({"type": "http.response.body", "body": data, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -145,6 +154,9 @@ class StreamResponse:
         watcher = asyncio.ensure_future(watch())
         try:
             await asyncio.wait({producer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if self.linger and not producer.done():  # the client left: stop at the chunk in flight
+                self.gone = True
+                await asyncio.wait({producer}, timeout=self.linger)
         finally:
             for task in (watcher, producer):
                 if not task.done():

@@ -75,7 +75,7 @@ async def _chat(request: Request, gw: Gateway, ctx: CallContext) -> Response | S
     if req.stream:
         chunks = await gw.chat_stream(ctx, req)
         return StreamResponse(_render_stream(chunks, openai_chat.StreamRenderer(req.include_usage)),
-                              ctx.response_headers())
+                              ctx.response_headers(), linger=gw.drain_linger(ctx))
     resp = await gw.chat(ctx, req)
     return Response(openai_chat.render_response(resp), media_type=JSON_TYPE, headers=ctx.response_headers())
 

@@ -16,6 +16,13 @@ new one takes the appends) and deleted once fully shipped. Files of a dead proce
 *adopted*: shipped in full and deleted by whichever live process on the machine finds them first. Shipping is at
 least once; the writer makes it exactly once (unique request ids). A new file is created under a temporary name,
 locked, and only then renamed into place, so that no process can adopt a file that its owner is still opening.
+
+*Intents*: a line appended with :meth:`Spool.append_intent` says that a call was admitted; the record appended
+with ``append(line, done=request_id)`` is its outcome. A file is not deleted while it holds an intent whose outcome
+has not been written (in it or in a later file), so that when a process dies, every call it left in flight has its
+intent in a file that survives it. A dead process's files are adopted together (all of them or none), and each
+adopted file stays until :meth:`Spool.release` says its intents were looked at (see
+:mod:`switchyard.governance.intents`).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ class Segment:
     shipped: int = 0  # bytes committed downstream
     own: bool = True  # ours (appended by this process) or adopted from a dead one
     sealed: bool = False  # no more appends: delete once shipped
+    intents: int = 0  # intents in it still without an outcome (adopted: 1 until released): kept until 0
 
 
 @dataclass(slots=True)
@@ -69,6 +77,8 @@ class Spool:
         self.active: Segment | None = None
         self.segments: list[Segment] = []  # sealed own segments and adopted ones, oldest first
         self._dirty = False  # appended since the last fsync
+        self._open: dict[str, Segment] = {}  # request id -> the segment holding its intent, until its outcome
+        self.unscanned: list[list[Segment]] = []  # adopted files, by dead process, whose intents were not looked at
 
     # --- appending (the hot path) --------------------------------------------------------------------------
 
@@ -78,22 +88,38 @@ class Spool:
             if self.active is None:
                 self.active = self._new_segment()
 
-    def append(self, line: bytes) -> None:
+    def append(self, line: bytes, done: str | None = None) -> None:
         """Append one record (a line ending in ``\\n``) with a single ``write``: durable against process death
-        when this returns."""
+        when this returns. ``done``: the request id whose intent this record is the outcome of."""
         with self._lock:
-            seg = self.active
-            if seg is None:  # not opened yet (or closed at shutdown): a file of its own, adopted if left behind
-                self.dir.mkdir(parents=True, exist_ok=True)
-                seg = self.active = self._new_segment()
-            n = os.write(seg.fd, line)
-            if n != len(line):  # a short write to a regular file: a full disk; finish the line or fail loudly
-                os.write(seg.fd, line[n:])
-            seg.size += len(line)
-            if self.fsync_policy == "always":
-                os.fsync(seg.fd)
-            else:
-                self._dirty = True
+            self._write(line)
+            if done is not None:
+                held = self._open.pop(done, None)
+                if held is not None:
+                    held.intents -= 1
+
+    def append_intent(self, line: bytes, request_id: str) -> None:
+        """Append a call's intent: its file is kept until the call's outcome is appended (``append(done=...)``)."""
+        with self._lock:
+            seg = self._write(line)
+            seg.intents += 1
+            self._open[request_id] = seg
+
+    def _write(self, line: bytes) -> Segment:
+        """One line, one ``write`` (under the lock)."""
+        seg = self.active
+        if seg is None:  # not opened yet (or closed at shutdown): a file of its own, adopted if left behind
+            self.dir.mkdir(parents=True, exist_ok=True)
+            seg = self.active = self._new_segment()
+        n = os.write(seg.fd, line)
+        if n != len(line):  # a short write to a regular file: a full disk; finish the line or fail loudly
+            os.write(seg.fd, line[n:])
+        seg.size += len(line)
+        if self.fsync_policy == "always":
+            os.fsync(seg.fd)
+        else:
+            self._dirty = True
+        return seg
 
     def sync(self) -> None:
         """fsync the active file if anything was appended since the last time (policy ``interval``)."""
@@ -156,41 +182,71 @@ class Spool:
                 if self.fsync_policy != "none" and old.shipped < old.size:
                     with contextlib.suppress(OSError):
                         os.fsync(old.fd)
-            done = [s for s in self.segments if s.shipped >= s.size]
-            self.segments = [s for s in self.segments if s.shipped < s.size]
+            done = [s for s in self.segments if s.shipped >= s.size and not s.intents]
+            self.segments = [s for s in self.segments if s.shipped < s.size or s.intents]
         for s in done:
             self._remove(s)
 
-    def adopt(self) -> int:
-        """Take over the files of processes that died (their lock is free). Returns how many were adopted."""
+    def adopt(self, scan: bool = False) -> int:
+        """Take over the files of processes that died (their lock is free). Returns how many were adopted.
+
+        A process's files are taken in order, and all or none: if the first is locked (its owner is alive, or
+        another adopter is taking them), the rest are left too. With ``scan``, the adopted files of each process
+        are added to ``unscanned``, and kept until :meth:`release`."""
         mine = {s.path for s in self.segments} | ({self.active.path} if self.active else set())
         found = 0
         try:
             candidates = sorted(self.dir.glob(f"{self.prefix}-*.jsonl"))
         except OSError:
             return 0
+        groups: dict[str, list[Path]] = {}
         for path in candidates:
-            if path in mine:
-                continue
-            try:
-                fd = os.open(path, os.O_RDWR)
-            except OSError:
-                continue  # deleted meanwhile by another adopter
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)  # its owner is alive
-                continue
-            if not path.exists():  # another adopter shipped and deleted it before we got the lock
-                os.close(fd)
-                continue
-            size = os.fstat(fd).st_size
-            with self._lock:
-                self.segments.insert(0, Segment(path, fd, size, own=False, sealed=True))
-            found += 1
+            if path not in mine:
+                groups.setdefault(path.name.rsplit("-", 1)[0], []).append(path)
+        for paths in groups.values():
+            taken: list[Segment] = []
+            for path in paths:
+                seg = self._take(path, scan)
+                if seg is None and not taken:
+                    break  # the first is locked: its owner, or another adopter, has them all
+                if seg is not None:
+                    taken.append(seg)
+            if taken:
+                with self._lock:
+                    self.segments[:0] = taken
+                    if scan:
+                        self.unscanned.append(taken)
+                found += len(taken)
         if found:
             log.info("spool: adopted %d file(s) left by a stopped gateway", found)
         return found
+
+    def _take(self, path: Path, hold: bool) -> Segment | None:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            return None  # deleted meanwhile by another adopter
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # its owner is alive
+            return None
+        if not path.exists():  # another adopter shipped and deleted it before we got the lock
+            os.close(fd)
+            return None
+        return Segment(path, fd, os.fstat(fd).st_size, own=False, sealed=True, intents=int(hold))
+
+    def read_all(self, seg: Segment) -> list[bytes]:
+        """Every complete line of a segment (to look at an adopted file's intents)."""
+        data = os.pread(seg.fd, seg.size, 0)
+        return data[:data.rfind(b"\n") + 1].splitlines()
+
+    def release(self, segments: list[Segment]) -> None:
+        """The intents of these adopted files have been looked at: delete them once shipped."""
+        with self._lock:
+            for s in segments:
+                s.intents = 0
+        self._reap()
 
     def close(self) -> None:
         """Close every file; delete the ones fully shipped (the others are adopted by the next process)."""
@@ -198,7 +254,7 @@ class Spool:
             segs = [*self.segments, *([self.active] if self.active else [])]
             self.segments, self.active = [], None
         for s in segs:
-            if s.shipped >= s.size:
+            if s.shipped >= s.size and not s.intents:
                 self._remove(s)
             else:
                 with contextlib.suppress(OSError):
