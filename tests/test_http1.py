@@ -132,6 +132,18 @@ async def test_transport_failures_are_named(raw: RawServer) -> None:
     await c.aclose()
 
 
+async def test_the_total_timeout_bounds_the_wait_for_a_slot_and_frees_it(raw: RawServer) -> None:
+    c = LeanHTTP(limit=1, connect_timeout=2.0, total_timeout=0.5)
+    raw.after = "hang"  # the server answers after 2 s: the first call holds the only slot until its timeout
+    first, second = await asyncio.gather(c.request("POST", raw.url, {}, b"{}"), c.request("POST", raw.url, {}, b"{}"),
+                                         return_exceptions=True)
+    assert isinstance(first, TimeoutError) and isinstance(second, TimeoutError)
+    assert "no free connection" in str(second) and transport_error(second, "up", "d").status == 504
+    raw.after = "keep"
+    assert (await c.request("POST", raw.url, {}, b"{}")).status == 200  # the slot was given back both times
+    await c.aclose()
+
+
 async def test_a_percent_encoded_path_goes_out_exactly_as_given(raw: RawServer) -> None:
     c = client()
     url = raw.url.replace("/v1/chat/completions", "/model/arn%3Aaws%3Ax%2Fy/converse?q=a%20b")
@@ -195,6 +207,18 @@ async def test_a_stream_arrives_chunk_by_chunk_and_its_connection_is_reused() ->
         assert b"".join(x for _, x in got) == b"data: 1\n\ndata: 2\n\n"
         assert got[0][1] == b"data: 1\n\n" and got[0][0] < d.sent[-2]  # the first before the second was sent
     assert d.connections == 1
+    await c.aclose()
+    server.close()
+
+
+async def test_the_read_timeout_bounds_each_wait_not_the_whole_stream() -> None:
+    # six parts 0.3 s apart: 1.8 s in all, longer than the 1.5 s timeout, whose one timer moves with each wait
+    d = Dripper([(0, b"data: 0\n\n"), *[(0.3, f"data: {i}\n\n".encode()) for i in range(1, 6)], (0, b"")])
+    server, url = await serve(d)
+    c = LeanHTTP(limit=4, connect_timeout=2.0, total_timeout=1.5)
+    async with await c.stream("POST", url, {}, b"{}") as s:
+        assert (await s.read()).count(b"data:") == 6
+    assert d.sent[-1] - d.sent[0] > 1.5
     await c.aclose()
     server.close()
 

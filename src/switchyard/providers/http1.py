@@ -170,14 +170,20 @@ class LeanStream:
     """A streamed reply, open: ``status`` and ``headers`` now, the body by iterating it (or :meth:`read`, whole).
     Each wait for more of the body is bounded by the read timeout. :meth:`aclose` lets go of the connection: back to
     the pool when the reply was complete, closed otherwise (a consumer that stops early). Also an async context
-    manager that closes it."""
+    manager that closes it.
 
-    __slots__ = ("_client", "_conn", "_decoder", "_origin", "headers", "status")
+    The read timeout costs one timer per stream, not one per wait: the timer is armed at the first wait's deadline
+    and, when it fires, either expires the wait in progress (begun a whole timeout ago) or moves itself to that
+    wait's deadline."""
+
+    __slots__ = ("_client", "_conn", "_decoder", "_origin", "_since", "_timer", "headers", "status")
 
     def __init__(self, client: LeanHTTP, origin: Origin, conn: _Conn) -> None:
         self._client = client
         self._origin = origin
         self._conn: _Conn | None = conn
+        self._since: float | None = None  # when the wait in progress began
+        self._timer: asyncio.TimerHandle | None = None
         self.status = conn.status
         self.headers = conn.headers
         encoding = conn.headers.get("content-encoding")
@@ -207,15 +213,29 @@ class LeanStream:
                 raise StopAsyncIteration
             if conn.error is not None:
                 raise conn.error
-            waiter = conn.waiter = conn.loop.create_future()
-            timer = conn.loop.call_later(self._client.total_timeout, _expire, waiter)
+            loop = conn.loop
+            waiter = conn.waiter = loop.create_future()
+            self._since = since = loop.time()
+            if self._timer is None:
+                self._timer = loop.call_at(since + self._client.total_timeout, self._deadline)
             try:
                 await waiter
             except _Expired:  # only this wait's own expiry
                 raise ReadTimeout(f"the upstream sent nothing for {self._client.total_timeout:g} s") from None
             finally:
-                timer.cancel()
                 conn.waiter = None
+                self._since = None
+
+    def _deadline(self) -> None:
+        self._timer = None
+        conn, since = self._conn, self._since
+        if conn is None or since is None:  # no wait in progress: the next one arms the timer again
+            return
+        due = since + self._client.total_timeout
+        if conn.loop.time() < due:
+            self._timer = conn.loop.call_at(due, self._deadline)
+        elif conn.waiter is not None and not conn.waiter.done():
+            conn.waiter.set_exception(_Expired())
 
     def _decode(self, data: bytes) -> bytes:
         try:
@@ -229,6 +249,9 @@ class LeanStream:
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if conn is not None:
             self._client._release(self._origin, conn, conn.complete and conn.error is None)
 
@@ -240,7 +263,7 @@ class LeanStream:
 
 
 class _Expired(Exception):
-    """A stream's wait ran out (made a ReadTimeout by the reader: never confused with a failure's TimeoutError)."""
+    """A wait ran out (made a ReadTimeout by the reader: never confused with a failure's TimeoutError)."""
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -319,18 +342,34 @@ class LeanHTTP:
         """Send one request; its whole reply (the total timeout bounds it all)."""
         origin, host, target, absolute = self._split(url)
         head = _head(method, target, host, headers, len(body), absolute.authorization if absolute else None)
-        async with asyncio.timeout(self.total_timeout), self._slot():
-            conn = self._checkout(origin) or await self._connect(origin)
-            ok = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.total_timeout
+        slots = self._slot()
+        if slots.locked():  # every slot busy: wait for one, within the total
             try:
-                await self._send(conn, head, body)
-                ok = True
-            finally:
+                async with asyncio.timeout_at(deadline):
+                    await slots.acquire()
+            except TimeoutError:
+                raise TimeoutError(f"no free connection within {self.total_timeout:g} s") from None
+        else:
+            await slots.acquire()  # at once
+        conn: _Conn | None = None
+        ok = False
+        try:
+            conn = self._checkout(origin) or await self._connect(origin, deadline)
+            try:
+                await self._send(conn, head, body, within=deadline - loop.time())
+            except _Expired:
+                raise TimeoutError(f"no complete reply within {self.total_timeout:g} s") from None
+            ok = True
+        finally:
+            if conn is not None:
                 conn.waiter = None
                 if ok and conn.keep_alive and not conn.closed:
                     self._checkin(origin, conn)
                 else:
                     self._drop(conn)
+            slots.release()
         if absolute is not None and conn.status == 407:
             raise _refused(absolute, host)
         data = b"".join(conn.body)
@@ -356,9 +395,8 @@ class LeanHTTP:
         try:
             conn = self._checkout(origin) or await self._connect(origin)
             try:
-                async with asyncio.timeout(self.total_timeout):
-                    await self._send(conn, head, body, streaming=True)
-            except TimeoutError:
+                await self._send(conn, head, body, streaming=True, within=self.total_timeout)
+            except _Expired:
                 raise ReadTimeout(f"no reply headers within {self.total_timeout:g} s") from None
             if absolute is not None and conn.status == 407:
                 raise _refused(absolute, host)
@@ -389,15 +427,24 @@ class LeanHTTP:
         return self._slots
 
     @staticmethod
-    async def _send(conn: _Conn, head: bytes, body: bytes, streaming: bool = False) -> None:
-        """Write the request; return when the reply is complete (``streaming``: when its headers are in)."""
+    async def _send(conn: _Conn, head: bytes, body: bytes, streaming: bool = False,
+                    within: float | None = None) -> None:
+        """Write the request; return when the reply is complete (``streaming``: when its headers are in). A wait
+        longer than ``within`` seconds raises ``_Expired`` (a timer is cheaper than ``asyncio.timeout``)."""
         conn._reset(streaming)
         waiter = conn.waiter = conn.loop.create_future()
         assert conn.transport is not None
         conn.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             conn.transport.write(body)
-        await waiter
+        if within is None:
+            await waiter
+            return
+        timer = conn.loop.call_later(within, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
 
     # --- the pool -----------------------------------------------------------------------------------------------
 
@@ -426,14 +473,16 @@ class LeanHTTP:
             self._ssl = ssl.create_default_context()
         return self._ssl
 
-    async def _connect(self, origin: Origin) -> _Conn:
+    async def _connect(self, origin: Origin, deadline: float | None = None) -> _Conn:
+        """A new connection to ``origin`` (through its proxy), within the connect timeout and ``deadline``."""
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         tls = self._tls() if scheme == "https" else None
         proxy = self._proxy_for.get(origin)
+        limit = self.connect_timeout if deadline is None else min(self.connect_timeout, deadline - loop.time())
         self._trim()
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout(limit):
                 if proxy is None:
                     _, conn = await loop.create_connection(lambda: _Conn(loop), host, port, ssl=tls,
                                                            server_hostname=host if tls else None)
@@ -445,7 +494,7 @@ class LeanHTTP:
                     conn = await self._connect_proxy(loop, proxy)
         except TimeoutError:
             via = f" through the proxy {proxy}" if proxy is not None else ""
-            raise ConnectTimeout(f"no connection to {host}:{port}{via} within {self.connect_timeout:g} s") from None
+            raise ConnectTimeout(f"no connection to {host}:{port}{via} within {limit:.3g} s") from None
         except (OSError, ssl.SSLError) as e:
             raise ConnectFailed(f"{host}:{port}: {e}") from None
         self._open += 1
