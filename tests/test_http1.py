@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from switchyard.providers.http import transport_error
 from switchyard.providers.http1 import ConnectFailed, ConnectionReset, Disconnected, LeanHTTP, ReadTimeout
+from switchyard.providers.http_provider import transport_error
 
 Script = Callable[[bytes], bytes | None]  # request head -> raw reply (None: close without a word)
 
@@ -74,8 +74,8 @@ def client(total: float = 5.0) -> LeanHTTP:
 async def test_keep_alive_reuses_one_connection_and_sends_what_it_was_given(raw: RawServer) -> None:
     c = client()
     for _ in range(3):
-        status, headers, body = await c.post(raw.url, b'{"a":1}', {"authorization": "Bearer k", "X-Extra": "v"},
-                                             "api-version=1")
+        status, headers, body = await c.request("POST", raw.url + "?api-version=1", {"authorization": "Bearer k",
+                                                "X-Extra": "v"}, b'{"a":1}')
         assert (status, body, headers["Content-Length"]) == (200, b"ok", "2")
     assert raw.connections == 1 and len(raw.requests) == 3
     head = raw.requests[0].decode()
@@ -93,10 +93,10 @@ async def test_chunked_gzip_and_end_of_connection_bodies(raw: RawServer) -> None
                                + f"{half:x}\r\n".encode() + packed[:half] + b"\r\n"
                                + f"{len(packed) - half:x}\r\n".encode() + packed[half:] + b"\r\n0\r\n\r\n")
     c = client()
-    assert (await c.post(raw.url, b"{}", {}))[2] == b'{"choices": []}'
+    assert (await c.request("POST", raw.url, {}, b"{}"))[2] == b'{"choices": []}'
     raw.script = lambda head: b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nto the end"
     raw.after = "close"
-    status, _, body = await c.post(raw.url, b"{}", {})
+    status, _, body = await c.request("POST", raw.url, {}, b"{}")
     assert (status, body) == (200, b"to the end")
     await c.aclose()
 
@@ -106,36 +106,50 @@ async def test_transport_failures_are_named(raw: RawServer) -> None:
     raw.script = lambda head: b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\ncut short"
     raw.after = "close"
     with pytest.raises(Disconnected) as cut:
-        await c.post(raw.url, b"{}", {})
+        await c.request("POST", raw.url, {}, b"{}")
     assert "closed the connection unexpectedly" in transport_error(cut.value, "up", "d").message
     raw.script = lambda head: b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial"
     raw.after = "reset"
     with pytest.raises((ConnectionReset, Disconnected)) as reset:
-        await c.post(raw.url, b"{}", {})
+        await c.request("POST", raw.url, {}, b"{}")
     assert transport_error(reset.value, "up", "d").retryable
     raw.script = lambda head: b"NOT HTTP AT ALL\r\n\r\n"
     raw.after = "keep"
     with pytest.raises(Disconnected, match="malformed"):
-        await c.post(raw.url, b"{}", {})
+        await c.request("POST", raw.url, {}, b"{}")
     raw.after = "hang"
     with pytest.raises(TimeoutError) as slow:
-        await c.post(raw.url, b"{}", {})
+        await c.request("POST", raw.url, {}, b"{}")
     assert transport_error(slow.value, "up", "d").message == "timed out waiting for provider 'up'"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: refused
         with pytest.raises(ConnectFailed) as refused:
-            await c.post(f"http://127.0.0.1:{port}/v1/x", b"{}", {})
+            await c.request("POST", f"http://127.0.0.1:{port}/v1/x", {}, b"{}")
     assert transport_error(refused.value, "up", "d").message == "could not connect to provider 'up'"
     with pytest.raises(ValueError, match="newline"):
-        await c.post(raw.url, b"{}", {"x-injected": "a\r\nevil: 1"})
+        await c.request("POST", raw.url, {"x-injected": "a\r\nevil: 1"}, b"{}")
     await c.aclose()
 
 
-def test_only_plain_urls_take_the_lean_path() -> None:
-    assert LeanHTTP.takes("https://api.openai.com/v1/chat/completions")
-    assert not LeanHTTP.takes("https://bedrock-runtime.us-east-1.amazonaws.com/model/arn%3Aaws%3Ax/converse")
-    assert not LeanHTTP.takes("unix:///tmp/sock")
+async def test_the_total_timeout_bounds_the_wait_for_a_slot_and_frees_it(raw: RawServer) -> None:
+    c = LeanHTTP(limit=1, connect_timeout=2.0, total_timeout=0.5)
+    raw.after = "hang"  # the server answers after 2 s: the first call holds the only slot until its timeout
+    first, second = await asyncio.gather(c.request("POST", raw.url, {}, b"{}"), c.request("POST", raw.url, {}, b"{}"),
+                                         return_exceptions=True)
+    assert isinstance(first, TimeoutError) and isinstance(second, TimeoutError)
+    assert "no free connection" in str(second) and transport_error(second, "up", "d").status == 504
+    raw.after = "keep"
+    assert (await c.request("POST", raw.url, {}, b"{}")).status == 200  # the slot was given back both times
+    await c.aclose()
+
+
+async def test_a_percent_encoded_path_goes_out_exactly_as_given(raw: RawServer) -> None:
+    c = client()
+    url = raw.url.replace("/v1/chat/completions", "/model/arn%3Aaws%3Ax%2Fy/converse?q=a%20b")
+    assert (await c.request("POST", url, {}, b"{}")).status == 200
+    assert raw.requests[-1].startswith(b"POST /model/arn%3Aaws%3Ax%2Fy/converse?q=a%20b HTTP/1.1\r\n")
+    await c.aclose()
 
 
 class Dripper:
@@ -186,13 +200,25 @@ async def test_a_stream_arrives_chunk_by_chunk_and_its_connection_is_reused() ->
     loop = asyncio.get_running_loop()
     for _ in range(2):
         got: list[tuple[float, bytes]] = []
-        async with c.stream(url, b"{}", {}, "alt=sse") as s:
+        async with await c.stream("POST", url + "?alt=sse", {}, b"{}") as s:
             assert (s.status, s.headers["Content-Type"]) == (200, "text/event-stream")
-            async for data in s.chunks():
+            async for data in s:
                 got.append((loop.time(), data))
         assert b"".join(x for _, x in got) == b"data: 1\n\ndata: 2\n\n"
         assert got[0][1] == b"data: 1\n\n" and got[0][0] < d.sent[-2]  # the first before the second was sent
     assert d.connections == 1
+    await c.aclose()
+    server.close()
+
+
+async def test_the_read_timeout_bounds_each_wait_not_the_whole_stream() -> None:
+    # six parts 0.3 s apart: 1.8 s in all, longer than the 1.5 s timeout, whose one timer moves with each wait
+    d = Dripper([(0, b"data: 0\n\n"), *[(0.3, f"data: {i}\n\n".encode()) for i in range(1, 6)], (0, b"")])
+    server, url = await serve(d)
+    c = LeanHTTP(limit=4, connect_timeout=2.0, total_timeout=1.5)
+    async with await c.stream("POST", url, {}, b"{}") as s:
+        assert (await s.read()).count(b"data:") == 6
+    assert d.sent[-1] - d.sent[0] > 1.5
     await c.aclose()
     server.close()
 
@@ -202,7 +228,7 @@ async def test_a_gzip_stream_is_decoded_as_it_arrives() -> None:
     d = Dripper([(0, packed[:40]), (0.05, packed[40:]), (0, b"")], encoding="gzip")
     server, url = await serve(d)
     c = client()
-    async with c.stream(url, b"{}", {}) as s:
+    async with await c.stream("POST", url, {}, b"{}") as s:
         assert await s.read() == b"data: " + b"x" * 5000 + b"\n\n"
     await c.aclose()
     server.close()
@@ -213,17 +239,17 @@ async def test_stream_failures_are_named_and_a_stream_left_early_is_not_reused()
     server, url = await serve(d)
     c = LeanHTTP(limit=4, connect_timeout=2.0, total_timeout=0.3)  # per read, for a stream
     with pytest.raises(ReadTimeout) as stalled:
-        async with c.stream(url, b"{}", {}) as s:
-            async for _ in s.chunks():
+        async with await c.stream("POST", url, {}, b"{}") as s:
+            async for _ in s:
                 pass
     assert transport_error(stalled.value, "up", "d").message == "timed out waiting for provider 'up'"
-    async with c.stream(url, b"{}", {}) as s:
-        async for _ in s.chunks():
+    async with await c.stream("POST", url, {}, b"{}") as s:
+        async for _ in s:
             break  # the consumer stops early: the connection cannot go back to the pool
     d.parts = [(0, b"data: 1\n\n"), (0.05, None)]
     with pytest.raises((ConnectionReset, Disconnected)) as reset:
-        async with c.stream(url, b"{}", {}) as s:
-            async for _ in s.chunks():
+        async with await c.stream("POST", url, {}, b"{}") as s:
+            async for _ in s:
                 pass
     assert transport_error(reset.value, "up", "d").retryable
     assert d.connections == 3

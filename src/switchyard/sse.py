@@ -6,7 +6,6 @@ Format: https://html.spec.whatwg.org/multipage/server-sent-events.html#parsing-a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
 
@@ -58,15 +57,6 @@ class SSEDecoder:
         """Events left when the stream ends; a final event without its blank line still counts."""
         out = self.feed(b"\n\n") if self._buf or self._data else []
         return out
-
-
-async def iter_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[SSEvent]:
-    dec = SSEDecoder()
-    async for chunk in chunks:
-        for ev in dec.feed(chunk):
-            yield ev
-    for ev in dec.flush():
-        yield ev
 
 
 def encode(data: bytes, event: str | None = None) -> bytes:

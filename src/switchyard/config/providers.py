@@ -6,6 +6,7 @@ Adding a provider type: define its class here, add it to ``ProviderConfig``, and
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -32,7 +33,54 @@ class _ProviderBase(_Strict):
         return False if v in ("", None) else v
 
 
-class OpenAIProviderConfig(_ProviderBase):
+# Headers the gateway writes itself: framing, the connection, and the proxy's credentials (from the proxy URL).
+_GATEWAY_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
+                              "trailer", "upgrade", "expect", "proxy-authorization", "proxy-connection"})
+
+
+def _header_map(v: dict[str, str]) -> dict[str, str]:
+    for name, value in v.items():
+        if not name or not name.isascii() or any(c in name for c in ' \t\r\n:()<>@,;\\"/[]?={}'):
+            raise ValueError(f"{name!r} is not a header name")
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"{name}: a header value cannot hold a line break")  # the value may be a secret
+        if name.lower() in _GATEWAY_HEADERS:
+            raise ValueError(f"{name}: the gateway sets this header itself")
+    return v
+
+
+def _proxy_url(v: str | None) -> str | None:
+    if v is None or not v.strip():
+        return None
+    if v.strip().lower() != "none":
+        from ..providers.proxy import parse_proxy  # here, not at the top: the providers import the config
+
+        parse_proxy(v)  # its errors never quote the URL, which may hold a password
+    return v
+
+
+def _ca_file(v: str | None) -> str | None:
+    if v is not None and not os.path.isfile(os.path.expanduser(v)):
+        raise ValueError(f"no such file: {v}")
+    return v
+
+
+class _HTTPProviderBase(_ProviderBase):
+    """What every provider reached over HTTP takes: how to reach it, and what to add to its requests."""
+
+    proxy: str | None = Field(None, description="http://[user:password@]host:port, or none; unset: HTTPS_PROXY, "
+                                                "HTTP_PROXY and NO_PROXY from the environment")
+    ca_file: str | None = Field(None, description="a PEM bundle of the CAs that verify the upstream (instead of "
+                                                  "the system's)")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra headers on every upstream request, "
+                                                                      "under the provider's own")
+
+    _check_proxy = field_validator("proxy")(lambda cls, v: _proxy_url(v))
+    _check_ca_file = field_validator("ca_file")(lambda cls, v: _ca_file(v))
+    _check_headers = field_validator("headers")(lambda cls, v: _header_map(v))
+
+
+class OpenAIProviderConfig(_HTTPProviderBase):
     """OpenAI itself, Azure OpenAI, or any OpenAI-compatible server, chosen by ``base_url``."""
 
     type: Literal["openai"]
@@ -42,7 +90,6 @@ class OpenAIProviderConfig(_ProviderBase):
     project: str | None = None
     api_version: str | None = None  # set for Azure OpenAI: adds ?api-version= and uses deployment URLs
     azure: bool | None = None  # inferred from base_url (*.openai.azure.com) or api_version when unset
-    headers: dict[str, str] = Field(default_factory=dict)
 
     @property
     def is_azure(self) -> bool:
@@ -65,7 +112,7 @@ class SimulatedProviderConfig(_ProviderBase):
     seed: int = 0
 
 
-class AnthropicProviderConfig(_ProviderBase):
+class AnthropicProviderConfig(_HTTPProviderBase):
     """Anthropic's Messages API (https://docs.anthropic.com/en/api/messages)."""
 
     type: Literal["anthropic"]
@@ -74,24 +121,22 @@ class AnthropicProviderConfig(_ProviderBase):
     anthropic_version: str = "2023-06-01"
     beta: list[str] = Field(default_factory=list, description="values for the anthropic-beta header")
     default_max_tokens: int = Field(4096, ge=1, description="sent when the caller gives no max_tokens")
-    headers: dict[str, str] = Field(default_factory=dict)
 
     _check_base_url = field_validator("base_url")(lambda cls, v: _http_url(v))
 
 
-class GeminiProviderConfig(_ProviderBase):
+class GeminiProviderConfig(_HTTPProviderBase):
     """Google AI's Gemini API: generateContent and streamGenerateContent."""
 
     type: Literal["gemini"]
     api_key: str | None = None
     base_url: str = "https://generativelanguage.googleapis.com"
     api_version: str = "v1beta"
-    headers: dict[str, str] = Field(default_factory=dict)
 
     _check_base_url = field_validator("base_url")(lambda cls, v: _http_url(v))
 
 
-class BedrockProviderConfig(_ProviderBase):
+class BedrockProviderConfig(_HTTPProviderBase):
     """Amazon Bedrock's Converse and ConverseStream, signed with SigV4 from the standard AWS credential chain."""
 
     type: Literal["bedrock"]

@@ -9,43 +9,37 @@ through unchanged but for ``model``; others are translated by ``anthropic_wire``
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import orjson
 
 from ..config import AnthropicProviderConfig
-from ..errors import UpstreamError
 from ..messages import WIRE_ANTHROPIC_MESSAGES, ChatRequest, ChatResponse, Chunk
-from ..sse import SSEDecoder, SSEvent
+from ..sse import SSEvent
 from . import anthropic_wire
-from .base import Provider, Target
-from .http import TRANSPORT_ERRORS, UpstreamHTTP, status_error, transport_error
+from .base import Target
+from .http_provider import HTTPProvider
+from .transport import Transport
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(HTTPProvider):
     type = "anthropic"
     wire = WIRE_ANTHROPIC_MESSAGES
 
-    def __init__(self, name: str, config: AnthropicProviderConfig) -> None:
-        super().__init__(name, config)
+    def __init__(self, name: str, config: AnthropicProviderConfig, transport: Transport | None = None) -> None:
+        super().__init__(name, config, transport)
         self.config: AnthropicProviderConfig = config
-        headers = {"content-type": "application/json", "accept": "application/json",
-                   "anthropic-version": config.anthropic_version}
+        headers = {k.lower(): v for k, v in config.headers.items()}  # under the provider's own headers
+        headers |= {"content-type": "application/json", "accept": "application/json",
+                    "anthropic-version": config.anthropic_version}
         if config.api_key:
             headers["x-api-key"] = config.api_key
         if config.beta:
             headers["anthropic-beta"] = ",".join(config.beta)
-        headers.update({k.lower(): v for k, v in config.headers.items()})
         self._headers = headers
         self._url = f"{config.base_url}/v1/messages"
-        self._http = UpstreamHTTP(config)
         self._stream_headers = self._headers | {"accept": "text/event-stream"}
-
-    async def start(self) -> None:
-        await self._http.start()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     def _body(self, req: ChatRequest, target: Target, stream: bool) -> bytes:
         body = anthropic_wire.render_request(req, target.model, provider=self.name,
@@ -61,55 +55,31 @@ class AnthropicProvider(Provider):
             headers = headers | {"anthropic-beta": ",".join(dict.fromkeys(flags))}
         return headers
 
-    def _bad_reply(self, what: str, target: Target) -> UpstreamError:
-        return UpstreamError(f"provider {self.name!r} sent {what}", provider=self.name, deployment=target.deployment,
-                             retryable=True)
-
     async def chat(self, req: ChatRequest, target: Target) -> ChatResponse:
         content = self._body(req, target, stream=False)
-        headers = self._headers_for(req, target, self._headers)
-        try:
-            resp = await self._http.post(self._url, content, headers)
-        except TRANSPORT_ERRORS as e:
-            raise transport_error(e, self.name, target.deployment) from e
-        if resp.status >= 400:
-            raise status_error(resp.status, resp.headers, resp.body, self.name, target.deployment)
-        try:
-            data = orjson.loads(resp.body)
-        except orjson.JSONDecodeError:
-            raise self._bad_reply("a reply that is not JSON", target) from None
-        if not isinstance(data, dict) or not isinstance(data.get("content"), list):
-            raise self._bad_reply("a reply that is not a message", target)
+        data = await self.post_json(self._url, content, self._headers_for(req, target, self._headers), target)
+        if not isinstance(data.get("content"), list):
+            raise self.bad_reply("sent a reply that is not a message", target)
         return anthropic_wire.parse_response(data)
 
     async def stream(self, req: ChatRequest, target: Target) -> AsyncIterator[Chunk]:
         headers = self._headers_for(req, target, self._stream_headers)
-        try:
-            async with self._http.stream(self._url, self._body(req, target, stream=True), headers) as resp:
-                if resp.status >= 400:
-                    raise status_error(resp.status, resp.headers, await resp.read(), self.name, target.deployment)
-                decoder = SSEDecoder()
-                parser = anthropic_wire.StreamParser()
-                async for raw in resp.chunks():
-                    for ev in decoder.feed(raw):
-                        yield self._chunk(parser, ev, target)
-                        if parser.done:
-                            return
-                for ev in decoder.flush():
-                    yield self._chunk(parser, ev, target)
-                    if parser.done:
-                        return
-        except TRANSPORT_ERRORS as e:
-            raise transport_error(e, self.name, target.deployment) from e
-        raise self._bad_reply("a stream that ended before message_stop", target)
+        parser = anthropic_wire.StreamParser()
+        events = self.stream_sse(self._url, self._body(req, target, stream=True), headers, target)
+        async with aclosing(events):
+            async for ev in events:
+                yield self._chunk(parser, ev, target)
+                if parser.done:
+                    return
+        raise self.bad_reply("sent a stream that ended before message_stop", target)
 
     def _chunk(self, parser: anthropic_wire.StreamParser, ev: SSEvent, target: Target) -> Chunk:
         try:
             data: Any = orjson.loads(ev.data)
         except orjson.JSONDecodeError:
-            raise self._bad_reply("a stream event that is not JSON", target) from None
+            raise self.bad_reply("sent a stream event that is not JSON", target) from None
         if not isinstance(data, dict):
-            raise self._bad_reply("a stream event that is not an object", target)
+            raise self.bad_reply("sent a stream event that is not an object", target)
         name = ev.event or str(data.get("type", ""))
         if name == "error" or data.get("type") == "error":
             raise anthropic_wire.stream_error(data, self.name, target.deployment)

@@ -21,7 +21,8 @@ class Target:
 
 
 class Provider(ABC):
-    """One configured upstream (an account at a vendor, or a server). Holds one pooled HTTP client."""
+    """One configured upstream (an account at a vendor, or a server). Those reached over HTTP hold one transport
+    (:class:`~switchyard.providers.http_provider.HTTPProvider`)."""
 
     type: ClassVar[str]
     wire: ClassVar[str]  # the chat wire format it speaks; same-format requests pass through losslessly

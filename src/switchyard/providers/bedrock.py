@@ -6,8 +6,9 @@ AWS event stream). Error replies are ``{"message": ...}`` with the error's name 
 
 botocore does the AWS parts: the standard credential chain (explicit keys from the config, else the profile,
 environment, SSO, container and instance credentials, refreshed as they expire), SigV4 signing, and event-stream
-frame decoding. It is imported when a bedrock provider is built, never by the gateway's core; requests go out
-over the provider's pooled HTTP client (``http.UpstreamHTTP``) like every other provider's.
+frame decoding. It is imported when a bedrock provider is built, never by the gateway's core. Requests go out
+through the provider base (``http_provider.HTTPProvider``) like every other provider's, over aiohttp
+(``http.AiohttpTransport``), which sends the signed, percent-encoded URL exactly as it was signed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -27,12 +28,11 @@ from ..config import BedrockProviderConfig
 from ..errors import UpstreamError, is_retryable_status
 from ..messages import ChatRequest, ChatResponse, Chunk
 from . import bedrock_wire
-from .base import Provider, Target
+from .base import Target
 from .eventstream import EventStreamDecoder, Frame, FrameError
-from .http import TRANSPORT_ERRORS, UpstreamHTTP, status_error, transport_error
-
-if TYPE_CHECKING:
-    from yarl import URL
+from .http import aiohttp_transport
+from .http_provider import HTTPProvider, status_error
+from .transport import TRANSPORT_ERRORS, Transport
 
 log = logging.getLogger("switchyard.providers.bedrock")
 
@@ -64,12 +64,12 @@ def _botocore(provider: str) -> Any:
     return botocore
 
 
-class BedrockProvider(Provider):
+class BedrockProvider(HTTPProvider):
     type = "bedrock"
     wire = bedrock_wire.WIRE_BEDROCK_CONVERSE
 
-    def __init__(self, name: str, config: BedrockProviderConfig) -> None:
-        super().__init__(name, config)
+    def __init__(self, name: str, config: BedrockProviderConfig, transport: Transport | None = None) -> None:
+        super().__init__(name, config, transport)
         self.config: BedrockProviderConfig = config
         self._aws = _botocore(name)
         try:
@@ -92,20 +92,19 @@ class BedrockProvider(Provider):
                 config.access_key_id, config.secret_access_key, config.session_token)
         self._credentials_failed: tuple[float, str] | None = None  # when the chain last failed, and why
         self._credentials_lock = asyncio.Lock()
-        self._http = UpstreamHTTP(config)
+        self._headers = {k.lower(): v for k, v in config.headers.items()}
+
+    def make_transport(self) -> Transport:
+        return aiohttp_transport(self.name, self.config)  # the URL goes out exactly as signed
 
     async def start(self) -> None:
         """Walk the credential chain now, so the first call does not wait for it. A failure is only logged: the
         provider's calls report it (and fail over) until credentials appear."""
-        await self._http.start()
         if self._credentials is None:
             try:
                 await self._resolve_credentials(Target(deployment="", model=""))
             except UpstreamError as e:
                 log.warning("%s", e.message)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     # --- AWS: credentials and signing ---------------------------------------------------------------------
 
@@ -154,21 +153,20 @@ class BedrockProvider(Provider):
     def url(self, model: str, operation: str) -> str:
         return f"{self.endpoint}/model/{quote(model, safe='')}/{operation}"
 
-    async def _request(self, req: ChatRequest, target: Target, operation: str) -> tuple[URL, bytes, dict[str, str]]:
-        """The URL (sent exactly as signed), body and signed headers of one call."""
+    async def _request(self, req: ChatRequest, target: Target, operation: str) -> tuple[str, bytes, dict[str, str]]:
+        """The URL (sent exactly as signed), body and signed headers of one call. The configured ``headers`` are
+        signed with the others, under the provider's own."""
         body = orjson.dumps(bedrock_wire.render_request(req, provider=self.name))
         url = self.url(target.model, operation)
-        headers = {"content-type": "application/json", **target.extra_headers}
+        headers = {**self._headers, "content-type": "application/json", **target.extra_headers}
         if operation == "converse-stream":
             headers["accept-encoding"] = "identity"  # event-stream frames are read as they arrive, uncompressed
         signed = self.sign(url, body, headers, await self._frozen_credentials(target))
-        from yarl import URL  # aiohttp's URL type: sent exactly as signed
-
-        return URL(url, encoded=True), body, signed
+        return url, body, signed
 
     # --- errors -------------------------------------------------------------------------------------------
 
-    def _status_error(self, status: int, headers: Mapping[str, str], body: bytes, target: Target) -> UpstreamError:
+    def status_error(self, status: int, headers: Mapping[str, str], body: bytes, target: Target) -> UpstreamError:
         try:
             data = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
@@ -203,26 +201,14 @@ class BedrockProvider(Provider):
             err.status, err.kind = 502, "upstream"
         return err
 
-    def _bad_reply(self, what: str, target: Target) -> UpstreamError:
-        return UpstreamError(f"provider {self.name!r} {what}", provider=self.name, deployment=target.deployment,
-                             retryable=True)
-
     # --- calls --------------------------------------------------------------------------------------------
 
     async def chat(self, req: ChatRequest, target: Target) -> ChatResponse:
         url, body, headers = await self._request(req, target, "converse")
-        try:
-            resp = await self._http.post(url, body, headers)
-        except TRANSPORT_ERRORS as e:
-            raise transport_error(e, self.name, target.deployment) from e
-        if resp.status >= 400:
-            raise self._status_error(resp.status, resp.headers, resp.body, target)
-        try:
-            data = orjson.loads(resp.body)
-        except orjson.JSONDecodeError:
-            raise self._bad_reply("sent a reply that is not JSON", target) from None
-        if not isinstance(data, dict) or not isinstance(data.get("output"), dict):
-            raise self._bad_reply("sent a reply without output", target)
+        resp = await self.post(url, body, headers, target)
+        data = self.parse_json(resp.body, target)
+        if not isinstance(data.get("output"), dict):
+            raise self.bad_reply("sent a reply without output", target)
         return bedrock_wire.parse_response(data, id=self._reply_id(resp.headers), model=target.model,
                                            created=int(time.time()))
 
@@ -233,26 +219,26 @@ class BedrockProvider(Provider):
 
     async def stream(self, req: ChatRequest, target: Target) -> AsyncIterator[Chunk]:
         url, body, headers = await self._request(req, target, "converse-stream")
+        resp = await self.open_stream(url, body, headers, target)
         try:
-            async with self._http.stream(url, body, headers) as resp:
-                if resp.status >= 400:
-                    raise self._status_error(resp.status, resp.headers, await resp.read(), target)
-                state = bedrock_wire.StreamState(self._reply_id(resp.headers), target.model, int(time.time()))
-                decoder = EventStreamDecoder()
-                async for data in resp.chunks():
-                    for frame in decoder.feed(data):
-                        if frame.message_type != "event":
-                            raise self._stream_error(frame, target)
-                        try:
-                            payload = orjson.loads(frame.payload) if frame.payload else {}
-                        except orjson.JSONDecodeError:
-                            raise self._bad_reply("sent a stream event that is not JSON", target) from None
-                        events = state.feed(frame.event_type or "", payload if isinstance(payload, dict) else {})
-                        if events:
-                            yield Chunk(events)
+            state = bedrock_wire.StreamState(self._reply_id(resp.headers), target.model, int(time.time()))
+            decoder = EventStreamDecoder()
+            async for data in resp:
+                for frame in decoder.feed(data):
+                    if frame.message_type != "event":
+                        raise self._stream_error(frame, target)
+                    try:
+                        payload = orjson.loads(frame.payload) if frame.payload else {}
+                    except orjson.JSONDecodeError:
+                        raise self.bad_reply("sent a stream event that is not JSON", target) from None
+                    events = state.feed(frame.event_type or "", payload if isinstance(payload, dict) else {})
+                    if events:
+                        yield Chunk(events)
         except TRANSPORT_ERRORS as e:
-            raise transport_error(e, self.name, target.deployment) from e
+            raise self.transport_error(e, target) from e
         except FrameError as e:
-            raise self._bad_reply(f"sent a broken event-stream frame ({e})", target) from None
+            raise self.bad_reply(f"sent a broken event-stream frame ({e})", target) from None
+        finally:
+            await resp.aclose()
         if not state.stopped:
-            raise self._bad_reply("ended the stream early", target)
+            raise self.bad_reply("ended the stream early", target)

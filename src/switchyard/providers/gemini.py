@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -32,11 +33,11 @@ from ..messages import (
     EmbeddingResponse,
     Usage,
 )
-from ..sse import SSEDecoder
 from ..tokens import estimate_text
 from . import gemini_wire
-from .base import Provider, Target
-from .http import TRANSPORT_ERRORS, UpstreamHTTP, status_error, transport_error
+from .base import Target
+from .http_provider import HTTPProvider, status_error
+from .transport import Transport
 
 WIRE_GEMINI = gemini_wire.WIRE_GEMINI
 
@@ -80,85 +81,57 @@ def model_name(model: str) -> str:
     return model if "/" in model else f"models/{model}"
 
 
-class GeminiProvider(Provider):
+class GeminiProvider(HTTPProvider):
     type = "gemini"
     wire = WIRE_GEMINI
 
-    def __init__(self, name: str, config: GeminiProviderConfig) -> None:
-        super().__init__(name, config)
+    def __init__(self, name: str, config: GeminiProviderConfig, transport: Transport | None = None) -> None:
+        super().__init__(name, config, transport)
         self.config: GeminiProviderConfig = config
-        headers = {"content-type": "application/json", "accept": "application/json"}
+        headers = {k.lower(): v for k, v in config.headers.items()}  # under the provider's own headers
+        headers |= {"content-type": "application/json", "accept": "application/json"}
         if config.api_key:
             headers["x-goog-api-key"] = config.api_key
-        headers.update({k.lower(): v for k, v in config.headers.items()})
         self._headers = headers
-        self._http = UpstreamHTTP(config)
-
-    async def start(self) -> None:
-        await self._http.start()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     def _url(self, model: str, method: str) -> str:
         return f"{self.config.base_url}/{self.config.api_version}/{model_name(model)}:{method}"
 
-    def _fail(self, message: str, target: Target) -> UpstreamError:
-        return UpstreamError(f"provider {self.name!r} {message}", provider=self.name, deployment=target.deployment,
-                             retryable=True)
+    def status_error(self, status: int, headers: Mapping[str, str], body: bytes, target: Target) -> UpstreamError:
+        return gemini_error(status, headers, body, self.name, target.deployment)
 
     async def _post(self, method: str, body: dict[str, Any], target: Target) -> dict[str, Any]:
         headers = self._headers | target.extra_headers if target.extra_headers else self._headers
-        try:
-            resp = await self._http.post(self._url(target.model, method), orjson.dumps(body), headers)
-        except TRANSPORT_ERRORS as e:
-            raise transport_error(e, self.name, target.deployment) from e
-        if resp.status >= 400:
-            raise gemini_error(resp.status, resp.headers, resp.body, self.name, target.deployment)
-        try:
-            data = orjson.loads(resp.body)
-        except orjson.JSONDecodeError:
-            raise self._fail("sent a reply that is not JSON", target) from None
-        if not isinstance(data, dict):
-            raise self._fail("sent an unexpected reply", target)
-        return data
+        return await self.post_json(self._url(target.model, method), orjson.dumps(body), headers, target)
 
     async def chat(self, req: ChatRequest, target: Target) -> ChatResponse:
         body = gemini_wire.render_request(req, target.model, provider=self.name)
         data = await self._post("generateContent", body, target)
         if not data.get("candidates") and not gemini_wire.prompt_blocked(data):
-            raise self._fail("sent a reply without candidates", target)
+            raise self.bad_reply("sent a reply without candidates", target)
         return gemini_wire.parse_response(data, target.model, single_call=req.parallel_tool_calls is False)
 
     async def stream(self, req: ChatRequest, target: Target) -> AsyncIterator[Chunk]:
         body = gemini_wire.render_request(req, target.model, provider=self.name)
         headers = self._headers | target.extra_headers if target.extra_headers else self._headers
-        url = self._url(target.model, "streamGenerateContent")
-        try:
-            async with self._http.stream(url, orjson.dumps(body), headers, {"alt": "sse"}) as resp:
-                if resp.status >= 400:
-                    raise gemini_error(resp.status, resp.headers, await resp.read(), self.name, target.deployment)
-                parser = gemini_wire.StreamParser(target.model, single_call=req.parallel_tool_calls is False)
-                decoder = SSEDecoder()
-                async for raw in resp.chunks():
-                    for ev in decoder.feed(raw):
-                        yield self._chunk(parser, ev.data, target)
-                for ev in decoder.flush():
-                    yield self._chunk(parser, ev.data, target)
-        except TRANSPORT_ERRORS as e:
-            raise transport_error(e, self.name, target.deployment) from e
+        url = self._url(target.model, "streamGenerateContent") + "?alt=sse"
+        parser = gemini_wire.StreamParser(target.model, single_call=req.parallel_tool_calls is False)
+        events = self.stream_sse(url, orjson.dumps(body), headers, target)
+        async with aclosing(events):
+            async for ev in events:
+                yield self._chunk(parser, ev.data, target)
         if not parser.finished:
-            raise self._fail("ended the stream early", target)
+            raise self.bad_reply("ended the stream early", target)
 
     def _chunk(self, parser: gemini_wire.StreamParser, text: str, target: Target) -> Chunk:
         try:
             data = orjson.loads(text)
         except orjson.JSONDecodeError:
-            raise self._fail("sent a stream frame that is not JSON", target) from None
+            raise self.bad_reply("sent a stream frame that is not JSON", target) from None
         if isinstance(data, list) and len(data) == 1:
             data = data[0]
         if not isinstance(data, dict):
-            raise self._fail("sent an unexpected stream frame", target)
+            raise self.bad_reply("sent an unexpected stream frame", target)
         err = data.get("error")
         if isinstance(err, dict) and "candidates" not in data:
             code = err["code"] if isinstance(err.get("code"), int) else 500
@@ -171,7 +144,7 @@ class GeminiProvider(Provider):
         name = model_name(target.model)
         data = await self._post("batchEmbedContents", render_embed_request(req, name, provider=self.name), target)
         if not isinstance(data.get("embeddings"), list):
-            raise self._fail("sent an embeddings reply without embeddings", target)
+            raise self.bad_reply("sent an embeddings reply without embeddings", target)
         return parse_embed_response(data, req, target.model)
 
 

@@ -1,79 +1,58 @@
-"""A lean HTTP/1.1 client for the one thing the hot path does most: POST a JSON body, read the whole reply.
+"""A lean HTTP/1.1 client for the one thing the hot path does most: POST a JSON body, read the reply.
 
 aiohttp is a fine general client, but a third of the gateway's CPU per request went into its request and response
 machinery (header multidicts, URL objects, auto headers, timers, a stream reader per reply). This client does only
 what an upstream model call needs, on the event loop's own transports, with the same C parser uvicorn uses
-(``httptools``):
+(``httptools``). It is the providers' default :class:`~switchyard.providers.transport.Transport`:
 
 * a pool of keep-alive connections per origin (scheme, host, port), at most ``limit`` open, idle ones closed after
-  ``keepalive`` seconds; TLS through the standard library's default context (certificates verified);
+  ``keepalive`` seconds; TLS verified through the standard library's default context, or one made from the
+  provider's ``ca_file``;
 * ``Content-Length`` and chunked replies (the parser de-chunks), ``gzip``/``deflate`` bodies decompressed;
 * a connect timeout and a total timeout; a cancelled or failed exchange closes its connection, only a complete
   reply on a keep-alive connection goes back to the pool;
 * streamed replies (:meth:`LeanHTTP.stream`): the body is handed over chunk by chunk as it arrives, with the
   timeout bounding each wait instead of the total, and back-pressure (reading pauses past 256 KiB unread);
-* every transport failure is one of :data:`LEAN_ERRORS`, which :func:`switchyard.providers.http.transport_error`
-  names (could not connect / was reset / closed the connection / timed out); aiohttp's are mapped onto them.
+* outbound proxies (:mod:`.proxy`): an https origin through a CONNECT tunnel with TLS inside it, an http origin in
+  absolute form, with the proxy's credentials;
+* every transport failure is one of :data:`~switchyard.providers.transport.TRANSPORT_ERRORS`, which the provider
+  base names (could not connect / was reset / closed the connection / timed out / the proxy refused).
 
-URLs this client does not take as they are (percent-encoded paths, which aiohttp's URL handling normalizes and
-which a request signature may cover) go to aiohttp (:class:`switchyard.providers.http.UpstreamHTTP` routes them).
+It sends every URL exactly as given (a percent-encoded path stays encoded). Bedrock's provider uses aiohttp instead
+(:class:`switchyard.providers.http.AiohttpTransport`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httptools
 
+from .proxy import ProxyPolicy, ProxyURL, open_tunnel
+from .transport import (
+    ConnectFailed,
+    ConnectionReset,
+    ConnectTimeout,
+    Disconnected,
+    Headers,
+    ProxyError,
+    ReadTimeout,
+    Response,
+    TransportFailure,
+)
 
-class TransportFailure(Exception):
-    """Base of the lean client's transport errors."""
-
-
-class ConnectFailed(TransportFailure):
-    """The connection could not be made (refused, unreachable, DNS, TLS handshake)."""
-
-
-class ConnectionReset(TransportFailure):
-    """The peer reset the connection mid-exchange."""
-
-
-class Disconnected(TransportFailure):
-    """The peer closed the connection before the reply was complete, or sent something that is not HTTP."""
-
-
-class ConnectTimeout(TimeoutError):
-    """No connection within the connect timeout."""
-
-
-class ReadTimeout(TimeoutError):
-    """A streamed reply sent nothing within the read timeout."""
-
-
-LEAN_ERRORS: tuple[type[BaseException], ...] = (TransportFailure, TimeoutError)
+__all__ = ["ConnectFailed", "ConnectTimeout", "ConnectionReset", "Disconnected", "Headers", "LeanHTTP", "LeanStream",
+           "ReadTimeout", "TransportFailure"]
 
 _HIGH_WATER = 256 * 1024  # a stream's unread bytes above which reading pauses
-
-
-class Headers(dict[str, str]):
-    """Reply headers keyed by lower-cased name (a repeated header keeps its last value), looked up in any case."""
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return super().get(key.lower(), default)
-
-    def __getitem__(self, key: str) -> str:
-        return super().__getitem__(key.lower())
-
-    def __contains__(self, key: object) -> bool:
-        return super().__contains__(key.lower() if isinstance(key, str) else key)
+_FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection", "proxy-authorization"})
 
 
 class _Conn(asyncio.Protocol):
@@ -188,14 +167,23 @@ Origin = tuple[str, str, int]  # scheme, host, port
 
 
 class LeanStream:
-    """A streamed reply, open: ``status`` and ``headers`` now, the body through :meth:`chunks` (or :meth:`read`,
-    whole). Each wait for more of the body is bounded by the read timeout."""
+    """A streamed reply, open: ``status`` and ``headers`` now, the body by iterating it (or :meth:`read`, whole).
+    Each wait for more of the body is bounded by the read timeout. :meth:`aclose` lets go of the connection: back to
+    the pool when the reply was complete, closed otherwise (a consumer that stops early). Also an async context
+    manager that closes it.
 
-    __slots__ = ("_conn", "_decoder", "_timeout", "headers", "status")
+    The read timeout costs one timer per stream, not one per wait: the timer is armed at the first wait's deadline
+    and, when it fires, either expires the wait in progress (begun a whole timeout ago) or moves itself to that
+    wait's deadline."""
 
-    def __init__(self, conn: _Conn, read_timeout: float) -> None:
-        self._conn = conn
-        self._timeout = read_timeout
+    __slots__ = ("_client", "_conn", "_decoder", "_origin", "_since", "_timer", "headers", "status")
+
+    def __init__(self, client: LeanHTTP, origin: Origin, conn: _Conn) -> None:
+        self._client = client
+        self._origin = origin
+        self._conn: _Conn | None = conn
+        self._since: float | None = None  # when the wait in progress began
+        self._timer: asyncio.TimerHandle | None = None
         self.status = conn.status
         self.headers = conn.headers
         encoding = conn.headers.get("content-encoding")
@@ -203,27 +191,51 @@ class LeanStream:
         if encoding in ("gzip", "x-gzip", "deflate"):
             self._decoder = zlib.decompressobj(47 if encoding != "deflate" else zlib.MAX_WBITS)
 
-    async def _next(self) -> bytes | None:
-        """The next bytes that arrived (None at the end of the body)."""
+    def __aiter__(self) -> LeanStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        """The next bytes of the body (decompressed) that arrived."""
         conn = self._conn
+        if conn is None:
+            raise StopAsyncIteration
         while True:
             if conn.body:
                 data = conn.body[0] if len(conn.body) == 1 else b"".join(conn.body)
                 conn.body.clear()
                 conn.resume()
+                if self._decoder is not None:
+                    data = self._decode(data)
+                    if not data:
+                        continue
                 return data
             if conn.complete:
-                return None
+                raise StopAsyncIteration
             if conn.error is not None:
                 raise conn.error
-            waiter = conn.waiter = conn.loop.create_future()
+            loop = conn.loop
+            waiter = conn.waiter = loop.create_future()
+            self._since = since = loop.time()
+            if self._timer is None:
+                self._timer = loop.call_at(since + self._client.total_timeout, self._deadline)
             try:
-                async with asyncio.timeout(self._timeout):
-                    await waiter
-            except TimeoutError:  # only this timeout's own expiry: a failure is not a TimeoutError
-                raise ReadTimeout(f"the upstream sent nothing for {self._timeout:g} s") from None
+                await waiter
+            except _Expired:  # only this wait's own expiry
+                raise ReadTimeout(f"the upstream sent nothing for {self._client.total_timeout:g} s") from None
             finally:
                 conn.waiter = None
+                self._since = None
+
+    def _deadline(self) -> None:
+        self._timer = None
+        conn, since = self._conn, self._since
+        if conn is None or since is None:  # no wait in progress: the next one arms the timer again
+            return
+        due = since + self._client.total_timeout
+        if conn.loop.time() < due:
+            self._timer = conn.loop.call_at(due, self._deadline)
+        elif conn.waiter is not None and not conn.waiter.done():
+            conn.waiter.set_exception(_Expired())
 
     def _decode(self, data: bytes) -> bytes:
         try:
@@ -231,56 +243,78 @@ class LeanStream:
         except zlib.error as e:
             raise Disconnected(f"the upstream sent a body that does not decompress ({e})") from None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body (decompressed) as it arrives."""
-        while (data := await self._next()) is not None:
-            if self._decoder is not None:
-                data = self._decode(data)
-                if not data:
-                    continue
-            yield data
-
     async def read(self) -> bytes:
         """The rest of the body, whole."""
-        parts = [data async for data in self.chunks()]
-        return b"".join(parts)
+        return b"".join([data async for data in self])
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if conn is not None:
+            self._client._release(self._origin, conn, conn.complete and conn.error is None)
+
+    async def __aenter__(self) -> LeanStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
-def _head(method: str, target: str, host: str, headers: Mapping[str, str], length: int) -> bytes:
+class _Expired(Exception):
+    """A wait ran out (made a ReadTimeout by the reader: never confused with a failure's TimeoutError)."""
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_Expired())
+
+
+def _head(method: str, target: str, host: str, headers: Mapping[str, str], length: int,
+          proxy_authorization: str | None) -> bytes:
     lines = [f"{method} {target} HTTP/1.1", f"host: {host}"]
     for k, v in headers.items():
         if "\r" in k or "\n" in k or "\r" in v or "\n" in v:
             raise ValueError(f"header {k!r}: a newline or carriage return in a header")
-        lk = k.lower()
-        if lk in ("host", "content-length", "transfer-encoding", "connection"):
+        if k.lower() in _FRAMING:
             continue
         lines.append(f"{k}: {v}")
     if not any(k.lower() == "accept-encoding" for k in headers):
         lines.append("accept-encoding: gzip, deflate")
+    if proxy_authorization:
+        lines.append(f"proxy-authorization: {proxy_authorization}")
     lines.append(f"content-length: {length}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
 
 
-class LeanHTTP:
-    """A pool of keep-alive HTTP/1.1 connections per origin, for whole-reply POSTs."""
+def _refused(proxy: ProxyURL, host: str) -> ProxyError:
+    return ProxyError(f"the proxy {proxy} refused the request to {host}: HTTP 407 (the proxy's credentials are "
+                      "missing or wrong)", proxy=str(proxy), status=407)
 
-    def __init__(self, *, limit: int, connect_timeout: float, total_timeout: float, keepalive: float = 60.0) -> None:
+
+class LeanHTTP:
+    """A pool of keep-alive HTTP/1.1 connections per origin: a :class:`~switchyard.providers.transport.Transport`.
+
+    ``tls`` verifies https origins (default: the system's CAs); ``proxies`` says which origins go through a proxy.
+    """
+
+    def __init__(self, *, limit: int, connect_timeout: float, total_timeout: float, keepalive: float = 60.0,
+                 tls: ssl.SSLContext | None = None, proxies: ProxyPolicy | None = None) -> None:
         self.limit = max(1, limit)
         self.connect_timeout = connect_timeout
         self.total_timeout = total_timeout
         self.keepalive = keepalive
+        self.proxies = proxies
         self._idle: dict[Origin, collections.deque[_Conn]] = {}
         self._open = 0
         self._slots: asyncio.Semaphore | None = None
-        self._ssl: ssl.SSLContext | None = None
-        self._parsed: dict[str, tuple[Origin, str, str]] = {}  # url -> origin, host header, request target
+        self._ssl: ssl.SSLContext | None = tls
+        self._proxy_for: dict[Origin, ProxyURL | None] = {}
+        # url -> origin, host header, request target, and the proxy an http origin is sent to in absolute form
+        self._parsed: dict[str, tuple[Origin, str, str, ProxyURL | None]] = {}
 
-    @staticmethod
-    def takes(url: str) -> bool:
-        """Whether this client sends ``url`` exactly as given (else the caller uses aiohttp)."""
-        return url.startswith(("http://", "https://")) and "%" not in url and "#" not in url
-
-    def _split(self, url: str) -> tuple[Origin, str, str]:
+    def _split(self, url: str) -> tuple[Origin, str, str, ProxyURL | None]:
         hit = self._parsed.get(url)
         if hit is not None:
             return hit
@@ -292,26 +326,52 @@ class LeanHTTP:
         shown = f"[{host}]" if ":" in host else host
         host_header = shown if default else f"{shown}:{port}"
         target = (u.path or "/") + (f"?{u.query}" if u.query else "")
-        out = ((scheme, host, port), host_header, target)
+        origin = (scheme, host, port)
+        proxy = self._proxy_for[origin] = self.proxies.select(*origin) if self.proxies is not None else None
+        absolute = proxy if scheme == "http" else None
+        if absolute is not None:
+            target = f"http://{host_header}{target}"
+        out = (origin, host_header, target, absolute)
         if len(self._parsed) < 1024:
             self._parsed[url] = out
         return out
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str],
-                   query: str | None = None) -> tuple[int, Headers, bytes]:
-        origin, head = self._request(url, body, headers, query)
-        async with asyncio.timeout(self.total_timeout), self._slot():
-            conn = self._checkout(origin) or await self._connect(origin)
-            ok = False
+    # --- the Transport interface --------------------------------------------------------------------------------
+
+    async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> Response:
+        """Send one request; its whole reply (the total timeout bounds it all)."""
+        origin, host, target, absolute = self._split(url)
+        head = _head(method, target, host, headers, len(body), absolute.authorization if absolute else None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.total_timeout
+        slots = self._slot()
+        if slots.locked():  # every slot busy: wait for one, within the total
             try:
-                await self._send(conn, head, body)
-                ok = True
-            finally:
+                async with asyncio.timeout_at(deadline):
+                    await slots.acquire()
+            except TimeoutError:
+                raise TimeoutError(f"no free connection within {self.total_timeout:g} s") from None
+        else:
+            await slots.acquire()  # at once
+        conn: _Conn | None = None
+        ok = False
+        try:
+            conn = self._checkout(origin) or await self._connect(origin, deadline)
+            try:
+                await self._send(conn, head, body, within=deadline - loop.time())
+            except _Expired:
+                raise TimeoutError(f"no complete reply within {self.total_timeout:g} s") from None
+            ok = True
+        finally:
+            if conn is not None:
                 conn.waiter = None
                 if ok and conn.keep_alive and not conn.closed:
                     self._checkin(origin, conn)
                 else:
                     self._drop(conn)
+            slots.release()
+        if absolute is not None and conn.status == 407:
+            raise _refused(absolute, host)
         data = b"".join(conn.body)
         encoding = conn.headers.get("content-encoding")
         if encoding in ("gzip", "deflate", "x-gzip") and data:
@@ -322,44 +382,44 @@ class LeanHTTP:
                     data = zlib.decompress(data, -zlib.MAX_WBITS)  # raw deflate, as some servers send it
                 except zlib.error as e:
                     raise Disconnected(f"the upstream sent a body that does not decompress ({e})") from None
-        return conn.status, conn.headers, data
+        return Response(conn.status, conn.headers, data)
 
-    @contextlib.asynccontextmanager
-    async def stream(self, url: str, body: bytes, headers: Mapping[str, str],
-                     query: str | None = None) -> AsyncIterator[LeanStream]:
-        """POST ``body``; the reply open for reading once its headers are in. The timeout bounds each wait (for the
-        headers, then for each part of the body), not the whole. Leaving the block lets go of the connection: back
-        to the pool when the reply was complete, closed otherwise (a consumer that stops early)."""
-        origin, head = self._request(url, body, headers, query)
-        async with self._slot():
+    async def stream(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> LeanStream:
+        """Send one request; its reply open for reading once its headers are in. The timeout bounds each wait (for
+        the headers, then for each part of the body), not the whole. The caller must ``aclose()`` it."""
+        origin, host, target, absolute = self._split(url)
+        head = _head(method, target, host, headers, len(body), absolute.authorization if absolute else None)
+        slots = self._slot()
+        await slots.acquire()
+        conn: _Conn | None = None
+        try:
             conn = self._checkout(origin) or await self._connect(origin)
-            ok = False
             try:
-                try:
-                    async with asyncio.timeout(self.total_timeout):
-                        await self._send(conn, head, body, streaming=True)
-                except TimeoutError:
-                    raise ReadTimeout(f"no reply headers within {self.total_timeout:g} s") from None
-                yield LeanStream(conn, self.total_timeout)
-                ok = True
-            finally:
-                conn.waiter = None
-                if ok and conn.complete and conn.keep_alive and not conn.closed:
-                    conn.resume()
-                    conn.streaming = False
-                    self._checkin(origin, conn)
-                else:
-                    self._drop(conn)
+                await self._send(conn, head, body, streaming=True, within=self.total_timeout)
+            except _Expired:
+                raise ReadTimeout(f"no reply headers within {self.total_timeout:g} s") from None
+            if absolute is not None and conn.status == 407:
+                raise _refused(absolute, host)
+            return LeanStream(self, origin, conn)
+        except BaseException:
+            if conn is not None:
+                self._release(origin, conn, False)
+            else:
+                slots.release()
+            raise
+
+    def _release(self, origin: Origin, conn: _Conn, reusable: bool) -> None:
+        """The end of a stream: its connection back to the pool (a complete reply) or closed, its slot freed."""
+        conn.waiter = None
+        if reusable and conn.keep_alive and not conn.closed:
+            conn.resume()
+            conn.streaming = False
+            self._checkin(origin, conn)
+        else:
+            self._drop(conn)
+        self._slot().release()
 
     # --- one exchange -------------------------------------------------------------------------------------------
-
-    def _request(self, url: str, body: bytes, headers: Mapping[str, str],
-                 query: str | None) -> tuple[Origin, bytes]:
-        """The origin to send to, and the request head."""
-        origin, host, target = self._split(url)
-        if query:
-            target += ("&" if "?" in target else "?") + query
-        return origin, _head("POST", target, host, headers, len(body))
 
     def _slot(self) -> asyncio.Semaphore:
         if self._slots is None:  # made inside the running loop
@@ -367,15 +427,24 @@ class LeanHTTP:
         return self._slots
 
     @staticmethod
-    async def _send(conn: _Conn, head: bytes, body: bytes, streaming: bool = False) -> None:
-        """Write the request; return when the reply is complete (``streaming``: when its headers are in)."""
+    async def _send(conn: _Conn, head: bytes, body: bytes, streaming: bool = False,
+                    within: float | None = None) -> None:
+        """Write the request; return when the reply is complete (``streaming``: when its headers are in). A wait
+        longer than ``within`` seconds raises ``_Expired`` (a timer is cheaper than ``asyncio.timeout``)."""
         conn._reset(streaming)
         waiter = conn.waiter = conn.loop.create_future()
         assert conn.transport is not None
         conn.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             conn.transport.write(body)
-        await waiter
+        if within is None:
+            await waiter
+            return
+        timer = conn.loop.call_later(within, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
 
     # --- the pool -----------------------------------------------------------------------------------------------
 
@@ -399,24 +468,45 @@ class LeanHTTP:
         conn.close()
         self._open -= 1
 
-    async def _connect(self, origin: Origin) -> _Conn:
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    async def _connect(self, origin: Origin, deadline: float | None = None) -> _Conn:
+        """A new connection to ``origin`` (through its proxy), within the connect timeout and ``deadline``."""
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
-        ctx: ssl.SSLContext | None = None
-        if scheme == "https":
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-            ctx = self._ssl
+        tls = self._tls() if scheme == "https" else None
+        proxy = self._proxy_for.get(origin)
+        limit = self.connect_timeout if deadline is None else min(self.connect_timeout, deadline - loop.time())
         self._trim()
         try:
-            async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(lambda: _Conn(loop), host, port, ssl=ctx,
-                                                       server_hostname=host if ctx else None)
+            async with asyncio.timeout(limit):
+                if proxy is None:
+                    _, conn = await loop.create_connection(lambda: _Conn(loop), host, port, ssl=tls,
+                                                           server_hostname=host if tls else None)
+                elif tls is not None:  # https through a CONNECT tunnel
+                    _, proto = await open_tunnel(loop, proxy, self._tls() if proxy.scheme == "https" else None,
+                                                 host, port, lambda: _Conn(loop), tls)
+                    conn = cast(_Conn, proto)
+                else:  # http through the proxy, in absolute form
+                    conn = await self._connect_proxy(loop, proxy)
         except TimeoutError:
-            raise ConnectTimeout(f"no connection to {host}:{port} within {self.connect_timeout:g} s") from None
+            via = f" through the proxy {proxy}" if proxy is not None else ""
+            raise ConnectTimeout(f"no connection to {host}:{port}{via} within {limit:.3g} s") from None
         except (OSError, ssl.SSLError) as e:
             raise ConnectFailed(f"{host}:{port}: {e}") from None
         self._open += 1
+        return conn
+
+    async def _connect_proxy(self, loop: asyncio.AbstractEventLoop, proxy: ProxyURL) -> _Conn:
+        tls = self._tls() if proxy.scheme == "https" else None
+        try:
+            _, conn = await loop.create_connection(lambda: _Conn(loop), proxy.host, proxy.port, ssl=tls,
+                                                   server_hostname=proxy.host if tls else None)
+        except (OSError, ssl.SSLError) as e:
+            raise ProxyError(f"could not connect to the proxy {proxy}: {e}", proxy=str(proxy)) from None
         return conn
 
     def _trim(self) -> None:
