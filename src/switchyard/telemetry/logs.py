@@ -83,7 +83,10 @@ class RequestLog:
                                                                a.deployment, "provider": a.provider,
                                                                "status": a.status, "outcome": a.outcome}))
         if request_log.isEnabledFor(logging.INFO):
-            request_log.info(Fields("request", request_fields(ctx, rec)))
+            # made and handled directly: ``info()`` would also walk the stack for a caller that nobody prints
+            line = request_log.makeRecord(request_log.name, logging.INFO, __file__, 0,
+                                          Fields("request", request_fields(ctx, rec)), None, None)
+            request_log.handle(line)
 
 
 def breaker_changed(h: Health, state: str) -> None:
@@ -94,16 +97,22 @@ def breaker_changed(h: Health, state: str) -> None:
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message, and the fields of a :class:`Fields` message."""
 
+    _second = -1
+    _stamp = ""
+
     def format(self, record: logging.LogRecord) -> str:
         msg = record.msg
+        second = int(record.created)
+        if second != self._second:  # the date part, once a second
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         out: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": f"{self._stamp}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
         }
         if isinstance(msg, Fields):
             out["msg"] = msg.head
-            out.update((k, v) for k, v in msg.fields.items() if v is not None)
+            out.update(msg.fields)  # every field on every line, null when it has no value
         else:
             out["msg"] = record.getMessage()
         if record.exc_info:
@@ -123,3 +132,5 @@ def configure(level: str, fmt: str) -> None:
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # no line prints them, and each costs a lookup per record
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
