@@ -85,7 +85,7 @@ class RequestLog:
         if request_log.isEnabledFor(logging.INFO):
             # made and handled directly: ``info()`` would also walk the stack for a caller that nobody prints
             line = request_log.makeRecord(request_log.name, logging.INFO, __file__, 0,
-                                          Fields("request", request_fields(ctx, rec)), None, None)
+                                          Fields("request", request_fields(ctx, rec)), (), None)
             request_log.handle(line)
 
 
