@@ -53,6 +53,7 @@ class CallContext:
     client_request_id: str | None = None  # the caller's x-request-id, echoed back and kept in the record
     principal: Principal | None = None
     endpoint: str = "chat"
+    protocol: str = "openai"  # the inbound API: openai | anthropic (a metrics label)
     deadline: float | None = None  # time.monotonic() by which the call must end
     started: float = field(default_factory=time.monotonic)
     plan: Plan | None = None
@@ -136,6 +137,8 @@ class Gateway:
         self.auth = Authenticator(config.master_key, config.keys,
                                   limiter=failure_limiter(config.governance.auth_failures))
         self.recorder: Recorder = recorder or NullRecorder()
+        # metrics and the request log (switchyard.telemetry), told of each finished call; None: nothing to do
+        self.telemetry: Callable[[CallContext, CallRecord], None] | None = None
         self.governance: Governance | None = None  # virtual keys and audit: a resolver and a recorder
         if config.governance.enabled:
             from .governance.runtime import Governance  # not at the top: it imports the store, which imports us
@@ -249,6 +252,8 @@ class Gateway:
         if self.ledger is not None:
             rec.charges = self.ledger.settle(ctx.request_id, rec)
         self.recorder.record(rec)
+        if self.telemetry is not None:
+            self.telemetry(ctx, rec)
 
     def record_failure(self, ctx: CallContext, model: str, exc: SwitchyardError) -> None:
         self._record(ctx, model, "error", exc.status, None, exc.message)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -117,6 +119,33 @@ def run_supervisor(cfg: Config, config_path: str, host: str, port: int, workers:
     store.close()
     cmd = [sys.executable, "-m", "switchyard.cli.main", "serve", "--config", config_path, "--host", host,
            "--port", str(port), "--log-level", log_level, "--worker-child"]
+    metrics_dir = _metrics_dir(cfg)
+    try:
+        _supervise(cmd, workers)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _metrics_dir(cfg: Config) -> str | None:
+    """Prometheus's multiprocess mode: a fresh directory for the workers' metric files (they inherit
+    ``PROMETHEUS_MULTIPROC_DIR``), removed when the supervisor ends. One set by the operator is kept."""
+    if not cfg.metrics.enabled or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    path = tempfile.mkdtemp(prefix="switchyard-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def _worker_gone(pid: int) -> None:
+    """A worker exited: drop its live gauges (in-flight calls, spool backlog) from the sums."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def _supervise(cmd: list[str], workers: int) -> None:
     children: list[subprocess.Popen[bytes] | None] = [None] * workers
     restarts = [0.0] * workers
     stopping = False
@@ -138,6 +167,7 @@ def run_supervisor(cfg: Config, config_path: str, host: str, port: int, workers:
             if c is None or c.poll() is not None:
                 if c is not None:
                     log.warning("worker %d exited with %s; restarting", i, c.returncode)
+                    _worker_gone(c.pid)
                     time.sleep(min(5.0, max(0.0, restarts[i] + 1.0 - time.monotonic())))
                 restarts[i] = time.monotonic()
                 children[i] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
@@ -184,8 +214,11 @@ def serve_command(load: Any) -> click.Command:
     def serve(config_path: str, host: str | None, port: int | None, workers: int, log_level: str,
               worker_child: bool) -> None:
         """Run the gateway."""
+        from ..telemetry.logs import configure
+
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         cfg: Config = load(config_path)
+        configure(log_level, cfg.server.log_format)  # the config's format, from here on
         host = host or cfg.server.host
         port = cfg.server.port if port is None else port
         if worker_child:

@@ -11,6 +11,7 @@ from .governance import GovernanceConfig
 from .ledger import LedgerConfig
 from .providers import ProviderConfig
 from .routing import RouteConfig, RoutingConfig, route_problems
+from .telemetry import MetricsConfig
 
 # --- deployments ---
 
@@ -62,6 +63,8 @@ class ServerConfig(_Strict):
     request_timeout: float = Field(600.0, gt=0)
     # CPU priority of the threads that write batches to the store (switchyard.background): idle | low | normal
     background_priority: Literal["idle", "low", "normal"] = "idle"
+    # the format of every log line, the per-request line included: text | json (one JSON object a line)
+    log_format: Literal["text", "json"] = "text"
 
 
 class Config(_Strict):
@@ -75,6 +78,7 @@ class Config(_Strict):
     keys: list[KeyConfig] = Field(default_factory=list)
     governance: GovernanceConfig = Field(default_factory=lambda: GovernanceConfig())
     ledger: LedgerConfig = Field(default_factory=lambda: LedgerConfig())  # budgets, rate limits, spend
+    metrics: MetricsConfig = Field(default_factory=lambda: MetricsConfig())  # Prometheus, at GET /metrics
 
     @field_validator("master_key", mode="before")
     @classmethod
@@ -103,6 +107,8 @@ class Config(_Strict):
             for j, m in enumerate(k.models or []):
                 if m not in seen and m not in self.routes:
                     errors.append(f"keys[{i}].models[{j}]: unknown deployment or route {m!r}")
+        if self.metrics.enabled and self.metrics.access == "key" and not (self.metrics.key or self.master_key):
+            errors.append("metrics.access: 'key' needs metrics.key (or a master_key)")
         if errors:
             raise ValueError("\n".join(errors))
         return self

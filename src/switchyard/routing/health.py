@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from enum import Enum
+from typing import Any
 
 from ..config.routing import BreakerConfig, RetryConfig
 
@@ -94,7 +95,8 @@ class Health:
     """One deployment's health for one endpoint (``chat`` or ``embeddings``)."""
 
     __slots__ = ("_buckets", "_consecutive", "_cooldown", "_epoch", "_opened_at", "_probe_out", "cfg", "clock",
-                 "deployment", "endpoint", "in_flight", "latency", "reopen_at", "state", "throttled_until", "ttft")
+                 "deployment", "endpoint", "in_flight", "latency", "on_change", "reopen_at", "state", "throttled_until",
+                 "ttft")
 
     def __init__(self, deployment: str, endpoint: str, cfg: BreakerConfig, clock: Clock = time.monotonic) -> None:
         self.deployment = deployment
@@ -102,6 +104,7 @@ class Health:
         self.cfg = cfg
         self.clock = clock
         self.state = CLOSED
+        self.on_change: Callable[[Health, str], Any] | None = None  # told each new state (logs and metrics)
         self.in_flight = 0
         self.ttft = LatencyStat()  # streams: time to the first chunk
         self.latency = LatencyStat()  # whole replies (non-streamed chat, embeddings)
@@ -139,7 +142,8 @@ class Health:
             return 1
         if self._probe_out or now < self.reopen_at:
             return 0
-        self.state = HALF_OPEN
+        if self.state != HALF_OPEN:
+            self._set(HALF_OPEN)
         self._probe_out = True
         self.in_flight += 1
         return 2
@@ -204,13 +208,18 @@ class Health:
         ok, bad = self.window(now)
         return ok + bad >= self.cfg.min_requests and bad / (ok + bad) >= self.cfg.failure_rate
 
+    def _set(self, state: str) -> None:
+        self.state = state
+        if self.on_change is not None:
+            self.on_change(self, state)
+
     def _open(self, now: float) -> None:
-        self.state = OPEN
+        self._set(OPEN)
         self._opened_at = now
         self.reopen_at = now + self._cooldown
 
     def _close(self) -> None:
-        self.state = CLOSED
+        self._set(CLOSED)
         self._cooldown = self.cfg.cooldown_s
         self._consecutive = 0
         self._epoch = [-1] * _BUCKETS
@@ -262,6 +271,14 @@ class HealthRegistry:
 
     def table(self, endpoint: str) -> dict[str, Health]:
         return self._by_endpoint[endpoint]
+
+    def all(self) -> Iterable[Health]:
+        return (h for ep in ENDPOINTS for h in self._by_endpoint[ep].values())
+
+    def watch(self, on_change: Callable[[Health, str], Any]) -> None:
+        """Tell ``on_change`` of every breaker's every change of state (rare: no cost per request)."""
+        for h in self.all():
+            h.on_change = on_change
 
     def snapshot(self) -> list[dict[str, object]]:
         now = self.clock()

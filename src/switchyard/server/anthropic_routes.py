@@ -52,6 +52,7 @@ def anthropic_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Respon
     async def endpoint(request: Request) -> Response | StreamResponse:
         gw: Gateway = request.app.state.gateway
         ctx = new_context(request)
+        ctx.protocol = "anthropic"
         try:
             key = api_key(request)
             if key is None:

@@ -20,6 +20,8 @@ from starlette.routing import BaseRoute, Route
 
 from ..errors import InternalError, InvalidRequest, NotFound, SwitchyardError
 from ..pipeline import Gateway, Recorder
+from ..telemetry import attach as attach_telemetry
+from ..telemetry.http import metrics_endpoint
 from . import admin, admin_routes, anthropic_routes, openai_routes, openapi_v1
 from .asgi import Shell
 from .common import JSON_TYPE
@@ -125,6 +127,7 @@ def create_app(gateway: Gateway, *, store: object | None = None, recorder: Recor
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
         Route("/v1/openapi.json", openapi, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         *anthropic_routes.ROUTES,
         *admin_routes.ROUTES,
         *admin.ROUTES,
@@ -135,6 +138,7 @@ def create_app(gateway: Gateway, *, store: object | None = None, recorder: Recor
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.state.metrics = attach_telemetry(gateway, recorder)
     app.state.ready = False
     app.state.started_at = int(time.time())
     ping = getattr(store, "ping", None)

@@ -397,6 +397,23 @@ def _public(op_id: str, summary: str, ok: dict[str, Any], *extra: int) -> dict[s
                     "responses": responses}}
 
 
+def _metrics() -> dict[str, Any]:
+    """``GET /metrics`` (switchyard.telemetry): loopback callers need no key; with ``metrics.access: key``, a bearer
+    key."""
+    error = {"headers": _REQUEST_ID, "content": {"application/json": {"schema": {
+        "$ref": "#/components/schemas/OpenAIError"}}}}
+    return {"get": {
+        "operationId": "metrics", "summary": "Prometheus metrics (text exposition format)", "tags": ["meta"],
+        "security": [{}, {"bearer": []}],
+        "responses": {
+            "200": {"description": "OK", "headers": _REQUEST_ID, "content": {"text/plain": {"schema": {
+                "type": "string"}}}},
+            "401": {"description": "metrics.access: key, and no key sent", **error},
+            "403": {"description": "Not a loopback caller, or not the metrics key", **error},
+            "404": {"description": "Metrics are off (metrics.enabled: false)", **error},
+        }}}
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the data plane: every path that ``server.app`` serves outside ``/admin``."""
     stream = _sse("with stream: Anthropic's events, message_start to message_stop")
@@ -421,6 +438,7 @@ def openapi_document() -> dict[str, Any]:
         "/health/ready": _public("ready", "Started, and the store answers", _json("Ready"), 503),
         "/v1/openapi.json": _public("openapi", "This document", {"application/json": {"schema": {
             "type": "object"}}}),
+        "/metrics": _metrics(),
     }
     schemas: dict[str, Schema] = {
         "ChatCompletionRequest": CHAT_REQUEST, "ChatMessage": CHAT_MESSAGE, "ChatCompletion": CHAT_COMPLETION,
