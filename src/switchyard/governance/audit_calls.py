@@ -16,22 +16,17 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from .. import background
 from ..config.governance import AuditSettings
+from ..records import E8, CallRecord, Stored, clip, stored
 from .audit import _BATCH, AuditLog, Prepared, canonical_json
 from .db import Db, is_store_failure
-from .ledger_model import E8
-from .records import clip, spool_fields
-
-if TYPE_CHECKING:
-    from ..pipeline import CallRecord
 
 log = logging.getLogger("switchyard.audit")
 
@@ -43,34 +38,34 @@ def _e8_text(units: int) -> str:
     return f"{'-' if units < 0 else ''}{whole}.{frac:08d}"
 
 
-def call_record(d: Mapping[str, Any]) -> Prepared:
+def call_record(d: Stored) -> Prepared:
     """The audit record of one finished (or refused) call, from its spool record
-    (:func:`~switchyard.governance.records.spool_fields`), ready to chain."""
-    http, deployment = d["http"], d.get("dep")
+    (:class:`~switchyard.records.Stored`), ready to chain."""
+    http, deployment = d.http_status, d.deployment
     # A refusal before any deployment was tried (401/402/403, a budget or rate-limit 429) is a governance denial.
     denied = http in (401, 402, 403) or (http == 429 and deployment is None)
     details: dict[str, Any] = {
-        "endpoint": d["ep"], "route": d.get("route"), "provider": d.get("prov"), "outcome": d["st"],
-        "attempts": d["att"], "latency_ms": d["lat"],
-        "tokens": {"input": d["in"], "output": d["out"], "cached": d["cached"], "cache_write": d["cw"],
-                   "reasoning": d["rsn"]},
+        "endpoint": d.endpoint, "route": d.route, "provider": d.provider, "outcome": d.status,
+        "attempts": d.attempts, "latency_ms": d.latency_ms,
+        "tokens": {"input": d.input_tokens, "output": d.output_tokens, "cached": d.cached_tokens,
+                   "cache_write": d.cache_write_tokens, "reasoning": d.reasoning_tokens},
     }
-    if d.get("crid"):
-        details["client_request_id"] = d["crid"]
-    if d.get("tags"):
-        details["tags"] = d["tags"]  # sorted in the spool record
-    ts = datetime.fromtimestamp(d["ts"], UTC)
-    cost_text = _e8_text(int(d.get("dcost", d["cost"])))
-    actor = clip(d.get("pid") or "anonymous", 1000) or ""
-    user_id, org_id, team_id = d.get("user"), d.get("org"), d.get("team")
-    action = clip(d["ep"], 64) or ""
-    target = clip(d["model"])
+    if d.client_request_id:
+        details["client_request_id"] = d.client_request_id
+    if d.tags:
+        details["tags"] = d.tags  # sorted in the spool record
+    ts = datetime.fromtimestamp(d.ts, UTC)
+    cost_text = _e8_text(int(d.cost if d.own_cost is None else d.own_cost))
+    actor = clip(d.principal_id or "anonymous", 1000) or ""
+    user_id, org_id, team_id = d.user_id, d.org_id, d.team_id
+    action = clip(d.endpoint, 64) or ""
+    target = clip(d.model)
     decision = "deny" if denied else "allow"
-    reason = clip(d.get("err") if d["st"] != "ok" else d.get("why"))
+    reason = clip(d.error if d.status != "ok" else d.reason)
     deployment = clip(deployment)
-    request_id = clip(d["rid"], 255)
+    request_id = clip(d.request_id, 255)
     details_text = clip(canonical_json(details), 1_000_000)
-    payload = clip(canonical_json(d["pl"]), 10_000_000) if d.get("pl") is not None else None
+    payload = clip(canonical_json(d.payload), 10_000_000) if d.payload is not None else None
     hashed = orjson.dumps([ts.isoformat(timespec="microseconds"), cost_text, "call", actor, user_id, org_id, team_id,
                            action, target, decision, reason, http, deployment, request_id, details_text, payload])
     return ((ts, "call", actor, user_id, org_id, team_id, action, target, decision, reason, http, deployment,
@@ -163,7 +158,7 @@ class CallAuditor:
             return True
 
     def _append(self, batch: list[CallRecord]) -> None:
-        records = [call_record(spool_fields(r)) for r in batch]
+        records = [call_record(stored(r)) for r in batch]
         with self.db.write() as conn:
             self.audit.append_prepared(conn, records)
 

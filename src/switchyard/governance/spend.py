@@ -33,13 +33,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError
 
 from .. import background
 from ..config.ledger import SpoolSettings
+from ..records import CallRecord, Intent, Stored, clip, dump, encode, is_intent, read_line
 from ..store.spend_tables import (
     DIM,
     METRICS,
@@ -54,11 +54,9 @@ from ..store.spool import Batch, Segment, Spool
 from . import intents
 from .audit_calls import call_record
 from .db import Db
-from .records import clip, encode
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..pipeline import CallRecord
     from .audit import AuditLog
 
 log = logging.getLogger("switchyard.spend")
@@ -71,18 +69,19 @@ Rows = list[tuple[str, str, int, int]]
 # --- the spool line ----------------------------------------------------------------------------------------------
 
 
-def log_row(d: dict[str, Any]) -> dict[str, Any]:
+def log_row(d: Stored) -> dict[str, Any]:
     """A ``request_log`` row from a decoded spool record."""
     return {
-        "request_id": d["rid"], "client_request_id": clip(d.get("crid"), 255),
-        "ts": datetime.fromtimestamp(d["ts"], UTC), "principal_id": clip(d.get("pid")), "endpoint": d["ep"],
-        "model": clip(d["model"]), "route": clip(d.get("route")), "deployment": clip(d.get("dep")),
-        "provider": clip(d.get("prov")), "status": d["st"], "http_status": int(d["http"]),
-        "input_tokens": int(d["in"]), "output_tokens": int(d["out"]), "cached_tokens": int(d["cached"]),
-        "cache_write_tokens": int(d["cw"]), "reasoning_tokens": int(d["rsn"]),
-        "cost": Decimal(int(d["cost"])).scaleb(-8), "latency_ms": float(d["lat"]), "ttft_ms": d.get("ttft"),
-        "attempts": int(d["att"]), "error": clip(d.get("err")), "key_id": d.get("key"), "user_id": d.get("user"),
-        "team_id": d.get("team"), "org_id": d.get("org"), "tags": d.get("tags"),
+        "request_id": d.request_id, "client_request_id": clip(d.client_request_id, 255),
+        "ts": datetime.fromtimestamp(d.ts, UTC), "principal_id": clip(d.principal_id), "endpoint": d.endpoint,
+        "model": clip(d.model), "route": clip(d.route), "deployment": clip(d.deployment),
+        "provider": clip(d.provider), "status": d.status, "http_status": int(d.http_status),
+        "input_tokens": int(d.input_tokens), "output_tokens": int(d.output_tokens),
+        "cached_tokens": int(d.cached_tokens), "cache_write_tokens": int(d.cache_write_tokens),
+        "reasoning_tokens": int(d.reasoning_tokens), "cost": Decimal(int(d.cost)).scaleb(-8),
+        "latency_ms": float(d.latency_ms), "ttft_ms": d.ttft_ms, "attempts": int(d.attempts),
+        "error": clip(d.error), "key_id": d.key_id, "user_id": d.user_id, "team_id": d.team_id,
+        "org_id": d.org_id, "tags": d.tags,
     }
 
 
@@ -93,18 +92,18 @@ def _dim(v: str | None) -> str:
     return (v or "")[:DIM]
 
 
-def _add(acc: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], d: dict[str, Any]) -> None:
+def _add(acc: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], d: Stored) -> None:
     m = acc.get(key)
     if m is None:
         m = acc[key] = [0, 0, 0, 0, 0, 0, 0, 0.0]
     m[0] += 1
-    m[1] += d["st"] != "ok"
-    m[2] += int(d["in"])
-    m[3] += int(d["out"])
-    m[4] += int(d["cached"])
-    m[5] += int(d["rsn"])
-    m[6] += int(d["cost"])
-    m[7] += float(d["lat"])
+    m[1] += d.status != "ok"
+    m[2] += int(d.input_tokens)
+    m[3] += int(d.output_tokens)
+    m[4] += int(d.cached_tokens)
+    m[5] += int(d.reasoning_tokens)
+    m[6] += int(d.cost)
+    m[7] += float(d.latency_ms)
 
 
 def _rollup_rows(groups: dict[tuple[Any, ...], list[Any]], dims: Sequence[str]) -> list[dict[str, Any]]:
@@ -147,7 +146,7 @@ assert TAG_DIMS == ("tag", "org_id", "route", "deployment", "provider", "model")
 _URGENT_SPOOL_BYTES = 1 << 20  # unshipped spool bytes (about 3,000 records) past which shipping is urgent
 
 
-def ship(db: Db, records: Sequence[dict[str, Any]], audit: AuditLog | None = None) -> int:
+def ship(db: Db, records: Sequence[Stored], audit: AuditLog | None = None) -> int:
     """Store a batch of decoded records in one transaction; returns how many were new. With ``audit``, the new
     ones are also chained into the audit log, in the same transaction (so exactly once)."""
     rows = [log_row(d) for d in records]  # in spool order: request_log ids follow the order calls ended
@@ -157,7 +156,7 @@ def ship(db: Db, records: Sequence[dict[str, Any]], audit: AuditLog | None = Non
         stmt = (_insert(conn.dialect.name, request_log)
                 .on_conflict_do_nothing(index_elements=["request_id"]).returning(request_log.c.request_id))
         new: set[str] = set(conn.execute(stmt, rows).scalars()) if rows else set()
-        fresh = [d for d in records if d["rid"] in new]
+        fresh = [d for d in records if d.request_id in new]
         if audit is not None and fresh:
             audit.append_prepared(conn, [call_record(d) for d in fresh])
         # Grouped by the raw values (the hour as epoch seconds); each group's dimensions are cut to size once.
@@ -165,14 +164,13 @@ def ship(db: Db, records: Sequence[dict[str, Any]], audit: AuditLog | None = Non
         tagged: dict[tuple[Any, ...], list[Any]] = {}
         budgets: dict[tuple[str, str], list[int]] = {}
         for d in fresh:
-            get = d.get
-            hour = int(d["ts"]) // 3600 * 3600
+            hour = int(d.ts) // 3600 * 3600
             # in SPEND_DIMS order: org, team, user, key, route, deployment, provider, model
-            org, route, dep, prov, model = get("org"), get("route"), get("dep"), get("prov"), get("model")
-            _add(hourly, (hour, org, get("team"), get("user"), get("key"), route, dep, prov, model), d)
-            for tag in get("tags") or ():  # in TAG_DIMS order: tag, org, route, deployment, provider, model
+            org, route, dep, prov, model = d.org_id, d.route, d.deployment, d.provider, d.model
+            _add(hourly, (hour, org, d.team_id, d.user_id, d.key_id, route, dep, prov, model), d)
+            for tag in d.tags or ():  # in TAG_DIMS order: tag, org, route, deployment, provider, model
                 _add(tagged, (hour, tag, org, route, dep, prov, model), d)
-            for budget_id, period, usd, tokens in get("ch") or ():
+            for budget_id, period, usd, tokens in d.charges or ():
                 b = budgets.setdefault((budget_id, period), [0, 0, 0])
                 b[0] += int(usd)
                 b[1] += int(tokens)
@@ -215,7 +213,7 @@ class SpendWriter:
         self.audit: AuditLog | None = None  # set by audit_calls_into(): chain each call into the audit log
         self._warned = 0.0
         # told of the intents a dead gateway left without an outcome (the ledger settles their holds in Redis)
-        self.on_interrupted: Callable[[list[dict[str, Any]]], None] | None = None
+        self.on_interrupted: Callable[[list[Intent]], None] | None = None
         self.interrupted = 0  # interrupted records written (calls a dead gateway left in flight)
 
     @classmethod
@@ -341,7 +339,7 @@ class SpendWriter:
 
     # --- the calls a dead gateway left in flight ---------------------------------------------------------------
 
-    def _adopt(self) -> list[tuple[list[Segment], list[dict[str, Any]]]]:
+    def _adopt(self) -> list[tuple[list[Segment], list[Intent]]]:
         """Adopt dead gateways' files; for each dead gateway, its files and the intents they hold without an
         outcome (worker thread: this reads the files)."""
         self.spool.adopt(scan=True)
@@ -356,7 +354,7 @@ class SpendWriter:
             out.append((segments, intents.orphans(lines)))
         return out
 
-    def _recover(self, found: list[tuple[list[Segment], list[dict[str, Any]]]]) -> None:
+    def _recover(self, found: list[tuple[list[Segment], list[Intent]]]) -> None:
         """Append an ``interrupted`` record for each orphan intent (behind the adopted files, so that they ship
         first), then let the adopted files go."""
         for segments, orphans in found:
@@ -380,16 +378,16 @@ class SpendWriter:
         return self._ship_lines(batch.lines)
 
     def _ship_lines(self, lines: Sequence[bytes]) -> int:
-        records: list[dict[str, Any]] = []
+        records: list[Stored] = []
         for line in lines:
-            if line.startswith(intents.PREFIX):
+            if is_intent(line):
                 continue  # an intent: its outcome is the record (or, after a crash, the interrupted one)
             try:
-                d = orjson.loads(line)
-                if not isinstance(d, dict) or "rid" not in d:
+                d = read_line(line)
+                if not isinstance(d, Stored):
                     raise ValueError("not a spend record")
                 records.append(d)
-            except (orjson.JSONDecodeError, ValueError) as e:
+            except ValueError as e:
                 self._set_aside([line], f"undecodable ({e})")
         if not records:
             return 0
@@ -402,7 +400,7 @@ class SpendWriter:
             try:
                 n += ship(self.db, [d], self.audit)
             except _UNWRITABLE as e:
-                self._set_aside([orjson.dumps(d)], self.db.describe(e))
+                self._set_aside([dump(d)], self.db.describe(e))
         return n
 
     def _set_aside(self, lines: Iterable[bytes], why: str) -> None:
