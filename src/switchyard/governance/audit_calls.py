@@ -12,9 +12,7 @@ Recorder that queues calls in memory and appends them in batches on a background
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections import deque
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,6 +23,7 @@ import orjson
 from .. import background
 from ..config.governance import AuditSettings
 from ..records import E8, CallRecord, Stored, clip, stored
+from ..worker import Worker
 from .audit import _BATCH, AuditLog, Prepared, canonical_json
 from .db import Db, is_store_failure
 
@@ -85,11 +84,10 @@ class CallAuditor:
         self.settings = settings
         self._pending: deque[CallRecord] = deque()
         self._dropped = 0
-        self._failures = 0
-        self._task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
+        # appends every flush_interval; while the store is down, waits up to 64 times longer
+        self.worker = Worker("audit-writer", self._tick, interval=settings.flush_interval,
+                             backoff_initial=2 * settings.flush_interval, backoff_max=64 * settings.flush_interval)
         self._lock = asyncio.Lock()
-        self._stopping = False
 
     def record(self, rec: CallRecord) -> None:
         if len(self._pending) >= self.settings.max_pending:
@@ -103,34 +101,15 @@ class CallAuditor:
         return len(self._pending)
 
     async def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._stopping = False
-            self._wake = asyncio.Event()
-            self._task = asyncio.create_task(self._run(), name="switchyard-audit-writer")
+        self.worker.start()
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
-        self._stopping = True
-        if self._task is not None:
-            assert self._wake is not None
-            self._wake.set()
-            await self._task
-            self._task = None
-        deadline = time.monotonic() + drain_timeout
-        while self._pending and time.monotonic() < deadline:
-            if await self.flush():
-                break
-            await asyncio.sleep(0.2)
+        await self.worker.stop(drain_timeout, self.flush)
         if self._pending:
             log.error("audit: %d call records could not be appended before shutdown", len(self._pending))
 
-    async def _run(self) -> None:
-        assert self._wake is not None
-        while not self._stopping:
-            delay = self.settings.flush_interval * (2 ** min(self._failures, 6))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
-            if self._pending and not self._stopping:
-                await self.flush()
+    async def _tick(self) -> bool:
+        return await self.flush() if self._pending else True
 
     async def flush(self) -> bool:
         """Append what is queued now; True when nothing is left. Failures are logged, not raised."""
@@ -141,8 +120,8 @@ class CallAuditor:
                     await background.run(self._append, batch,
                                          urgent=len(self._pending) > background.URGENT_BACKLOG)
                 except Exception as e:
-                    self._failures += 1
-                    if self._failures in (1, 10) or self._failures % 100 == 0:
+                    failures = self.worker.failures + 1
+                    if failures in (1, 10) or failures % 100 == 0:
                         log.warning("audit: append failed (%s); %d records kept", self.db.describe(e),
                                     len(self._pending))
                     if not is_store_failure(e):
@@ -152,9 +131,8 @@ class CallAuditor:
                     return False
                 for _ in batch:
                     self._pending.popleft()
-            if self._failures:
-                log.info("audit: appends recovered after %d failures", self._failures)
-            self._failures = 0
+            if self.worker.failures:
+                log.info("audit: appends recovered after %d failures", self.worker.failures)
             return True
 
     def _append(self, batch: list[CallRecord]) -> None:

@@ -23,7 +23,6 @@ The spool also carries each admitted call's *intent* (:mod:`.intents`): skipped 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -51,6 +50,7 @@ from ..store.spend_tables import (
     spend_hourly_tags,
 )
 from ..store.spool import Batch, Segment, Spool
+from ..worker import Worker
 from . import intents
 from .audit_calls import call_record
 from .db import Db
@@ -204,8 +204,10 @@ class SpendWriter:
         self.settings = s = settings or SpoolSettings()
         self.db = Db(engine)
         self.spool = Spool(s.dir, fsync=s.fsync, rotate_bytes=s.rotate_bytes)
-        self._task: asyncio.Task[None] | None = None
-        self._failures = 0
+        # ships every flush_interval, backs off while the store refuses, drains on stop
+        self.worker = Worker("spend-writer", self._tick, interval=s.flush_interval,
+                             backoff_initial=min(0.25, s.retry_max), backoff_max=s.retry_max)
+        self._last_sync = self._last_adopt = 0.0
         self._lock = asyncio.Lock()
         self.shipped = 0  # records that were new in the store
         self.rejected = 0
@@ -258,30 +260,21 @@ class SpendWriter:
     async def start(self) -> None:
         """Open this process's spool file, adopt any left by dead processes, and try once to ship them (so that
         budget totals read at start-up include them)."""
-        if self._task is not None and not self._task.done():
+        if self.worker.running:
             return
         self.spool.open()
         self._recover(self._adopt())
         if self.spool.pending():
-            await self.flush()
-        self._task = asyncio.create_task(self._run(), name="switchyard-spend-writer")
+            await self.worker.run_step(self.flush)
+        self._last_sync = self._last_adopt = self.worker.clock()
+        self.worker.start()
 
     async def stop(self, drain_timeout: float = 3.0) -> None:
         """Ship what is left (retrying for ``drain_timeout`` s), then close the spool; what could not be shipped
         stays on disk for the next process."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        deadline = time.monotonic() + drain_timeout
-        while not await self.flush():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                log.error("spend: %d bytes of records stay in the spool (%s) for the next start",
-                          self.spool.pending(), self.spool.dir)
-                break
-            await asyncio.sleep(min(self._backoff(), left))
+        if not await self.worker.stop(drain_timeout, self.flush):
+            log.error("spend: %d bytes of records stay in the spool (%s) for the next start",
+                      self.spool.pending(), self.spool.dir)
         self.spool.close()
 
     async def flush(self) -> bool:
@@ -292,9 +285,8 @@ class SpendWriter:
                 try:
                     self.shipped += await background.run(self._ship_lines, lines, urgent=self._urgent())
                 except Exception as e:
-                    self._failures += 1
                     log.warning("spend: the store refused a batch (%s); retrying in %.1fs", self.db.describe(e),
-                                self._backoff())
+                                self.worker.backoff(self.worker.failures + 1))
                     return False
                 del self._unspooled[:len(lines)]
             while True:
@@ -304,38 +296,33 @@ class SpendWriter:
                 try:
                     n = await background.run(self._ship_batch, batch, urgent=self._urgent())
                 except Exception as e:
-                    self._failures += 1
                     log.warning("spend: the store refused a batch (%s); %d bytes wait in the spool, retrying in "
-                                "%.1fs", self.db.describe(e), self.spool.pending(), self._backoff())
+                                "%.1fs", self.db.describe(e), self.spool.pending(),
+                                self.worker.backoff(self.worker.failures + 1))
                     return False
                 self.shipped += n
                 self.spool.commit(batch)
-            if self._failures:
-                log.info("spend: writes recovered after %d failed attempts", self._failures)
-                self._failures = 0
+            if self.worker.failures:
+                log.info("spend: writes recovered after %d failed attempts", self.worker.failures)
             return True
 
     def _urgent(self) -> bool:
         """Past this backlog the batches run at normal priority (see :mod:`switchyard.background`)."""
         return len(self._unspooled) > background.URGENT_BACKLOG or self.spool.pending() > _URGENT_SPOOL_BYTES
 
-    def _backoff(self) -> float:
-        return min(self.settings.retry_max, 0.25 * 2.0 ** max(0, self._failures - 1))
-
-    async def _run(self) -> None:
+    async def _tick(self) -> bool:
+        """One turn of the worker: fsync (policy ``interval``), adopt dead gateways' files, ship."""
         s = self.settings
-        last_sync = last_adopt = time.monotonic()
-        while True:
-            await asyncio.sleep(self._backoff() if self._failures else s.flush_interval)
-            now = time.monotonic()
-            if s.fsync == "interval" and now - last_sync >= s.fsync_interval:
-                last_sync = now
-                await background.run(self.spool.sync)
-            if now - last_adopt >= _ADOPT_EVERY:
-                last_adopt = now
-                self._recover(await background.run(self._adopt))
-            if self.spool.pending() or self._unspooled:
-                await self.flush()
+        now = self.worker.clock()
+        if s.fsync == "interval" and now - self._last_sync >= s.fsync_interval:
+            self._last_sync = now
+            await background.run(self.spool.sync)
+        if now - self._last_adopt >= _ADOPT_EVERY:
+            self._last_adopt = now
+            self._recover(await background.run(self._adopt))
+        if self.spool.pending() or self._unspooled:
+            return await self.flush()
+        return True
 
     # --- the calls a dead gateway left in flight ---------------------------------------------------------------
 
