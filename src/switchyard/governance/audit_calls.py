@@ -86,7 +86,8 @@ class CallAuditor:
         self._dropped = 0
         # appends every flush_interval; while the store is down, waits up to 64 times longer
         self.worker = Worker("audit-writer", self._tick, interval=settings.flush_interval,
-                             backoff_initial=2 * settings.flush_interval, backoff_max=64 * settings.flush_interval)
+                             backoff_initial=2 * settings.flush_interval, backoff_max=64 * settings.flush_interval,
+                             jitter=0.2)
         self._lock = asyncio.Lock()
 
     def record(self, rec: CallRecord) -> None:

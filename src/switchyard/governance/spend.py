@@ -206,7 +206,7 @@ class SpendWriter:
         self.spool = Spool(s.dir, fsync=s.fsync, rotate_bytes=s.rotate_bytes)
         # ships every flush_interval, backs off while the store refuses, drains on stop
         self.worker = Worker("spend-writer", self._tick, interval=s.flush_interval,
-                             backoff_initial=min(0.25, s.retry_max), backoff_max=s.retry_max)
+                             backoff_initial=min(0.25, s.retry_max), backoff_max=s.retry_max, jitter=0.2)
         self._last_sync = self._last_adopt = 0.0
         self._lock = asyncio.Lock()
         self.shipped = 0  # records that were new in the store
