@@ -1,6 +1,6 @@
 """Spend records: one per request, through the local durable spool, into ``request_log`` and its rollups.
 
-:class:`SpendWriter` is the gateway's :class:`~switchyard.pipeline.Recorder`. ``record()`` appends the request's
+:class:`SpendWriter` is the gateway's :class:`~switchyard.records.Recorder`. ``record()`` appends the request's
 record to the spool (:mod:`switchyard.store.spool`) as one JSON line, before the response completes. A background
 task ships the spool in batches, each in one transaction that
 
