@@ -15,7 +15,8 @@ from collections.abc import Callable
 from switchyard.catalog import Catalog
 from switchyard.config import parse_config
 from switchyard.messages import Usage
-from switchyard.pipeline import CallContext, CallRecord, Gateway
+from switchyard.pipeline import CallContext, Gateway
+from switchyard.records import CallRecord
 from switchyard.routing import Attempt
 from switchyard.telemetry.logs import TEXT_FORMAT, JsonFormatter, RequestLog
 from switchyard.telemetry.metrics import Metrics

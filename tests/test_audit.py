@@ -25,9 +25,8 @@ from switchyard.governance.audit_verify import verify
 from switchyard.governance.auth import Principal
 from switchyard.governance.db import Db
 from switchyard.governance.models import VerifyReport
-from switchyard.governance.records import spool_fields
 from switchyard.messages import Usage
-from switchyard.pipeline import CallRecord
+from switchyard.records import CallRecord, stored
 from switchyard.store import Store, create_engine_for
 from switchyard.store.audit_tables import audit_log
 from tests.support.gateway import MASTER_KEY
@@ -177,10 +176,10 @@ def test_call_records_built_for_the_fast_path_verify(db: Db) -> None:
              call(7, 0.0, http_status=429, deployment=None, status="error", error="budget")]
     with db.write() as conn:
         log.append(conn, [entry(1)])
-        log.append_prepared(conn, [call_record(spool_fields(c)) for c in calls[:4]])
+        log.append_prepared(conn, [call_record(stored(c)) for c in calls[:4]])
     with db.write() as conn:
         log.append(conn, [entry(2)])
-        log.append_prepared(conn, [call_record(spool_fields(c)) for c in calls[4:]])
+        log.append_prepared(conn, [call_record(stored(c)) for c in calls[4:]])
     report = verify(db, Signer(AUDIT_KEY))
     assert report.ok and report.records == 9, report.problems
     with db.read() as conn:

@@ -24,7 +24,8 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from switchyard.governance.intents import PREFIX, orphans
+from switchyard.governance.intents import orphans
+from switchyard.records import is_intent
 from switchyard.store.spool import Spool
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.gateway import MASTER_KEY
@@ -200,7 +201,7 @@ def _ship_all(s: Spool) -> list[bytes]:
 
 
 def test_a_file_is_kept_while_an_intent_in_it_has_no_outcome(tmp_path: Path) -> None:
-    assert _intent("x").startswith(PREFIX)
+    assert is_intent(_intent("x"))  # written by the previous version (format 1): still read
     dead = Spool(tmp_path, rotate_bytes=4096)
     dead.open()
     dead.append_intent(_intent("long"), "long")  # a call that outlives several files
@@ -223,7 +224,7 @@ def test_a_file_is_kept_while_an_intent_in_it_has_no_outcome(tmp_path: Path) -> 
     assert live.adopt(scan=True) >= 1
     (group,) = live.unscanned
     lines = [x for seg in group for x in live.read_all(seg)]
-    assert [d["rid"] for d in orphans(lines)] == ["cut"]  # "long" ended in a later file than its intent
+    assert [d.request_id for d in orphans(lines)] == ["cut"]  # "long" ended in a later file than its intent
     _ship_all(live)
     assert all(seg.path.exists() for seg in group)  # not deleted before the intents were looked at
     live.release(group)

@@ -24,9 +24,9 @@ from switchyard.config.ledger import SpoolSettings
 from switchyard.governance.auth import Principal
 from switchyard.governance.db import Db
 from switchyard.governance.ledger_model import Charge
-from switchyard.governance.spend import SpendWriter, encode, ship
+from switchyard.governance.spend import SpendWriter, ship
 from switchyard.messages import Usage
-from switchyard.pipeline import CallRecord
+from switchyard.records import CallRecord, encode, read_line, stored
 from switchyard.store import Store
 from switchyard.store.spend_tables import DIM
 from switchyard.store.spool import Spool
@@ -126,8 +126,8 @@ def test_shipping_twice_stores_and_rolls_up_once(backend: str, tmp_path: Path) -
         store = Store.open(url)
         try:
             db = Db(store.engine)
-            recs = [orjson.loads(encode(record(f"req_{i}", tags=frozenset({"a", "b"}),
-                                               charges=[("bud_1", "total", 5_000_000, 55)])))
+            recs = [read_line(encode(record(f"req_{i}", tags=frozenset({"a", "b"}),
+                                            charges=[("bud_1", "total", 5_000_000, 55)])))
                     for i in range(10)]
             assert ship(db, recs[:6]) == 6
             assert ship(db, recs) == 4  # the first six were already there
@@ -152,14 +152,11 @@ def test_shipping_twice_stores_and_rolls_up_once(backend: str, tmp_path: Path) -
 def test_rollup_dimensions_are_cut_to_size_and_what_they_share_is_summed(backend: str, tmp_path: Path) -> None:
     """Model names that differ only past the rollups' 255 characters, and a tag that long, roll up into one row
     each (the request log keeps every record whole)."""
-    import orjson
-
     with store_url(backend, tmp_path) as url:
         store = Store.open(url)
         try:
-            recs = [orjson.loads(encode(record(f"req_{i}", tags=frozenset({"t" * 300})))) for i in range(3)]
-            for i, d in enumerate(recs):
-                d["model"] = "m" * DIM + str(i)
+            recs = [stored(record(f"req_{i}", tags=frozenset({"t" * 300})))._replace(model="m" * DIM + str(i))
+                    for i in range(3)]
             assert ship(Db(store.engine), recs) == 3
             with store.engine.connect() as conn:
                 rows = conn.execute(sa.text("SELECT model, requests FROM spend_hourly")).all()

@@ -1,14 +1,10 @@
-"""The store: engines, migrations, and the batching request-log writer, on SQLite and on a real PostgreSQL."""
+"""The store: engines, migrations and the request log, on SQLite and on a real PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import math
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -19,11 +15,12 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.exc import OperationalError
 
+from switchyard.governance.db import Db
+from switchyard.governance.spend import ship
 from switchyard.messages import Usage
-from switchyard.pipeline import CallRecord, Recorder
-from switchyard.store import BatchWriter, Store, create_engine_for, migrate
+from switchyard.records import CallRecord, stored
+from switchyard.store import Store, create_engine_for, migrate
 from switchyard.store.db import HEAD_REVISION, _at_head, alembic_config
 from switchyard.store.tables import metadata
 from tests.support.pg import pg_database_url
@@ -57,38 +54,6 @@ def rec(i: int | str, **kw: Any) -> CallRecord:
     )
     fields.update(kw)
     return CallRecord(**fields)
-
-
-def count(store: Store, where: str = "") -> int:
-    with store.engine.connect() as conn:
-        return int(conn.execute(sa.text(f"SELECT count(*) FROM request_log {where}")).scalar_one())
-
-
-def distinct_ids(store: Store) -> int:
-    with store.engine.connect() as conn:
-        return int(conn.execute(sa.text("SELECT count(DISTINCT request_id) FROM request_log")).scalar_one())
-
-
-async def until(pred: Callable[[], bool], within: float = 10.0) -> None:
-    for _ in range(int(within / 0.01)):
-        if pred():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"condition not met within {within}s")
-
-
-@contextlib.contextmanager
-def count_commits(engine: sa.Engine) -> Iterator[list[int]]:
-    commits = [0]
-
-    def on_commit(conn: sa.Connection) -> None:
-        commits[0] += 1
-
-    sa.event.listen(engine, "commit", on_commit)
-    try:
-        yield commits
-    finally:
-        sa.event.remove(engine, "commit", on_commit)
 
 
 # --- engines ---------------------------------------------------------------------------------------------------
@@ -201,70 +166,10 @@ def test_a_failed_isolated_migration_is_an_error(tmp_path: Path) -> None:
 # --- the writer ------------------------------------------------------------------------------------------------
 
 
-def test_writer_is_a_recorder(store: Store) -> None:
-    recorder: Recorder = store.writer()
-    assert isinstance(recorder, BatchWriter)
-
-
-async def test_writer_writes_many_records_in_few_transactions(store: Store) -> None:
-    writer = store.writer(batch_size=100, interval=60)
-    for i in range(1050):
-        writer.record(rec(i))
-    assert writer.pending() == 1050 and count(store) == 0  # record() does no I/O
-    with count_commits(store.engine) as commits:
-        assert await writer.flush()
-    assert writer.pending() == 0
-    assert count(store) == 1050 and distinct_ids(store) == 1050
-    assert commits[0] == 11  # ceil(1050 / 100) multi-row INSERTs, one transaction each
-
-
-async def test_background_task_writes_on_interval_and_on_full_batch(store: Store) -> None:
-    writer = store.writer(batch_size=50, interval=0.05)
-    await writer.start()
-    try:
-        with count_commits(store.engine) as commits:
-            for i in range(10):
-                writer.record(rec(i))
-            await until(lambda: writer.pending() == 0)
-            assert count(store) == 10
-            assert commits[0] == 1  # all ten in one batch
-    finally:
-        await writer.stop()
-
-    slow = store.writer(batch_size=50, interval=3600)  # only a full batch can wake it
-    await slow.start()
-    try:
-        for i in range(100, 150):
-            slow.record(rec(i))
-        await until(lambda: slow.pending() == 0)
-        assert count(store) == 60
-    finally:
-        await slow.stop()
-
-
-async def test_reinserting_a_request_id_is_idempotent(store: Store) -> None:
-    writer = store.writer()
-    writer.record(rec("req_dup", model="first"))
-    writer.record(rec("req_dup", model="second"))  # the same id twice in one batch
-    writer.record(rec("req_other"))
-    assert await writer.flush()
-    writer.record(rec("req_dup", model="third"))  # and again in a later batch
-    assert await writer.flush()
-    other = store.writer()
-    other.record(rec("req_dup", model="fourth"))  # and from another writer
-    assert await other.flush()
-
-    assert count(store) == 2
-    rows = {r["request_id"]: r for r in store.recent_requests()}
-    assert rows["req_dup"]["model"] == "first"
-
-
-async def test_recent_requests_round_trips_fields(store: Store) -> None:
-    writer = store.writer()
-    writer.record(rec(1, ts=1_700_000_000.25, principal_id=None, route=None, ttft_ms=None, error="bad\x00thing",
-                      status="error", http_status=502, cost=1.5))
-    writer.record(rec(2, ts=1_700_000_100.0))
-    assert await writer.flush()
+def test_recent_requests_round_trips_fields(store: Store) -> None:
+    records = [rec(1, ts=1_700_000_000.25, principal_id=None, route=None, ttft_ms=None, error="bad\x00thing",
+                   status="error", http_status=502, cost=1.5), rec(2, ts=1_700_000_100.0)]
+    assert ship(Db(store.engine), [stored(r) for r in records]) == 2
 
     newest, older = store.recent_requests()
     assert newest["request_id"] == "req_000002"
@@ -279,117 +184,6 @@ async def test_recent_requests_round_trips_fields(store: Store) -> None:
     assert older["error"] == "badthing"  # NUL removed: PostgreSQL text cannot hold it
     assert (older["status"], older["http_status"], older["cost"]) == ("error", 502, Decimal("1.5"))
     assert store.recent_requests(limit=1) == [newest]
-
-
-class FlakyBegin:
-    """Stands in for ``engine.begin``: fails while ``down``; can also fail once *after* a commit."""
-
-    def __init__(self, engine: sa.Engine) -> None:
-        self.real = engine.begin
-        self.down = True
-        self.fail_after_commit = False
-        self.calls = 0
-
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[sa.Connection]:
-        self.calls += 1
-        if self.down:
-            raise OperationalError("INSERT INTO request_log ...", {},
-                                   Exception(f"connection refused (password={PASSWORD})\ndetail"))
-        with self.real() as conn:
-            yield conn
-        if self.fail_after_commit:  # the commit landed, but the client never heard: it will re-deliver
-            self.fail_after_commit = False
-            raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
-
-
-async def test_records_survive_a_failing_database(store: Store, monkeypatch: pytest.MonkeyPatch,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
-    flaky = FlakyBegin(store.engine)
-    monkeypatch.setattr(store.engine, "begin", flaky)
-    writer = store.writer(batch_size=20, interval=0.01, retry_initial=0.01, retry_max=0.05)
-    caplog.set_level(logging.INFO, logger="switchyard.store")
-    await writer.start()
-    try:
-        for i in range(50):
-            writer.record(rec(i))
-        await until(lambda: flaky.calls >= 4)
-        assert writer.pending() == 50
-        assert count(store) == 0
-        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-        assert warnings and "OperationalError" in warnings[0].getMessage()
-        assert all("INSERT" not in r.getMessage() for r in warnings)  # no statement, no parameters
-
-        flaky.fail_after_commit = True  # the first write after recovery commits but reports failure
-        flaky.down = False
-        for i in range(50, 70):
-            writer.record(rec(i))
-        await until(lambda: writer.pending() == 0)
-    finally:
-        await writer.stop()
-    assert not flaky.fail_after_commit  # the ambiguous commit happened, and was re-delivered
-    assert count(store) == 70 and distinct_ids(store) == 70
-    assert any("recovered" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
-
-
-async def test_failure_log_hides_the_database_password(caplog: pytest.LogCaptureFixture) -> None:
-    engine = create_engine_for(f"postgresql://user:{PASSWORD}@127.0.0.1:1/sy?connect_timeout=1")
-    writer = BatchWriter(engine)
-    caplog.set_level(logging.WARNING, logger="switchyard.store")
-    flaky = FlakyBegin(engine)
-    engine.begin = flaky  # type: ignore[method-assign]
-    try:
-        writer.record(rec(1))
-        assert not await writer.flush()
-        engine.begin = flaky.real  # type: ignore[method-assign]
-        assert not await writer.flush()  # a real connection failure, too
-    finally:
-        engine.dispose()
-    assert writer.pending() == 1
-    messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 2
-    assert all(PASSWORD not in m for m in messages)
-    assert "password=***" in messages[0]
-
-
-async def test_stop_flushes_everything(store: Store) -> None:
-    writer = store.writer(interval=3600)
-    await writer.start()
-    for i in range(7):
-        writer.record(rec(i))
-    await asyncio.sleep(0.05)
-    assert count(store) == 0
-    await writer.stop()
-    assert writer.pending() == 0 and count(store) == 7
-
-    never_started = store.writer()
-    never_started.record(rec(100))
-    await never_started.stop()
-    assert count(store) == 8
-
-
-async def test_stop_gives_up_after_drain_timeout(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store.engine, "begin", FlakyBegin(store.engine))
-    writer = store.writer(retry_initial=0.01, retry_max=0.02, drain_timeout=0.1)
-    writer.record(rec(1))
-    await writer.stop()
-    assert writer.pending() == 1  # kept, not dropped
-
-
-async def test_an_unwritable_record_does_not_block_the_rest(store: Store, caplog: pytest.LogCaptureFixture) -> None:
-    writer = store.writer()
-    writer.record(rec(1))
-    writer.record(rec(2, cost=math.nan))
-    writer.record(rec(3))
-    if store.engine.dialect.name == "postgresql":
-        writer.record(rec(4, http_status=2**40))  # out of range for INTEGER: the database rejects it
-    assert await writer.flush()
-    assert writer.pending() == 0
-    assert {r["request_id"] for r in store.recent_requests()} == {"req_000001", "req_000003"}
-    assert any("req_000002" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
-
-
-# --- the store -------------------------------------------------------------------------------------------------
 
 
 def test_ping(store: Store) -> None:

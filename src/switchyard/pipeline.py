@@ -15,7 +15,7 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .catalog import Catalog, Deployment
 from .config import Config
@@ -31,6 +31,7 @@ from .messages import (
     EmbeddingResponse,
     Usage,
 )
+from .records import CallRecord, NullRecorder, Recorder
 from .routing import Attempt, Executor, Plan, Router, StreamLease
 from .routing.drain import Drains, estimate_usage, tally
 from .routing.health import Outcome
@@ -39,7 +40,6 @@ from .tokens import estimate_prompt
 
 if TYPE_CHECKING:
     from .governance.ledger import Ledger
-    from .governance.ledger_model import Charge
     from .governance.runtime import Governance
 
 log = logging.getLogger("switchyard.pipeline")
@@ -76,50 +76,6 @@ class CallContext:
         h["x-switchyard-attempts"] = str(len(self.attempts))
         h["x-switchyard-route-reason"] = header_safe(self.plan.reason) if self.plan is not None else "not routed"
         return h
-
-
-@dataclass(slots=True)
-class CallRecord:
-    """One finished call, for spend, audit and metrics. Holds a prompt or a completion only in ``payload``, and only
-    when the key's logging mode asks for it."""
-
-    request_id: str
-    ts: float
-    principal_id: str | None
-    endpoint: str
-    model: str
-    route: str | None
-    deployment: str | None
-    provider: str | None
-    status: str  # ok | error | cancelled | interrupted (see governance/intents.py)
-    http_status: int
-    usage: Usage
-    cost: float
-    latency_ms: float
-    ttft_ms: float | None
-    attempts: int
-    error: str | None = None
-    client_request_id: str | None = None
-    principal: Principal | None = None  # who called: key, user, team, org, tags (for spend and audit)
-    reason: str | None = None  # why this deployment (the plan's reason)
-    payload: dict[str, Any] | None = None  # see ``CallContext.payload``
-    losers: tuple[Attempt, ...] = ()  # hedged attempts that lost the race: their estimated cost is not in ``cost``
-    charges: list[Charge] | None = None  # what the ledger settled against each budget period (for spend records)
-
-    @property
-    def total_cost(self) -> float:
-        """What the request cost in all: the serving deployment's cost and every hedge loser's."""
-        return self.cost + sum(a.cost for a in self.losers) if self.losers else self.cost
-
-
-class Recorder(Protocol):
-    def record(self, rec: CallRecord) -> None:
-        """Accept a record without blocking; it is written off the hot path."""
-
-
-class NullRecorder:
-    def record(self, rec: CallRecord) -> None:
-        return None
 
 
 def new_request_id() -> str:

@@ -9,7 +9,8 @@ from typing import Any
 
 from switchyard.catalog import Catalog
 from switchyard.config import Config, parse_config
-from switchyard.pipeline import Gateway, Recorder
+from switchyard.pipeline import Gateway
+from switchyard.records import Recorder
 from switchyard.server import create_app
 
 from .servers import serve_asgi
@@ -61,7 +62,7 @@ class ListRecorder:
     """A Recorder that keeps records in memory, for assertions."""
 
     def __init__(self) -> None:
-        from switchyard.pipeline import CallRecord
+        from switchyard.records import CallRecord
 
         self.records: list[CallRecord] = []
 

@@ -37,9 +37,9 @@ import orjson
 import sqlalchemy as sa
 
 from ..config.governance import AuditSettings
+from ..records import clip
 from ..store.audit_tables import audit_checkpoints, audit_head, audit_log
 from ..store.bulk import insert_many
-from .records import clip
 
 log = logging.getLogger("switchyard.audit")
 

@@ -12,26 +12,20 @@ Recorder that queues calls in memory and appends them in batches on a background
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections import deque
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from .. import background
 from ..config.governance import AuditSettings
+from ..records import E8, CallRecord, Stored, clip, stored
+from ..worker import Worker
 from .audit import _BATCH, AuditLog, Prepared, canonical_json
 from .db import Db, is_store_failure
-from .ledger_model import E8
-from .records import clip, spool_fields
-
-if TYPE_CHECKING:
-    from ..pipeline import CallRecord
 
 log = logging.getLogger("switchyard.audit")
 
@@ -43,34 +37,34 @@ def _e8_text(units: int) -> str:
     return f"{'-' if units < 0 else ''}{whole}.{frac:08d}"
 
 
-def call_record(d: Mapping[str, Any]) -> Prepared:
+def call_record(d: Stored) -> Prepared:
     """The audit record of one finished (or refused) call, from its spool record
-    (:func:`~switchyard.governance.records.spool_fields`), ready to chain."""
-    http, deployment = d["http"], d.get("dep")
+    (:class:`~switchyard.records.Stored`), ready to chain."""
+    http, deployment = d.http_status, d.deployment
     # A refusal before any deployment was tried (401/402/403, a budget or rate-limit 429) is a governance denial.
     denied = http in (401, 402, 403) or (http == 429 and deployment is None)
     details: dict[str, Any] = {
-        "endpoint": d["ep"], "route": d.get("route"), "provider": d.get("prov"), "outcome": d["st"],
-        "attempts": d["att"], "latency_ms": d["lat"],
-        "tokens": {"input": d["in"], "output": d["out"], "cached": d["cached"], "cache_write": d["cw"],
-                   "reasoning": d["rsn"]},
+        "endpoint": d.endpoint, "route": d.route, "provider": d.provider, "outcome": d.status,
+        "attempts": d.attempts, "latency_ms": d.latency_ms,
+        "tokens": {"input": d.input_tokens, "output": d.output_tokens, "cached": d.cached_tokens,
+                   "cache_write": d.cache_write_tokens, "reasoning": d.reasoning_tokens},
     }
-    if d.get("crid"):
-        details["client_request_id"] = d["crid"]
-    if d.get("tags"):
-        details["tags"] = d["tags"]  # sorted in the spool record
-    ts = datetime.fromtimestamp(d["ts"], UTC)
-    cost_text = _e8_text(int(d.get("dcost", d["cost"])))
-    actor = clip(d.get("pid") or "anonymous", 1000) or ""
-    user_id, org_id, team_id = d.get("user"), d.get("org"), d.get("team")
-    action = clip(d["ep"], 64) or ""
-    target = clip(d["model"])
+    if d.client_request_id:
+        details["client_request_id"] = d.client_request_id
+    if d.tags:
+        details["tags"] = d.tags  # sorted in the spool record
+    ts = datetime.fromtimestamp(d.ts, UTC)
+    cost_text = _e8_text(int(d.cost if d.own_cost is None else d.own_cost))
+    actor = clip(d.principal_id or "anonymous", 1000) or ""
+    user_id, org_id, team_id = d.user_id, d.org_id, d.team_id
+    action = clip(d.endpoint, 64) or ""
+    target = clip(d.model)
     decision = "deny" if denied else "allow"
-    reason = clip(d.get("err") if d["st"] != "ok" else d.get("why"))
+    reason = clip(d.error if d.status != "ok" else d.reason)
     deployment = clip(deployment)
-    request_id = clip(d["rid"], 255)
+    request_id = clip(d.request_id, 255)
     details_text = clip(canonical_json(details), 1_000_000)
-    payload = clip(canonical_json(d["pl"]), 10_000_000) if d.get("pl") is not None else None
+    payload = clip(canonical_json(d.payload), 10_000_000) if d.payload is not None else None
     hashed = orjson.dumps([ts.isoformat(timespec="microseconds"), cost_text, "call", actor, user_id, org_id, team_id,
                            action, target, decision, reason, http, deployment, request_id, details_text, payload])
     return ((ts, "call", actor, user_id, org_id, team_id, action, target, decision, reason, http, deployment,
@@ -90,11 +84,11 @@ class CallAuditor:
         self.settings = settings
         self._pending: deque[CallRecord] = deque()
         self._dropped = 0
-        self._failures = 0
-        self._task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
+        # appends every flush_interval; while the store is down, waits up to 64 times longer
+        self.worker = Worker("audit-writer", self._tick, interval=settings.flush_interval,
+                             backoff_initial=2 * settings.flush_interval, backoff_max=64 * settings.flush_interval,
+                             jitter=0.2)
         self._lock = asyncio.Lock()
-        self._stopping = False
 
     def record(self, rec: CallRecord) -> None:
         if len(self._pending) >= self.settings.max_pending:
@@ -108,34 +102,15 @@ class CallAuditor:
         return len(self._pending)
 
     async def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._stopping = False
-            self._wake = asyncio.Event()
-            self._task = asyncio.create_task(self._run(), name="switchyard-audit-writer")
+        self.worker.start()
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
-        self._stopping = True
-        if self._task is not None:
-            assert self._wake is not None
-            self._wake.set()
-            await self._task
-            self._task = None
-        deadline = time.monotonic() + drain_timeout
-        while self._pending and time.monotonic() < deadline:
-            if await self.flush():
-                break
-            await asyncio.sleep(0.2)
+        await self.worker.stop(drain_timeout, self.flush)
         if self._pending:
             log.error("audit: %d call records could not be appended before shutdown", len(self._pending))
 
-    async def _run(self) -> None:
-        assert self._wake is not None
-        while not self._stopping:
-            delay = self.settings.flush_interval * (2 ** min(self._failures, 6))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
-            if self._pending and not self._stopping:
-                await self.flush()
+    async def _tick(self) -> bool:
+        return await self.flush() if self._pending else True
 
     async def flush(self) -> bool:
         """Append what is queued now; True when nothing is left. Failures are logged, not raised."""
@@ -146,8 +121,8 @@ class CallAuditor:
                     await background.run(self._append, batch,
                                          urgent=len(self._pending) > background.URGENT_BACKLOG)
                 except Exception as e:
-                    self._failures += 1
-                    if self._failures in (1, 10) or self._failures % 100 == 0:
+                    failures = self.worker.failures + 1
+                    if failures in (1, 10) or failures % 100 == 0:
                         log.warning("audit: append failed (%s); %d records kept", self.db.describe(e),
                                     len(self._pending))
                     if not is_store_failure(e):
@@ -157,13 +132,12 @@ class CallAuditor:
                     return False
                 for _ in batch:
                     self._pending.popleft()
-            if self._failures:
-                log.info("audit: appends recovered after %d failures", self._failures)
-            self._failures = 0
+            if self.worker.failures:
+                log.info("audit: appends recovered after %d failures", self.worker.failures)
             return True
 
     def _append(self, batch: list[CallRecord]) -> None:
-        records = [call_record(spool_fields(r)) for r in batch]
+        records = [call_record(stored(r)) for r in batch]
         with self.db.write() as conn:
             self.audit.append_prepared(conn, records)
 

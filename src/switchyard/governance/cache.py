@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import AuthenticationFailed
+from ..worker import Worker
 from .auth import Principal
 from .db import Db
 from .keys import KeyHasher, looks_like_virtual_key
@@ -76,8 +77,9 @@ class KeyDirectory:
         self._gen = 0  # bumped by every eviction; a load that saw another generation is not cached
         self._version: int | None = None  # the identity version this cache reflects (None: unknown)
         self._applied = 0  # the newest change version any eviction so far was for
-        self._task: asyncio.Task[None] | None = None
-        self._poll_failures = 0
+        # polls every poll_interval, failing or not (revocation within a second once the store is back)
+        self.poller = Worker("key-directory", self._poll, interval=poll_interval, backoff_initial=poll_interval,
+                             backoff_max=poll_interval, clock=clock)
         self.stats = {"hits": 0, "unknown_hits": 0, "misses": 0, "loads": 0, "evictions": 0, "polls": 0}
 
     # --- the hot path (a KeyResolver) --------------------------------------------------------------------------
@@ -258,15 +260,10 @@ class KeyDirectory:
     async def start(self) -> None:
         with contextlib.suppress(Exception):
             self._version = await self._db.run(self._read_version)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="switchyard-key-directory")
+        self.poller.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self.poller.stop()
         if self._loader is not None:
             self._loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -277,19 +274,19 @@ class KeyDirectory:
         self._loads.clear()
         self._queue.clear()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            try:
-                await self.poll_once()
-                if self._poll_failures:
-                    log.info("key directory: the store is back after %d failed polls", self._poll_failures)
-                self._poll_failures = 0
-            except Exception as e:
-                self._poll_failures += 1
-                if self._poll_failures in (1, 20) or self._poll_failures % 600 == 0:
-                    log.warning("key directory: poll failed (%s); %d cached keys keep working",
-                                self._db.describe(e.__cause__ or e), len(self._cache))
+    async def _poll(self) -> bool:
+        """The poller's step."""
+        try:
+            await self.poll_once()
+        except Exception as e:
+            failures = self.poller.failures + 1
+            if failures in (1, 20) or failures % 600 == 0:
+                log.warning("key directory: poll failed (%s); %d cached keys keep working",
+                            self._db.describe(e.__cause__ or e), len(self._cache))
+            return False
+        if self.poller.failures:
+            log.info("key directory: the store is back after %d failed polls", self.poller.failures)
+        return True
 
     def _read_version(self) -> int:
         with self._db.read() as conn:

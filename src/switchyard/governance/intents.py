@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol
-
-import orjson
+from typing import TYPE_CHECKING, Protocol
 
 from ..messages import ChatRequest, EmbeddingRequest
+from ..records import INTENT, INTENT_PREFIX, VERSION, Intent, Stored, dump, peek, read_line
 from .worst_case import embedding_tokens, worst_case
 
 if TYPE_CHECKING:
@@ -49,7 +48,7 @@ class Holds(Protocol):  # the ledger, as far as an intent needs it
     @property
     def holds(self) -> dict[str, Hold]: ...
 
-PREFIX = b'{"t":"i",'  # every intent line starts so (the shipper skips them without decoding)
+PREFIX = INTENT_PREFIX  # every intent line starts so (the shipper skips them without decoding)
 STATUS = "interrupted"
 WHY = "the gateway stopped (killed or crashed) before the call ended; charged at its reservation"
 
@@ -80,57 +79,48 @@ def intent_line(ctx: Call, plan: Plan, request: object, intents: Intents) -> byt
         prompt = plan.prompt_tokens
         choices = (request.n or 1) if isinstance(request, ChatRequest) else 1
         usd, tokens = worst_case(plan, prompt, plan.max_tokens, intents.default_max_tokens, choices)
-    d: dict[str, Any] = {"t": "i", "rid": ctx.request_id, "ts": time.time(), "ep": ctx.endpoint,
-                         "model": plan.requested, "cost": usd, "in": prompt, "out": max(0, tokens - prompt)}
-    if ctx.client_request_id is not None:
-        d["crid"] = ctx.client_request_id
-    if plan.route is not None:
-        d["route"] = plan.route
     p = ctx.principal
-    if p is not None:
-        d["pid"] = p.id
-        for k, v in (("key", p.key_id), ("user", p.user_id), ("team", p.team_id), ("org", p.org_id)):
-            if v is not None:
-                d[k] = v
-        if p.tags:
-            d["tags"] = sorted(p.tags)
-    if hold is not None:
-        if hold.budgets:
-            d["ch"] = [(b.budget.id, b.period, usd, tokens) for b in hold.budgets]
-        if hold.reserved:
-            d["r"] = 1
-        if hold.concurrent:
-            d["cc"] = [x.id for x in hold.concurrent]
-    return orjson.dumps(d) + b"\n"
+    held = hold is not None and hold.budgets
+    it = Intent(INTENT, ctx.request_id, time.time(), ctx.endpoint, plan.requested, usd, prompt,
+                max(0, tokens - prompt), ctx.client_request_id, plan.route,
+                p.id if p else None, p.key_id if p else None, p.user_id if p else None, p.team_id if p else None,
+                p.org_id if p else None, sorted(p.tags) if p and p.tags else None,
+                [(b.budget.id, b.period, usd, tokens) for b in hold.budgets] if hold is not None and held else None,
+                hold is not None and hold.reserved,
+                [x.id for x in hold.concurrent] if hold is not None and hold.concurrent else None)
+    return dump(it)
 
 
-def orphans(lines: Iterable[bytes]) -> list[dict[str, Any]]:
+def orphans(lines: Iterable[bytes]) -> list[Intent]:
     """The intents among ``lines`` (a dead gateway's files, all of them) that have no outcome among them."""
-    intents: dict[str, dict[str, Any]] = {}
+    started: dict[str, bytes] = {}
     ended: set[str] = set()
     for line in lines:
-        try:
-            d = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue  # a torn last line; the shipper sets it aside
-        if not isinstance(d, dict) or not isinstance(d.get("rid"), str):
-            continue
-        if line.startswith(PREFIX):
-            intents[d["rid"]] = d
+        seen = peek(line)
+        if seen is None:
+            continue  # a torn last line (the shipper sets it aside), or not ours
+        rid, intent = seen
+        if intent:
+            started[rid] = line
         else:
-            ended.add(d["rid"])
-    return [d for rid, d in intents.items() if rid not in ended]
+            ended.add(rid)
+    out: list[Intent] = []
+    for rid, line in started.items():
+        if rid not in ended:
+            try:
+                it = read_line(line)
+            except ValueError:
+                continue
+            if isinstance(it, Intent):
+                out.append(it)
+    return out
 
 
-def interrupted_record(d: dict[str, Any]) -> bytes:
+def interrupted_record(it: Intent) -> bytes:
     """The spend record (a spool line) of a call whose gateway stopped before it ended: charged at its intent's
-    reservation. ``http`` 0: no response was completed."""
-    rec: dict[str, Any] = {
-        "v": 1, "rid": d["rid"], "ts": d["ts"], "ep": d["ep"], "model": d["model"], "st": STATUS, "http": 0,
-        "in": int(d.get("in", 0)), "out": int(d.get("out", 0)), "cached": 0, "cw": 0, "rsn": 0,
-        "cost": int(d.get("cost", 0)), "lat": 0.0, "att": 0, "err": WHY,
-    }
-    for k in ("crid", "route", "pid", "key", "user", "team", "org", "tags", "ch"):
-        if d.get(k) is not None:
-            rec[k] = d[k]
-    return orjson.dumps(rec) + b"\n"
+    reservation. ``http_status`` 0: no response was completed."""
+    return dump(Stored(
+        VERSION, it.request_id, it.ts, it.endpoint, it.model, STATUS, 0, int(it.input_tokens or 0),
+        int(it.output_tokens or 0), 0, 0, 0, int(it.cost or 0), 0.0, 0, client_request_id=it.client_request_id,
+        principal_id=it.principal_id, route=it.route, error=WHY, key_id=it.key_id, user_id=it.user_id,
+        team_id=it.team_id, org_id=it.org_id, tags=it.tags, charges=it.charges))

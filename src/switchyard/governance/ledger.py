@@ -55,7 +55,7 @@ from .webhooks import WebhookNotifier
 from .worst_case import embedding_tokens, worst_case
 
 if TYPE_CHECKING:
-    from ..pipeline import CallRecord
+    from ..records import CallRecord, Intent
     from ..routing import Plan
     from .db import Db
     from .ledger_redis import RedisBackend
@@ -287,14 +287,14 @@ class Ledger:
                 self._on_settled(settled)
         return [(b.budget.id, b.period, usd, tokens) for b in hold.budgets]
 
-    def settle_interrupted(self, intents: list[dict[str, Any]]) -> None:
+    def settle_interrupted(self, intents: list[Intent]) -> None:
         """Calls that a stopped gateway left in flight are charged at their reservation by their ``interrupted``
         spend records (which reach ``budget_spend``, and so the embedded ledger's totals when it loads them). With
         Redis, their holds may still be there (until their lease ends): settle each one now at the amount it held,
         so that Redis counts it once and frees the hold at once (idempotent: a hold already gone counts nothing)."""
         if self.redis is None:
             return
-        held = [d for d in intents if d.get("r") and (d.get("ch") or d.get("cc"))]
+        held = [d for d in intents if d.reserved and (d.charges or d.concurrent)]
         if held:
             task = asyncio.get_running_loop().create_task(self.redis.settle_interrupted(held),
                                                           name="switchyard-ledger-interrupted")

@@ -18,15 +18,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from ..records import E8 as E8  # money units and charges are the call record's (re-exported here)
+from ..records import Charge as Charge
+from ..records import usd_e8 as usd_e8
 from .auth import BudgetDef, RateLimitDef
 
-E8 = 100_000_000
 WINDOW_S = 60.0  # the rate limits' sliding window
-
-
-def usd_e8(usd: float) -> int:
-    """Dollars as integer units of 1e-8 USD (rounded half to even, once)."""
-    return round(usd * E8)
 
 
 def fmt_usd(units: int) -> str:
@@ -35,11 +32,6 @@ def fmt_usd(units: int) -> str:
     if units == 0 or abs(units) >= E8 // 100:
         return f"${dollars:,.2f}"
     return f"${dollars:.8f}".rstrip("0")
-
-
-Charge = tuple[str, str, int, int]
-"""What one request settled against one budget period: (budget id, period, E8 units, tokens). Kept in its spend
-record, summed in ``budget_spend``."""
 
 
 # --- periods ---------------------------------------------------------------------------------------------------

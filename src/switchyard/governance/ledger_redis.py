@@ -30,6 +30,7 @@ from importlib import resources
 from typing import Any
 
 from ..config.ledger import LedgerConfig
+from ..records import Intent
 from .errors import GovernanceUnavailable
 from .ledger_model import BudgetPeriod, Hold, Refused, Settled
 
@@ -316,16 +317,16 @@ class RedisBackend:
         if out:
             self._on_settled(out)
 
-    async def settle_interrupted(self, intents: Sequence[dict[str, Any]]) -> None:
+    async def settle_interrupted(self, intents: Sequence[Intent]) -> None:
         """Settle the holds of calls that a stopped gateway left in flight, each at the amount it held (its intent
         record's charges), and free their concurrency slots. Best effort: a hold this misses expires with its
         lease, and reconciliation raises Redis to the store's totals, which count the call."""
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for d in intents:
-                    charges, slots = d.get("ch") or (), d.get("cc") or ()
+                    charges, slots = d.charges or (), d.concurrent or ()
                     keys: list[str] = []
-                    args: list[Any] = [d["rid"], len(charges), 0, len(slots), 1]
+                    args: list[Any] = [d.request_id, len(charges), 0, len(slots), 1]
                     for budget_id, period, usd, tokens in charges:
                         bucket = f"{self.prefix}b:{budget_id}:{period}"
                         keys += [bucket, bucket + ":h", bucket + ":x"]

@@ -16,21 +16,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..config import Config
+from ..records import CallRecord, Recorder
 from ..store.db import create_engine_for, migrate
 from .audit import AuditEntry, AuditLog, Signer
 from .audit_calls import CallAuditor
+from .auth import Authenticator
 from .cache import KeyDirectory
 from .db import Db, is_store_failure
 from .identity import Ops
 from .keys import KeyHasher, audit_key, key_secret
 from .principals import count_keys
 from .rbac import Actor
-
-if TYPE_CHECKING:
-    from ..pipeline import CallRecord, Gateway, Recorder
 
 log = logging.getLogger("switchyard.governance")
 
@@ -46,6 +45,13 @@ class TeeRecorder:
     def record(self, rec: CallRecord) -> None:
         for r in self.recorders:
             r.record(rec)
+
+
+class Host(Protocol):
+    """What :meth:`Governance.attach` plugs into (the pipeline's Gateway)."""
+
+    auth: Authenticator
+    recorder: Recorder
 
 
 class Governance:
@@ -67,7 +73,7 @@ class Governance:
         self.known_models = frozenset(d.name for d in config.deployments) | frozenset(config.routes)
         self._schema_task: asyncio.Task[None] | None = None
 
-    def attach(self, gateway: Gateway) -> None:
+    def attach(self, gateway: Host) -> None:
         """Plug the key directory into the gateway's authenticator and the call auditor into its recorder."""
         if self.directory is not None:
             gateway.auth.add_resolver(self.directory.resolve, self.directory.cached)

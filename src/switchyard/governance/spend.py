@@ -1,6 +1,6 @@
 """Spend records: one per request, through the local durable spool, into ``request_log`` and its rollups.
 
-:class:`SpendWriter` is the gateway's :class:`~switchyard.pipeline.Recorder`. ``record()`` appends the request's
+:class:`SpendWriter` is the gateway's :class:`~switchyard.records.Recorder`. ``record()`` appends the request's
 record to the spool (:mod:`switchyard.store.spool`) as one JSON line, before the response completes. A background
 task ships the spool in batches, each in one transaction that
 
@@ -23,7 +23,6 @@ The spool also carries each admitted call's *intent* (:mod:`.intents`): skipped 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -33,13 +32,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError
 
 from .. import background
 from ..config.ledger import SpoolSettings
+from ..records import CallRecord, Intent, Stored, clip, dump, encode, is_intent, read_line
 from ..store.spend_tables import (
     DIM,
     METRICS,
@@ -51,14 +50,13 @@ from ..store.spend_tables import (
     spend_hourly_tags,
 )
 from ..store.spool import Batch, Segment, Spool
+from ..worker import Worker
 from . import intents
 from .audit_calls import call_record
 from .db import Db
-from .records import clip, encode
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..pipeline import CallRecord
     from .audit import AuditLog
 
 log = logging.getLogger("switchyard.spend")
@@ -71,18 +69,19 @@ Rows = list[tuple[str, str, int, int]]
 # --- the spool line ----------------------------------------------------------------------------------------------
 
 
-def log_row(d: dict[str, Any]) -> dict[str, Any]:
+def log_row(d: Stored) -> dict[str, Any]:
     """A ``request_log`` row from a decoded spool record."""
     return {
-        "request_id": d["rid"], "client_request_id": clip(d.get("crid"), 255),
-        "ts": datetime.fromtimestamp(d["ts"], UTC), "principal_id": clip(d.get("pid")), "endpoint": d["ep"],
-        "model": clip(d["model"]), "route": clip(d.get("route")), "deployment": clip(d.get("dep")),
-        "provider": clip(d.get("prov")), "status": d["st"], "http_status": int(d["http"]),
-        "input_tokens": int(d["in"]), "output_tokens": int(d["out"]), "cached_tokens": int(d["cached"]),
-        "cache_write_tokens": int(d["cw"]), "reasoning_tokens": int(d["rsn"]),
-        "cost": Decimal(int(d["cost"])).scaleb(-8), "latency_ms": float(d["lat"]), "ttft_ms": d.get("ttft"),
-        "attempts": int(d["att"]), "error": clip(d.get("err")), "key_id": d.get("key"), "user_id": d.get("user"),
-        "team_id": d.get("team"), "org_id": d.get("org"), "tags": d.get("tags"),
+        "request_id": d.request_id, "client_request_id": clip(d.client_request_id, 255),
+        "ts": datetime.fromtimestamp(d.ts, UTC), "principal_id": clip(d.principal_id), "endpoint": d.endpoint,
+        "model": clip(d.model), "route": clip(d.route), "deployment": clip(d.deployment),
+        "provider": clip(d.provider), "status": d.status, "http_status": int(d.http_status),
+        "input_tokens": int(d.input_tokens), "output_tokens": int(d.output_tokens),
+        "cached_tokens": int(d.cached_tokens), "cache_write_tokens": int(d.cache_write_tokens),
+        "reasoning_tokens": int(d.reasoning_tokens), "cost": Decimal(int(d.cost)).scaleb(-8),
+        "latency_ms": float(d.latency_ms), "ttft_ms": d.ttft_ms, "attempts": int(d.attempts),
+        "error": clip(d.error), "key_id": d.key_id, "user_id": d.user_id, "team_id": d.team_id,
+        "org_id": d.org_id, "tags": d.tags,
     }
 
 
@@ -93,18 +92,18 @@ def _dim(v: str | None) -> str:
     return (v or "")[:DIM]
 
 
-def _add(acc: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], d: dict[str, Any]) -> None:
+def _add(acc: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], d: Stored) -> None:
     m = acc.get(key)
     if m is None:
         m = acc[key] = [0, 0, 0, 0, 0, 0, 0, 0.0]
     m[0] += 1
-    m[1] += d["st"] != "ok"
-    m[2] += int(d["in"])
-    m[3] += int(d["out"])
-    m[4] += int(d["cached"])
-    m[5] += int(d["rsn"])
-    m[6] += int(d["cost"])
-    m[7] += float(d["lat"])
+    m[1] += d.status != "ok"
+    m[2] += int(d.input_tokens)
+    m[3] += int(d.output_tokens)
+    m[4] += int(d.cached_tokens)
+    m[5] += int(d.reasoning_tokens)
+    m[6] += int(d.cost)
+    m[7] += float(d.latency_ms)
 
 
 def _rollup_rows(groups: dict[tuple[Any, ...], list[Any]], dims: Sequence[str]) -> list[dict[str, Any]]:
@@ -147,7 +146,7 @@ assert TAG_DIMS == ("tag", "org_id", "route", "deployment", "provider", "model")
 _URGENT_SPOOL_BYTES = 1 << 20  # unshipped spool bytes (about 3,000 records) past which shipping is urgent
 
 
-def ship(db: Db, records: Sequence[dict[str, Any]], audit: AuditLog | None = None) -> int:
+def ship(db: Db, records: Sequence[Stored], audit: AuditLog | None = None) -> int:
     """Store a batch of decoded records in one transaction; returns how many were new. With ``audit``, the new
     ones are also chained into the audit log, in the same transaction (so exactly once)."""
     rows = [log_row(d) for d in records]  # in spool order: request_log ids follow the order calls ended
@@ -157,7 +156,7 @@ def ship(db: Db, records: Sequence[dict[str, Any]], audit: AuditLog | None = Non
         stmt = (_insert(conn.dialect.name, request_log)
                 .on_conflict_do_nothing(index_elements=["request_id"]).returning(request_log.c.request_id))
         new: set[str] = set(conn.execute(stmt, rows).scalars()) if rows else set()
-        fresh = [d for d in records if d["rid"] in new]
+        fresh = [d for d in records if d.request_id in new]
         if audit is not None and fresh:
             audit.append_prepared(conn, [call_record(d) for d in fresh])
         # Grouped by the raw values (the hour as epoch seconds); each group's dimensions are cut to size once.
@@ -165,14 +164,13 @@ def ship(db: Db, records: Sequence[dict[str, Any]], audit: AuditLog | None = Non
         tagged: dict[tuple[Any, ...], list[Any]] = {}
         budgets: dict[tuple[str, str], list[int]] = {}
         for d in fresh:
-            get = d.get
-            hour = int(d["ts"]) // 3600 * 3600
+            hour = int(d.ts) // 3600 * 3600
             # in SPEND_DIMS order: org, team, user, key, route, deployment, provider, model
-            org, route, dep, prov, model = get("org"), get("route"), get("dep"), get("prov"), get("model")
-            _add(hourly, (hour, org, get("team"), get("user"), get("key"), route, dep, prov, model), d)
-            for tag in get("tags") or ():  # in TAG_DIMS order: tag, org, route, deployment, provider, model
+            org, route, dep, prov, model = d.org_id, d.route, d.deployment, d.provider, d.model
+            _add(hourly, (hour, org, d.team_id, d.user_id, d.key_id, route, dep, prov, model), d)
+            for tag in d.tags or ():  # in TAG_DIMS order: tag, org, route, deployment, provider, model
                 _add(tagged, (hour, tag, org, route, dep, prov, model), d)
-            for budget_id, period, usd, tokens in get("ch") or ():
+            for budget_id, period, usd, tokens in d.charges or ():
                 b = budgets.setdefault((budget_id, period), [0, 0, 0])
                 b[0] += int(usd)
                 b[1] += int(tokens)
@@ -206,8 +204,10 @@ class SpendWriter:
         self.settings = s = settings or SpoolSettings()
         self.db = Db(engine)
         self.spool = Spool(s.dir, fsync=s.fsync, rotate_bytes=s.rotate_bytes)
-        self._task: asyncio.Task[None] | None = None
-        self._failures = 0
+        # ships every flush_interval, backs off while the store refuses, drains on stop
+        self.worker = Worker("spend-writer", self._tick, interval=s.flush_interval,
+                             backoff_initial=min(0.25, s.retry_max), backoff_max=s.retry_max, jitter=0.2)
+        self._last_sync = self._last_adopt = 0.0
         self._lock = asyncio.Lock()
         self.shipped = 0  # records that were new in the store
         self.rejected = 0
@@ -215,7 +215,7 @@ class SpendWriter:
         self.audit: AuditLog | None = None  # set by audit_calls_into(): chain each call into the audit log
         self._warned = 0.0
         # told of the intents a dead gateway left without an outcome (the ledger settles their holds in Redis)
-        self.on_interrupted: Callable[[list[dict[str, Any]]], None] | None = None
+        self.on_interrupted: Callable[[list[Intent]], None] | None = None
         self.interrupted = 0  # interrupted records written (calls a dead gateway left in flight)
 
     @classmethod
@@ -260,30 +260,21 @@ class SpendWriter:
     async def start(self) -> None:
         """Open this process's spool file, adopt any left by dead processes, and try once to ship them (so that
         budget totals read at start-up include them)."""
-        if self._task is not None and not self._task.done():
+        if self.worker.running:
             return
         self.spool.open()
         self._recover(self._adopt())
         if self.spool.pending():
-            await self.flush()
-        self._task = asyncio.create_task(self._run(), name="switchyard-spend-writer")
+            await self.worker.run_step(self.flush)
+        self._last_sync = self._last_adopt = self.worker.clock()
+        self.worker.start()
 
     async def stop(self, drain_timeout: float = 3.0) -> None:
         """Ship what is left (retrying for ``drain_timeout`` s), then close the spool; what could not be shipped
         stays on disk for the next process."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        deadline = time.monotonic() + drain_timeout
-        while not await self.flush():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                log.error("spend: %d bytes of records stay in the spool (%s) for the next start",
-                          self.spool.pending(), self.spool.dir)
-                break
-            await asyncio.sleep(min(self._backoff(), left))
+        if not await self.worker.stop(drain_timeout, self.flush):
+            log.error("spend: %d bytes of records stay in the spool (%s) for the next start",
+                      self.spool.pending(), self.spool.dir)
         self.spool.close()
 
     async def flush(self) -> bool:
@@ -294,9 +285,8 @@ class SpendWriter:
                 try:
                     self.shipped += await background.run(self._ship_lines, lines, urgent=self._urgent())
                 except Exception as e:
-                    self._failures += 1
                     log.warning("spend: the store refused a batch (%s); retrying in %.1fs", self.db.describe(e),
-                                self._backoff())
+                                self.worker.backoff(self.worker.failures + 1))
                     return False
                 del self._unspooled[:len(lines)]
             while True:
@@ -306,42 +296,37 @@ class SpendWriter:
                 try:
                     n = await background.run(self._ship_batch, batch, urgent=self._urgent())
                 except Exception as e:
-                    self._failures += 1
                     log.warning("spend: the store refused a batch (%s); %d bytes wait in the spool, retrying in "
-                                "%.1fs", self.db.describe(e), self.spool.pending(), self._backoff())
+                                "%.1fs", self.db.describe(e), self.spool.pending(),
+                                self.worker.backoff(self.worker.failures + 1))
                     return False
                 self.shipped += n
                 self.spool.commit(batch)
-            if self._failures:
-                log.info("spend: writes recovered after %d failed attempts", self._failures)
-                self._failures = 0
+            if self.worker.failures:
+                log.info("spend: writes recovered after %d failed attempts", self.worker.failures)
             return True
 
     def _urgent(self) -> bool:
         """Past this backlog the batches run at normal priority (see :mod:`switchyard.background`)."""
         return len(self._unspooled) > background.URGENT_BACKLOG or self.spool.pending() > _URGENT_SPOOL_BYTES
 
-    def _backoff(self) -> float:
-        return min(self.settings.retry_max, 0.25 * 2.0 ** max(0, self._failures - 1))
-
-    async def _run(self) -> None:
+    async def _tick(self) -> bool:
+        """One turn of the worker: fsync (policy ``interval``), adopt dead gateways' files, ship."""
         s = self.settings
-        last_sync = last_adopt = time.monotonic()
-        while True:
-            await asyncio.sleep(self._backoff() if self._failures else s.flush_interval)
-            now = time.monotonic()
-            if s.fsync == "interval" and now - last_sync >= s.fsync_interval:
-                last_sync = now
-                await background.run(self.spool.sync)
-            if now - last_adopt >= _ADOPT_EVERY:
-                last_adopt = now
-                self._recover(await background.run(self._adopt))
-            if self.spool.pending() or self._unspooled:
-                await self.flush()
+        now = self.worker.clock()
+        if s.fsync == "interval" and now - self._last_sync >= s.fsync_interval:
+            self._last_sync = now
+            await background.run(self.spool.sync)
+        if now - self._last_adopt >= _ADOPT_EVERY:
+            self._last_adopt = now
+            self._recover(await background.run(self._adopt))
+        if self.spool.pending() or self._unspooled:
+            return await self.flush()
+        return True
 
     # --- the calls a dead gateway left in flight ---------------------------------------------------------------
 
-    def _adopt(self) -> list[tuple[list[Segment], list[dict[str, Any]]]]:
+    def _adopt(self) -> list[tuple[list[Segment], list[Intent]]]:
         """Adopt dead gateways' files; for each dead gateway, its files and the intents they hold without an
         outcome (worker thread: this reads the files)."""
         self.spool.adopt(scan=True)
@@ -356,7 +341,7 @@ class SpendWriter:
             out.append((segments, intents.orphans(lines)))
         return out
 
-    def _recover(self, found: list[tuple[list[Segment], list[dict[str, Any]]]]) -> None:
+    def _recover(self, found: list[tuple[list[Segment], list[Intent]]]) -> None:
         """Append an ``interrupted`` record for each orphan intent (behind the adopted files, so that they ship
         first), then let the adopted files go."""
         for segments, orphans in found:
@@ -380,16 +365,16 @@ class SpendWriter:
         return self._ship_lines(batch.lines)
 
     def _ship_lines(self, lines: Sequence[bytes]) -> int:
-        records: list[dict[str, Any]] = []
+        records: list[Stored] = []
         for line in lines:
-            if line.startswith(intents.PREFIX):
+            if is_intent(line):
                 continue  # an intent: its outcome is the record (or, after a crash, the interrupted one)
             try:
-                d = orjson.loads(line)
-                if not isinstance(d, dict) or "rid" not in d:
+                d = read_line(line)
+                if not isinstance(d, Stored):
                     raise ValueError("not a spend record")
                 records.append(d)
-            except (orjson.JSONDecodeError, ValueError) as e:
+            except ValueError as e:
                 self._set_aside([line], f"undecodable ({e})")
         if not records:
             return 0
@@ -402,7 +387,7 @@ class SpendWriter:
             try:
                 n += ship(self.db, [d], self.audit)
             except _UNWRITABLE as e:
-                self._set_aside([orjson.dumps(d)], self.db.describe(e))
+                self._set_aside([dump(d)], self.db.describe(e))
         return n
 
     def _set_aside(self, lines: Iterable[bytes], why: str) -> None:

@@ -28,6 +28,7 @@ import orjson
 
 from ..config.ledger import WebhookSettings
 from ..netguard import Pinned, Resolver, UnsafeTarget, resolve_pinned
+from ..worker import Worker
 
 if TYPE_CHECKING:  # httpx is imported when a webhook is first sent (its import pulls in rich and pygments)
     import httpx
@@ -42,8 +43,8 @@ class WebhookNotifier:
         self._resolver = resolver  # None: the system's resolver
         self._verify: ssl.SSLContext | bool = verify if verify is not None else True
         self._queue: deque[tuple[str, bytes]] = deque()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        # idle until a notice is queued (it wakes the worker); each notice retries on its own (see _deliver)
+        self.worker = Worker("webhooks", self._send_queued, interval=None)
         self._client: httpx.AsyncClient | None = None
         self.sent = 0
         self.refused = 0
@@ -59,26 +60,19 @@ class WebhookNotifier:
             log.error("webhooks: queue full; notice %s dropped", event.get("id"))
             return
         self._queue.append((target, orjson.dumps(event)))
-        self._wake.set()
-        if self._task is None:
+        if not self.worker.running:
             with contextlib.suppress(RuntimeError):  # no running loop: it starts with the gateway
-                self._start_task()
-
-    def _start_task(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="switchyard-webhooks")
+                self.worker.start()
+        self.worker.wake()
 
     async def start(self) -> None:
-        self._start_task()
+        self.worker.start()
+        if self._queue:
+            self.worker.wake()
 
     async def aclose(self, grace: float = 2.0) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.drain(), grace)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Send what is queued (for at most ``grace`` seconds), then stop."""
+        await self.worker.stop(grace)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -90,17 +84,15 @@ class WebhookNotifier:
                 return
             await asyncio.sleep(0.01)
 
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                url, body = self._queue.popleft()
-                self._sending = True
-                try:
-                    await self._deliver(url, body)
-                finally:
-                    self._sending = False
+    async def _send_queued(self) -> None:
+        """The worker's step: send every queued notice, in order."""
+        while self._queue:
+            url, body = self._queue.popleft()
+            self._sending = True
+            try:
+                await self._deliver(url, body)
+            finally:
+                self._sending = False
 
     async def _deliver(self, url: str, body: bytes) -> None:
         import httpx

@@ -19,7 +19,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import InternalError, InvalidRequest, NotFound, SwitchyardError
-from ..pipeline import Gateway, Recorder
+from ..pipeline import Gateway
+from ..records import Recorder
 from ..telemetry import attach as attach_telemetry
 from ..telemetry.http import metrics_endpoint
 from . import admin, admin_routes, anthropic_routes, openai_routes, openapi_v1

@@ -1,7 +1,6 @@
 """Persistent state: the request log (and, later, keys, budgets and spend), on SQLite or PostgreSQL.
 
     store = Store.open(config.store)          # engine + migrations to head
-    writer = store.writer()                   # a Recorder for the Gateway; start()/stop() it with the app
     store.ping()                              # readiness
     store.recent_requests(limit=20)
     store.close()
@@ -12,16 +11,13 @@ Schema changes and how to write a revision: see :mod:`switchyard.store.db`.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from . import audit_tables, identity_tables, spend_tables  # noqa: F401  (each registers on the shared metadata)
 from .db import create_engine_for, migrate, migrate_isolated, normalize_url
 from .tables import request_log
-
-if TYPE_CHECKING:  # the writer imports the pipeline: a migration child (db.py) must not pay for it
-    from .writer import BatchWriter
 
 log = logging.getLogger("switchyard.store")
 
@@ -61,12 +57,6 @@ class Store:
             return False
         return True
 
-    def writer(self, **options: Any) -> BatchWriter:
-        """A :class:`BatchWriter` on this store (``interval``, ``batch_size``, ... as keyword options)."""
-        from .writer import BatchWriter
-
-        return BatchWriter(self.engine, **options)
-
     def recent_requests(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest ``limit`` request-log rows, newest first, as dicts (``ts`` an aware UTC datetime)."""
         q = sa.select(request_log).order_by(request_log.c.ts.desc(), request_log.c.id.desc()).limit(limit)
@@ -78,12 +68,4 @@ class Store:
         self.engine.dispose()
 
 
-def __getattr__(name: str) -> Any:
-    if name == "BatchWriter":
-        from .writer import BatchWriter
-
-        return BatchWriter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["BatchWriter", "Store", "create_engine_for", "migrate"]
+__all__ = ["Store", "create_engine_for", "migrate"]

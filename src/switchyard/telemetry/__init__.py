@@ -10,7 +10,8 @@ from . import logs
 from .metrics import Metrics, backlog_of
 
 if TYPE_CHECKING:
-    from ..pipeline import CallContext, CallRecord, Gateway
+    from ..pipeline import CallContext, Gateway
+    from ..records import CallRecord
     from ..routing.health import Health
 
 __all__ = ["Metrics", "attach"]

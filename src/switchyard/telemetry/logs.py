@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from ..pipeline import CallContext, CallRecord
+    from ..pipeline import CallContext
+    from ..records import CallRecord
     from ..routing.health import Health
 
 request_log = logging.getLogger("switchyard.request")

@@ -24,7 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 
 if TYPE_CHECKING:
-    from ..pipeline import CallContext, CallRecord
+    from ..pipeline import CallContext
+    from ..records import CallRecord
     from ..routing.health import Health, HealthRegistry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
