@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .catalog import Catalog
+from .catalog import Catalog, Deployment
 from .config import Config
 from .errors import SwitchyardError
 from .governance.auth import Authenticator, Principal
@@ -224,21 +224,22 @@ class Gateway:
         else:
             self._finish(ctx, "error", 500, usage, f"unexpected {type(exc).__name__}")
 
-    def _answered(self, ctx: CallContext, answer: ChatResponse | EmbeddingResponse) -> None:
-        ctx.first_token_at = time.monotonic()
-        self._finish(ctx, "ok", 200, answer.usage, None, answer)
+    async def _unary(self, ctx: CallContext, req: Request, plan: Callable[[CallContext, Any], Plan],
+                     send: Callable[[Deployment, Any], Awaitable[Any]]) -> Any:
+        """A call that is not a stream, through the chain: the reply (a stage's, or the serving deployment's)."""
+        got = await self._run(ctx, req, plan, lambda p, r: self.executor.call(p, lambda d: send(d, r), ctx.attempts,
+                                                                              ctx.deadline, ctx.started))
+        if ctx.short_circuited:
+            return got
+        ctx.deployment, resp = got
+        return resp
 
     # --- endpoints ----------------------------------------------------------------------------------------
 
     async def chat(self, ctx: CallContext, req: ChatRequest) -> ChatResponse:
-        got = await self._run(ctx, req, self._plan_chat,
-                              lambda plan, r: self.executor.call(plan, lambda d: d.provider.chat(r, d.target),
-                                                                 ctx.attempts, ctx.deadline, ctx.started))
-        if ctx.short_circuited:
-            resp: ChatResponse = got
-        else:
-            ctx.deployment, resp = got
-        self._answered(ctx, resp)
+        resp: ChatResponse = await self._unary(ctx, req, self._plan_chat, lambda d, r: d.provider.chat(r, d.target))
+        ctx.first_token_at = time.monotonic()
+        self._finish(ctx, "ok", 200, resp.usage, None, resp)
         return resp
 
     async def chat_stream(self, ctx: CallContext, req: ChatRequest) -> AsyncIterator[Chunk]:
@@ -344,13 +345,8 @@ class Gateway:
 
     async def embed(self, ctx: CallContext, req: EmbeddingRequest) -> EmbeddingResponse:
         ctx.endpoint = "embeddings"
-        got = await self._run(ctx, req, self._plan_embed,
-                              lambda plan, r: self.executor.call(plan, lambda d: d.provider.embed(r, d.target),
-                                                                 ctx.attempts, ctx.deadline, ctx.started))
-        if ctx.short_circuited:
-            resp: EmbeddingResponse = got
-        else:
-            ctx.deployment, resp = got
+        resp: EmbeddingResponse = await self._unary(ctx, req, self._plan_embed,
+                                                    lambda d, r: d.provider.embed(r, d.target))
         self._finish(ctx, "ok", 200, resp.usage, None, resp)
         return resp
 
