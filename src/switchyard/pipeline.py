@@ -156,10 +156,11 @@ class Gateway:
         return ctx.principal
 
     async def _run(self, ctx: CallContext, req: Request, plan: Callable[[CallContext, Any], Plan],
-                   call: Callable[[Plan, Any], Awaitable[Any]]) -> Any:
-        """One call through the chain: the before stages, the plan, the routed stages, the upstream call. Returns
-        what ``call`` returns, or a stage's answer (``ctx.short_circuited``). Any failure finishes the call (its
-        after hooks run) and raises."""
+                   execute: Callable[..., Awaitable[Any]], send: Callable[[Deployment, Any], Any]) -> Any:
+        """One call through the chain: the before stages, the plan, the routed stages, then ``execute`` (the
+        executor's ``call`` or ``open_stream``) with ``send(deployment, request)``. Returns what ``execute``
+        returns, or a stage's answer (``ctx.short_circuited``). Any failure finishes the call (its after hooks
+        run) and raises."""
         ctx.request = req
         try:
             for s in self._before:
@@ -175,7 +176,8 @@ class Gateway:
                 waiting = s.routed(ctx)
                 if waiting is not None:
                     await waiting
-            return await call(ctx.plan, ctx.request)
+            req = ctx.request
+            return await execute(ctx.plan, lambda d: send(d, req), ctx.attempts, ctx.deadline, ctx.started)
         except SwitchyardError as e:
             self.record_failure(ctx, e)
             raise
@@ -224,11 +226,9 @@ class Gateway:
         else:
             self._finish(ctx, "error", 500, usage, f"unexpected {type(exc).__name__}")
 
-    async def _unary(self, ctx: CallContext, req: Request, plan: Callable[[CallContext, Any], Plan],
-                     send: Callable[[Deployment, Any], Awaitable[Any]]) -> Any:
-        """A call that is not a stream, through the chain: the reply (a stage's, or the serving deployment's)."""
-        got = await self._run(ctx, req, plan, lambda p, r: self.executor.call(p, lambda d: send(d, r), ctx.attempts,
-                                                                              ctx.deadline, ctx.started))
+    @staticmethod
+    def _served(ctx: CallContext, got: Any) -> Any:
+        """The reply of a call that is not a stream: a stage's answer, or the serving deployment's."""
         if ctx.short_circuited:
             return got
         ctx.deployment, resp = got
@@ -237,7 +237,8 @@ class Gateway:
     # --- endpoints ----------------------------------------------------------------------------------------
 
     async def chat(self, ctx: CallContext, req: ChatRequest) -> ChatResponse:
-        resp: ChatResponse = await self._unary(ctx, req, self._plan_chat, lambda d, r: d.provider.chat(r, d.target))
+        resp: ChatResponse = self._served(ctx, await self._run(ctx, req, self._plan_chat, self.executor.call,
+                                                               _send_chat))
         ctx.first_token_at = time.monotonic()
         self._finish(ctx, "ok", 200, resp.usage, None, resp)
         return resp
@@ -248,10 +249,7 @@ class Gateway:
         Errors before the first chunk raise here, so the caller can still answer with a plain error status.
         The iterator records the call when it ends, fails, or is closed early (the client went away).
         """
-        got = await self._run(ctx, req, self._plan_chat,
-                              lambda plan, r: self.executor.open_stream(
-                                  plan, lambda d: d.provider.stream(r, d.target), ctx.attempts, ctx.deadline,
-                                  ctx.started))
+        got = await self._run(ctx, req, self._plan_chat, self.executor.open_stream, _send_stream)
         if ctx.short_circuited:
             relay = self._follow(ctx, got[0], replay(got[1:])) if got else self._follow(ctx, None, replay([]))
         else:
@@ -345,8 +343,8 @@ class Gateway:
 
     async def embed(self, ctx: CallContext, req: EmbeddingRequest) -> EmbeddingResponse:
         ctx.endpoint = "embeddings"
-        resp: EmbeddingResponse = await self._unary(ctx, req, self._plan_embed,
-                                                    lambda d, r: d.provider.embed(r, d.target))
+        resp: EmbeddingResponse = self._served(ctx, await self._run(ctx, req, self._plan_embed, self.executor.call,
+                                                                    _send_embed))
         self._finish(ctx, "ok", 200, resp.usage, None, resp)
         return resp
 
@@ -360,3 +358,15 @@ class Gateway:
             if principal.may_use(name):
                 out.append((name, "switchyard"))
         return out
+
+
+def _send_chat(d: Deployment, req: ChatRequest) -> Awaitable[ChatResponse]:
+    return d.provider.chat(req, d.target)
+
+
+def _send_stream(d: Deployment, req: ChatRequest) -> Any:
+    return d.provider.stream(req, d.target)
+
+
+def _send_embed(d: Deployment, req: EmbeddingRequest) -> Awaitable[EmbeddingResponse]:
+    return d.provider.embed(req, d.target)
