@@ -163,14 +163,11 @@ def serve(config_path: str) -> None:
     """Run a gateway from a JSON config (the child process of a benchmark run)."""
     import uvicorn
 
-    from switchyard.catalog import Catalog
     from switchyard.config import parse_config
-    from switchyard.pipeline import Gateway
-    from switchyard.server import create_app
+    from switchyard.server.factory import build
 
     cfg = parse_config(json.loads(Path(config_path).read_text()), config_path, {})
-    gw = Gateway(cfg, Catalog.from_config(cfg))
-    uvicorn.run(create_app(gw), host="127.0.0.1", port=cfg.server.port, log_level="error", access_log=False,
+    uvicorn.run(build(cfg), host="127.0.0.1", port=cfg.server.port, log_level="error", access_log=False,
                 lifespan="on")
 
 

@@ -256,17 +256,17 @@ def test_the_worst_case_is_on_the_priciest_deployment_the_plan_may_use(tmp_path:
 async def test_settled_once_in_every_outcome_including_a_stream_never_relayed(tmp_path: Path) -> None:
     """Straight on the pipeline: a stream that is opened and then dropped unread still settles (and is recorded)
     exactly once; so do a refusal, a finished call and a cancelled one."""
-    from switchyard.catalog import Catalog
     from switchyard.config import parse_config
     from switchyard.governance.auth import BudgetDef, Principal
-    from switchyard.pipeline import CallContext, Gateway
+    from switchyard.pipeline import CallContext
     from switchyard.protocols import openai_chat
+    from switchyard.server.factory import build_gateway
     from tests.support.gateway import ListRecorder
 
     with store_url("sqlite", tmp_path) as url:
         cfg = parse_config(ledger_config(url, tmp_path / "spool", ttft_ms=200), "<t>", {})
         recorder = ListRecorder()
-        gw = Gateway(cfg, Catalog.from_config(cfg), recorder)
+        gw = build_gateway(cfg, recorder=recorder)
         await gw.start()
         try:
             ledger = gw.ledger

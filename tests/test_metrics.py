@@ -16,13 +16,12 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from switchyard.catalog import Catalog
 from switchyard.config import ConfigError, parse_config
 from switchyard.config.ledger import SpoolSettings
 from switchyard.governance.spend import SpendWriter
-from switchyard.pipeline import Gateway
-from switchyard.server import create_app
+from switchyard.server.factory import build
 from switchyard.store import Store
+from switchyard.telemetry import Telemetry
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.gateway import MASTER_KEY, USER_KEY, RunningGateway, base_config, run_gateway
 from tests.support.governance import Admin
@@ -105,7 +104,9 @@ def test_calls_move_the_counters_and_histograms() -> None:
     assert sample(text, "switchyard_cost_usd_total", route="fast", deployment="sim-a") > 0
     assert sample(text, "switchyard_breaker_state", deployment="sim-a", endpoint="chat") == 0
     assert sample(text, "switchyard_upstream_in_flight", deployment="sim-a") == 0
-    assert sample(text, "switchyard_requests_total") == 3  # an unknown model is refused before the pipeline
+    # an unknown model is a call too (404), labelled with neither route nor deployment: never the caller's text
+    assert sample(text, "switchyard_requests_total", route="", deployment="", status="404") == 1
+    assert sample(text, "switchyard_requests_total") == 4
     assert marker not in text
 
 
@@ -179,7 +180,7 @@ def test_metrics_behind_a_key() -> None:
 
 async def test_loopback_access_refuses_other_peers() -> None:
     cfg = parse_config(sim_config(), "<test>", {})
-    app = create_app(Gateway(cfg, Catalog.from_config(cfg)))
+    app = build(cfg)
     far = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
     near = httpx.ASGITransport(app=app, client=("::1", 40000))
     async with httpx.AsyncClient(transport=far, base_url="http://gw") as c:
@@ -192,7 +193,8 @@ async def test_loopback_access_refuses_other_peers() -> None:
 def test_metrics_off_is_a_404_and_costs_no_observer() -> None:
     with run_gateway(sim_config(metrics={"enabled": False})) as gw:
         assert httpx.get(gw.url + "/metrics").status_code == 404
-        assert gw.gateway.telemetry is not None  # the request log only
+        telemetry = [s for s in gw.gateway.chain.stages if isinstance(s, Telemetry)]
+        assert len(telemetry) == 1 and telemetry[0].metrics is None  # the request log only
         with pytest.raises(ConfigError, match=r"metrics\.access"):
             parse_config(sim_config(master_key=None, metrics={"access": "key"}), "<test>", {})
 

@@ -78,3 +78,14 @@ def test_explain_reports_config_errors(tmp_path: Path) -> None:
     path.write_text("routes: {r: {targets: [nope]}}\n")
     result = CliRunner().invoke(main, ["route", "explain", "--config", str(path), "--model", "r"])
     assert result.exit_code == 2
+
+
+def test_explain_shows_a_narrowing_as_a_stage_would_make_it(tmp_path: Path) -> None:
+    code, out = explain(tmp_path, "--model", "chat", "--only", "b,big")
+    assert code == 0, out
+    assert "narrowed: --only b,big" in out
+    lines = [ln for ln in out.splitlines() if ln.startswith("│")]
+    assert "│ 1 │ b" in lines[0] and "│ 2 │ big" in lines[1]
+    assert any("a" in ln.split("│")[1] and "narrowed out" in ln for ln in lines[2:])
+    code, out = explain(tmp_path, "--model", "small", "--only", "b")
+    assert code == 1 and "is allowed for this request" in out

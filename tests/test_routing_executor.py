@@ -20,6 +20,7 @@ from switchyard.messages import ChatRequest, Chunk, EmbeddingRequest, Message, R
 from switchyard.pipeline import CallContext, Gateway
 from switchyard.routing import Attempt, Executor, Router
 from switchyard.routing.health import OPEN, Outcome
+from switchyard.server.factory import build_gateway
 from tests.support.chaos import ScriptedProvider, scripted_router
 from tests.support.gateway import ListRecorder
 
@@ -323,7 +324,7 @@ def gateway(routes: dict[str, Any], routing: dict[str, Any] | None = None
         return provs[name]
 
     rec = ListRecorder()
-    return Gateway(cfg, Catalog.from_config(cfg, factory), rec), provs, rec
+    return build_gateway(cfg, catalog=Catalog.from_config(cfg, factory), recorder=rec), provs, rec
 
 
 def ctx() -> CallContext:

@@ -1,9 +1,13 @@
-"""The request pipeline, free of HTTP: authenticate → (prompt/state) → (policy) → (reserve budget) → plan route →
-execute → (settle) → record.
+"""The request pipeline, free of HTTP: the stages the app factory declares (``server/factory.py``) around the
+router and the executor::
+
+    admit ─► before ─► router.plan ─► routed ─► executor ─► provider
+                │ (an answer: short circuit)                  │
+    reply ◄── wrap (streams) ◄── after (reverse order) ◄──────┘
 
 The ASGI app in ``server/`` is a thin shell: it reads bytes, hands a parsed neutral request and a ``CallContext``
-to a ``Gateway`` method, and writes what comes back. Stages in brackets are seams that later issues fill; each
-one is a hook object on the Gateway, so the hot path pays nothing for a stage that is not configured.
+to a ``Gateway`` method, and writes what comes back. The stage protocol is in :mod:`switchyard.stages`; a stage
+that a configuration does not use is not in the chain, and costs nothing.
 """
 
 from __future__ import annotations
@@ -14,15 +18,13 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .catalog import Catalog, Deployment
 from .config import Config
 from .errors import SwitchyardError
 from .governance.auth import Authenticator, Principal
-from .governance.authlimit import failure_limiter
-from .governance.payloads import StreamCapture, add_response, embedding_payload, request_payload
+from .governance.payloads import StreamCapture
 from .messages import (
     ChatRequest,
     ChatResponse,
@@ -32,10 +34,10 @@ from .messages import (
     Usage,
 )
 from .records import CallRecord, NullRecorder, Recorder
-from .routing import Attempt, Executor, Plan, Router, StreamLease
+from .routing import Executor, Plan, Router, StreamLease
 from .routing.drain import Drains, estimate_usage, tally
-from .routing.health import Outcome
-from .routing.router import header_safe
+from .routing.health import Outcome as Health
+from .stages import ANSWERS, CallContext, Chain, Outcome, Request, replay
 from .tokens import estimate_prompt
 
 if TYPE_CHECKING:
@@ -44,84 +46,35 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchyard.pipeline")
 
-
-@dataclass(slots=True)
-class CallContext:
-    """One inbound call: who makes it, and (filled as it runs) what happened. Free of HTTP."""
-
-    request_id: str  # ours: unique per call, whatever the caller sends
-    client_request_id: str | None = None  # the caller's x-request-id, echoed back and kept in the record
-    principal: Principal | None = None
-    endpoint: str = "chat"
-    protocol: str = "openai"  # the inbound API: openai | anthropic (a metrics label)
-    deadline: float | None = None  # time.monotonic() by which the call must end
-    started: float = field(default_factory=time.monotonic)
-    plan: Plan | None = None
-    deployment: Deployment | None = None
-    attempts: list[Attempt] = field(default_factory=list)
-    first_token_at: float | None = None
-    payload: dict[str, Any] | None = None  # what the audit keeps of the content, per the key's logging mode
-    recorded: bool = False  # the call has its record (and its settlement): every later attempt is a no-op
-    draining: bool = False  # its client left mid-stream and a drain reads the rest: the drain records it
-
-    def response_headers(self) -> dict[str, str]:
-        """The routing headers, on every response: the deployment that served (or last failed), the number of
-        upstream attempts, and why the router chose as it did."""
-        h: dict[str, str] = {}
-        if self.deployment is not None:
-            h["x-switchyard-deployment"] = self.deployment.name
-            h.update(self.deployment.response_headers)
-        else:
-            h["x-switchyard-deployment"] = self.attempts[-1].deployment if self.attempts else "none"
-        h["x-switchyard-attempts"] = str(len(self.attempts))
-        h["x-switchyard-route-reason"] = header_safe(self.plan.reason) if self.plan is not None else "not routed"
-        return h
-
+__all__ = ["CallContext", "CallRecord", "Gateway", "NullRecorder", "Recorder", "new_request_id"]
 
 def new_request_id() -> str:
     return "req_" + uuid.uuid4().hex
 
 
 class Gateway:
-    """Everything a call needs, built once from the config."""
+    """Everything a call needs: the router, the executor and the stage chain. Built by the app factory
+    (``switchyard.server.factory``), which also hands it the services it starts and stops with the app."""
 
-    def __init__(self, config: Config, catalog: Catalog, recorder: Recorder | None = None) -> None:
+    def __init__(self, config: Config, catalog: Catalog, chain: Chain | None = None, *,
+                 auth: Authenticator | None = None, recorder: Recorder | None = None,
+                 governance: Governance | None = None, ledger: Ledger | None = None,
+                 router: Router | None = None) -> None:
         self.config = config
         self.catalog = catalog
-        self.router = Router(catalog, config)
+        self.router = router or Router(catalog, config)
         self.executor = Executor(self.router)
-        self.auth = Authenticator(config.master_key, config.keys,
-                                  limiter=failure_limiter(config.governance.auth_failures))
+        self.chain = chain or Chain()
+        self.auth = auth or Authenticator(config.master_key, config.keys)  # also the admin API's
         self.recorder: Recorder = recorder or NullRecorder()
-        # metrics and the request log (switchyard.telemetry), told of each finished call; None: nothing to do
-        self.telemetry: Callable[[CallContext, CallRecord], None] | None = None
-        self.governance: Governance | None = None  # virtual keys and audit: a resolver and a recorder
-        if config.governance.enabled:
-            from .governance.runtime import Governance  # not at the top: it imports the store, which imports us
-
-            self.governance = Governance(config)
-            self.governance.attach(self)
-        self.ledger: Ledger | None = None  # budgets and rate limits: reserve before the upstream call, settle after
-        if self.governance is not None:
-            from .governance.ledger import Ledger
-
-            self.ledger = Ledger(config, self.governance.db)
+        self.governance = governance  # virtual keys and audit, for the admin API
+        self.ledger = ledger  # budgets and rate limits (its stage holds and settles)
         # streams whose client hung up are read to their end (bounded) and charged for what the upstream produced
         self.drains = Drains(config.ledger.drain_timeout, config.ledger.drain_max_chunks)
-        # a durable recorder (the spend spool) also keeps each admitted call's intent, for calls a crash cuts
-        self._intend: Callable[[CallContext, Plan, object], None] | None = None
-        append = getattr(self.recorder, "intend", None)
-        if append is not None:
-            from .governance.intents import Intents
-
-            self._intend = Intents(append, self.ledger, config.ledger.default_max_tokens)
-            durable: Any = self.recorder
-            if self.ledger is not None and hasattr(durable, "on_interrupted"):
-                durable.on_interrupted = self.ledger.settle_interrupted
-
-    @classmethod
-    def from_config(cls, config: Config, recorder: Recorder | None = None) -> Gateway:
-        return cls(config, Catalog.from_config(config), recorder)
+        self._admit = self.chain.admit
+        self._before = self.chain.before
+        self._routed = self.chain.routed
+        self._after = self.chain.after
 
     async def start(self) -> None:
         if self.governance is not None:
@@ -140,114 +93,112 @@ class Gateway:
         if self.governance is not None:
             await self.governance.aclose()
 
-    # --- stages -------------------------------------------------------------------------------------------
+    # --- the chain ----------------------------------------------------------------------------------------
+
+    async def admit(self, ctx: CallContext) -> None:
+        """The admission stages (authentication), before the body is read. A refusal is not a call: no record."""
+        for s in self._admit:
+            waiting = s.admit(ctx)
+            if waiting is not None:
+                await waiting
 
     async def authenticate(self, ctx: CallContext, key: str | None, client: str | None = None) -> Principal:
-        """``client``: the caller's address, for the failed-authentication limit."""
-        ctx.principal = await self.auth.authenticate(key, client)
+        """Admit a caller by its key; ``client``: its address, for the failed-authentication limit."""
+        ctx.credential, ctx.peer = key, client
+        await self.admit(ctx)
+        ctx.credential = None
+        if ctx.principal is None:  # a chain without an authenticating stage
+            ctx.principal = await self.auth.authenticate(key, client)
         return ctx.principal
 
-    def _allow_model(self, ctx: CallContext, model: str) -> None:
-        """The key's model allow-list; a refusal is recorded (and so audited as a denial) like any other call."""
-        assert ctx.principal is not None
+    async def _run(self, ctx: CallContext, req: Request, plan: Callable[[CallContext, Any], Plan],
+                   execute: Callable[..., Awaitable[Any]], send: Callable[[Deployment, Any], Any]) -> Any:
+        """One call through the chain: the before stages, the plan, the routed stages, then ``execute`` (the
+        executor's ``call`` or ``open_stream``) with ``send(deployment, request)``. Returns what ``execute``
+        returns, or a stage's answer (``ctx.short_circuited``). Any failure finishes the call (its after hooks
+        run) and raises."""
+        ctx.request = req
         try:
-            ctx.principal.require_model(model)
+            for s in self._before:
+                answer = s.before(ctx)
+                if answer is not None:
+                    if not isinstance(answer, ANSWERS):
+                        answer = await answer
+                    if answer is not None:
+                        ctx.short_circuited = True
+                        return answer
+            ctx.plan = plan(ctx, ctx.request)
+            for s in self._routed:
+                waiting = s.routed(ctx)
+                if waiting is not None:
+                    await waiting
+            req = ctx.request
+            return await execute(ctx.plan, lambda d: send(d, req), ctx.attempts, ctx.deadline, ctx.started)
         except SwitchyardError as e:
-            self.record_failure(ctx, model, e)
+            self.record_failure(ctx, e)
+            raise
+        except BaseException as e:
+            self._abandon(ctx, e)
             raise
 
     def _plan_chat(self, ctx: CallContext, req: ChatRequest) -> Plan:
-        assert ctx.principal is not None
-        self._allow_model(ctx, req.model)
-        if ctx.principal.logging != "none":
-            ctx.payload = request_payload(ctx.principal.logging, req)
-        plan = self.router.plan(req.model, req.needs(), estimate_prompt(req), req.max_tokens, stream=req.stream)
-        ctx.plan = plan
-        return plan
+        return self.router.plan(req.model, req.needs(), estimate_prompt(req), req.max_tokens, stream=req.stream,
+                                allowed=ctx.allowed, narrowed_by=ctx.narrowed_by)
 
-    def _reserve(self, ctx: CallContext, plan: Plan, request: object = None) -> Awaitable[None] | None:
-        """Hold the worst case against every budget and rate limit in scope (nothing to do for most keys). None
-        when that is done (the embedded ledger); else what to await (Redis)."""
-        p = ctx.principal
-        if self.ledger is not None and p is not None and (p.budgets or p.rate_limits):
-            return self.ledger.reserve(ctx.request_id, p, plan, request)
-        return None
+    def _plan_embed(self, ctx: CallContext, req: EmbeddingRequest) -> Plan:
+        return self.router.plan(req.model, set(), endpoint="embeddings", allowed=ctx.allowed,
+                                narrowed_by=ctx.narrowed_by)
 
-    def _record(self, ctx: CallContext, model: str, status: str, http_status: int, usage: Usage | None,
-                error: str | None = None) -> None:
-        """Record the call and settle its reservation: once per call, whatever path ends it."""
+    def _finish(self, ctx: CallContext, status: str, http_status: int, usage: Usage | None,
+                error: str | None = None, answer: ChatResponse | EmbeddingResponse | None = None,
+                code: str | None = None) -> None:
+        """Run the after hooks (settle, record, ...): once per call, whatever path ends it."""
         if ctx.recorded:
             return
         ctx.recorded = True
-        now = time.monotonic()
+        if not self._after:
+            return
         dep = ctx.deployment
         u = usage or Usage()
-        rec = CallRecord(
-            request_id=ctx.request_id,
-            client_request_id=ctx.client_request_id,
-            ts=time.time(),
-            principal_id=ctx.principal.id if ctx.principal else None,
-            endpoint=ctx.endpoint,
-            model=model,
-            route=ctx.plan.route if ctx.plan else None,
-            deployment=dep.name if dep else None,
-            provider=dep.provider_name if dep else None,
-            status=status,
-            http_status=http_status,
-            usage=u,
-            cost=dep.cost(u) if dep else 0.0,
-            latency_ms=(now - ctx.started) * 1000,
-            ttft_ms=(ctx.first_token_at - ctx.started) * 1000 if ctx.first_token_at else None,
-            attempts=len(ctx.attempts),
-            error=error,
-            principal=ctx.principal,
-            reason=ctx.plan.reason if ctx.plan else None,
-            payload=ctx.payload,
-            losers=tuple(a for a in ctx.attempts if a.outcome == "lost") if ctx.plan and ctx.plan.spec.hedge else (),
-        )
-        if self.ledger is not None:
-            rec.charges = self.ledger.settle(ctx.request_id, rec)
-        self.recorder.record(rec)
-        if self.telemetry is not None:
-            self.telemetry(ctx, rec)
+        plan = ctx.plan
+        out = Outcome(status, http_status, u, dep.cost(u) if dep else 0.0, error, answer,
+                      tuple(a for a in ctx.attempts if a.outcome == "lost") if plan and plan.spec.hedge else (),
+                      code=code)
+        for s in self._after:
+            try:
+                s.after(ctx, out)
+            except Exception:
+                log.exception("stage %s failed after request %s", type(s).__name__, ctx.request_id)
 
-    def record_failure(self, ctx: CallContext, model: str, exc: SwitchyardError) -> None:
-        self._record(ctx, model, "error", exc.status, None, exc.message)
+    def record_failure(self, ctx: CallContext, exc: SwitchyardError) -> None:
+        self._finish(ctx, "error", exc.status, None, exc.message, code=exc.code)
 
-    def _abandon(self, ctx: CallContext, model: str, exc: BaseException | None = None) -> None:
-        """Record a call that ended without a SwitchyardError: cancelled (the client left), or a bug. A stream
+    def _abandon(self, ctx: CallContext, exc: BaseException | None = None) -> None:
+        """Finish a call that ended without a SwitchyardError: cancelled (the client left), or a bug. A stream
         dropped unread (its upstream answered) is charged the estimate of its prompt."""
         if ctx.draining:
             return
         usage = estimate_usage(Usage(), 0, ctx.plan.prompt_tokens) if ctx.deployment and ctx.plan else None
         if exc is None or isinstance(exc, asyncio.CancelledError | GeneratorExit):
-            self._record(ctx, model, "cancelled", 499, usage, "the call was cancelled before it completed")
+            self._finish(ctx, "cancelled", 499, usage, "the call was cancelled before it completed")
         else:
-            self._record(ctx, model, "error", 500, usage, f"unexpected {type(exc).__name__}")
+            self._finish(ctx, "error", 500, usage, f"unexpected {type(exc).__name__}")
+
+    @staticmethod
+    def _served(ctx: CallContext, got: Any) -> Any:
+        """The reply of a call that is not a stream: a stage's answer, or the serving deployment's."""
+        if ctx.short_circuited:
+            return got
+        ctx.deployment, resp = got
+        return resp
 
     # --- endpoints ----------------------------------------------------------------------------------------
 
     async def chat(self, ctx: CallContext, req: ChatRequest) -> ChatResponse:
-        plan = self._plan_chat(ctx, req)
-        try:
-            reserving = self._reserve(ctx, plan, req)
-            if reserving is not None:
-                await reserving
-            if self._intend is not None:
-                self._intend(ctx, plan, req)
-            dep, resp = await self.executor.call(plan, lambda d: d.provider.chat(req, d.target), ctx.attempts,
-                                                 ctx.deadline, ctx.started)
-        except SwitchyardError as e:
-            self.record_failure(ctx, req.model, e)
-            raise
-        except BaseException as e:
-            self._abandon(ctx, req.model, e)
-            raise
-        ctx.deployment = dep
+        resp: ChatResponse = self._served(ctx, await self._run(ctx, req, self._plan_chat, self.executor.call,
+                                                               _send_chat))
         ctx.first_token_at = time.monotonic()
-        if ctx.payload is not None:
-            add_response(ctx.payload, resp)
-        self._record(ctx, req.model, "ok", 200, resp.usage)
+        self._finish(ctx, "ok", 200, resp.usage, None, resp)
         return resp
 
     async def chat_stream(self, ctx: CallContext, req: ChatRequest) -> AsyncIterator[Chunk]:
@@ -256,29 +207,19 @@ class Gateway:
         Errors before the first chunk raise here, so the caller can still answer with a plain error status.
         The iterator records the call when it ends, fails, or is closed early (the client went away).
         """
-        plan = self._plan_chat(ctx, req)
-        try:
-            reserving = self._reserve(ctx, plan, req)
-            if reserving is not None:
-                await reserving
-            if self._intend is not None:
-                self._intend(ctx, plan, req)
-            dep, first, rest, lease = await self.executor.open_stream(
-                plan, lambda d: d.provider.stream(req, d.target), ctx.attempts, ctx.deadline, ctx.started)
-        except SwitchyardError as e:
-            self.record_failure(ctx, req.model, e)
-            raise
-        except BaseException as e:
-            self._abandon(ctx, req.model, e)
-            raise
-        ctx.deployment = dep
+        got = await self._run(ctx, req, self._plan_chat, self.executor.open_stream, _send_stream)
+        if ctx.short_circuited:
+            relay = self._follow(ctx, got[0], replay(got[1:])) if got else self._follow(ctx, None, replay([]))
+        else:
+            dep, first, rest, lease = got
+            ctx.deployment = dep
+            relay = self._follow(ctx, first, rest, lease)
         ctx.first_token_at = time.monotonic()
-        relay = self._follow(ctx, req.model, first, rest, lease)
         # A relay that is never iterated never runs its ``finally``: record (and settle) it when it is dropped.
-        weakref.finalize(relay, self._abandon, ctx, req.model).atexit = False
-        return relay
+        weakref.finalize(relay, self._abandon, ctx).atexit = False
+        return self.chain.wrap_stream(ctx, relay)
 
-    async def _follow(self, ctx: CallContext, model: str, first: Chunk, rest: AsyncIterator[Chunk],
+    async def _follow(self, ctx: CallContext, first: Chunk | None, rest: AsyncIterator[Chunk],
                       lease: StreamLease | None = None) -> AsyncIterator[Chunk]:
         """Relay the stream, bounding the gap between chunks (``idle_s``) and the whole call (the deadline).
 
@@ -292,7 +233,7 @@ class Gateway:
         chars = 0  # generated text relayed, in characters: the estimate if the stream is cut
         status, http_status = "cancelled", 499
         error: str | None = "the client went away"
-        outcome = Outcome.NEUTRAL
+        outcome = Health.NEUTRAL
         chunks = 0
         left = False  # the client closed the relay between chunks: the upstream can still be read
         capture = StreamCapture(ctx.payload) if ctx.payload is not None else None
@@ -312,11 +253,11 @@ class Gateway:
                     chunk = await (lease.next(rest) if lease is not None else rest.__anext__())
                 except StopAsyncIteration:
                     chunk = None
-            status, http_status, error, outcome = "ok", 200, None, Outcome.SUCCESS
+            status, http_status, error, outcome = "ok", 200, None, Health.SUCCESS
         except SwitchyardError as e:
             status, http_status = "error", e.status
             error = f"stream failed after {chunks} chunk{'s' if chunks != 1 else ''}: {e.message}"
-            outcome = lease.outcome_of(e) if lease is not None else Outcome.NEUTRAL
+            outcome = lease.outcome_of(e) if lease is not None else Health.NEUTRAL
             if ctx.plan is not None:
                 ctx.plan.notes.append(f"stream broke after {chunks} chunks")
             raise
@@ -326,7 +267,7 @@ class Gateway:
             if left and self.drains.enabled and self._drains_for(ctx):
                 ctx.draining = True
                 self.drains.start(rest, lease, usage, chars,
-                                  lambda u, n, complete, why: self._drained(ctx, model, u, n, complete, why))
+                                  lambda u, n, complete, why: self._drained(ctx, u, n, complete, why))
             else:
                 aclose = getattr(rest, "aclose", None)
                 if aclose is not None:
@@ -337,7 +278,7 @@ class Gateway:
                     usage = estimate_usage(usage, chars, ctx.plan.prompt_tokens)
                     if status == "cancelled":
                         error = "the client went away; charged an estimate (the upstream was cut)"
-                self._record(ctx, model, status, http_status, usage, error)
+                self._finish(ctx, status, http_status, usage, error)
 
     def _drains_for(self, ctx: CallContext) -> bool:
         dep = ctx.deployment
@@ -348,8 +289,7 @@ class Gateway:
         a drain); 0: cancel the upstream call at once."""
         return self.drains.timeout if self.drains.enabled and self._drains_for(ctx) else 0.0
 
-    def _drained(self, ctx: CallContext, model: str, usage: Usage, chars: int, complete: bool,
-                 why: str | None) -> None:
+    def _drained(self, ctx: CallContext, usage: Usage, chars: int, complete: bool, why: str | None) -> None:
         """A drain ended: record the cancelled call with the upstream's usage, or (cut, or no usage reported)
         with the estimate of what it produced."""
         ctx.draining = False
@@ -357,32 +297,13 @@ class Gateway:
         if not complete or not usage.output_tokens:
             usage = estimate_usage(usage, chars, ctx.plan.prompt_tokens if ctx.plan is not None else 0)
             error = f"the client went away; charged an estimate ({why or 'the upstream reported no usage'})"
-        self._record(ctx, model, "cancelled", 499, usage, error)
+        self._finish(ctx, "cancelled", 499, usage, error)
 
     async def embed(self, ctx: CallContext, req: EmbeddingRequest) -> EmbeddingResponse:
-        assert ctx.principal is not None
         ctx.endpoint = "embeddings"
-        self._allow_model(ctx, req.model)
-        if ctx.principal.logging != "none":
-            ctx.payload = embedding_payload(ctx.principal.logging, req)
-        plan = self.router.plan(req.model, set(), endpoint="embeddings")
-        ctx.plan = plan
-        try:
-            reserving = self._reserve(ctx, plan, req)
-            if reserving is not None:
-                await reserving
-            if self._intend is not None:
-                self._intend(ctx, plan, req)
-            dep, resp = await self.executor.call(plan, lambda d: d.provider.embed(req, d.target), ctx.attempts,
-                                                 ctx.deadline, ctx.started)
-        except SwitchyardError as e:
-            self.record_failure(ctx, req.model, e)
-            raise
-        except BaseException as e:
-            self._abandon(ctx, req.model, e)
-            raise
-        ctx.deployment = dep
-        self._record(ctx, req.model, "ok", 200, resp.usage)
+        resp: EmbeddingResponse = self._served(ctx, await self._run(ctx, req, self._plan_embed, self.executor.call,
+                                                                    _send_embed))
+        self._finish(ctx, "ok", 200, resp.usage, None, resp)
         return resp
 
     def models_for(self, principal: Principal) -> list[tuple[str, str]]:
@@ -395,3 +316,15 @@ class Gateway:
             if principal.may_use(name):
                 out.append((name, "switchyard"))
         return out
+
+
+def _send_chat(d: Deployment, req: ChatRequest) -> Awaitable[ChatResponse]:
+    return d.provider.chat(req, d.target)
+
+
+def _send_stream(d: Deployment, req: ChatRequest) -> Any:
+    return d.provider.stream(req, d.target)
+
+
+def _send_embed(d: Deployment, req: EmbeddingRequest) -> Awaitable[EmbeddingResponse]:
+    return d.provider.embed(req, d.target)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from switchyard.catalog import Catalog
 from switchyard.config import Config, parse_config
 from switchyard.pipeline import Gateway
 from switchyard.records import Recorder
-from switchyard.server import create_app
+from switchyard.server.factory import build
+from switchyard.stages import Stage
 
 from .servers import serve_asgi
 
@@ -50,12 +50,13 @@ def run_gateway(
     recorder: Recorder | None = None,
     env: dict[str, str] | None = None,
     store: object | None = None,
+    extra_stages: Sequence[Stage] = (),
 ) -> Iterator[RunningGateway]:
+    """The app as ``switchyard serve`` builds it (``server/factory.py``), with ``extra_stages`` in its chain."""
     cfg = parse_config(config, "<test>", env or {})
-    gw = Gateway(cfg, Catalog.from_config(cfg), recorder)
-    app = create_app(gw, store=store, recorder=recorder)
+    app = build(cfg, recorder=recorder, store=store, extra_stages=extra_stages)
     with serve_asgi(app) as url:
-        yield RunningGateway(url=url, gateway=gw, config=cfg)
+        yield RunningGateway(url=url, gateway=app.state.gateway, config=cfg)
 
 
 class ListRecorder:

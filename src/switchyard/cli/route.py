@@ -57,8 +57,9 @@ def route() -> None:
 @click.option("--needs", default="", help="capabilities the request needs, comma-separated: tools,vision,json")
 @click.option("--stream", is_flag=True, help="a streamed request (lowest-latency uses time to first token)")
 @click.option("--embeddings", is_flag=True, help="an embeddings request")
+@click.option("--only", default=None, help="deployments a stage narrowed the request to, comma-separated")
 def explain_cmd(config_path: str, model: str, prompt_tokens: int, max_tokens: int | None, needs: str, stream: bool,
-                embeddings: bool) -> None:
+                embeddings: bool, only: str | None) -> None:
     """Print the plan the router would make for a request, and why."""
     from .main import _load
 
@@ -66,7 +67,9 @@ def explain_cmd(config_path: str, model: str, prompt_tokens: int, max_tokens: in
     catalog = Catalog.from_config(cfg, lambda name, pc: _Offline(name, pc))
     router = Router(catalog, cfg)
     wanted = {n.strip() for n in needs.split(",") if n.strip()}
-    ex = explain(router, model, wanted, prompt_tokens, max_tokens, "embeddings" if embeddings else "chat", stream)
+    allowed = frozenset(n.strip() for n in only.split(",") if n.strip()) if only is not None else None
+    ex = explain(router, model, wanted, prompt_tokens, max_tokens, "embeddings" if embeddings else "chat", stream,
+                 allowed, [f"--only {only}"] if only is not None else None)
     render(ex, Console(soft_wrap=True))
     if ex.error is not None:
         raise SystemExit(1)
@@ -80,6 +83,8 @@ def render(ex: Explanation, out: Console) -> None:
     out.print(f"{what} - strategy [cyan]{ex.strategy}[/cyan]" if ex.route else what)
     if ex.route:
         out.print(f"  {STRATEGY_WHY.get(ex.strategy, '')}", highlight=False)
+    for why in ex.narrowed_by:
+        out.print(f"  [yellow]narrowed: {why}[/yellow]", highlight=False)
     if ex.context_routed:
         out.print("  [yellow]the prompt is too large for every target: context_window_fallbacks serve[/yellow]")
     if ex.candidates:

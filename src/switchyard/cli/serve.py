@@ -79,8 +79,7 @@ def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: 
     from .. import background
     from ..catalog import Catalog
     from ..governance.spend import SpendWriter
-    from ..pipeline import Gateway
-    from ..server import create_app
+    from ..server.factory import build
 
     try:
         catalog = Catalog.from_config(cfg)
@@ -94,8 +93,7 @@ def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: 
     background.configure(cfg.server.background_priority)
     store = _open_store(cfg, config_path, migrate=migrate)
     writer = SpendWriter.for_config(cfg, store.engine)  # the request log, through the durable spend spool
-    gateway = Gateway(cfg, catalog, writer)
-    app = create_app(gateway, store=store, recorder=writer, freeze_gc=True)
+    app = build(cfg, catalog=catalog, recorder=writer, store=store, freeze_gc=True)
     if not quiet:
         _banner(cfg, host, port, store, 1, catalog.deployments, catalog.routes)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,

@@ -55,8 +55,9 @@ from .webhooks import WebhookNotifier
 from .worst_case import embedding_tokens, worst_case
 
 if TYPE_CHECKING:
-    from ..records import CallRecord, Intent
+    from ..records import Intent
     from ..routing import Plan
+    from ..stages import Outcome
     from .db import Db
     from .ledger_redis import RedisBackend
 
@@ -267,7 +268,7 @@ class Ledger:
 
     # --- settle ------------------------------------------------------------------------------------------------
 
-    def settle(self, request_id: str, rec: CallRecord) -> list[Charge] | None:
+    def settle(self, request_id: str, rec: Outcome) -> list[Charge] | None:
         """Release the request's hold and charge its real cost; the charges go into its spend record (None: the
         request held nothing)."""
         hold = self.holds.pop(request_id, None)

@@ -1,8 +1,9 @@
 """Governance in a running gateway: the key directory, the audit log and the admin API's store access.
 
-The :class:`~switchyard.pipeline.Gateway` builds one from the config (``governance.enabled``, the default) and
-calls :meth:`Governance.attach`: the key directory becomes one of the authenticator's resolvers, and the call
-auditor joins the recorder, so the pipeline itself knows nothing of either. ``start()`` (from ``Gateway.start``)
+The app factory (``server/factory.py``) builds one from the config (``governance.enabled``, the default) and
+composes it: the key directory becomes one of the authenticator's resolvers, and calls reach the audit log either
+from the durable spend spool or through the call auditor (its own queue), so the pipeline knows nothing of either
+and nothing here rewires it. ``start()`` (from ``Gateway.start``)
 brings the store's schema to head, refuses to run when the store holds virtual keys but no key secret is
 configured, and starts the change poller and the audit writer; ``aclose()`` drains and signs a last checkpoint.
 
@@ -16,14 +17,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from ..config import Config
 from ..records import CallRecord, Recorder
 from ..store.db import create_engine_for, migrate
 from .audit import AuditEntry, AuditLog, Signer
 from .audit_calls import CallAuditor
-from .auth import Authenticator
 from .cache import KeyDirectory
 from .db import Db, is_store_failure
 from .identity import Ops
@@ -47,15 +47,10 @@ class TeeRecorder:
             r.record(rec)
 
 
-class Host(Protocol):
-    """What :meth:`Governance.attach` plugs into (the pipeline's Gateway)."""
-
-    auth: Authenticator
-    recorder: Recorder
-
-
 class Governance:
-    def __init__(self, config: Config, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, config: Config, env: Mapping[str, str] | None = None, *, call_queue: bool = True) -> None:
+        """``call_queue``: audit calls through the call auditor's own queue (False: the recorder is the durable
+        spend spool, which appends them to the audit log itself)."""
         g = config.governance
         self.config = config
         self.settings = g
@@ -66,26 +61,12 @@ class Governance:
         self.signer = Signer(akey) if akey is not None else None
         self.audit = AuditLog(self.signer, g.audit) if g.audit.enabled else None
         self.call_auditor = (CallAuditor(self.db, self.audit, g.audit)
-                             if self.audit is not None and g.audit.record_calls else None)
+                             if self.audit is not None and g.audit.record_calls and call_queue else None)
         self.directory = (KeyDirectory(self.db, self.hasher, poll_interval=g.poll_interval, ttl=g.cache_ttl,
                                        max_entries=g.cache_size, negative_ttl=g.negative_ttl,
                                        negative_size=g.negative_size) if self.hasher is not None else None)
         self.known_models = frozenset(d.name for d in config.deployments) | frozenset(config.routes)
         self._schema_task: asyncio.Task[None] | None = None
-
-    def attach(self, gateway: Host) -> None:
-        """Plug the key directory into the gateway's authenticator and the call auditor into its recorder."""
-        if self.directory is not None:
-            gateway.auth.add_resolver(self.directory.resolve, self.directory.cached)
-        if self.call_auditor is not None:
-            from .spend import SpendWriter
-
-            if isinstance(gateway.recorder, SpendWriter) and self.audit is not None:
-                # calls reach the audit log from the spend spool: durable, and no second queue in memory
-                gateway.recorder.audit_calls_into(self.audit)
-                self.call_auditor = None
-            else:
-                gateway.recorder = TeeRecorder(gateway.recorder, self.call_auditor)
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import SwitchyardError
@@ -55,15 +56,20 @@ class Explanation:
     settings: dict[str, object] = field(default_factory=dict)
     error: str | None = None
     reason: str = ""
+    narrowed_by: list[str] = field(default_factory=list)  # why a stage narrowed the candidates, if one did
 
 
 def explain(router: Router, model: str, needs: set[str], prompt_tokens: int = 0, max_tokens: int | None = None,
-            endpoint: str = "chat", stream: bool = False) -> Explanation:
-    """What the router would do with such a request now: every candidate in order (fallbacks expanded), and why."""
+            endpoint: str = "chat", stream: bool = False, allowed: Container[str] | None = None,
+            narrowed_by: Sequence[str] | None = None) -> Explanation:
+    """What the router would do with such a request now: every candidate in order (fallbacks expanded), and why.
+    ``allowed`` and ``narrowed_by``: as a stage narrowed the request (see ``CallContext.narrow``)."""
     spec = router.specs.get(model)
     if spec is None:
         return Explanation(model, None, "", error=f"no deployment or route is named {model!r}")
     out = Explanation(model, None if spec.direct else spec.name, spec.group.strategy.name)
+    if allowed is not None:
+        out.narrowed_by = list(narrowed_by or ("by a stage",))
     out.context_window_fallbacks = [g.name for g in spec.context_fallbacks]
     out.content_policy_fallbacks = [g.name for g in spec.policy_fallbacks]
     out.settings = {
@@ -73,10 +79,11 @@ def explain(router: Router, model: str, needs: set[str], prompt_tokens: int = 0,
         "breakers": {e.name: e.health[endpoint].cfg.model_dump() for e in spec.group.entries},
     }
     try:
-        plan = router.plan(model, needs, prompt_tokens, max_tokens, endpoint=endpoint, stream=stream)
+        plan = router.plan(model, needs, prompt_tokens, max_tokens, endpoint=endpoint, stream=stream,
+                           allowed=allowed, narrowed_by=narrowed_by)
     except SwitchyardError as err:
         out.error = err.message
-        out.skipped = [(n, w) for n, w in _skips(router, model, needs, prompt_tokens, max_tokens, endpoint)]
+        out.skipped = [(n, w) for n, w in _skips(router, model, needs, prompt_tokens, max_tokens, endpoint, allowed)]
         return out
     while router.expand(plan):
         pass
@@ -105,8 +112,8 @@ def _owners(plan: Plan) -> dict[str, Group]:
 
 
 def _skips(router: Router, model: str, needs: set[str], prompt_tokens: int, max_tokens: int | None,
-           endpoint: str) -> list[tuple[str, str]]:
-    from .router import unfit_reason
+           endpoint: str, allowed: Container[str] | None = None) -> list[tuple[str, str]]:
+    from .router import NARROWED, unfit_reason
 
     spec = router.specs[model]
     if endpoint == "embeddings":
@@ -114,7 +121,8 @@ def _skips(router: Router, model: str, needs: set[str], prompt_tokens: int, max_
     out = []
     for g in [spec.group, *spec.fallbacks]:
         for e in g.entries:
-            why = unfit_reason(e.deployment, needs, prompt_tokens, max_tokens)
+            why = NARROWED if allowed is not None and e.name not in allowed else unfit_reason(
+                e.deployment, needs, prompt_tokens, max_tokens)
             if why is not None:
                 out.append((e.name, why))
     return out

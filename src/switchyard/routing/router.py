@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 
 from ..catalog import Catalog, Deployment
@@ -24,6 +25,7 @@ from .strategies import Entry, Priority, Strategy, make_strategy
 _CAP_PARAM = {"tools": "tools", "json": "response_format", "vision": "messages", "files": "messages",
               "audio": "messages", "embeddings": "model"}
 _MAX_REASON = 1000
+NARROWED = "narrowed out"  # the skip reason of a deployment that a stage's narrowing excluded
 
 
 @dataclass(slots=True, eq=False)
@@ -70,6 +72,7 @@ class Plan:
     qpos: int = 0
     context_routed: bool = False
     notes: list[str] = field(default_factory=list)
+    allowed: Container[str] | None = None  # the deployments a stage let the router pick (None: any)
     _reason: tuple[int, int, str] | None = None  # (entries, notes, text): the header is asked for more than once
 
     @property
@@ -182,7 +185,10 @@ class Router:
     # --- planning ------------------------------------------------------------------------------------------
 
     def plan(self, model: str, needs: set[str], prompt_tokens: int = 0, max_tokens: int | None = None,
-             endpoint: str = "chat", stream: bool = False) -> Plan:
+             endpoint: str = "chat", stream: bool = False, allowed: Container[str] | None = None,
+             narrowed_by: Sequence[str] | None = None) -> Plan:
+        """``allowed``: only these deployment names may be tried (a stage narrowed the request, for the reasons
+        ``narrowed_by``, which the plan's reason shows); the others are skipped as narrowed out."""
         spec = self.specs.get(model)
         if spec is None:
             raise ModelNotFound(f"The model {model!r} does not exist or you do not have access to it.",
@@ -191,6 +197,9 @@ class Router:
         if endpoint == "embeddings":
             needs = needs | {"embeddings"}
         plan = Plan(model, spec, endpoint, stream, needs, prompt_tokens, max_tokens, [], [], [], spec.fallbacks)
+        if allowed is not None:
+            plan.allowed = allowed
+            plan.notes.append("narrowed: " + "; ".join(narrowed_by or ("by a stage",)))
         spec.budget.deposit()
         now = self.clock()
         too_big = self._add_group(plan, spec.group, now)
@@ -209,8 +218,12 @@ class Router:
         late: list[Entry] | None = None
         too_big = False
         listed = plan.entries
+        allowed = plan.allowed
         for e in group.entries:
             if any(x.deployment is e.deployment for x in listed):
+                continue
+            if allowed is not None and e.name not in allowed:
+                plan.skipped.append((e.name, NARROWED))
                 continue
             why = unfit_reason(e.deployment, plan.needs, plan.prompt_tokens, plan.max_tokens)
             if why is not None:
@@ -260,6 +273,10 @@ class Router:
 
     def _unfit_error(self, plan: Plan) -> InvalidRequest:
         spec = plan.spec
+        if plan.allowed is not None and all(w == NARROWED for _, w in plan.skipped):
+            return InvalidRequest(f"No deployment of {spec.name!r} is allowed for this request "
+                                  f"({'; '.join(plan.notes)}).", param="model", code="no_suitable_deployment",
+                                  headers=self._headers(plan))
         if spec.direct:
             d = spec.group.entries[0].deployment
             missing = sorted(plan.needs - d.capabilities)

@@ -51,8 +51,7 @@ def anthropic_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Respon
 
     async def endpoint(request: Request) -> Response | StreamResponse:
         gw: Gateway = request.app.state.gateway
-        ctx = new_context(request)
-        ctx.protocol = "anthropic"
+        ctx = new_context(request, "anthropic")
         try:
             key = api_key(request)
             if key is None:

@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 from ..errors import InternalError, InvalidRequest, NotFound, SwitchyardError
 from ..pipeline import Gateway
 from ..records import Recorder
-from ..telemetry import attach as attach_telemetry
+from ..telemetry import Telemetry
 from ..telemetry.http import metrics_endpoint
 from . import admin, admin_routes, anthropic_routes, openai_routes, openapi_v1
 from .asgi import Shell
@@ -139,7 +139,7 @@ def create_app(gateway: Gateway, *, store: object | None = None, recorder: Recor
         lifespan=lifespan,
     )
     app.state.gateway = gateway
-    app.state.metrics = attach_telemetry(gateway, recorder)
+    app.state.metrics = next((s.metrics for s in gateway.chain.stages if isinstance(s, Telemetry)), None)
     app.state.ready = False
     app.state.started_at = int(time.time())
     ping = getattr(store, "ping", None)

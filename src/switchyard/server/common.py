@@ -13,10 +13,11 @@ from ..pipeline import CallContext
 JSON_TYPE = "application/json"
 
 
-def new_context(request: Request) -> CallContext:
-    """The pipeline's view of one HTTP call: our request id and the caller's, nothing of HTTP."""
+def new_context(request: Request, protocol: str = "openai") -> CallContext:
+    """The pipeline's view of one HTTP call: our request id and the caller's, its protocol, nothing of HTTP."""
     state = request.state
-    return CallContext(request_id=state.request_id, client_request_id=getattr(state, "client_request_id", None))
+    return CallContext(request_id=state.request_id, client_request_id=getattr(state, "client_request_id", None),
+                       protocol=protocol)
 
 
 def peer(request: Request) -> str | None:

@@ -1,41 +1,42 @@
 """Telemetry: Prometheus metrics (:mod:`.metrics`, served by :mod:`.http`) and structured request logs
-(:mod:`.logs`). :func:`attach` plugs both into a gateway: the pipeline hands each finished call to one function,
-and the breakers report their changes of state."""
+(:mod:`.logs`). The app factory puts one :class:`Telemetry` stage in the chain: its ``after`` hook sees each finished
+call's record (settled, as the recorder got it), and the breakers report their changes of state to it."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..stages import CallContext, Outcome, Stage, record_of
 from . import logs
 from .metrics import Metrics, backlog_of
 
 if TYPE_CHECKING:
-    from ..pipeline import CallContext, Gateway
+    from ..config import Config
     from ..records import CallRecord
-    from ..routing.health import Health
+    from ..routing.health import Health, HealthRegistry
 
-__all__ = ["Metrics", "attach"]
+__all__ = ["Metrics", "Telemetry"]
 
 
-def attach(gateway: Gateway, recorder: Any = None) -> Metrics | None:
-    """Give ``gateway`` its metrics (when ``metrics.enabled``) and its request log; the metrics, if any."""
-    health = gateway.router.health
-    metrics = Metrics(health, backlog_of(recorder)) if gateway.config.metrics.enabled else None
-    request_log = logs.RequestLog().observe
-    if metrics is None:
-        gateway.telemetry = request_log
-        health.watch(logs.breaker_changed)
-        return None
-    count = metrics.observe
+class Telemetry(Stage):
+    """Metrics (when ``metrics.enabled``) and the request log, told of every call once it is recorded. Declared
+    before the recording stage, so that its ``after`` (which unwinds in reverse) sees the record that stage built."""
 
-    def observe(ctx: CallContext, rec: CallRecord) -> None:
-        count(ctx, rec)
-        request_log(ctx, rec)
+    name = "telemetry"
 
-    def breaker_changed(h: Health, state: str) -> None:
-        metrics.breaker_changed(h, state)
+    def __init__(self, config: Config, health: HealthRegistry, recorder: Any = None) -> None:
+        self.metrics = Metrics(health, backlog_of(recorder)) if config.metrics.enabled else None
+        self._log = logs.RequestLog().observe
+        self._count = self.metrics.observe if self.metrics is not None else None
+        health.watch(self._breaker_changed)
+
+    def after(self, call: CallContext, outcome: Outcome) -> None:
+        rec: CallRecord = call.record if call.record is not None else record_of(call, outcome)
+        if self._count is not None:
+            self._count(call, rec, outcome.code)
+        self._log(call, rec)
+
+    def _breaker_changed(self, h: Health, state: str) -> None:
+        if self.metrics is not None:
+            self.metrics.breaker_changed(h, state)
         logs.breaker_changed(h, state)
-
-    gateway.telemetry = observe
-    health.watch(breaker_changed)
-    return metrics

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from ..pipeline import CallContext
     from ..records import CallRecord
     from ..routing.health import Health
+    from ..stages import CallContext
 
 request_log = logging.getLogger("switchyard.request")
 events = logging.getLogger("switchyard.telemetry")

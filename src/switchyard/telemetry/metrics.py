@@ -24,9 +24,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 
 if TYPE_CHECKING:
-    from ..pipeline import CallContext
     from ..records import CallRecord
     from ..routing.health import Health, HealthRegistry
+    from ..stages import CallContext
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # seconds: whole LLM calls run from tens of milliseconds to minutes; a first token comes sooner
@@ -34,6 +34,9 @@ LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0,
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 BREAKER_VALUE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 _REFRESH_S = 1.0  # multiprocess mode: the state gauges are written at most this often from the request path
+
+
+_REFUSALS = {"budget_exceeded": "budget", "rate_limit_exceeded": "rate_limit"}  # error code -> refusal kind
 
 
 def multiprocess_dir() -> str | None:
@@ -96,7 +99,8 @@ class Metrics:
 
     # --- per call -------------------------------------------------------------------------------------------
 
-    def observe(self, ctx: CallContext, rec: CallRecord) -> None:
+    def observe(self, ctx: CallContext, rec: CallRecord, code: str | None = None) -> None:
+        """Count one finished call; ``code``: its error's code, if an error ended it."""
         key = (rec.route, rec.deployment, ctx.protocol, rec.http_status)
         c = self._children.get(key)
         if c is None:
@@ -117,10 +121,8 @@ class Metrics:
                 c.cost.inc(cost)
         if rec.attempts > 1 or (rec.attempts == 1 and ctx.attempts[0].outcome != "ok"):
             self._attempts(ctx, rec.route or "")
-        elif rec.attempts == 0 and rec.http_status == 429 and rec.error is not None:
-            # refused before any upstream call: the ledger's budget or rate-limit refusal (governance/ledger.py)
-            kind = "budget" if rec.error.startswith("Budget ") else "rate_limit"
-            self.refusals.labels(kind, rec.principal_id or "").inc()
+        elif code in _REFUSALS and rec.attempts == 0:  # the ledger refused it before any upstream call
+            self.refusals.labels(_REFUSALS[code], rec.principal_id or "").inc()
         if self.multiproc is not None:
             now = time.monotonic()
             if now >= self._next_refresh:

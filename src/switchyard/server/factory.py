@@ -1,0 +1,87 @@
+"""The composition root: one place builds the gateway's parts and declares the order of its stages. ``switchyard
+serve``, the tests (``tests/support/gateway.py``) and the benchmarks all build their app here.
+
+The request path (see :mod:`switchyard.stages`)::
+
+    request ─► Authenticate ─► Telemetry ─► AllowList ─► Record ─► [extra stages] ─► Reserve ─► Intend ─► router
+                 (admit)                       │ refuse     │ payload     │ refuse, rewrite,    │ hold      │ intent
+                                               ▼            │             │ narrow, answer      │           │
+    reply ◄── [extra wraps] ◄── Telemetry.after ◄── Record.after ◄────────── Reserve.after (settle) ◄── result
+
+A stage is in the chain only when the configuration uses it: no ledger, no Reserve; no durable spool, no Intend;
+no recorder, no Record. Telemetry (the request log) is always there, its metrics only when ``metrics.enabled``.
+Extra stages (``extra_stages``) sit after Record and before Reserve: what they refuse or answer is recorded, and a
+call they answer holds no budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..catalog import Catalog
+from ..config import Config
+from ..governance.auth import Authenticator
+from ..governance.authlimit import failure_limiter
+from ..governance.stages import AllowList, Authenticate, Intend, Record, Reserve
+from ..pipeline import Gateway
+from ..records import Recorder
+from ..routing import Router
+from ..stages import Chain, Stage
+from ..telemetry import Telemetry
+from .app import create_app
+from .asgi import Shell
+
+
+def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: Recorder | None = None,
+                  env: Mapping[str, str] | None = None, extra_stages: Sequence[Stage] = ()) -> Gateway:
+    """The gateway of ``config``: its catalog, governance (key directory, audit), ledger, recorder and stages."""
+    catalog = catalog if catalog is not None else Catalog.from_config(config)
+    auth = Authenticator(config.master_key, config.keys, limiter=failure_limiter(config.governance.auth_failures))
+    governance = ledger = None
+    spool = recorder if hasattr(recorder, "intend") else None  # the durable spend spool (SpendWriter)
+    if config.governance.enabled:
+        from ..governance.ledger import Ledger
+        from ..governance.runtime import Governance, TeeRecorder
+
+        governance = Governance(config, env, call_queue=spool is None)
+        if governance.directory is not None:
+            auth.add_resolver(governance.directory.resolve, governance.directory.cached)
+        if spool is not None and governance.audit is not None and config.governance.audit.record_calls:
+            # calls reach the audit log from the spend spool: durable, and no second queue in memory
+            spool_any: Any = spool
+            spool_any.audit_calls_into(governance.audit)
+        elif governance.call_auditor is not None:
+            recorder = TeeRecorder(recorder, governance.call_auditor) if recorder is not None else (
+                governance.call_auditor)
+        ledger = Ledger(config, governance.db)
+    intend: Intend | None = None
+    if spool is not None:
+        from ..governance.intents import Intents
+
+        durable: Any = spool
+        intend = Intend(Intents(durable.intend, ledger, config.ledger.default_max_tokens))
+        if ledger is not None:
+            durable.on_interrupted = ledger.settle_interrupted
+
+    router = Router(catalog, config)
+    stages: list[Stage] = [  # the order of the request path, declared once
+        Authenticate(auth),
+        Telemetry(config, router.health, recorder),  # its after hook unwinds last: it sees the settled record
+        AllowList(),
+        *([Record(recorder)] if recorder is not None else []),
+        *extra_stages,
+        *([Reserve(ledger)] if ledger is not None else []),
+        *([intend] if intend is not None else []),
+    ]
+    return Gateway(config, catalog, Chain(stages), auth=auth, recorder=recorder, governance=governance,
+                   ledger=ledger, router=router)
+
+
+def build(config: Config, *, catalog: Catalog | None = None, recorder: Recorder | None = None,
+          store: object | None = None, env: Mapping[str, str] | None = None, extra_stages: Sequence[Stage] = (),
+          freeze_gc: bool = False) -> Shell:
+    """The ASGI app of ``config`` (its gateway is ``app.state.gateway``). ``store`` and ``recorder`` are opened and
+    closed with it; ``freeze_gc``: see :func:`~switchyard.server.app.create_app`."""
+    gateway = build_gateway(config, catalog=catalog, recorder=recorder, env=env, extra_stages=extra_stages)
+    return create_app(gateway, store=store, recorder=recorder, freeze_gc=freeze_gc)
