@@ -63,6 +63,7 @@ class CallContext:
     payload: dict[str, Any] | None = None  # what the audit keeps of the content, per the key's logging mode
     recorded: bool = False  # the call has its record (and its settlement): every later attempt is a no-op
     draining: bool = False  # its client left mid-stream and a drain reads the rest: the drain records it
+    trace: Any = None  # its trace, when tracing is on (switchyard.telemetry.tracing)
 
     def response_headers(self) -> dict[str, str]:
         """The routing headers, on every response: the deployment that served (or last failed), the number of
@@ -95,6 +96,7 @@ class Gateway:
         self.recorder: Recorder = recorder or NullRecorder()
         # metrics and the request log (switchyard.telemetry), told of each finished call; None: nothing to do
         self.telemetry: Callable[[CallContext, CallRecord], None] | None = None
+        self.tracing: Any = None  # OpenTelemetry spans (switchyard.telemetry.tracing); None: tracing is off
         self.governance: Governance | None = None  # virtual keys and audit: a resolver and a recorder
         if config.governance.enabled:
             from .governance.runtime import Governance  # not at the top: it imports the store, which imports us

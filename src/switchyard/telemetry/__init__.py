@@ -1,6 +1,6 @@
-"""Telemetry: Prometheus metrics (:mod:`.metrics`, served by :mod:`.http`) and structured request logs
-(:mod:`.logs`). :func:`attach` plugs both into a gateway: the pipeline hands each finished call to one function,
-and the breakers report their changes of state."""
+"""Telemetry: Prometheus metrics (:mod:`.metrics`, served by :mod:`.http`), structured request logs (:mod:`.logs`)
+and OpenTelemetry traces (:mod:`.tracing`, when configured). :func:`attach` plugs them into a gateway: the pipeline
+hands each finished call to one function, and the breakers report their changes of state."""
 
 from __future__ import annotations
 
@@ -18,7 +18,17 @@ __all__ = ["Metrics", "attach"]
 
 
 def attach(gateway: Gateway, recorder: Any = None) -> Metrics | None:
-    """Give ``gateway`` its metrics (when ``metrics.enabled``) and its request log; the metrics, if any."""
+    """Give ``gateway`` its metrics (when ``metrics.enabled``), its request log and its traces (when
+    ``tracing.enabled``); the metrics, if any."""
+    metrics = _attach(gateway, recorder)
+    if gateway.config.tracing.enabled:
+        from .tracing import install  # OpenTelemetry is imported only here
+
+        install(gateway)
+    return metrics
+
+
+def _attach(gateway: Gateway, recorder: Any) -> Metrics | None:
     health = gateway.router.health
     metrics = Metrics(health, backlog_of(recorder)) if gateway.config.metrics.enabled else None
     request_log = logs.RequestLog().observe
