@@ -162,21 +162,22 @@ class Tracing:
         if parent is None:
             return None, UPSTREAM.set(t.unsampled), None
         model = dep.target.model
-        span = self.tracer.start_span(f"{_operation(ctx)} {model}", context=self._trace.set_span_in_context(parent),
-                                      kind=self._client, attributes={
-                                          "gen_ai.operation.name": _operation(ctx),
-                                          "gen_ai.provider.name": _provider_name(dep),
-                                          "gen_ai.request.model": model,
-                                          "switchyard.deployment": dep.name,
-                                          "switchyard.provider": dep.provider_name,
-                                          "switchyard.hedge": rec.hedge,
-                                      })
+        op = _operation(ctx)
+        attrs: dict[str, Any] = {
+            "gen_ai.operation.name": op,
+            "gen_ai.provider.name": _provider_name(dep),
+            "gen_ai.request.model": model,
+            "switchyard.deployment": dep.name,
+            "switchyard.provider": dep.provider_name,
+            "switchyard.hedge": rec.hedge,
+        }
         address = self._addresses.get(dep.name, ())
         if address == ():
             address = self._addresses[dep.name] = _address(dep)
         if address is not None:
-            span.set_attribute("server.address", address[0])
-            span.set_attribute("server.port", address[1])
+            attrs["server.address"], attrs["server.port"] = address
+        span = self.tracer.start_span(f"{op} {model}", context=self._trace.set_span_in_context(parent),
+                                      kind=self._client, attributes=attrs)
         return span, UPSTREAM.set(self._headers(span.get_span_context(), t.state)), t
 
     def attempt_result(self, handle: Any, rec: Attempt, result: Any, stream: bool) -> Any:
@@ -189,19 +190,19 @@ class Tracing:
             _scan(first, t.finish_reasons)
             t.held.append((span, rec))
             return first, _follow(rest, t.finish_reasons)
+        attrs: dict[str, Any] = {}
         usage = getattr(result, "usage", None)
         if usage is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+            attrs["gen_ai.usage.input_tokens"] = usage.input_tokens
+            attrs["gen_ai.usage.output_tokens"] = usage.output_tokens
         model = getattr(result, "model", None)
         if model:
-            span.set_attribute("gen_ai.response.model", model)
-            t.response_model = model
+            attrs["gen_ai.response.model"] = t.response_model = model
         choices = getattr(result, "choices", None)
         if choices:
             reasons = [str(c.finish_reason) for c in choices if c.finish_reason is not None]
-            span.set_attribute("gen_ai.response.finish_reasons", reasons)
-            t.finish_reasons = reasons
+            attrs["gen_ai.response.finish_reasons"] = t.finish_reasons = reasons
+        span.set_attributes(attrs)
         return result
 
     def attempt_done(self, handle: Any, rec: Attempt) -> None:
@@ -210,12 +211,13 @@ class Tracing:
         UPSTREAM.reset(token)
         if span is None:
             return
-        span.set_attribute("switchyard.outcome", rec.outcome)
+        attrs: dict[str, Any] = {"switchyard.outcome": rec.outcome}
         if rec.status is not None:
-            span.set_attribute("http.response.status_code", rec.status)
+            attrs["http.response.status_code"] = rec.status
         if rec.outcome not in ("ok", "lost", "cancelled"):
-            span.set_attribute("error.type", _error_type(rec.status, rec.outcome))
+            attrs["error.type"] = _error_type(rec.status, rec.outcome)
             span.set_status(self._error)
+        span.set_attributes(attrs)
         if t is None or not any(held is span for held, _ in t.held):
             span.end()
 
@@ -259,23 +261,24 @@ class Tracing:
             attrs["switchyard.deployment"] = dep.name
         if rec.principal_id is not None:
             attrs["switchyard.key_id"] = rec.principal_id
+        if rec.status != "ok":
+            attrs["error.type"] = _error_type(rec.http_status, rec.status)
+            span.set_status(self._error)
         span.update_name(f"{op} {rec.model}")
         span.set_attributes(attrs)
-        if rec.status != "ok":
-            span.set_attribute("error.type", _error_type(rec.http_status, rec.status))
-            span.set_status(self._error)
         for held, a in t.held:
             if a.outcome == "lost":  # a hedged stream that lost the race: not this call's usage
                 held.set_attribute("switchyard.outcome", "lost")
                 held.end()
                 continue
-            held.set_attribute("gen_ai.usage.input_tokens", u.input_tokens)
-            held.set_attribute("gen_ai.usage.output_tokens", u.output_tokens)
+            done: dict[str, Any] = {"gen_ai.usage.input_tokens": u.input_tokens,
+                                    "gen_ai.usage.output_tokens": u.output_tokens}
             if t.finish_reasons:
-                held.set_attribute("gen_ai.response.finish_reasons", t.finish_reasons)
+                done["gen_ai.response.finish_reasons"] = t.finish_reasons
             if rec.status != "ok":
-                held.set_attribute("error.type", _error_type(rec.http_status, rec.status))
+                done["error.type"] = _error_type(rec.http_status, rec.status)
                 held.set_status(self._error)
+            held.set_attributes(done)
             held.end()
         t.held.clear()
         span.end()
