@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -190,6 +191,40 @@ def test_a_stream_span_ends_at_the_end_of_the_stream_with_its_usage(fake_openai:
     assert a["gen_ai.response.finish_reasons"] == ("stop",)
     assert (att.attributes or {})["gen_ai.usage.output_tokens"] == usage.completion_tokens
     assert att.end_time is not None and req.end_time is not None and att.end_time <= req.end_time
+
+
+def test_a_stream_whose_client_left_ends_its_span_when_the_drain_ends(fake_openai: FakeOpenAI,
+                                                                    spans: InMemorySpanExporter) -> None:
+    assert fake_openai.base_url is not None
+    fake_openai.set_reply(" ".join(f"word{i:02d}" for i in range(20)))  # 20 completion tokens, one word a chunk
+    fake_openai.stream_delay(0.05)
+    with run_gateway(traced(fake_openai.base_url)) as gw, client(gw) as c:
+        stream = c.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=True,
+                                           stream_options={"include_usage": True})
+        for n, _ in enumerate(stream):
+            if n == 3:
+                break
+        stream.close()
+        req, (att,) = split(finished(spans, 2))  # once the drain has read the rest
+    a = req.attributes or {}
+    assert a["switchyard.status"] == "cancelled" and a["http.response.status_code"] == 499
+    assert a["gen_ai.usage.output_tokens"] == 20  # the upstream's own count, read by the drain
+    assert req.status.status_code is StatusCode.ERROR and a["error.type"] == "499"
+    assert (att.attributes or {})["gen_ai.usage.output_tokens"] == 20
+
+
+def test_the_anthropic_protocol_is_traced_too(fake_openai: FakeOpenAI, spans: InMemorySpanExporter) -> None:
+    assert fake_openai.base_url is not None
+    with run_gateway(traced(fake_openai.base_url)) as gw, \
+            anthropic.Anthropic(base_url=gw.url, api_key=USER_KEY, max_retries=0,
+                                default_headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}) as c:
+        msg = c.messages.create(model="gpt-4o-mini", max_tokens=30, messages=[{"role": "user", "content": "hi"}])
+    req, (att,) = split(finished(spans, 2))
+    a = req.attributes or {}
+    assert a["switchyard.protocol"] == "anthropic" and a["gen_ai.request.max_tokens"] == 30
+    assert a["gen_ai.usage.output_tokens"] == msg.usage.output_tokens
+    assert f"{req.context.trace_id:032x}" == TRACE_ID == f"{att.context.trace_id:032x}"
+    assert fake_openai.last_request.headers["traceparent"].split("-")[2] == f"{att.context.span_id:016x}"
 
 
 def test_no_prompt_or_completion_text_on_any_span(fake_openai: FakeOpenAI, spans: InMemorySpanExporter) -> None:
