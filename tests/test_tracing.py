@@ -280,15 +280,19 @@ def test_bad_tracing_config_is_a_clear_error() -> None:
         parse_config(base_config(tracing={"enabled": True, "exporter": "jaeger"}), "<test>", {})
 
 
+def python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter with this one's import path."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+
+
 def test_a_missing_extra_names_the_install_command() -> None:
-    code = ("import sys; sys.modules['opentelemetry'] = None\n"
-            "from switchyard.config import ConfigError, parse_config\n"
-            "try:\n"
-            "    parse_config({'tracing': {'enabled': True}}, '<t>', {})\n"
-            "except ConfigError as e:\n"
-            "    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    out = python("import sys; sys.modules['opentelemetry'] = None\n"
+                 "from switchyard.config import ConfigError, parse_config\n"
+                 "try:\n"
+                 "    parse_config({'tracing': {'enabled': True}}, '<t>', {})\n"
+                 "except ConfigError as e:\n"
+                 "    print(e)\n")
     assert "pip install 'switchyard[otel]'" in out.stdout, out.stderr
 
 
@@ -296,16 +300,14 @@ def test_tracing_off_imports_no_opentelemetry_and_makes_no_span(fake_openai: Fak
     assert fake_openai.base_url is not None
     cfg = traced(fake_openai.base_url)
     del cfg["tracing"]
-    code = ("import json, sys, openai\n"
-            "from tests.support.gateway import USER_KEY, run_gateway\n"
-            f"cfg = json.loads({json.dumps(json.dumps(cfg))})\n"
-            "with run_gateway(cfg) as gw:\n"
-            "    assert gw.gateway.tracing is None and gw.gateway.executor.tracer is None\n"
-            "    c = openai.OpenAI(base_url=gw.openai_base, api_key=USER_KEY, max_retries=0)\n"
-            "    c.chat.completions.create(model='gpt-4o-mini', messages=[{'role': 'user', 'content': 'hi'}])\n"
-            "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    out = python("import json, sys, openai\n"
+                 "from tests.support.gateway import USER_KEY, run_gateway\n"
+                 f"cfg = json.loads({json.dumps(json.dumps(cfg))})\n"
+                 "with run_gateway(cfg) as gw:\n"
+                 "    assert gw.gateway.tracing is None and gw.gateway.executor.tracer is None\n"
+                 "    c = openai.OpenAI(base_url=gw.openai_base, api_key=USER_KEY, max_retries=0)\n"
+                 "    c.chat.completions.create(model='gpt-4o-mini', messages=[{'role': 'user', 'content': 'hi'}])\n"
+                 "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
     assert "traceparent" not in fake_openai.last_request.headers
