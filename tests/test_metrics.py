@@ -21,7 +21,7 @@ from switchyard.config.ledger import SpoolSettings
 from switchyard.governance.spend import SpendWriter
 from switchyard.server.factory import build
 from switchyard.store import Store
-from switchyard.telemetry import Telemetry
+from switchyard.telemetry.stage import Telemetry
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.gateway import MASTER_KEY, USER_KEY, RunningGateway, base_config, run_gateway
 from tests.support.governance import Admin

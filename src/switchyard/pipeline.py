@@ -59,11 +59,13 @@ class Gateway:
     def __init__(self, config: Config, catalog: Catalog, chain: Chain | None = None, *,
                  auth: Authenticator | None = None, recorder: Recorder | None = None,
                  governance: Governance | None = None, ledger: Ledger | None = None,
-                 router: Router | None = None) -> None:
+                 router: Router | None = None, tracing: Any = None) -> None:
         self.config = config
         self.catalog = catalog
         self.router = router or Router(catalog, config)
         self.executor = Executor(self.router)
+        self.tracing = tracing  # OpenTelemetry spans (switchyard.telemetry.tracing); None: tracing is off
+        self.executor.tracer = tracing  # spans for attempts, and the traceparent sent upstream
         self.chain = chain or Chain()
         self.auth = auth or Authenticator(config.master_key, config.keys)  # also the admin API's
         self.recorder: Recorder = recorder or NullRecorder()

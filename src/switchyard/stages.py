@@ -65,6 +65,7 @@ class CallContext:
     narrowed_by: list[str] | None = None  # why ``allowed`` is what it is, for the route reason
     short_circuited: bool = False  # a stage answered: no upstream call was made
     record: CallRecord | None = None  # the call's record, once the recording stage has built it
+    trace: Any = None  # its trace, when tracing is on (switchyard.telemetry.tracing)
 
     def rewrite(self, request: Request) -> None:
         """Replace the neutral request. Its ``raw`` is dropped: the provider renders it from the neutral fields."""

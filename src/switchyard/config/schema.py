@@ -11,7 +11,7 @@ from .governance import GovernanceConfig
 from .ledger import LedgerConfig
 from .providers import ProviderConfig
 from .routing import RouteConfig, RoutingConfig, route_problems
-from .telemetry import MetricsConfig
+from .telemetry import MetricsConfig, TracingConfig
 
 # --- deployments ---
 
@@ -79,6 +79,7 @@ class Config(_Strict):
     governance: GovernanceConfig = Field(default_factory=lambda: GovernanceConfig())
     ledger: LedgerConfig = Field(default_factory=lambda: LedgerConfig())  # budgets, rate limits, spend
     metrics: MetricsConfig = Field(default_factory=lambda: MetricsConfig())  # Prometheus, at GET /metrics
+    tracing: TracingConfig = Field(default_factory=lambda: TracingConfig())  # OpenTelemetry spans, OTLP
 
     @field_validator("master_key", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ import orjson
 
 from ..errors import UpstreamError, UpstreamTimeout, is_retryable_status, parse_retry_after
 from ..sse import SSEDecoder, SSEvent
+from ..telemetry.traceparent import UPSTREAM
 from .base import Provider, Target
 from .http import lean_transport
 from .transport import (
@@ -130,6 +131,9 @@ class HTTPProvider(Provider):
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], target: Target) -> Response:
         """POST ``body``; the whole reply, whose status is below 400 (else its error is raised)."""
+        trace = UPSTREAM.get()  # the attempt's traceparent, when the call is traced
+        if trace is not None:
+            headers = {**headers, **trace}
         try:
             resp = await self.transport.request("POST", url, headers, body)
         except TRANSPORT_ERRORS as e:
@@ -155,6 +159,9 @@ class HTTPProvider(Provider):
     async def open_stream(self, url: str, body: bytes, headers: Mapping[str, str], target: Target) -> StreamResponse:
         """POST ``body``; the reply open for reading, its status below 400 (else its error is raised). The caller
         ``aclose()``s it, and maps failures while reading with :meth:`transport_error`."""
+        trace = UPSTREAM.get()
+        if trace is not None:
+            headers = {**headers, **trace}
         try:
             resp = await self.transport.stream("POST", url, headers, body)
         except TRANSPORT_ERRORS as e:

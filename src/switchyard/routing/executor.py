@@ -188,6 +188,7 @@ class Executor:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self._background: set[asyncio.Future[Any]] = set()
+        self.tracer: Any = None  # spans for attempts (switchyard.telemetry.tracing); None: tracing is off
 
     # --- entry points --------------------------------------------------------------------------------------
 
@@ -241,6 +242,7 @@ class Executor:
         if by_deadline:
             limit = deadline
         outcome, retry_after, held = Outcome.NEUTRAL, None, False
+        traced = self.tracer.attempt(rec, e.deployment) if self.tracer is not None else None
         try:
             if limit is None:
                 result = await fn(e.deployment)
@@ -258,6 +260,8 @@ class Executor:
             h.observe_latency(time.monotonic() - started, plan.stream)
             rec.outcome = "ok"
             held = plan.stream  # a stream holds its ticket until it ends
+            if traced is not None:
+                result = self.tracer.attempt_result(traced, rec, result, plan.stream)
             return result, ticket if held else 0
         except TimeoutError:
             elapsed = time.monotonic() - started
@@ -298,6 +302,8 @@ class Executor:
             rec.seconds = time.monotonic() - started
             if not held:
                 h.release(ticket, outcome, retry_after)
+            if traced is not None:
+                self.tracer.attempt_done(traced, rec)
 
     @staticmethod
     def _censored(h: Health, elapsed: float, stream: bool) -> None:

@@ -52,6 +52,8 @@ def anthropic_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Respon
     async def endpoint(request: Request) -> Response | StreamResponse:
         gw: Gateway = request.app.state.gateway
         ctx = new_context(request, "anthropic")
+        if gw.tracing is not None:  # switchyard.telemetry.tracing: the caller's traceparent
+            gw.tracing.inbound(ctx, request.headers)
         try:
             key = api_key(request)
             if key is None:

@@ -21,8 +21,8 @@ from starlette.routing import BaseRoute, Route
 from ..errors import InternalError, InvalidRequest, NotFound, SwitchyardError
 from ..pipeline import Gateway
 from ..records import Recorder
-from ..telemetry import Telemetry
 from ..telemetry.http import metrics_endpoint
+from ..telemetry.stage import Telemetry
 from . import admin, admin_routes, anthropic_routes, openai_routes, openapi_v1
 from .asgi import Shell
 from .common import JSON_TYPE

@@ -28,7 +28,7 @@ from ..pipeline import Gateway
 from ..records import Recorder
 from ..routing import Router
 from ..stages import Chain, Stage
-from ..telemetry import Telemetry
+from ..telemetry.stage import Telemetry
 from .app import create_app
 from .asgi import Shell
 
@@ -65,9 +65,14 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
             durable.on_interrupted = ledger.settle_interrupted
 
     router = Router(catalog, config)
+    tracing = None
+    if config.tracing.enabled:
+        from ..telemetry.tracing import tracing_for  # OpenTelemetry is imported only then
+
+        tracing = tracing_for(config)
     stages: list[Stage] = [  # the order of the request path, declared once
         Authenticate(auth),
-        Telemetry(config, router.health, recorder),  # its after hook unwinds last: it sees the settled record
+        Telemetry(config, router.health, recorder, tracing),  # its after unwinds last: it sees the settled record
         AllowList(),
         *([Record(recorder)] if recorder is not None else []),
         *extra_stages,
@@ -75,7 +80,7 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
         *([intend] if intend is not None else []),
     ]
     return Gateway(config, catalog, Chain(stages), auth=auth, recorder=recorder, governance=governance,
-                   ledger=ledger, router=router)
+                   ledger=ledger, router=router, tracing=tracing)
 
 
 def build(config: Config, *, catalog: Catalog | None = None, recorder: Recorder | None = None,

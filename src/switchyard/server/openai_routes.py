@@ -35,6 +35,8 @@ def openai_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response 
     async def endpoint(request: Request) -> Response | StreamResponse:
         gw: Gateway = request.app.state.gateway
         ctx = new_context(request)
+        if gw.tracing is not None:  # switchyard.telemetry.tracing: the caller's traceparent
+            gw.tracing.inbound(ctx, request.headers)
         try:
             await gw.authenticate(ctx, bearer(request.headers.get("authorization")), peer(request))
             ctx.deadline = deadline_for(request, gw.config.server.request_timeout)
