@@ -31,7 +31,7 @@ local: $(VENV)/.dev-installed
 	@scripts/install-local.sh
 
 unit: $(VENV)/.dev-installed local
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 test: lint typecheck unit
 
