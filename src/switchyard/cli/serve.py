@@ -2,8 +2,10 @@
 
 With ``--workers N`` the parent migrates the store once, then starts N children that each bind the port with
 SO_REUSEPORT, so the kernel spreads connections across them. The parent only supervises: it forwards SIGTERM and
-SIGINT, and restarts a child that dies unexpectedly (with a back-off, so a crash loop does not spin). State that must
-be exact across workers (budgets, rate limits) lives in the shared store and, when configured, Redis.
+SIGINT, and restarts a child that dies unexpectedly (with a back-off, so a crash loop does not spin). SIGHUP reloads
+the config file (:mod:`switchyard.reload`): the supervisor forwards it to every worker, and a worker that reloads
+through ``POST /admin/config/reload`` sends it to the supervisor, so every worker reloads from the same file.
+State that must be exact across workers (budgets, rate limits) lives in the shared store and, when configured, Redis.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def _open_store(cfg: Config, config_path: str, *, migrate: bool) -> Any:
 
 def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: bool, quiet: bool,
                reuse_port: bool) -> None:
-    """Serve in this process until SIGTERM or SIGINT."""
+    """Serve in this process until SIGTERM or SIGINT; SIGHUP reloads the config file."""
     import uvicorn
 
     from .. import background
@@ -93,7 +95,12 @@ def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: 
     background.configure(cfg.server.background_priority)
     store = _open_store(cfg, config_path, migrate=migrate)
     writer = SpendWriter.for_config(cfg, store.engine)  # the request log, through the durable spend spool
-    app = build(cfg, catalog=catalog, recorder=writer, store=store, freeze_gc=True)
+    app = build(cfg, catalog=catalog, recorder=writer, store=store, freeze_gc=True, config_path=config_path)
+    reloader = app.state.gateway.reloader
+    reloader.listen()
+    if reuse_port:  # a worker of `serve --workers N`: a reload through the admin API reloads every worker
+        supervisor = os.getppid()
+        reloader.notify = lambda: os.kill(supervisor, signal.SIGHUP)
     if not quiet:
         _banner(cfg, host, port, store, 1, catalog.deployments, catalog.routes)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
@@ -156,8 +163,15 @@ def _supervise(cmd: list[str], workers: int) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     c.send_signal(signum)
 
+    def reload(_signum: int, _frame: Any) -> None:
+        for c in children:
+            if c is not None and c.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    c.send_signal(signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     while True:
         for i, c in enumerate(children):
             if stopping:
