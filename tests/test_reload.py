@@ -295,11 +295,42 @@ def test_sighup_reloads_serve_and_every_worker(tmp_path: Path) -> None:
             wait_all_see(base, "sim-extra", True)
             write(path, serve_config(False, routes={"fast": {"targets": ["sim-nowhere"]}}))
             os.kill(proc.proc.pid, signal.SIGHUP)  # refused: logged, the old configuration keeps serving
+            deadline = time.monotonic() + 60
+            while proc.output().count("config reload by signal:SIGHUP refused") < workers:  # each worker refuses
+                assert time.monotonic() < deadline, proc.output()[-2000:]
+                time.sleep(0.05)
+            assert "sim-extra" in models(base)
             write(path, serve_config(False))
             os.kill(proc.proc.pid, signal.SIGHUP)
             wait_all_see(base, "sim-extra", False)
             os.killpg(proc.proc.pid, signal.SIGTERM)
             proc.proc.wait(30)
             out = proc.output()
-        assert "config reload by signal:SIGHUP refused" in out or "reload on SIGHUP refused" in out, out[-2000:]
-        assert "config reloaded by signal:SIGHUP" in out, out[-2000:]
+        assert "routes.fast.targets[0]: unknown deployment 'sim-nowhere'" in out, out[-2000:]
+        assert out.count("config reloaded by signal:SIGHUP: generation 2, added -, removed ['sim-extra']") == workers
+
+
+def test_an_admin_reload_on_one_worker_reloads_every_worker(tmp_path: Path) -> None:
+    from tests.support.ledger import redis_prefix, redis_url
+
+    with redis_prefix() as prefix:
+        over = {"store": f"sqlite:///{tmp_path}/gov.db", "governance": {"poll_interval": 0.2},
+                "ledger": {"redis": redis_url(), "key_prefix": prefix}}
+        path = tmp_path / "serve.yaml"
+        write(path, serve_config(False, **over))
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "switchyard.cli.main", "serve", "--config", str(path), "--port", str(port),
+               "--workers", "2"]
+        with run_process(cmd, f"{base}/health/ready", cwd=tmp_path, timeout=60) as proc:
+            admin = Admin(base)
+            write(path, serve_config(True, **over))
+            assert admin.call("POST", RELOAD)["added"] == ["sim-extra"]  # one worker answers ...
+            wait_all_see(base, "sim-extra", True)  # ... and both serve it
+            rows = admin.get("/admin/audit", limit=1000, action="config.reload")["data"]
+            actors = sorted(r["actor"] for r in rows if r["decision"] == "allow")
+            assert len(actors) == 2 and actors[1] == "signal:SIGHUP", actors  # the other worker, by the signal
+            assert len({r["details"]["pid"] for r in rows}) == 2
+            admin.close()
+            os.killpg(proc.proc.pid, signal.SIGTERM)
+            proc.proc.wait(30)
