@@ -222,11 +222,15 @@ def test_reloads_are_audited_and_members_refused(tmp_path: Path) -> None:
         cfg["deployments"].append(EXTRA)
         write(path, cfg)
         assert admin.as_key(org_admin).call("POST", RELOAD)["added"] == ["sim-extra"]
+        cfg["routes"]["fast"]["targets"] = ["sim-nowhere"]
+        write(path, cfg)
+        assert admin.request("POST", RELOAD).status_code == 400
 
         rows = admin.get("/admin/audit", limit=1000, action="config.reload")["data"]
-        denied = [x for x in rows if x["decision"] == "deny"]
+        denied = {x["status"]: x for x in rows if x["decision"] == "deny"}
         allowed = [x for x in rows if x["decision"] == "allow"]
-        assert len(denied) == 1 and denied[0]["kind"] == "admin"
+        assert sorted(denied) == [400, 403] and {x["kind"] for x in denied.values()} == {"admin"}
+        assert "unknown deployment 'sim-nowhere'" in denied[400]["reason"] and denied[400]["actor"] == "master"
         assert len(allowed) == 1
         entry = allowed[0]
         assert entry["kind"] == "admin" and entry["actor_user_id"] == org_admin_user["id"]
