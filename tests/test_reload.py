@@ -267,6 +267,16 @@ def models(base: str) -> set[str]:
         return {m["id"] for m in r.json()["data"]}
 
 
+def both_up(base: str) -> None:
+    """Both workers answer (each has its pid in /health/live)."""
+    pids: set[int] = set()
+    deadline = time.monotonic() + 60
+    while len(pids) < 2 and time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            pids.add(httpx.get(base + "/health/live", timeout=10).json()["pid"])
+    assert len(pids) == 2
+
+
 def wait_all_see(base: str, name: str, present: bool, in_a_row: int = 30) -> None:
     """Until ``in_a_row`` fresh connections in a row (spread across the workers by the kernel) agree."""
     deadline = time.monotonic() + 60
@@ -288,11 +298,7 @@ def test_sighup_reloads_serve_and_every_worker(tmp_path: Path) -> None:
                "--workers", str(workers)]
         with run_process(cmd, f"{base}/health/ready", cwd=tmp_path, timeout=60) as proc:
             if workers == 2:
-                pids: set[int] = set()
-                deadline = time.monotonic() + 60
-                while len(pids) < 2 and time.monotonic() < deadline:
-                    pids.add(httpx.get(base + "/health/live", timeout=10).json()["pid"])
-                assert len(pids) == 2
+                both_up(base)
             assert "sim-extra" not in models(base)
             write(path, serve_config(True))
             os.kill(proc.proc.pid, signal.SIGHUP)
@@ -327,13 +333,19 @@ def test_an_admin_reload_on_one_worker_reloads_every_worker(tmp_path: Path) -> N
         cmd = [sys.executable, "-m", "switchyard.cli.main", "serve", "--config", str(path), "--port", str(port),
                "--workers", "2"]
         with run_process(cmd, f"{base}/health/ready", cwd=tmp_path, timeout=60) as proc:
+            both_up(base)  # /health/ready answered from one; the other reloads too, but audits only once up
             admin = Admin(base)
             write(path, serve_config(True, **over))
             assert admin.call("POST", RELOAD)["added"] == ["sim-extra"]  # one worker answers ...
             wait_all_see(base, "sim-extra", True)  # ... and both serve it
-            rows = admin.get("/admin/audit", limit=1000, action="config.reload")["data"]
-            actors = sorted(r["actor"] for r in rows if r["decision"] == "allow")
-            assert len(actors) == 2 and actors[1] == "signal:SIGHUP", actors  # the other worker, by the signal
+            deadline = time.monotonic() + 60
+            while True:  # each worker audits its reload just after its swap
+                rows = admin.get("/admin/audit", limit=1000, action="config.reload")["data"]
+                actors = sorted(r["actor"] for r in rows if r["decision"] == "allow")
+                if len(actors) >= 2 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert len(actors) == 2 and actors[1] == "signal:SIGHUP", (actors, proc.output()[-3000:])  # the other one
             assert len({r["details"]["pid"] for r in rows}) == 2
             admin.close()
             os.killpg(proc.proc.pid, signal.SIGTERM)

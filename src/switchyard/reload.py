@@ -82,21 +82,30 @@ class Reloader:
         self._retired: list[Generation] = []  # generations whose providers are not all closed yet
         self._closing: set[asyncio.Task[Any]] = set()  # reloads on a signal, closing providers
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending = False  # a SIGHUP before the gateway started
         gateway.gen.on_drained = self._drained
 
     # --- triggers -------------------------------------------------------------------------------------------
 
-    def listen(self) -> None:
-        """Reload on SIGHUP (call from the main thread, before the server runs: ``switchyard serve`` does)."""
+    def listen(self, pending: bool = False) -> None:
+        """Reload on SIGHUP (call from the main thread, before the server runs: ``switchyard serve`` does);
+        ``pending``: a SIGHUP came during start-up, before this (it reloads once the gateway has started)."""
         signal.signal(signal.SIGHUP, lambda _s, _f: self.signalled())
+        if pending:
+            self.signalled()
 
     def started(self) -> None:
-        """The gateway started (on its loop): signals reload on this loop."""
+        """The gateway started (on its loop): signals reload on this loop, and one that came before is done now."""
         self._loop = asyncio.get_running_loop()
+        if self._pending:
+            self._pending = False
+            self._spawn()
 
     def signalled(self) -> None:
         loop = self._loop
-        if loop is not None and not loop.is_closed():
+        if loop is None:
+            self._pending = True  # not started yet: reload once started
+        elif not loop.is_closed():
             loop.call_soon_threadsafe(self._spawn)
 
     def _spawn(self) -> None:

@@ -73,6 +73,16 @@ def _open_store(cfg: Config, config_path: str, *, migrate: bool) -> Any:
         sys.exit(1)
 
 
+_early_sighup: list[bool] = []  # a SIGHUP that came while the process started, before its gateway listens
+
+
+def _defer_sighup(*, remember: bool) -> None:
+    """From the first moment, a SIGHUP must not end the process (its default): a worker remembers it (and
+    reloads once started: the file may have changed after it was read); the supervisor ignores it until it has
+    workers to forward it to (they read the file after it anyway)."""
+    signal.signal(signal.SIGHUP, (lambda _s, _f: _early_sighup.append(True)) if remember else signal.SIG_IGN)
+
+
 def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: bool, quiet: bool,
                reuse_port: bool) -> None:
     """Serve in this process until SIGTERM or SIGINT; SIGHUP reloads the config file."""
@@ -97,7 +107,7 @@ def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: 
     writer = SpendWriter.for_config(cfg, store.engine)  # the request log, through the durable spend spool
     app = build(cfg, catalog=catalog, recorder=writer, store=store, freeze_gc=True, config_path=config_path)
     reloader = app.state.gateway.reloader
-    reloader.listen()
+    reloader.listen(pending=_early_sighup.pop() if _early_sighup else False)
     if reuse_port:  # a worker of `serve --workers N`: a reload through the admin API reloads every worker
         supervisor = os.getppid()
         reloader.notify = lambda: os.kill(supervisor, signal.SIGHUP)
@@ -229,6 +239,7 @@ def serve_command(load: Any) -> click.Command:
         from ..telemetry.logs import configure
 
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        _defer_sighup(remember=worker_child or workers == 1)
         cfg: Config = load(config_path)
         configure(log_level, cfg.server.log_format)  # the config's format, from here on
         host = host or cfg.server.host
