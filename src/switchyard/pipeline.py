@@ -46,10 +46,46 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchyard.pipeline")
 
-__all__ = ["CallContext", "CallRecord", "Gateway", "NullRecorder", "Recorder", "new_request_id"]
+__all__ = ["CallContext", "CallRecord", "Gateway", "Generation", "NullRecorder", "Recorder", "new_request_id"]
 
 def new_request_id() -> str:
     return "req_" + uuid.uuid4().hex
+
+
+class Generation:
+    """One loaded configuration's catalog, router and executor. A call takes the gateway's current generation once,
+    at its start, and keeps it to its end, so a reload (:mod:`switchyard.reload`) never changes a call in flight;
+    ``inflight`` counts those calls, so that a retired generation's providers close only once they are done."""
+
+    __slots__ = ("catalog", "config", "executor", "inflight", "number", "on_drained", "retired", "router")
+
+    def __init__(self, number: int, config: Config, catalog: Catalog, router: Router, executor: Executor) -> None:
+        self.number = number
+        self.config = config
+        self.catalog = catalog
+        self.router = router
+        self.executor = executor
+        self.inflight = 0
+        self.retired = False
+        self.on_drained: Callable[[Generation], None] | None = None  # told once retired and its last call ended
+
+    def release(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0 and self.retired and self.on_drained is not None:
+            self.on_drained(self)
+
+    def retire(self) -> None:
+        self.retired = True
+        if self.inflight == 0 and self.on_drained is not None:
+            self.on_drained(self)
+
+    def plan_chat(self, ctx: CallContext, req: ChatRequest) -> Plan:
+        return self.router.plan(req.model, req.needs(), estimate_prompt(req), req.max_tokens, stream=req.stream,
+                                allowed=ctx.allowed, narrowed_by=ctx.narrowed_by)
+
+    def plan_embed(self, ctx: CallContext, req: EmbeddingRequest) -> Plan:
+        return self.router.plan(req.model, set(), endpoint="embeddings", allowed=ctx.allowed,
+                                narrowed_by=ctx.narrowed_by)
 
 
 class Gateway:
@@ -61,11 +97,12 @@ class Gateway:
                  governance: Governance | None = None, ledger: Ledger | None = None,
                  router: Router | None = None, tracing: Any = None) -> None:
         self.config = config
-        self.catalog = catalog
-        self.router = router or Router(catalog, config)
-        self.executor = Executor(self.router)
+        router = router or Router(catalog, config)
+        executor = Executor(router)
         self.tracing = tracing  # OpenTelemetry spans (switchyard.telemetry.tracing); None: tracing is off
-        self.executor.tracer = tracing  # spans for attempts, and the traceparent sent upstream
+        executor.tracer = tracing  # spans for attempts, and the traceparent sent upstream
+        self.gen = Generation(0, config, catalog, router, executor)  # swapped whole by a reload
+        self.reloader: Any = None  # switchyard.reload.Reloader, set by the app factory
         self.chain = chain or Chain()
         self.auth = auth or Authenticator(config.master_key, config.keys)  # also the admin API's
         self.recorder: Recorder = recorder or NullRecorder()
@@ -78,6 +115,18 @@ class Gateway:
         self._routed = self.chain.routed
         self._after = self.chain.after
 
+    @property
+    def catalog(self) -> Catalog:
+        return self.gen.catalog
+
+    @property
+    def router(self) -> Router:
+        return self.gen.router
+
+    @property
+    def executor(self) -> Executor:
+        return self.gen.executor
+
     async def start(self) -> None:
         if self.governance is not None:
             await self.governance.start()
@@ -85,9 +134,13 @@ class Gateway:
             await self.ledger.start()
         for p in self.catalog.providers.values():
             await p.start()
+        if self.reloader is not None:
+            self.reloader.started()
 
     async def aclose(self) -> None:
         await self.drains.aclose()  # each records (and settles) with its estimate, before the ledger closes
+        if self.reloader is not None:
+            await self.reloader.aclose()  # providers of retired generations not yet closed
         for p in self.catalog.providers.values():
             await p.aclose()
         if self.ledger is not None:
@@ -143,13 +196,11 @@ class Gateway:
             self._abandon(ctx, e)
             raise
 
-    def _plan_chat(self, ctx: CallContext, req: ChatRequest) -> Plan:
-        return self.router.plan(req.model, req.needs(), estimate_prompt(req), req.max_tokens, stream=req.stream,
-                                allowed=ctx.allowed, narrowed_by=ctx.narrowed_by)
-
-    def _plan_embed(self, ctx: CallContext, req: EmbeddingRequest) -> Plan:
-        return self.router.plan(req.model, set(), endpoint="embeddings", allowed=ctx.allowed,
-                                narrowed_by=ctx.narrowed_by)
+    def _enter(self, ctx: CallContext) -> Generation:
+        """The generation the call runs on, to its end (released by ``_finish``)."""
+        g = ctx.generation = self.gen
+        g.inflight += 1
+        return g
 
     def _finish(self, ctx: CallContext, status: str, http_status: int, usage: Usage | None,
                 error: str | None = None, answer: ChatResponse | EmbeddingResponse | None = None,
@@ -158,6 +209,10 @@ class Gateway:
         if ctx.recorded:
             return
         ctx.recorded = True
+        g = ctx.generation
+        if g is not None:
+            ctx.generation = None
+            g.release()
         if not self._after:
             return
         dep = ctx.deployment
@@ -197,8 +252,8 @@ class Gateway:
     # --- endpoints ----------------------------------------------------------------------------------------
 
     async def chat(self, ctx: CallContext, req: ChatRequest) -> ChatResponse:
-        resp: ChatResponse = self._served(ctx, await self._run(ctx, req, self._plan_chat, self.executor.call,
-                                                               _send_chat))
+        g = self._enter(ctx)
+        resp: ChatResponse = self._served(ctx, await self._run(ctx, req, g.plan_chat, g.executor.call, _send_chat))
         ctx.first_token_at = time.monotonic()
         self._finish(ctx, "ok", 200, resp.usage, None, resp)
         return resp
@@ -209,7 +264,8 @@ class Gateway:
         Errors before the first chunk raise here, so the caller can still answer with a plain error status.
         The iterator records the call when it ends, fails, or is closed early (the client went away).
         """
-        got = await self._run(ctx, req, self._plan_chat, self.executor.open_stream, _send_stream)
+        g = self._enter(ctx)
+        got = await self._run(ctx, req, g.plan_chat, g.executor.open_stream, _send_stream)
         if ctx.short_circuited:
             relay = self._follow(ctx, got[0], replay(got[1:])) if got else self._follow(ctx, None, replay([]))
         else:
@@ -303,7 +359,8 @@ class Gateway:
 
     async def embed(self, ctx: CallContext, req: EmbeddingRequest) -> EmbeddingResponse:
         ctx.endpoint = "embeddings"
-        resp: EmbeddingResponse = self._served(ctx, await self._run(ctx, req, self._plan_embed, self.executor.call,
+        g = self._enter(ctx)
+        resp: EmbeddingResponse = self._served(ctx, await self._run(ctx, req, g.plan_embed, g.executor.call,
                                                                     _send_embed))
         self._finish(ctx, "ok", 200, resp.usage, None, resp)
         return resp

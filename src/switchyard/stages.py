@@ -66,6 +66,7 @@ class CallContext:
     short_circuited: bool = False  # a stage answered: no upstream call was made
     record: CallRecord | None = None  # the call's record, once the recording stage has built it
     trace: Any = None  # its trace, when tracing is on (switchyard.telemetry.tracing)
+    generation: Any = None  # the configuration it runs on (switchyard.pipeline.Generation), until it finishes
 
     def rewrite(self, request: Request) -> None:
         """Replace the neutral request. Its ``raw`` is dropped: the provider renders it from the neutral fields."""

@@ -2,8 +2,10 @@
 
 With ``--workers N`` the parent migrates the store once, then starts N children that each bind the port with
 SO_REUSEPORT, so the kernel spreads connections across them. The parent only supervises: it forwards SIGTERM and
-SIGINT, and restarts a child that dies unexpectedly (with a back-off, so a crash loop does not spin). State that must
-be exact across workers (budgets, rate limits) lives in the shared store and, when configured, Redis.
+SIGINT, and restarts a child that dies unexpectedly (with a back-off, so a crash loop does not spin). SIGHUP reloads
+the config file (:mod:`switchyard.reload`): the supervisor forwards it to every worker, and a worker that reloads
+through ``POST /admin/config/reload`` sends it to the supervisor, so every worker reloads from the same file.
+State that must be exact across workers (budgets, rate limits) lives in the shared store and, when configured, Redis.
 """
 
 from __future__ import annotations
@@ -71,9 +73,19 @@ def _open_store(cfg: Config, config_path: str, *, migrate: bool) -> Any:
         sys.exit(1)
 
 
+_early_sighup: list[bool] = []  # a SIGHUP that came while the process started, before its gateway listens
+
+
+def _defer_sighup(*, remember: bool) -> None:
+    """From the first moment, a SIGHUP must not end the process (its default): a worker remembers it (and
+    reloads once started: the file may have changed after it was read); the supervisor ignores it until it has
+    workers to forward it to (they read the file after it anyway)."""
+    signal.signal(signal.SIGHUP, (lambda _s, _f: _early_sighup.append(True)) if remember else signal.SIG_IGN)
+
+
 def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: bool, quiet: bool,
                reuse_port: bool) -> None:
-    """Serve in this process until SIGTERM or SIGINT."""
+    """Serve in this process until SIGTERM or SIGINT; SIGHUP reloads the config file."""
     import uvicorn
 
     from .. import background
@@ -93,7 +105,12 @@ def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: 
     background.configure(cfg.server.background_priority)
     store = _open_store(cfg, config_path, migrate=migrate)
     writer = SpendWriter.for_config(cfg, store.engine)  # the request log, through the durable spend spool
-    app = build(cfg, catalog=catalog, recorder=writer, store=store, freeze_gc=True)
+    app = build(cfg, catalog=catalog, recorder=writer, store=store, freeze_gc=True, config_path=config_path)
+    reloader = app.state.gateway.reloader
+    reloader.listen(pending=_early_sighup.pop() if _early_sighup else False)
+    if reuse_port:  # a worker of `serve --workers N`: a reload through the admin API reloads every worker
+        supervisor = os.getppid()
+        reloader.notify = lambda: os.kill(supervisor, signal.SIGHUP)
     if not quiet:
         _banner(cfg, host, port, store, 1, catalog.deployments, catalog.routes)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
@@ -156,8 +173,15 @@ def _supervise(cmd: list[str], workers: int) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     c.send_signal(signum)
 
+    def reload(_signum: int, _frame: Any) -> None:
+        for c in children:
+            if c is not None and c.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    c.send_signal(signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     while True:
         for i, c in enumerate(children):
             if stopping:
@@ -215,6 +239,7 @@ def serve_command(load: Any) -> click.Command:
         from ..telemetry.logs import configure
 
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        _defer_sighup(remember=worker_child or workers == 1)
         cfg: Config = load(config_path)
         configure(log_level, cfg.server.log_format)  # the config's format, from here on
         host = host or cfg.server.host

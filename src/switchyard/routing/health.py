@@ -257,11 +257,12 @@ ENDPOINTS = ("chat", "embeddings")
 
 
 class HealthRegistry:
-    """Every deployment's Health for every endpoint, built once at start-up."""
+    """Every deployment's Health for every endpoint, built at start-up and kept across reloads (:meth:`sync`)."""
 
     def __init__(self, deployments: Iterable[str], settings: dict[str, BreakerConfig], default: BreakerConfig,
                  clock: Clock = time.monotonic) -> None:
         self.clock = clock
+        self._on_change: Callable[[Health, str], Any] | None = None
         self._by_endpoint: dict[str, dict[str, Health]] = {
             ep: {d: Health(d, ep, settings.get(d, default), clock) for d in deployments} for ep in ENDPOINTS
         }
@@ -277,8 +278,27 @@ class HealthRegistry:
 
     def watch(self, on_change: Callable[[Health, str], Any]) -> None:
         """Tell ``on_change`` of every breaker's every change of state (rare: no cost per request)."""
+        self._on_change = on_change
         for h in self.all():
             h.on_change = on_change
+
+    def sync(self, deployments: Iterable[str], settings: dict[str, BreakerConfig], default: BreakerConfig) -> None:
+        """A reload: keep the Health (breaker state, latency) of each deployment that survives with the same breaker
+        settings, add fresh ones, forget removed ones (calls in flight on them keep their own references)."""
+        names = list(deployments)
+        by_endpoint: dict[str, dict[str, Health]] = {}
+        for ep in ENDPOINTS:
+            old = self._by_endpoint[ep]
+            table: dict[str, Health] = {}
+            for d in names:
+                cfg = settings.get(d, default)
+                h = old.get(d)
+                if h is None or h.cfg != cfg:
+                    h = Health(d, ep, cfg, self.clock)
+                    h.on_change = self._on_change
+                table[d] = h
+            by_endpoint[ep] = table
+        self._by_endpoint = by_endpoint
 
     def snapshot(self) -> list[dict[str, object]]:
         now = self.clock()

@@ -26,6 +26,7 @@ from ..governance.authlimit import failure_limiter
 from ..governance.stages import AllowList, Authenticate, Intend, Record, Reserve
 from ..pipeline import Gateway
 from ..records import Recorder
+from ..reload import Reloader
 from ..routing import Router
 from ..stages import Chain, Stage
 from ..telemetry.stage import Telemetry
@@ -34,8 +35,10 @@ from .asgi import Shell
 
 
 def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: Recorder | None = None,
-                  env: Mapping[str, str] | None = None, extra_stages: Sequence[Stage] = ()) -> Gateway:
-    """The gateway of ``config``: its catalog, governance (key directory, audit), ledger, recorder and stages."""
+                  env: Mapping[str, str] | None = None, extra_stages: Sequence[Stage] = (),
+                  config_path: str | None = None) -> Gateway:
+    """The gateway of ``config``: its catalog, governance (key directory, audit), ledger, recorder and stages.
+    ``config_path``: the file ``config`` was loaded from, which a reload reads again (:mod:`switchyard.reload`)."""
     catalog = catalog if catalog is not None else Catalog.from_config(config)
     auth = Authenticator(config.master_key, config.keys, limiter=failure_limiter(config.governance.auth_failures))
     governance = ledger = None
@@ -79,14 +82,17 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
         *([Reserve(ledger)] if ledger is not None else []),
         *([intend] if intend is not None else []),
     ]
-    return Gateway(config, catalog, Chain(stages), auth=auth, recorder=recorder, governance=governance,
-                   ledger=ledger, router=router, tracing=tracing)
+    gateway = Gateway(config, catalog, Chain(stages), auth=auth, recorder=recorder, governance=governance,
+                      ledger=ledger, router=router, tracing=tracing)
+    gateway.reloader = Reloader(gateway, config_path)
+    return gateway
 
 
 def build(config: Config, *, catalog: Catalog | None = None, recorder: Recorder | None = None,
           store: object | None = None, env: Mapping[str, str] | None = None, extra_stages: Sequence[Stage] = (),
-          freeze_gc: bool = False) -> Shell:
+          freeze_gc: bool = False, config_path: str | None = None) -> Shell:
     """The ASGI app of ``config`` (its gateway is ``app.state.gateway``). ``store`` and ``recorder`` are opened and
     closed with it; ``freeze_gc``: see :func:`~switchyard.server.app.create_app`."""
-    gateway = build_gateway(config, catalog=catalog, recorder=recorder, env=env, extra_stages=extra_stages)
+    gateway = build_gateway(config, catalog=catalog, recorder=recorder, env=env, extra_stages=extra_stages,
+                            config_path=config_path)
     return create_app(gateway, store=store, recorder=recorder, freeze_gc=freeze_gc)

@@ -53,6 +53,7 @@ class AdminContext:
     request_id: str
     params: dict[str, str]
     query: Any
+    gw: Gateway | None = None  # the gateway (for operations on it, not on the governance store)
 
     def ops(self) -> Any:
         return self.gov.ops(self.actor, self.request_id)
@@ -156,7 +157,8 @@ def _endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
                 query = op.query.model_validate(dict(request.query_params))
             except ValidationError as e:
                 raise validation_error(e) from None
-            ctx = AdminContext(actor=actor, gov=gov, request_id=rid, params=dict(request.path_params), query=query)
+            ctx = AdminContext(actor=actor, gov=gov, request_id=rid, params=dict(request.path_params), query=query,
+                               gw=gw)
             args: list[Any] = [ctx]
             if op.body is not None:
                 args.append(_parse_body(await read_body(request, MAX_ADMIN_BODY), op.body))
