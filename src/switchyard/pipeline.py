@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -46,11 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchyard.pipeline")
 
-__all__ = ["CallContext", "CallRecord", "Gateway", "Generation", "NullRecorder", "Recorder", "new_request_id"]
-
-def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
-
+__all__ = ["CallContext", "CallRecord", "Gateway", "Generation", "NullRecorder", "Recorder"]
 
 class Generation:
     """One loaded configuration's catalog, router and executor. A call takes the gateway's current generation once,

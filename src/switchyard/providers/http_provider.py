@@ -131,11 +131,8 @@ class HTTPProvider(Provider):
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], target: Target) -> Response:
         """POST ``body``; the whole reply, whose status is below 400 (else its error is raised)."""
-        trace = UPSTREAM.get()  # the attempt's traceparent, when the call is traced
-        if trace is not None:
-            headers = {**headers, **trace}
         try:
-            resp = await self.transport.request("POST", url, headers, body)
+            resp = await self.transport.request("POST", url, _traced(headers), body)
         except TRANSPORT_ERRORS as e:
             raise self.transport_error(e, target) from e
         if resp.status >= 400:
@@ -159,11 +156,8 @@ class HTTPProvider(Provider):
     async def open_stream(self, url: str, body: bytes, headers: Mapping[str, str], target: Target) -> StreamResponse:
         """POST ``body``; the reply open for reading, its status below 400 (else its error is raised). The caller
         ``aclose()``s it, and maps failures while reading with :meth:`transport_error`."""
-        trace = UPSTREAM.get()
-        if trace is not None:
-            headers = {**headers, **trace}
         try:
-            resp = await self.transport.stream("POST", url, headers, body)
+            resp = await self.transport.stream("POST", url, _traced(headers), body)
         except TRANSPORT_ERRORS as e:
             raise self.transport_error(e, target) from e
         if resp.status >= 400:
@@ -195,3 +189,9 @@ class HTTPProvider(Provider):
             raise self.bad_reply("sent a stream that is not UTF-8 text", target) from None
         finally:
             await resp.aclose()
+
+
+def _traced(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """``headers`` with the attempt's ``traceparent`` (and ``tracestate``) when the call is traced."""
+    trace = UPSTREAM.get()
+    return headers if trace is None else {**headers, **trace}
