@@ -98,6 +98,7 @@ class CallRecord:
     payload: dict[str, Any] | None = None  # what the audit keeps of the content, per the key's logging mode
     losers: tuple[Loser, ...] = ()  # hedged attempts that lost the race: their estimated cost is not in ``cost``
     charges: list[Charge] | None = None  # what the ledger settled against each budget period (for spend records)
+    decisions: dict[str, Any] | None = None  # policy and PII decisions (data class, policy ids, PII type counts)
 
     @property
     def total_cost(self) -> float:
@@ -152,6 +153,7 @@ class Stored(NamedTuple):
     charges: list[Charge] | None = None
     own_cost: int | None = None  # the serving deployment's own cost (USD E8), when hedge losers add to ``cost``
     payload: dict[str, Any] | None = None
+    decisions: dict[str, Any] | None = None  # policy and PII decisions: never a value, only types, ids and counts
 
 
 def stored(rec: CallRecord) -> Stored:
@@ -164,7 +166,8 @@ def stored(rec: CallRecord) -> Stored:
         rec.provider, None if rec.ttft_ms is None else round(rec.ttft_ms, 3),
         rec.error[:MAX_TEXT] if rec.error else None, rec.reason, p.key_id if p else None, p.user_id if p else None,
         p.team_id if p else None, p.org_id if p else None, sorted(p.tags) if p and p.tags else None,
-        rec.charges or None, usd_e8(rec.cost) if rec.losers else None, rec.payload)
+        rec.charges or None, usd_e8(rec.cost) if rec.losers else None, rec.payload,
+        rec.decisions)
 
 
 def dump(rec: Stored | Intent) -> bytes:

@@ -67,6 +67,10 @@ class CallContext:
     record: CallRecord | None = None  # the call's record, once the recording stage has built it
     trace: Any = None  # its trace, when tracing is on (switchyard.telemetry.tracing)
     generation: Any = None  # the configuration it runs on (switchyard.pipeline.Generation), until it finishes
+    data_class: str | None = None  # public | internal | confidential | restricted, once a stage has set it
+    pii_types: frozenset[str] | None = None  # the PII types found in the request, once the PII stage has scanned it
+    policy_ids: tuple[str, ...] | None = None  # the policies that applied (``x-switchyard-policy``)
+    decisions: dict[str, Any] | None = None  # what the policy and PII stages decided, for the audit record (no values)
 
     def rewrite(self, request: Request) -> None:
         """Replace the neutral request. Its ``raw`` is dropped: the provider renders it from the neutral fields."""
@@ -99,6 +103,8 @@ class CallContext:
             h["x-switchyard-route-reason"] = "answered by a stage; not routed"
         else:
             h["x-switchyard-route-reason"] = "not routed"
+        if self.policy_ids is not None:
+            h["x-switchyard-policy"] = header_safe(",".join(self.policy_ids))
         return h
 
 
@@ -170,6 +176,7 @@ def record_of(call: CallContext, outcome: Outcome) -> CallRecord:
         payload=call.payload,
         losers=outcome.losers,
         charges=outcome.charges,
+        decisions=call.decisions,
     )
 
 

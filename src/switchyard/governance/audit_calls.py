@@ -53,13 +53,15 @@ def call_record(d: Stored) -> Prepared:
         details["client_request_id"] = d.client_request_id
     if d.tags:
         details["tags"] = d.tags  # sorted in the spool record
+    if d.decisions:
+        details["decisions"] = d.decisions  # policy and PII: data class, policy ids, PII type counts
     ts = datetime.fromtimestamp(d.ts, UTC)
     cost_text = _e8_text(int(d.cost if d.own_cost is None else d.own_cost))
     actor = clip(d.principal_id or "anonymous", 1000) or ""
     user_id, org_id, team_id = d.user_id, d.org_id, d.team_id
     action = clip(d.endpoint, 64) or ""
     target = clip(d.model)
-    decision = "deny" if denied else "allow"
+    decision = "deny" if denied else "allow"  # a policy denial is a 403: a denial too
     reason = clip(d.error if d.status != "ok" else d.reason)
     deployment = clip(deployment)
     request_id = clip(d.request_id, 255)
