@@ -86,6 +86,8 @@ class Principal:
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     budgets: tuple[BudgetDef, ...] = ()  # every budget in scope: key, user, team, org and tag budgets
     rate_limits: tuple[RateLimitDef, ...] = ()  # every rate limit in scope: key, user and team limits
+    data_class: str | None = None  # the lowest data class of its requests: the higher of its key's and team's
+    pii_mode: str | None = None  # its PII mode (off | detect | redact | mask | block); None: the config's
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
