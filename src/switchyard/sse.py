@@ -26,7 +26,44 @@ class SSEDecoder:
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[SSEvent]:
-        self._buf += chunk
+        buf = self._buf + chunk if self._buf else chunk
+        if self._data or self._event is not None or b"\r" in buf:
+            self._buf = buf
+            return self._feed_lines()
+        # The usual stream: events end with a blank line "\n\n" (no CR), most of them one "data: ..." line. Split
+        # on the blank lines and keep the unfinished event for the next read.
+        blocks = buf.split(b"\n\n")
+        self._buf = blocks.pop()
+        out: list[SSEvent] = []
+        for block in blocks:
+            if block.startswith(b"data: ") and b"\n" not in block:
+                out.append(SSEvent(None, block[6:].decode("utf-8")))
+            elif block:
+                self._line_block(block, out)
+        return out
+
+    def _line_block(self, block: bytes, out: list[SSEvent]) -> None:
+        """One complete event of several lines (or of comments only), by the general rules."""
+        for line in block.split(b"\n"):
+            self._line(line)
+        if self._data:
+            out.append(SSEvent(self._event, "\n".join(self._data)))
+        self._event, self._data = None, []
+
+    def _line(self, line: bytes) -> None:
+        text = line.decode("utf-8")
+        if text.startswith(":"):
+            return
+        name, _, value = text.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+
+    def _feed_lines(self) -> list[SSEvent]:
+        """Line by line, for CR line ends and an event split across reads."""
         out: list[SSEvent] = []
         while True:
             nl = self._buf.find(b"\n")
@@ -41,16 +78,7 @@ class SSEDecoder:
                     out.append(SSEvent(self._event, "\n".join(self._data)))
                 self._event, self._data = None, []
                 continue
-            text = line.decode("utf-8")
-            if text.startswith(":"):
-                continue
-            name, _, value = text.partition(":")
-            if value.startswith(" "):
-                value = value[1:]
-            if name == "data":
-                self._data.append(value)
-            elif name == "event":
-                self._event = value
+            self._line(line)
         return out
 
     def flush(self) -> list[SSEvent]:

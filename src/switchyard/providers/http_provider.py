@@ -11,6 +11,7 @@ Every such error names the provider and the deployment.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -175,14 +176,26 @@ class HTTPProvider(Provider):
         """POST ``body``; the reply's server-sent events as they arrive, to the end of the body. A consumer that may
         stop early (at OpenAI's ``[DONE]``, or by raising) iterates it inside ``contextlib.aclosing``, so that the
         connection is let go of at once: back to the pool when the reply was complete, closed otherwise."""
+        reads = self.stream_sse_reads(url, body, headers, target)
+        async with aclosing(reads):
+            async for events in reads:
+                for ev in events:
+                    yield ev
+
+    async def stream_sse_reads(self, url: str, body: bytes, headers: Mapping[str, str],
+                               target: Target) -> AsyncGenerator[list[SSEvent], None]:
+        """As :meth:`stream_sse`, but the events of each read from the upstream together (never an empty list):
+        a consumer handles a burst of events in one step, not one step each."""
         resp = await self.open_stream(url, body, headers, target)
         try:
             decoder = SSEDecoder()
             async for raw in resp:
-                for ev in decoder.feed(raw):
-                    yield ev
-            for ev in decoder.flush():
-                yield ev
+                events = decoder.feed(raw)
+                if events:
+                    yield events
+            events = decoder.flush()
+            if events:
+                yield events
         except TRANSPORT_ERRORS as e:
             raise self.transport_error(e, target) from e
         except UnicodeDecodeError:

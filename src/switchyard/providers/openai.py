@@ -89,23 +89,26 @@ class OpenAIProvider(HTTPProvider):
         headers = self._headers | target.extra_headers if target.extra_headers else self._headers
         url = self._url("chat/completions", target.model)
         started = done = False
-        events = self.stream_sse(url, orjson.dumps(body), headers, target)
-        async with aclosing(events):
-            async for ev in events:
-                if ev.data == "[DONE]":
-                    done = True
+        reads = self.stream_sse_reads(url, orjson.dumps(body), headers, target)
+        async with aclosing(reads):
+            async for events in reads:  # the events of one read, handled in one step
+                for ev in events:
+                    if ev.data == "[DONE]":
+                        done = True
+                        break
+                    try:
+                        data = orjson.loads(ev.data)
+                    except orjson.JSONDecodeError:
+                        raise self.bad_reply("sent a stream frame that is not JSON", target) from None
+                    if isinstance(data, dict) and "error" in data and "choices" not in data:
+                        err = data["error"]
+                        msg = err.get("message") if isinstance(err, dict) else str(err)
+                        raise self.bad_reply(f"failed mid-stream: {msg}", target)
+                    chunk = openai_wire.parse_chunk(data, started)
+                    started = True
+                    yield chunk
+                if done:
                     break
-                try:
-                    data = orjson.loads(ev.data)
-                except orjson.JSONDecodeError:
-                    raise self.bad_reply("sent a stream frame that is not JSON", target) from None
-                if isinstance(data, dict) and "error" in data and "choices" not in data:
-                    err = data["error"]
-                    msg = err.get("message") if isinstance(err, dict) else str(err)
-                    raise self.bad_reply(f"failed mid-stream: {msg}", target)
-                chunk = openai_wire.parse_chunk(data, started)
-                started = True
-                yield chunk
         if not done:
             raise self.bad_reply("ended the stream early", target)
 

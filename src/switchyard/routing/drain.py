@@ -90,6 +90,7 @@ class Drains:
         why: str | None = "the drain was cut"
         until = time.monotonic() + self.timeout
         if lease is not None:  # never past the call's own deadline; the lease still bounds the gaps (idle_s)
+            lease.rebind()
             lease.deadline = until if lease.deadline is None else min(lease.deadline, until)
         try:
             async with asyncio.timeout(None if lease is not None else self.timeout):

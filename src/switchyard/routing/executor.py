@@ -120,9 +120,13 @@ class _Walk:
 
 
 class StreamLease:
-    """The winning stream's hold on its deployment: its caller reports how the stream ended."""
+    """The winning stream's hold on its deployment: its caller reports how the stream ended.
 
-    __slots__ = ("_health", "_idle_expired", "_ticket", "attempt", "deadline", "idle_s")
+    It bounds the gap between chunks (``idle_s``) and the whole stream (``deadline``) with one timer per stream,
+    re-armed only when it fires early, rather than a timeout per chunk: a chunk costs a clock read."""
+
+    __slots__ = ("_armed_at", "_by_idle", "_cancelling", "_health", "_idle_expired", "_limit", "_task", "_ticket",
+                 "_timer", "_waiting", "attempt", "deadline", "idle_s")
 
     def __init__(self, health: Health, ticket: int, attempt: Attempt, deadline: float | None,
                  idle_s: float | None) -> None:
@@ -132,6 +136,13 @@ class StreamLease:
         self.attempt = attempt
         self.deadline = deadline
         self.idle_s = idle_s
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_at = 0.0  # the time.monotonic() instant the timer is set for
+        self._limit = 0.0  # when the chunk being waited for is late
+        self._by_idle = False  # ... by idle_s (else by the deadline)
+        self._waiting = False
+        self._cancelling = False  # the timer cancelled the waiting task
+        self._task: asyncio.Task[Any] | None = None
 
     async def next(self, rest: AsyncIterator[Chunk]) -> Chunk:
         """The stream's next chunk, within ``idle_s`` of the last one and before the deadline."""
@@ -142,17 +153,56 @@ class StreamLease:
         by_idle = idle is not None and (deadline is None or now + idle < deadline)
         limit = now + idle if by_idle and idle is not None else deadline
         assert limit is not None
+        self._limit, self._by_idle = limit, by_idle
+        if self._timer is None or self._armed_at > limit:  # not armed, or armed too late (the deadline moved)
+            self._arm(limit, now)
+        task = self._task
+        if task is None:  # the task that reads the stream (the relay's, or a drain's after a rebind)
+            task = self._task = asyncio.current_task()
+        self._waiting = True
         try:
-            async with asyncio.timeout_at(loop_time(limit)):
-                return await rest.__anext__()
-        except TimeoutError:
-            a = self.attempt
-            if by_idle:
-                self._idle_expired = True
-                raise UpstreamTimeout(f"provider {a.provider!r} sent nothing for {idle:g}s mid-stream",
-                                      provider=a.provider or "", deployment=a.deployment) from None
-            raise UpstreamTimeout("the request's deadline passed mid-stream", provider=a.provider or "",
-                                  deployment=a.deployment) from None
+            return await rest.__anext__()
+        except asyncio.CancelledError:
+            if not self._cancelling:
+                raise
+            self._cancelling = False
+            if task is not None and task.uncancel() > 0:  # cancelled by someone else too: that one wins
+                raise
+        finally:
+            self._waiting = False
+        a = self.attempt
+        if by_idle:
+            self._idle_expired = True
+            raise UpstreamTimeout(f"provider {a.provider!r} sent nothing for {idle:g}s mid-stream",
+                                  provider=a.provider or "", deployment=a.deployment) from None
+        raise UpstreamTimeout("the request's deadline passed mid-stream", provider=a.provider or "",
+                              deployment=a.deployment) from None
+
+    def rebind(self) -> None:
+        """Another task reads the stream from now on (a drain, once the client has left)."""
+        self._task = None
+
+    def _arm(self, at: float, now: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed_at = at
+        self._timer = asyncio.get_running_loop().call_later(max(at - now, 0.0), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        if not self._waiting:  # between chunks: the next wait arms it again
+            return
+        now = time.monotonic()
+        if now < self._limit:  # chunks came since it was armed: wait for the current one's limit
+            self._arm(self._limit, now)
+        elif self._task is not None and not self._cancelling:
+            self._cancelling = True
+            self._task.cancel()
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def outcome_of(self, err: SwitchyardError) -> Outcome:
         """What a mid-stream failure says of the deployment: its fault, unless it was our deadline."""
@@ -161,6 +211,7 @@ class StreamLease:
         return Outcome.FAILURE if isinstance(err, UpstreamError) else Outcome.NEUTRAL
 
     def finish(self, outcome: Outcome, error: str | None = None) -> None:
+        self._disarm()
         if self._ticket:
             self._health.release(self._ticket, outcome)
             self._ticket = 0

@@ -9,8 +9,9 @@ import itertools
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from typing import Any, TypeVar, cast
 
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
@@ -18,6 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ..errors import PayloadTooLarge
 
 log = logging.getLogger("switchyard.server")
+T = TypeVar("T")
 
 
 def _id_prefix() -> str:
@@ -118,6 +120,10 @@ async def read_body(request: Request, limit: int) -> bytes:
 class StreamResponse:
     """An SSE response that stops as soon as the client disconnects.
 
+    Frames are written when the producer would wait, not one by one: the frames rendered from one upstream read
+    (a burst of events) leave in one write, with no added delay, since the write happens the moment the producer
+    has nothing more ready (:func:`next_or_flush`). The last frames and the end of the body share one write.
+
     With ``linger`` (seconds; the gateway's ``ledger.drain_timeout``), the producer is let run to the chunk it is
     waiting for and closed there, so that the relay can hand the rest of the upstream stream to a drain, which reads
     it to its end for the real usage (see :mod:`switchyard.routing.drain`); past ``linger`` it is cancelled. Without,
@@ -136,13 +142,26 @@ class StreamResponse:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status, "headers": self.raw_headers})
+        pending: list[bytes] = []
+
+        async def flush() -> None:
+            if pending:
+                data = b"".join(pending)
+                pending.clear()
+                await send({"type": "http.response.body", "body": data, "more_body": True})
 
         async def pump() -> None:
-            async for data in self.body:
+            body = self.body
+            while True:
+                try:
+                    data: bytes = await next_or_flush(body.__anext__(), flush)
+                except StopAsyncIteration:
+                    break
                 if self.gone:
                     return
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                if data:
+                    pending.append(data)
+            await send({"type": "http.response.body", "body": b"".join(pending), "more_body": False})
 
         async def watch() -> None:
             while True:
@@ -170,3 +189,36 @@ class StreamResponse:
             exc = producer.exception()
             if exc is not None and not isinstance(exc, OSError):
                 log.error("stream failed after its start: %s", type(exc).__name__)
+
+
+@types.coroutine
+def next_or_flush(step: Awaitable[T], flush: Callable[[], Coroutine[Any, Any, None]]) -> Generator[Any, Any, T]:
+    """Await ``step`` (the producer's next item); but if it must wait, first await ``flush()`` (write what is
+    buffered), then wait with it. An ``await step`` with a hook at its first suspension: the task steps ``step``
+    exactly as it would have, and whatever is thrown into the task (a cancellation) reaches ``step``."""
+    if not isinstance(step, Coroutine):  # an awaitable that cannot be stepped (a future, say): a plain await
+        yield from flush().__await__()
+        return (yield from step.__await__())
+    try:
+        waiting = step.send(None)
+    except StopIteration as e:
+        return cast(T, e.value)  # ready at once: no write
+    thrown: BaseException | None = None
+    try:
+        yield from flush().__await__()
+    except BaseException as e:  # cancelled while writing: deliver it to the producer, where it is waiting
+        thrown = e
+    while True:
+        try:
+            if thrown is not None:
+                exc, thrown = thrown, None
+                waiting = step.throw(exc)
+                continue
+            try:
+                sent = yield waiting
+            except BaseException as e:
+                thrown = e
+                continue
+            waiting = step.send(sent)
+        except StopIteration as e:
+            return cast(T, e.value)
