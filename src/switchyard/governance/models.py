@@ -203,6 +203,31 @@ class KeyCreated(Key):
     secret: str = Field(description="the key itself; shown only in this reply, never again")
 
 
+# --- org policy sets (Cedar text, versioned) ------------------------------------------------------------------
+
+MAX_POLICY_CHARS = 512 * 1024
+
+
+class OrgPoliciesPut(_In):
+    policies: str = Field(max_length=MAX_POLICY_CHARS, description="the org's Cedar policies (\"\": none)")
+    comment: str | None = Field(None, max_length=1000, description="why this version (kept with it)")
+
+
+class OrgPolicySet(_Out):
+    object: Literal["org_policies"] = "org_policies"
+    org_id: str
+    version: int = Field(description="1, 2, ... (0: the org has never had a policy set)")
+    policies: str
+    comment: str | None
+    sha256: str | None = Field(description="of the text, as the audit record keeps it")
+    created_at: dt.datetime | None
+    created_by: str | None
+
+
+class PolicyVersionQuery(_In):
+    version: int | None = Field(None, ge=1, le=2**31 - 1, description="an earlier version; default: the latest")
+
+
 # --- budget and rate-limit definitions (enforced by the ledger) ----------------------------------------------
 
 
