@@ -373,3 +373,38 @@ def test_the_gateway_reads_the_latest_sets(env: Env, admin: Admin) -> None:
     assert rows == 2
     sets = asyncio.run(gov.latest_org_policies())
     assert sets[org] == (2, POLICY_2)
+
+
+def test_a_key_its_owner_makes_keeps_the_calling_key_s_class_and_mode(admin: Admin) -> None:
+    org = admin.org()["id"]
+    member = admin.user("member", team_id=admin.team(org)["id"])
+    own = admin.new_key(user_id=member["id"], data_class="confidential", pii_mode="mask")["secret"]
+    me = admin.as_key(own)
+    made = me.post("/admin/keys", {"name": "derived"})
+    assert (made["data_class"], made["pii_mode"]) == ("confidential", "mask")  # copied from the calling key
+    assert me.post("/admin/keys", {"data_class": "restricted"})["data_class"] == "restricted"  # raised: fine
+    for body, param in (({"data_class": "public"}, "data_class"), ({"data_class": None}, "data_class"),
+                        ({"pii_mode": "off"}, "pii_mode")):
+        r = me.request("POST", "/admin/keys", body)
+        assert r.status_code == 403 and r.json()["error"]["param"] == param, r.text
+
+
+def test_a_store_at_the_previous_revision_is_upgraded_with_its_rows(tmp_path: Any) -> None:
+    from alembic import command
+
+    from switchyard.store.db import alembic_config, migrate
+
+    engine = create_engine_for(f"sqlite:///{tmp_path}/old.db")
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(connection=conn), "0004")
+            conn.execute(sa.text("INSERT INTO orgs VALUES ('org_1', 'o', '{}', '2025-01-01', '2025-01-01')"))
+            conn.execute(sa.text("INSERT INTO teams (id, org_id, name, models, metadata, created_at, updated_at) "
+                                 "VALUES ('team_1', 'org_1', 't', NULL, '{}', '2025-01-01', '2025-01-01')"))
+        migrate(engine)
+        with engine.connect() as conn:
+            row = conn.execute(sa.text("SELECT name, data_class, pii_mode FROM teams")).one()
+            assert tuple(row) == ("t", None, None)
+            assert latest_org_policies(conn) == {}
+    finally:
+        engine.dispose()
