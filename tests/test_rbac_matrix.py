@@ -98,6 +98,27 @@ key.widen        member_t2        200    200       404        404    404     404
 key.widen        auditor          200    200       403        404    404     404
 key.widen        team             200    200       200        404    404     404
 key.widen        self             -      403       403        403    403     403
+key.raise_class  org_admin        200    403       403        404    404     404
+key.raise_class  team_admin       200    200       403        404    404     404
+key.raise_class  member           200    200       200        404    404     404
+key.raise_class  member_t2        200    200       404        404    404     404
+key.raise_class  auditor          200    200       403        404    404     404
+key.raise_class  team             200    200       200        404    404     404
+key.raise_class  self             -      200       200        200    200     200
+key.lower_class  org_admin        200    403       403        404    404     404
+key.lower_class  team_admin       200    200       403        404    404     404
+key.lower_class  member           200    200       200        404    404     404
+key.lower_class  member_t2        200    200       404        404    404     404
+key.lower_class  auditor          200    200       403        404    404     404
+key.lower_class  team             200    200       200        404    404     404
+key.lower_class  self             -      403       403        403    403     403
+key.pii_mode     org_admin        200    403       403        404    404     404
+key.pii_mode     team_admin       200    200       403        404    404     404
+key.pii_mode     member           200    200       200        404    404     404
+key.pii_mode     member_t2        200    200       404        404    404     404
+key.pii_mode     auditor          200    200       403        404    404     404
+key.pii_mode     team             200    200       200        404    404     404
+key.pii_mode     self             -      403       403        403    403     403
 key.revoke       org_admin        200    403       403        404    404     404
 key.revoke       team_admin       200    200       403        404    404     404
 key.revoke       member           200    200       200        404    404     404
@@ -157,10 +178,13 @@ team.read        team             200    200       200        200    404     404
 team.read        team_t2          200    200       404        404    404     404
 team.create      org              201    201       403        403    403     400
 team.update      team             200    200       403        403    404     404
+team.class       team             200    200       403        403    404     404
 team.delete      team_new         200    200       404        404    404     404
 org.read         org              200    200       200        200    200     404
 org.update       org              200    200       403        403    403     404
 audit.read       org              200    200       403        403    200     403
+policies.read    org              200    200       403        403    200     404
+policies.write   org              200    200       403        403    403     404
 routes.health    -                200    403       403        403    403     403
 """
 
@@ -205,7 +229,7 @@ class World:
         return self.admin.user(role, team_id=self.team(team))
 
     def new_key(self, owner: dict[str, Any]) -> dict[str, Any]:
-        return self.admin.new_key(**owner, models=["sim-a", "sim-b"])
+        return self.admin.new_key(**owner, models=["sim-a", "sim-b"], data_class="confidential", pii_mode="detect")
 
     def user(self, who: str, target: str, fresh: bool = False) -> dict[str, Any]:
         if target == "self":
@@ -325,16 +349,28 @@ OPS: dict[str, Op] = {
                                                  {"name": "narrower", "models": ["sim-a"]}),
     "key.widen": lambda w, who, t, c: c.request("PATCH", f"/admin/keys/{w.key(who, t, fresh=True)['id']}",
                                                 {"models": None}),
+    # a key's data class is a floor its owner may raise, never lower; its PII mode is an admin's to choose
+    "key.raise_class": lambda w, who, t, c: c.request("PATCH", f"/admin/keys/{w.key(who, t, fresh=True)['id']}",
+                                                      {"data_class": "restricted"}),
+    "key.lower_class": lambda w, who, t, c: c.request("PATCH", f"/admin/keys/{w.key(who, t, fresh=True)['id']}",
+                                                      {"data_class": "public"}),
+    "key.pii_mode": lambda w, who, t, c: c.request("PATCH", f"/admin/keys/{w.key(who, t, fresh=True)['id']}",
+                                                   {"pii_mode": "off"}),
     "key.revoke": lambda w, who, t, c: c.request("POST", f"/admin/keys/{w.key(who, t, fresh=True)['id']}/revoke"),
     **{f"{kind}.{action}": _limit_op(kind, action) for kind in ("budget", "rate_limit")
        for action in ("create", "update", "delete")},
     "team.read": lambda w, who, t, c: c.request("GET", f"/admin/teams/{w.t1 if t == 'team' else w.t2}"),
     "team.create": lambda w, who, t, c: c.request("POST", "/admin/teams", {"name": unique("t"), "org_id": w.org}),
     "team.update": lambda w, who, t, c: c.request("PATCH", f"/admin/teams/{w.t1}", {"metadata": {"by": who}}),
+    "team.class": lambda w, who, t, c: c.request("PATCH", f"/admin/teams/{w.t1}",
+                                                 {"data_class": "internal", "pii_mode": "detect"}),
     "team.delete": lambda w, who, t, c: c.request("DELETE", f"/admin/teams/{w.admin.team(w.org)['id']}"),
     "org.read": lambda w, who, t, c: c.request("GET", f"/admin/orgs/{w.org}"),
     "org.update": lambda w, who, t, c: c.request("PATCH", f"/admin/orgs/{w.org}", {"metadata": {"by": who}}),
     "audit.read": lambda w, who, t, c: c.request("GET", "/admin/audit", limit=1, org_id=w.org),
+    "policies.read": lambda w, who, t, c: c.request("GET", f"/admin/orgs/{w.org}/policies"),
+    "policies.write": lambda w, who, t, c: c.request("PUT", f"/admin/orgs/{w.org}/policies",
+                                                     {"policies": f"// by {who}\n"}),
     "routes.health": lambda w, who, t, c: c.request("GET", "/admin/routes/health"),
 }
 

@@ -89,11 +89,14 @@ def render(ex: Explanation, out: Console) -> None:
         out.print("  [yellow]the prompt is too large for every target: context_window_fallbacks serve[/yellow]")
     if ex.candidates:
         table = Table(title="plan (tried in this order; each failure moves on at once)", title_justify="left")
-        for col in ("#", "deployment", "provider", "from", "why"):
+        labelled = any(c.zdr or c.tags for c in ex.candidates)
+        for col in ("#", "deployment", "provider", "from", "why", *(("zdr/tags",) if labelled else ())):
             table.add_column(col)
         for i, c in enumerate(ex.candidates, 1):
             origin = c.group if c.group == ex.requested else f"fallback {c.group}"
-            table.add_row(str(i), c.deployment, c.provider, origin, c.why + (" (half-open probe)" if c.probe else ""))
+            labels = (", ".join([*(["zdr"] if c.zdr else []), *c.tags]),) if labelled else ()
+            table.add_row(str(i), c.deployment, c.provider, origin, c.why + (" (half-open probe)" if c.probe else ""),
+                          *labels)
         out.print(table)
     if ex.skipped:
         table = Table(title="skipped before any call", title_justify="left")

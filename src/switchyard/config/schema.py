@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
+from ..classification import parse_data_class
 from .base import Strict as _Strict
 from .governance import GovernanceConfig
 from .ledger import LedgerConfig
@@ -34,6 +35,8 @@ class DeploymentConfig(_Strict):
     max_output_tokens: int | None = Field(None, ge=1)
     capabilities: list[str] = Field(default_factory=lambda: ["chat", "tools", "json"])
     weight: float = Field(1.0, gt=0)
+    zdr: bool = False  # the provider keeps nothing of a request (zero data retention): policies may require it
+    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(default_factory=list)
 
     @field_validator("capabilities")
     @classmethod
@@ -54,6 +57,13 @@ class KeyConfig(_Strict):
     key: str = Field(min_length=8)
     name: str | None = None
     models: list[str] | None = None  # deployments and routes this key may use; all when unset
+    data_class: str | None = None  # the lowest data class of its requests (public | internal | confidential | ...)
+    pii_mode: Literal["off", "detect", "redact", "mask", "block"] | None = None  # None: the config's
+
+    @field_validator("data_class")
+    @classmethod
+    def _data_class(cls, v: str | None) -> str | None:
+        return parse_data_class(v) if v is not None else None
 
 
 class ServerConfig(_Strict):

@@ -122,7 +122,8 @@ class Authenticator:
         for i, k in enumerate(keys):
             name = k.name or f"key{i}"
             models = frozenset(k.models) if k.models is not None else None
-            self._static[digest(k.key)] = Principal(id=f"key:{name}", name=name, models=models)
+            self._static[digest(k.key)] = Principal(id=f"key:{name}", name=name, models=models,
+                                                    data_class=k.data_class, pii_mode=k.pii_mode)
         self._resolvers = list(resolvers)
         self._peeks: list[KeyPeek] = []
         self.limiter = limiter

@@ -26,6 +26,7 @@ from ..store.identity_tables import (
     teams,
     users,
 )
+from ..store.policy_tables import org_policies
 from .audit import AuditEntry, AuditLog, utcnow
 from .errors import Conflict
 from .keys import KeyHasher, display_prefix, new_id, new_key
@@ -193,6 +194,7 @@ def delete_org(conn: sa.Connection, ops: Ops, org_id: str) -> None:
     if n_teams or n_users:
         raise Conflict(f"The organization still has {n_teams} teams and {n_users} users; delete them first.")
     changes = _revoke_where(conn, api_keys.c.org_id == org_id) + _drop_limits(conn, "org", org_id)
+    conn.execute(sa.delete(org_policies).where(org_policies.c.org_id == org_id))  # its policy sets go with it
     conn.execute(sa.delete(orgs).where(orgs.c.id == org_id))
     bump(conn, ops, [*changes, ("org", org_id)])
     ops.record(conn, "org.delete", org_id, Owner(org_id))
@@ -240,8 +242,10 @@ def create_team(conn: sa.Connection, ops: Ops, body: TeamCreate) -> Team:
     now = utcnow()
     team_id = new_id("team")
     conn.execute(sa.insert(teams).values(id=team_id, org_id=org_id, name=body.name, models=body.models,
-                                         metadata=body.metadata, created_at=now, updated_at=now))
-    ops.record(conn, "team.create", team_id, Owner(org_id, team_id), {"name": body.name, "models": body.models})
+                                         metadata=body.metadata, data_class=body.data_class, pii_mode=body.pii_mode,
+                                         created_at=now, updated_at=now))
+    ops.record(conn, "team.create", team_id, Owner(org_id, team_id),
+               {"name": body.name, "models": body.models, "data_class": body.data_class, "pii_mode": body.pii_mode})
     return get_team(conn, ops, team_id)
 
 
@@ -483,7 +487,8 @@ def _own_new_key(conn: sa.Connection, ops: Ops, body: KeyCreate, expires: dateti
     fields = {"models": body.models if "models" in given else base.models,
               "tags": list(body.tags) if "tags" in given else list(base.tags or ()),
               "expires_at": expires if given & {"expires_at", "expires_in"} else base.expires_at,
-              "logging": body.logging if "logging" in given else base.logging}
+              "logging": body.logging if "logging" in given else base.logging,
+              **{f: getattr(body if f in given else base, f) for f in ("data_class", "pii_mode")}}
     bad = widens(KeyBounds.of(base), fields)
     if bad is not None:
         raise forbid(f"give its own key more than the key it calls with ({bad}); ask an admin", param=bad)
@@ -501,7 +506,7 @@ def create_key(conn: sa.Connection, ops: Ops, body: KeyCreate) -> KeyCreated:
     expires = (now + timedelta(seconds=body.expires_in) if body.expires_in is not None
                else _future(body.expires_at, "expires_at") if body.expires_at is not None else None)
     fields: dict[str, Any] = {"models": body.models, "tags": body.tags, "expires_at": expires,
-                              "logging": body.logging}
+                              "logging": body.logging, "data_class": body.data_class, "pii_mode": body.pii_mode}
     if not outranks(ops.actor, rights):
         fields = _own_new_key(conn, ops, body, expires)
     _check_models(ops, fields["models"], "models", allowed)

@@ -21,6 +21,9 @@ from .auth import BudgetPeriod, BudgetScope, LoggingMode, RateLimitScope
 from .query_time import AwareTime
 
 RoleName = Literal["org_admin", "team_admin", "member", "auditor"]
+DataClass = Literal["public", "internal", "confidential", "restricted"]  # as classification.DATA_CLASSES
+PiiMode = Literal["off", "detect", "redact", "mask", "block"]
+PII_MODES: tuple[PiiMode, ...] = ("off", "detect", "redact", "mask", "block")
 ROLE_NAMES: tuple[RoleName, ...] = ("org_admin", "team_admin", "member", "auditor")
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
@@ -80,12 +83,16 @@ class TeamCreate(_In):
     models: list[ModelName] | None = Field(None, description="deployments and routes the team's keys may use; "
                                                              "null: all")
     metadata: Metadata = Field(default_factory=dict)
+    data_class: DataClass | None = Field(None, description="the lowest data class of its keys' calls; null: none")
+    pii_mode: PiiMode | None = Field(None, description="its keys' PII mode (a key's own wins); null: the config's")
 
 
 class TeamUpdate(_In):
     name: Name = unchanged()
     models: list[ModelName] | None = Field(None, description="null: all")
     metadata: Metadata | None = Field(None, description="null: {}")
+    data_class: DataClass | None = Field(None, description="null: none")
+    pii_mode: PiiMode | None = Field(None, description="null: the config's")
 
 
 class Team(_Out):
@@ -95,6 +102,8 @@ class Team(_Out):
     name: str
     models: list[str] | None
     metadata: Metadata
+    data_class: DataClass | None
+    pii_mode: PiiMode | None
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -140,6 +149,9 @@ class KeyCreate(_In):
     tags: list[Tag] = Field(default_factory=list, max_length=32)
     metadata: Metadata = Field(default_factory=dict)
     logging: LoggingMode = Field("none", description="payload logging: none (zero retention), metadata, full")
+    data_class: DataClass | None = Field(None, description="the lowest data class of its calls (the higher of "
+                                                           "this and its team's applies); null: none")
+    pii_mode: PiiMode | None = Field(None, description="its PII mode; null: its team's, else the config's")
     expires_at: dt.datetime | None = None
     expires_in: float | None = Field(None, gt=0, le=MAX_KEY_SECONDS,
                                      description="seconds from now (at most 100 years); instead of expires_at")
@@ -152,14 +164,16 @@ class KeyCreate(_In):
 
 
 class KeyUpdate(_In):
-    """Its owner may only narrow a key (fewer models, more tags, an earlier expiry); an admin over it may widen it,
-    and only an admin over it may change its logging mode."""
+    """Its owner may only narrow a key (fewer models, an earlier expiry, a higher data class); an admin over it may
+    widen it, and only an admin over it may change its tags, logging mode or PII mode."""
 
     name: Name | None = Field(None, description="null: no name")
     models: list[ModelName] | None = Field(None, description="null: all that its team may use")
     tags: list[Tag] | None = Field(None, max_length=32, description="null: []")
     metadata: Metadata | None = Field(None, description="null: {}")
     logging: LoggingMode = unchanged()
+    data_class: DataClass | None = Field(None, description="null: none (its team's applies)")
+    pii_mode: PiiMode | None = Field(None, description="null: its team's, else the config's")
     expires_at: dt.datetime | None = Field(None, description="within 100 years; null: never")
 
 
@@ -176,6 +190,8 @@ class Key(_Out):
     tags: list[str]
     metadata: Metadata
     logging: LoggingMode
+    data_class: DataClass | None
+    pii_mode: PiiMode | None
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
     created_by: str | None
@@ -185,6 +201,31 @@ class Key(_Out):
 
 class KeyCreated(Key):
     secret: str = Field(description="the key itself; shown only in this reply, never again")
+
+
+# --- org policy sets (Cedar text, versioned) ------------------------------------------------------------------
+
+MAX_POLICY_CHARS = 512 * 1024
+
+
+class OrgPoliciesPut(_In):
+    policies: str = Field(max_length=MAX_POLICY_CHARS, description="the org's Cedar policies (\"\": none)")
+    comment: str | None = Field(None, max_length=1000, description="why this version (kept with it)")
+
+
+class OrgPolicySet(_Out):
+    object: Literal["org_policies"] = "org_policies"
+    org_id: str
+    version: int = Field(description="1, 2, ... (0: the org has never had a policy set)")
+    policies: str
+    comment: str | None
+    sha256: str | None = Field(description="of the text, as the audit record keeps it")
+    created_at: dt.datetime | None
+    created_by: str | None
+
+
+class PolicyVersionQuery(_In):
+    version: int | None = Field(None, ge=1, le=2**31 - 1, description="an earlier version; default: the latest")
 
 
 # --- budget and rate-limit definitions (enforced by the ledger) ----------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from ..classification import highest
 from ..store.identity_tables import api_keys, budgets, identity_changes, identity_version, rate_limits, teams, users
 from .auth import BudgetDef, Principal, RateLimitDef
 
@@ -27,7 +28,8 @@ def load_principals(conn: sa.Connection, hashes: Sequence[str]) -> dict[str, Loa
     """The Principal of each known key hash (``"revoked"`` for a revoked key); unknown hashes are absent."""
     if not hashes:
         return {}
-    q = (sa.select(api_keys, users.c.role, users.c.id.label("user_row"), teams.c.models.label("team_models"))
+    q = (sa.select(api_keys, users.c.role, users.c.id.label("user_row"), teams.c.models.label("team_models"),
+                   teams.c.data_class.label("team_data_class"), teams.c.pii_mode.label("team_pii_mode"))
          .select_from(api_keys.outerjoin(users, users.c.id == api_keys.c.user_id)
                       .outerjoin(teams, teams.c.id == api_keys.c.team_id))
          .where(api_keys.c.key_hash.in_(list(hashes))))
@@ -54,7 +56,8 @@ def load_principals(conn: sa.Connection, hashes: Sequence[str]) -> dict[str, Loa
             id=r.id, name=r.name, models=_models(r.models, r.team_models), user_id=r.user_id, team_id=r.team_id,
             org_id=r.org_id, key_id=r.id, roles=frozenset([r.role]) if r.role else frozenset(), tags=tags,
             logging=r.logging, expires_at=r.expires_at.timestamp() if r.expires_at is not None else None,
-            metadata=MappingProxyType(dict(r.metadata or {})), budgets=in_scope, rate_limits=limits)
+            metadata=MappingProxyType(dict(r.metadata or {})), budgets=in_scope, rate_limits=limits,
+            data_class=highest(r.data_class, r.team_data_class), pii_mode=r.pii_mode or r.team_pii_mode)
     return out
 
 

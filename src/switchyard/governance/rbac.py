@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..classification import highest
 from ..errors import NotFound, PermissionDenied
 from .auth import Principal
 
@@ -138,23 +139,29 @@ class KeyBounds:
     tags: Sequence[str]  # each may carry a budget
     expires_at: dt.datetime | None  # None: never
     logging: str
+    data_class: str | None = None  # the lowest class of its calls: raising it narrows the key
+    pii_mode: str | None = None
 
     @classmethod
     def of(cls, row: Any) -> KeyBounds:
-        return cls(row.models, row.tags or (), row.expires_at, row.logging)
+        return cls(row.models, row.tags or (), row.expires_at, row.logging, row.data_class, row.pii_mode)
 
 
 def widens(old: KeyBounds, new: Mapping[str, Any]) -> str | None:
     """The first field of ``new`` (a key's fields, as changed or created) that gives more than ``old``; None if every
     field only narrows: models a subset (never null once restricted), tags unchanged (tags carry budgets: adding one
     would spend another team's tag budget, removing one would escape it), expiry no
-    later (never removed), logging unchanged (only an admin over a key chooses how much of its traffic is kept)."""
-    models, expires = new.get("models"), new.get("expires_at")
+    later (never removed), logging unchanged (only an admin over a key chooses how much of its traffic is kept), data
+    class no lower (a key's class is a floor that policies read: raising it only restricts where its calls may go),
+    PII mode unchanged (only an admin over a key chooses how its personal data is handled)."""
+    models, expires, data_class = new.get("models"), new.get("expires_at"), new.get("data_class")
     checks = (
         ("models", old.models is not None and (models is None or not set(models) <= set(old.models))),
         ("tags", set(old.tags) != set(new.get("tags") or ())),
         ("expires_at", old.expires_at is not None and (expires is None or expires > old.expires_at)),
         ("logging", new.get("logging") != old.logging),
+        ("data_class", highest(old.data_class, data_class) != data_class),
+        ("pii_mode", new.get("pii_mode") != old.pii_mode),
     )
     return next((name for name, wider in checks if name in new and wider), None)
 

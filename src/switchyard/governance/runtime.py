@@ -28,6 +28,7 @@ from .cache import KeyDirectory
 from .db import Db, is_store_failure
 from .identity import Ops
 from .keys import KeyHasher, audit_key, key_secret
+from .org_policies import OrgPolicies, OrgPolicyWatcher, PolicyValidator, default_validator, latest_org_policies
 from .principals import count_keys
 from .rbac import Actor
 
@@ -48,9 +49,11 @@ class TeeRecorder:
 
 
 class Governance:
-    def __init__(self, config: Config, env: Mapping[str, str] | None = None, *, call_queue: bool = True) -> None:
+    def __init__(self, config: Config, env: Mapping[str, str] | None = None, *, call_queue: bool = True,
+                 policy_validator: PolicyValidator | None = None) -> None:
         """``call_queue``: audit calls through the call auditor's own queue (False: the recorder is the durable
-        spend spool, which appends them to the audit log itself)."""
+        spend spool, which appends them to the audit log itself). ``policy_validator``: what checks an org policy
+        set before it is stored (default: the Cedar engine's, when installed)."""
         g = config.governance
         self.config = config
         self.settings = g
@@ -66,6 +69,9 @@ class Governance:
                                        max_entries=g.cache_size, negative_ttl=g.negative_ttl,
                                        negative_size=g.negative_size) if self.hasher is not None else None)
         self.known_models = frozenset(d.name for d in config.deployments) | frozenset(config.routes)
+        self.policy_validator = policy_validator if policy_validator is not None else default_validator()
+        # org policy sets for the runtime: subscribe a listener before start() (it polls only if one listens)
+        self.org_policies = OrgPolicyWatcher(self.db, poll_interval=g.poll_interval)
         self._schema_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
@@ -82,6 +88,7 @@ class Governance:
             await self.directory.start()
         if self.call_auditor is not None:
             await self.call_auditor.start()
+        await self.org_policies.start()
 
     async def aclose(self) -> None:
         if self._schema_task is not None:
@@ -90,6 +97,7 @@ class Governance:
                 await self._schema_task
         if self.directory is not None:
             await self.directory.stop()
+        await self.org_policies.stop()
         if self.call_auditor is not None:
             await self.call_auditor.stop()
         if self.audit is not None:
@@ -121,6 +129,15 @@ class Governance:
         assert self.audit is not None
         with self.db.write() as conn:
             self.audit.checkpoint_now(conn)
+
+    async def latest_org_policies(self) -> OrgPolicies:
+        """Every org's newest policy set: org id -> (version, Cedar text). A store failure raises (503)."""
+
+        def work() -> OrgPolicies:
+            with self.db.read() as conn:
+                return latest_org_policies(conn)
+
+        return await self.db.run(work)
 
     # --- admin operations --------------------------------------------------------------------------------------
 

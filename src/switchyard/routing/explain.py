@@ -31,6 +31,8 @@ def health_report(router: Router) -> dict[str, object]:
     for d in deployments:
         dep = router.catalog.deployments[str(d["deployment"])]
         d["provider"] = dep.provider_name
+        d["zdr"] = dep.zdr
+        d["tags"] = sorted(dep.tags)
     return {"now": now, "deployments": deployments, "routes": routes}
 
 
@@ -41,6 +43,8 @@ class Candidate:
     group: str  # the route or fallback it comes from
     why: str  # the strategy's view: weight, latency, cost, in flight
     probe: bool = False
+    zdr: bool = False  # the deployment's config labels, as policies see them
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -96,7 +100,8 @@ def explain(router: Router, model: str, needs: set[str], prompt_tokens: int = 0,
         why = "a fallback deployment" if single and not spec.direct else (
             "the deployment itself" if spec.direct else st.describe(e, endpoint, stream, prompt_tokens, max_tokens))
         out.candidates.append(Candidate(e.name, e.deployment.provider_name, g.name if g is not None else spec.name,
-                                        why, e.health[endpoint].is_probe_ready(now)))
+                                        why, e.health[endpoint].is_probe_ready(now), e.deployment.zdr,
+                                        sorted(e.deployment.tags)))
     out.skipped = list(plan.skipped)
     out.context_routed = plan.context_routed
     out.reason = plan.reason

@@ -7,6 +7,7 @@ import time
 
 from starlette.requests import Request
 
+from ..classification import highest, parse_data_class
 from ..errors import InvalidRequest
 from ..pipeline import CallContext
 
@@ -45,3 +46,25 @@ def deadline_for(request: Request, default: float) -> float:
                                  code="invalid_header")
         seconds = min(asked, default)
     return time.monotonic() + seconds
+
+
+DATA_CLASS_HEADER = "x-switchyard-data-class"
+
+
+def apply_data_class(request: Request, ctx: CallContext) -> None:
+    """After authentication: the call's data class is the higher of ``x-switchyard-data-class`` and its key's (a
+    caller may raise its class, never lower it below its key's or team's). An unknown class is a 400 naming the
+    header. Without the header and without a key class, nothing is set."""
+    value = request.headers.get(DATA_CLASS_HEADER)
+    floor = ctx.principal.data_class if ctx.principal is not None else None
+    if value is None:
+        if floor is not None:
+            ctx.data_class = highest(ctx.data_class, floor)
+        return
+    try:
+        asked = parse_data_class(value)
+    except ValueError:
+        raise InvalidRequest(f"The header {DATA_CLASS_HEADER} must be one of public, internal, confidential or "
+                             f"restricted, but it is {value[:40]!r}.", param=DATA_CLASS_HEADER,
+                             code="invalid_data_class") from None
+    ctx.data_class = highest(ctx.data_class, asked, floor)

@@ -33,6 +33,8 @@ class HealthSamples(_Doc):
 class DeploymentHealth(_Doc):
     deployment: str
     provider: str
+    zdr: bool  # zero data retention (config ``zdr``)
+    tags: list[str]  # config ``tags``, sorted
     endpoint: Literal["chat", "embeddings"]
     breaker: Literal["closed", "open", "half_open", "disabled"]
     reopens_in_s: float | None  # while open: seconds until a probe is let through
