@@ -9,9 +9,13 @@ and then they cost one level check.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import sys
+import threading
 import time
+from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -124,14 +128,89 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _Enqueue(logging.Handler):
+    """Hands records to the :class:`LogWriter` thread: formatting and writing happen there, off the event loop."""
+
+    def __init__(self, queue: SimpleQueue[logging.LogRecord | None]) -> None:
+        super().__init__()
+        self.queue = queue
+
+    def handle(self, record: logging.LogRecord) -> bool:  # no handler lock: the queue is thread-safe
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args:  # the arguments as they are now, not as they may be when the line is written
+            record.msg, record.args = record.getMessage(), None
+        self.queue.put(record)
+
+
+class LogWriter(threading.Thread):
+    """Writes what :class:`_Enqueue` queued, in batches: every record waiting is formatted and goes out in one
+    write. Stopped (after writing all that waits) at exit, so that no line is lost on a clean shutdown."""
+
+    def __init__(self, handler: logging.Handler) -> None:
+        super().__init__(name="switchyard-log-writer", daemon=True)
+        self.handler = handler
+        self.queue: SimpleQueue[logging.LogRecord | None] = SimpleQueue()
+
+    def run(self) -> None:
+        fmt, stream = self.handler.format, getattr(self.handler, "stream", sys.stderr)
+        get, get_nowait = self.queue.get, self.queue.get_nowait
+        while True:
+            batch = [get()]
+            with contextlib.suppress(Empty):
+                while len(batch) < 2048:
+                    batch.append(get_nowait())
+            lines = []
+            for rec in batch:
+                if rec is None:
+                    continue
+                try:
+                    lines.append(fmt(rec))
+                except Exception:  # a bad record loses its own line, never the others
+                    self.handler.handleError(rec)
+            if lines:
+                try:
+                    stream.write("\n".join(lines) + "\n")
+                    stream.flush()
+                except (OSError, ValueError):  # stderr closed
+                    pass
+            if None in batch:
+                return
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.is_alive():
+            self.queue.put(None)
+            self.join(timeout)
+
+
+_writer: list[LogWriter] = []
+
+
 def configure(level: str, fmt: str) -> None:
-    """The process's logging: ``level`` (debug | info | warning | error) and ``fmt`` (text | json), on stderr."""
+    """The process's logging: ``level`` (debug | info | warning | error) and ``fmt`` (text | json), on stderr,
+    written by a :class:`LogWriter` thread (a log line costs the event loop a queue put, not a write)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    for old in _writer:
+        old.stop()
+    _writer.clear()
+    writer = LogWriter(handler)
+    writer.start()
+    _writer.append(writer)
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    root.addHandler(handler)
+    root.addHandler(_Enqueue(writer.queue))
     root.setLevel(level.upper())
     # no line prints them, and each costs a lookup per record
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for w in _writer:
+        w.stop()
