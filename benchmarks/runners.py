@@ -274,7 +274,8 @@ class DirectTarget(Target):
 
 class SwitchyardTarget(Target):
     """``switchyard serve`` with a generated config: one ``openai`` provider per fake, one deployment each, a
-    static key, a SQLite store in the work dir (the request log is written, as in production). No governance:
+    static key, a SQLite store in the work dir (the request log is written, as in production), metrics on and a
+    JSON log line per request at ``--log-level info``. No governance:
     :class:`benchmarks.compare.GovernedSwitchyardTarget` adds it. ``workers`` > 1 runs ``serve --workers N``
     (then ``core`` is a taskset list such as ``"0,1"``)."""
 
@@ -292,8 +293,9 @@ class SwitchyardTarget(Target):
         self.workers = workers
 
     def config_text(self) -> str:
+        # metrics on, and one JSON log line per request (``--log-level info``): as an operator runs it
         lines = [f"store: sqlite:///{self.workdir / self.name}.db", "server:", "  host: 127.0.0.1",
-                 f"  port: {self.port}", "ledger:", "  spool:", f"    dir: {self.workdir / (self.name + '-spool')}",
+                 f"  port: {self.port}", "  log_format: json", "metrics:", "  enabled: true", "ledger:", "  spool:", f"    dir: {self.workdir / (self.name + '-spool')}",
                  "keys:", "  - key: sk-bench-0123456789abcdef", "    name: bench", "providers:"]
         for name, port in self.upstreams.items():
             lines += [f"  fake-{name}:", "    type: openai", f"    base_url: http://127.0.0.1:{port}/v1",
@@ -311,7 +313,7 @@ class SwitchyardTarget(Target):
             f.unlink()
         self.config_path.write_text(self.config_text())
         exe = str(Path(sys.executable).parent / "switchyard")
-        argv = [exe, "serve", "--config", str(self.config_path), "--port", str(self.port), "--log-level", "warning"]
+        argv = [exe, "serve", "--config", str(self.config_path), "--port", str(self.port), "--log-level", "info"]
         if self.workers > 1:
             argv += ["--workers", str(self.workers)]
         env = {"PYTHONPATH": str(self.src)} if self.src is not None else None
