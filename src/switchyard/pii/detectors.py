@@ -98,8 +98,8 @@ _MEDICARE = re.compile(r"(?<![\d-])[2-6]\d{3}( ?)\d{5}\1\d(?:[ /-]?\d)?(?![\d-])
 _MEDICARE_WORDS = ("medicare",)
 
 
-def _keyword_before(text: str, start: int, words: tuple[str, ...]) -> bool:
-    window = text[max(0, start - 40):start].lower()
+def _keyword_before(text: str, start: int, words: tuple[str, ...], width: int = 40) -> bool:
+    window = text[max(0, start - width):start].lower()
     return any(w in window for w in words)
 
 
@@ -135,14 +135,17 @@ def find_nino(text: str) -> Spans:
 
 # --- IP_ADDRESS --------------------------------------------------------------------------------------------------
 
+_VERSION_WORDS = ("version", "release", "build", "ver.", "v.")
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
-_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])")
+_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:]|\.\d)")
 
 
 def find_ip(text: str) -> Spans:
     out: Spans = []
     if "." in text:
         for m in _IPV4.finditer(text):
+            if _keyword_before(text, m.start(), _VERSION_WORDS, 10):
+                continue  # "version 4.2.0.1" is a version
             try:
                 ipaddress.IPv4Address(m.group())
             except ValueError:
@@ -167,26 +170,40 @@ _PHONE = re.compile(r"(?<![\w.+-])(?:\+|00)?\(?\d[\d ().-]{5,20}\d(?![\w-]|\.\d)
 _DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 
 
+_NANP_GROUPS = {(3, 3, 4), (1, 3, 3, 4), (3, 7), (10,), (11,)}  # how North American numbers are written
+_SSN_SHAPE = re.compile(r"\d{3}([- ])\d{2}\1\d{4}")
+
+
 def phone_finder(regions: tuple[str, ...]) -> Finder:
-    """Phone numbers that ``phonenumbers`` holds valid: with a country code, or valid in one of ``regions``."""
+    """Phone numbers that ``phonenumbers`` holds valid: with a country code (``+``), or written as a national number
+    of one of ``regions``: with the trunk prefix where the region has one (``0``: GB, AU, DE, FR...), ten digits
+    where it has none (US, CA). A bare run of digits needs a ``+`` or a leading ``0``, and the SSN grouping
+    (3-2-4) is never a phone number."""
     import phonenumbers
 
     parse, valid = phonenumbers.parse, phonenumbers.is_valid_number
     err = phonenumbers.NumberParseException
+    trunk = [r for r in regions if phonenumbers.ndd_prefix_for_region(r, True) == "0"]
+    nanp = [r for r in regions if phonenumbers.country_code_for_region(r) == 1]
 
     def find_phone(text: str) -> Spans:
         out: Spans = []
         for m in _PHONE.finditer(text):
             s = m.group()
-            digits = sum(c.isdigit() for c in s)
+            digits = "".join(c for c in s if c.isdigit())
             international = s[0] == "+" or s.startswith("00")
-            if digits < 8 or digits > 15 or (not international and digits < 9) or _DATE.fullmatch(s):
+            if len(digits) < 8 or len(digits) > 15 or _DATE.fullmatch(s) or _SSN_SHAPE.fullmatch(s):
                 continue
-            if s.count("(") != s.count(")"):
-                continue
-            if s.isdigit() and s[0] != "0":
+            if s.count("(") != s.count(")") or (s.isdigit() and s[0] != "0"):
                 continue  # a bare run of digits is an order number as often as a phone number: needs a 0 or a +
-            for region in ((None,) if s[0] == "+" else regions):
+            if international:
+                tries: list[str | None] = [None] if s[0] == "+" else ["GB"]  # 00: an international call prefix
+            elif digits[0] == "0":
+                tries = list(trunk)
+            else:
+                groups = tuple(len(g) for g in re.findall(r"\d+", s))
+                tries = list(nanp) if groups in _NANP_GROUPS else []
+            for region in tries:
                 try:
                     if valid(parse(s, region)):
                         out.append(m.span())
