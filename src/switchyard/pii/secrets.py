@@ -14,10 +14,9 @@ import re
 
 from .detectors import Spans
 
+_PEM = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]{16,}?"
+                  r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 _KNOWN = re.compile(
-    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]{16,}?"
-    r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-    r"|(?<![\w-])(?:"
     r"sk-ant-[A-Za-z0-9_-]{20,}"  # Anthropic
     r"|sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"  # OpenAI (and the many gateways that copied the prefix)
     r"|(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}"  # AWS access key ids
@@ -28,11 +27,11 @@ _KNOWN = re.compile(
     r"|(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}"  # Stripe
     r"|hf_[A-Za-z]{30,}"  # Hugging Face
     r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JWT
-    r")(?![\w-])"
 )
-_TOKEN = re.compile(r"(?<![\w+/.-])[A-Za-z0-9+/_-]{24,}={0,2}(?![\w+/=-]|\.\w)")
+# a candidate token: what a credential is made of (base64, URL-safe base64, dots for JWTs), 20 characters or more
+_TOKEN = re.compile(r"[A-Za-z0-9+/_.-]{20,}={0,2}")
 _HEX = re.compile(r"[0-9a-fA-F-]+")
-_WORDY = re.compile(r"(?:[A-Z]?[a-z]{3,}|[A-Z]{3,}|\d+)(?:[_-]|$)|[a-z]{4,}")
+_WORDY = re.compile(r"[A-Z]?[a-z]{3,}|[A-Z]{3,}(?=[_-]|$)")
 
 
 def entropy(s: str) -> float:
@@ -45,23 +44,53 @@ def entropy(s: str) -> float:
 
 
 def looks_random(tok: str) -> bool:
-    if _HEX.fullmatch(tok):
-        return False  # hashes, SHAs, UUIDs: identifiers, not credentials
+    if len(tok) < 24 or _HEX.fullmatch(tok):
+        return False  # short, or hex: hashes, SHAs, UUIDs are identifiers, not credentials
     upper = sum(c.isupper() for c in tok)
     lower = sum(c.islower() for c in tok)
     digit = sum(c.isdigit() for c in tok)
     if upper < 2 or lower < 2 or digit < 2:
         return False
-    # identifiers made of words (getUserAccountSettingsForTenant2024) spend many characters on letters of words
+    # identifiers made of words (getUserAccountSettingsForTenant2024) spend most of their characters on words
     words = sum(len(m.group()) for m in _WORDY.finditer(tok))
     if words > len(tok) * 0.6:
         return False
     return entropy(tok) >= 4.0
 
 
-def find_secret(text: str) -> Spans:
-    out: Spans = [m.span() for m in _KNOWN.finditer(text)]
-    for m in _TOKEN.finditer(text):
-        if looks_random(m.group()) and not any(s <= m.start() < e for s, e in out):
-            out.append(m.span())
+def _token_spans(text: str, s: int, e: int, out: Spans) -> None:
+    """The secrets in one candidate token text[s:e]: a known shape, else random-looking pieces (between dots)."""
+    tok = text[s:e].rstrip(".")
+    m = _KNOWN.fullmatch(tok) or _KNOWN.match(tok)
+    if m is not None:
+        out.append((s, s + m.end()))
+        return
+    i = s
+    for piece in tok.split("."):
+        core = piece.rstrip("=")
+        if core.count("/") < 2 and looks_random(core):  # a path (a/b/c) is not a credential
+            out.append((i, i + len(piece)))
+        i += len(piece) + 1
+
+
+def find_secret(text: str, pos: int = 0, end: int | None = None) -> Spans:
+    """PEM blocks where ``-----BEGIN`` occurs; otherwise only words of 20 characters or more are looked at (found by
+    ``str.split``, which costs far less than a regular expression over the whole text)."""
+    end = len(text) if end is None else end
+    out: Spans = []
+    if "-----BEGIN" in text:
+        out.extend(m.span() for m in _PEM.finditer(text, pos, end))
+    cursor = pos
+    for word in text[pos:end].split():
+        if len(word) < 20 or _HEX.fullmatch(word):
+            continue
+        at = text.find(word, cursor, end)
+        cursor = at + len(word)
+        for m in _TOKEN.finditer(text, at, cursor):
+            s, e = m.span()
+            if s > 0 and (text[s - 1].isalnum()):
+                continue
+            if any(a <= s < b for a, b in out):
+                continue
+            _token_spans(text, s, e, out)
     return out
