@@ -70,7 +70,7 @@ class PiiStage(Stage):
         call.data_class = highest(call.data_class, raised)
         if call.decisions is None:
             call.decisions = {}
-        call.decisions["pii"] = {"mode": mode, "types": dict(sorted(masker.counts.items()))}
+        call.decisions["pii"] = {"mode": mode, "types": dict(sorted(masker.counts.items())), "data_class": raised}
         if mode == "block":
             raise PiiDetected(f"The request contains personal data ({', '.join(sorted(types))}); this key may not "
                               "send it.", param="messages" if call.endpoint == "chat" else "input")
