@@ -199,7 +199,10 @@ def near_misses(f: Faker, rng: random.Random) -> list[Callable[[], str]]:
         bad_card, bad_iban, bad_tfn, bad_medicare, bad_ssn,
         lambda: f"order #{_rand(rng, string.digits, rng.randint(8, 16))}",
         lambda: f"invoice {rng.randint(10**8, 10**10)}",
-        lambda: f.date(), lambda: f.date(pattern="%d/%m/%Y"), lambda: f.time(),
+        # dates and times from the seeded generator (Faker's are relative to today: not reproducible)
+        lambda: f"{rng.randint(1950, 2035)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+        lambda: f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/{rng.randint(1950, 2035)}",
+        lambda: f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}",
         lambda: f.uuid4(), lambda: f.sha1(), lambda: f.sha256(), lambda: f.md5(),
         lambda: f"v{rng.randint(0, 20)}.{rng.randint(0, 40)}.{rng.randint(0, 99)}",
         lambda: f"version {rng.randint(1, 9)}.{rng.randint(0, 9)}.{rng.randint(0, 9)}.{rng.randint(0, 999)}",

@@ -223,6 +223,7 @@ _DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,
 
 
 _NANP_GROUPS = {(3, 3, 4), (1, 3, 3, 4), (3, 7), (10,), (11,)}  # how North American numbers are written
+_NOT_DIGIT = re.compile(r"\D+")
 _SSN_SHAPE = re.compile(r"\d{3}([- ])\d{2}\1\d{4}")
 
 
@@ -243,7 +244,7 @@ def phone_finder(regions: tuple[str, ...]) -> Finder:
         out: Spans = []
         for m in _PHONE.finditer(text, pos, len(text) if end is None else end):
             s = m.group()
-            digits = "".join(c for c in s if c.isdigit())
+            digits = _NOT_DIGIT.sub("", s)
             if len(digits) < 8 or len(digits) > 15 or _DATE.fullmatch(s) or _SSN_SHAPE.fullmatch(s):
                 continue
             bare = s.isdigit()

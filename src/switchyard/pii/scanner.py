@@ -32,6 +32,10 @@ _NUMERIC_FINDERS: dict[str, Finder] = {
 }
 # a run of digits with the separators numbers are written with; its length decides which types may be in it
 _UPPER2 = re.compile(r"[A-Z]{2}")
+_NOT_DIGIT = re.compile(r"\D+")
+#: the fewest digits a value of each type has (a window with fewer is not searched for it)
+_MIN_DIGITS = {"CREDIT_CARD": 13, "AU_MEDICARE": 10, "AU_TFN": 8, "US_SSN": 9, "UK_NINO": 6, "IP_ADDRESS": 4,
+               "PHONE": 8}
 _RUN = re.compile(r"\d[\d .()/-]{5,}")  # six characters at least: a NINO's digits; an IPv4 address has seven
 
 
@@ -48,12 +52,12 @@ class Scanner:
     def __init__(self, types: Iterable[str], *, phone_regions: Iterable[str] = DEFAULT_PHONE_REGIONS) -> None:
         self.types = tuple(sorted(check_types(tuple(types)), key=PRIORITY.__getitem__))
         regions = tuple(r.upper() for r in phone_regions)
-        numeric: list[tuple[str, Finder]] = []
+        numeric: list[tuple[str, Finder, int]] = []
         for t in self.types:
             if t == "PHONE":
-                numeric.append((t, phone_finder(regions)))
+                numeric.append((t, phone_finder(regions), _MIN_DIGITS[t]))
             elif t in _NUMERIC_FINDERS:
-                numeric.append((t, _NUMERIC_FINDERS[t]))
+                numeric.append((t, _NUMERIC_FINDERS[t], _MIN_DIGITS[t]))
         self._numeric = tuple(numeric)
         self._iban = "IBAN" in self.types
         self._nino = find_nino if "UK_NINO" in self.types else None
@@ -94,9 +98,11 @@ class Scanner:
                     if e - k < 6:
                         continue  # nothing after the word is long enough for a value
                     w0 = k
-                for t, find in numeric:
-                    for a, b in find(text, w0, w1):
-                        found.append(Entity(t, a, b))
+                digits = len(_NOT_DIGIT.sub("", text[w0:e]))
+                for t, find, least in numeric:
+                    if digits >= least:
+                        for a, b in find(text, w0, w1):
+                            found.append(Entity(t, a, b))
         if self._email and "@" in text:
             found.extend(Entity("EMAIL", a, b) for a, b in find_email(text))
         if self._ipv6 and ":" in text:
