@@ -295,7 +295,8 @@ class SwitchyardTarget(Target):
     def config_text(self) -> str:
         # metrics on, and one JSON log line per request (``--log-level info``): as an operator runs it
         lines = [f"store: sqlite:///{self.workdir / self.name}.db", "server:", "  host: 127.0.0.1",
-                 f"  port: {self.port}", "  log_format: json", "metrics:", "  enabled: true", "ledger:", "  spool:", f"    dir: {self.workdir / (self.name + '-spool')}",
+                 f"  port: {self.port}", "  log_format: json", "metrics:", "  enabled: true",
+                 "ledger:", "  spool:", f"    dir: {self.workdir / (self.name + '-spool')}",
                  "keys:", "  - key: sk-bench-0123456789abcdef", "    name: bench", "providers:"]
         for name, port in self.upstreams.items():
             lines += [f"  fake-{name}:", "    type: openai", f"    base_url: http://127.0.0.1:{port}/v1",

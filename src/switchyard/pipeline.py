@@ -109,6 +109,7 @@ class Gateway:
         self._before = self.chain.before
         self._routed = self.chain.routed
         self._after = self.chain.after
+        self._reply = self.chain.reply
 
     @property
     def catalog(self) -> Catalog:
@@ -251,6 +252,8 @@ class Gateway:
         resp: ChatResponse = self._served(ctx, await self._run(ctx, req, g.plan_chat, g.executor.call, _send_chat))
         ctx.first_token_at = time.monotonic()
         self._finish(ctx, "ok", 200, resp.usage, None, resp)
+        for s in self._reply:
+            resp = s.reply(ctx, resp)
         return resp
 
     async def chat_stream(self, ctx: CallContext, req: ChatRequest) -> AsyncIterator[Chunk]:

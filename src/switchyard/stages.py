@@ -9,6 +9,8 @@ nothing, since a :class:`Chain` keeps, per hook, only the stages that override i
              the deployments the router may pick (``call.narrow``), or answer it (return an answer: a short circuit)
     routed   the router has planned (``call.plan``), before the first upstream attempt: hold budgets, note intents
     wrap     each stream event, on its way to the client (a stage that needs none is not in the stream's path)
+    reply    the reply of a chat call that is not a stream, once it is recorded, on its way to the client (the
+             record keeps what the upstream said: the PII stage puts masked values back here)
     after    once per call, on every path (ok, error, refused, cancelled, drained), with its :class:`Outcome`
 
 ``before``, ``routed`` and ``admit`` may be plain functions or coroutines: they return None (or an answer) when
@@ -206,6 +208,14 @@ class Stage:
         """Once per call, whatever ended it. Must not block; must not assume ``before`` ran."""
         return None
 
+    def reply(self, call: CallContext, answer: ChatResponse) -> ChatResponse:
+        """A chat reply that is not a stream, after the ``after`` hooks recorded it: return it (changed or not)
+        for the client. Runs in the declared order; not for errors, streams or embeddings."""
+        return answer
+
+
+_CALL_HOOKS = ("before", "routed", "wrap", "after", "reply")
+
 
 def _overrides(stage: Stage, hook: str) -> bool:
     return getattr(type(stage), hook) is not getattr(Stage, hook)
@@ -221,11 +231,12 @@ class Chain:
         self.routed = tuple(s for s in self.stages if _overrides(s, "routed"))
         self.wrap = tuple(s for s in self.stages if _overrides(s, "wrap"))
         self.after = tuple(s for s in reversed(self.stages) if _overrides(s, "after"))  # unwinding order
+        self.reply = tuple(s for s in self.stages if _overrides(s, "reply"))
         seen_call_hook = False
         for s in self.stages:
             if _overrides(s, "admit") and seen_call_hook:
                 raise ValueError(f"stage {describe(s)} admits callers but comes after a stage that sees requests")
-            seen_call_hook = seen_call_hook or any(_overrides(s, h) for h in ("before", "routed", "wrap", "after"))
+            seen_call_hook = seen_call_hook or any(_overrides(s, h) for h in _CALL_HOOKS)
 
     def wrap_stream(self, call: CallContext, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         """The stream through every wrapping stage, the first declared outermost; ``chunks`` itself if none."""

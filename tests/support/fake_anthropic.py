@@ -136,6 +136,7 @@ class FakeAnthropic:
     stop_reason: str | None = None  # force a stop_reason (e.g. "refusal", "pause_turn")
     redact_thinking: bool = False  # add a redacted_thinking block after the thinking block
     chunk_delay: float = 0.0
+    stream_piece: int = 0  # when set, a stream's text arrives in pieces of this many characters, not words
     extra_usage: dict[str, int] = field(default_factory=dict)  # usage fields to override, e.g. cache reads
     requests: list[RecordedRequest] = field(default_factory=list)
     sent: list[Any] = field(default_factory=list)  # each reply body, or each stream's (event, data) list
@@ -182,6 +183,7 @@ class FakeAnthropic:
         self._cache.clear()
         self.extra_usage.clear()
         self.reply, self.stop_reason, self.redact_thinking, self.chunk_delay = None, None, False, 0.0
+        self.stream_piece = 0
 
     @property
     def last_request(self) -> RecordedRequest:
@@ -252,7 +254,7 @@ class FakeAnthropic:
                    "content": plan.blocks, "stop_reason": plan.stop_reason, "stop_sequence": plan.stop_sequence,
                    "usage": usage}
         if body.get("stream"):
-            events = _events(message)
+            events = _events(message, self.stream_piece)
             stream_error = self._stream_errors.popleft() if self._stream_errors else None
             break_after = self._breaks.popleft() if self._breaks else None
             headers = {"request-id": _id("req_"), "cache-control": "no-cache"}
@@ -374,8 +376,13 @@ class FakeAnthropic:
             yield b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-def _events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The events of one stream, in the documented order, for the finished ``message``."""
+def _pieces(text: str, piece: int) -> list[str]:
+    return [text[i:i + piece] for i in range(0, len(text), piece)] if piece else _words(text)
+
+
+def _events(message: dict[str, Any], piece: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    """The events of one stream, in the documented order, for the finished ``message`` (its text in words, or in
+    pieces of ``piece`` characters)."""
     usage = message["usage"]
     start_usage = {**usage, "output_tokens": 1}
     start_usage.pop("output_tokens_details", None)
@@ -387,7 +394,7 @@ def _events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         deltas: list[dict[str, Any]] = []
         if typ == "text":
             empty: dict[str, Any] = {"type": "text", "text": ""}
-            deltas = [{"type": "text_delta", "text": w} for w in _words(block["text"])]
+            deltas = [{"type": "text_delta", "text": w} for w in _pieces(block["text"], piece)]
         elif typ == "thinking":
             empty = {"type": "thinking", "thinking": "", "signature": ""}
             deltas = [{"type": "thinking_delta", "thinking": w} for w in _words(block["thinking"])]

@@ -156,6 +156,7 @@ class FakeOpenAI:
     embedding_dimensions: int = 8
     reply: str | None = None
     chunk_delay: float = 0.0
+    stream_piece: int = 0  # when set, a stream's text arrives in pieces of this many characters, not words
     requests: list[RecordedRequest] = field(default_factory=list)
     base_url: str | None = None  # set while ``serve()`` is active
     _failures: deque[tuple[int, Any, dict[str, str]]] = field(default_factory=deque)
@@ -209,7 +210,7 @@ class FakeOpenAI:
         self._failures.clear()
         self._hangs.clear()
         self._breaks.clear()
-        self.reply, self.chunk_delay = None, 0.0
+        self.reply, self.chunk_delay, self.stream_piece = None, 0.0, 0
 
     @property
     def last_request(self) -> RecordedRequest:
@@ -344,7 +345,8 @@ class FakeOpenAI:
         }
         if body.get("stream"):
             head["object"] = "chat.completion.chunk"
-            frames = _chunks(head, plan, n, usage, top_or_none, body.get("stream_options") or {})
+            frames = _chunks(head, plan, n, usage, top_or_none, body.get("stream_options") or {},
+                             self.stream_piece)
             break_after = self._breaks.popleft() if self._breaks else None
             headers = {"x-request-id": f"req_{uuid.uuid4().hex}", "cache-control": "no-cache"}
             return StreamingResponse(self._sse(frames, break_after), 200, headers, "text/event-stream")
@@ -392,7 +394,8 @@ class FakeOpenAI:
 
 
 def _chunks(
-    head: dict[str, Any], plan: _Reply, n: int, usage: dict[str, Any], top: int | None, options: dict[str, Any]
+    head: dict[str, Any], plan: _Reply, n: int, usage: dict[str, Any], top: int | None, options: dict[str, Any],
+    piece: int = 0,
 ) -> list[dict[str, Any]]:
     """The ``chat.completion.chunk`` objects of one stream, in the order OpenAI sends them."""
     include_usage = bool(options.get("include_usage"))
@@ -415,7 +418,9 @@ def _chunks(
         if plan.content is not None:
             lp0: dict[str, Any] | None = None if top is None else {"content": [], "refusal": None}
             seq.append(chunk(i, {"role": "assistant", "content": "", "refusal": None}, lp=lp0))
-            for j, word in enumerate(_words(plan.content)):
+            words = _words(plan.content) if not piece else [
+                plan.content[k:k + piece] for k in range(0, len(plan.content), piece)]
+            for j, word in enumerate(words):
                 lp = None if top is None else {"content": [_token_logprob(word, j, top)], "refusal": None}
                 seq.append(chunk(i, {"content": word}, lp=lp))
         seq.append(chunk(i, {}, plan.finish_reason))

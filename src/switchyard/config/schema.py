@@ -10,6 +10,7 @@ from ..classification import parse_data_class
 from .base import Strict as _Strict
 from .governance import GovernanceConfig
 from .ledger import LedgerConfig
+from .pii import PiiConfig
 from .providers import ProviderConfig
 from .routing import RouteConfig, RoutingConfig, route_problems
 from .telemetry import MetricsConfig, TracingConfig
@@ -90,6 +91,7 @@ class Config(_Strict):
     ledger: LedgerConfig = Field(default_factory=lambda: LedgerConfig())  # budgets, rate limits, spend
     metrics: MetricsConfig = Field(default_factory=lambda: MetricsConfig())  # Prometheus, at GET /metrics
     tracing: TracingConfig = Field(default_factory=lambda: TracingConfig())  # OpenTelemetry spans, OTLP
+    pii: PiiConfig | None = None  # personal data: detect, redact, mask or block (docs/pii.md); none: not scanned
 
     @field_validator("master_key", mode="before")
     @classmethod

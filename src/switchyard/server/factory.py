@@ -3,13 +3,14 @@ serve``, the tests (``tests/support/gateway.py``) and the benchmarks all build t
 
 The request path (see :mod:`switchyard.stages`)::
 
-    request ─► Authenticate ─► Telemetry ─► AllowList ─► Record ─► [extra stages] ─► Reserve ─► Intend ─► router
+    request ─► Authenticate ─► Telemetry ─► AllowList ─► Record ─► [PII, extra stages] ─► Reserve ─► Intend ─► router
                  (admit)                       │ refuse     │ payload     │ refuse, rewrite,    │ hold      │ intent
                                                ▼            │             │ narrow, answer      │           │
     reply ◄── [extra wraps] ◄── Telemetry.after ◄── Record.after ◄────────── Reserve.after (settle) ◄── result
 
 A stage is in the chain only when the configuration uses it: no ledger, no Reserve; no durable spool, no Intend;
-no recorder, no Record. Telemetry (the request log) is always there, its metrics only when ``metrics.enabled``.
+no recorder, no Record; no ``pii:`` section, no PII (:mod:`switchyard.pii.stage`). Telemetry (the request log)
+is always there, its metrics only when ``metrics.enabled``.
 Extra stages (``extra_stages``) sit after Record and before Reserve: what they refuse or answer is recorded, and a
 call they answer holds no budget.
 """
@@ -73,11 +74,17 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
         from ..telemetry.tracing import tracing_for  # OpenTelemetry is imported only then
 
         tracing = tracing_for(config)
+    pii: list[Stage] = []
+    if config.pii is not None:
+        from ..pii.stage import pii_stages
+
+        pii = pii_stages(config.pii)
     stages: list[Stage] = [  # the order of the request path, declared once
         Authenticate(auth),
         Telemetry(config, router.health, recorder, tracing),  # its after unwinds last: it sees the settled record
         AllowList(),
         *([Record(recorder)] if recorder is not None else []),
+        *pii,  # scan (and redact, mask or block) before any budget is held
         *extra_stages,
         *([Reserve(ledger)] if ledger is not None else []),
         *([intend] if intend is not None else []),
