@@ -358,9 +358,14 @@ StreamEvent: TypeAlias = (
 
 @dataclass(slots=True)
 class Chunk:
+    """Stream events, as one upstream frame (``raw``) or several that arrived together (``frames``) brought them.
+    ``raw`` and ``frames`` let a client of the same wire get the upstream's frames as they were; a stage that
+    changes the events makes a new chunk without them."""
+
     events: list[StreamEvent]
     wire: str | None = None
     raw: dict[str, JSON] | None = None
+    frames: list[dict[str, JSON]] | None = None  # the frames merged into this chunk (then ``raw`` is None)
 
 
 def merge_usage(into: Usage, update: Usage) -> None:

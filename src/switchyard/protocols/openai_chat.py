@@ -336,8 +336,11 @@ class StreamRenderer:
         return encode(orjson.dumps(obj))
 
     def feed(self, chunk: Chunk) -> bytes:
-        if chunk.wire == WIRE_OPENAI_CHAT and chunk.raw is not None:
-            return self._passthrough(chunk.raw)
+        if chunk.wire == WIRE_OPENAI_CHAT:
+            if chunk.raw is not None:
+                return self._passthrough(chunk.raw)
+            if chunk.frames is not None:
+                return b"".join([self._passthrough(f) for f in chunk.frames])
         out = bytearray()
         for ev in chunk.events:
             if isinstance(ev, TextDelta):

@@ -91,22 +91,28 @@ class OpenAIProvider(HTTPProvider):
         started = done = False
         reads = self.stream_sse_reads(url, orjson.dumps(body), headers, target)
         async with aclosing(reads):
-            async for events in reads:  # the events of one read, handled in one step
-                for ev in events:
-                    if ev.data == "[DONE]":
-                        done = True
-                        break
-                    try:
-                        data = orjson.loads(ev.data)
-                    except orjson.JSONDecodeError:
-                        raise self.bad_reply("sent a stream frame that is not JSON", target) from None
-                    if isinstance(data, dict) and "error" in data and "choices" not in data:
-                        err = data["error"]
-                        msg = err.get("message") if isinstance(err, dict) else str(err)
-                        raise self.bad_reply(f"failed mid-stream: {msg}", target)
-                    chunk = openai_wire.parse_chunk(data, started)
-                    started = True
-                    yield chunk
+            async for events in reads:  # the frames of one read become one chunk: one step for the whole burst
+                got: list[Chunk] = []
+                try:
+                    for ev in events:
+                        if ev.data == "[DONE]":
+                            done = True
+                            break
+                        try:
+                            data = orjson.loads(ev.data)
+                        except orjson.JSONDecodeError:
+                            raise self.bad_reply("sent a stream frame that is not JSON", target) from None
+                        if isinstance(data, dict) and "error" in data and "choices" not in data:
+                            err = data["error"]
+                            msg = err.get("message") if isinstance(err, dict) else str(err)
+                            raise self.bad_reply(f"failed mid-stream: {msg}", target)
+                        got.append(openai_wire.parse_chunk(data, started))
+                        started = True
+                finally:  # what came before a broken frame still reaches the client, then the error
+                    if len(got) == 1:
+                        yield got[0]
+                    elif got:
+                        yield openai_wire.merge_chunks(got)
                 if done:
                     break
         if not done:

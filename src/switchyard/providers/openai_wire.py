@@ -241,6 +241,12 @@ def parse_response(data: dict[str, Any]) -> ChatResponse:
     )
 
 
+def merge_chunks(chunks: list[Chunk]) -> Chunk:
+    """Chunks parsed from frames that arrived together, as one (their frames kept for a same-wire client)."""
+    events = [ev for c in chunks for ev in c.events]
+    return Chunk(events, wire=WIRE_OPENAI_CHAT, frames=[c.raw for c in chunks if c.raw is not None])
+
+
 def parse_chunk(data: dict[str, Any], started: bool) -> Chunk:
     events: list[StreamEvent] = []
     if not started:
