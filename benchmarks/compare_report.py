@@ -201,10 +201,33 @@ def targets(res: dict[str, Any], figs: dict[str, dict[str, Any]]) -> list[str]:
         ["Governance on costs ≤ 20% over off (CPU per request)", over_text,
          mark(None if over is None else over <= 20)],
     ]
-    lines = ["## Targets", "", *_table(["Target (issue 6)", "This run", ""], rows), ""]
+    rows += stream_targets(res, mark)
+    lines = ["## Targets", "", *_table(["Target (issues 6 and 12)", "This run", ""], rows), ""]
     if NOTES.exists():
         lines += [NOTES.read_text().strip(), ""]
     return lines
+
+
+def stream_targets(res: dict[str, Any], mark: Any) -> list[list[str]]:
+    """Issue 12's stream targets: the tail at 500 req/s of 16-chunk streams from the 50 ms upstream, and the CPU a
+    16-chunk stream costs (every 0 ms-upstream stream phase: closed loop, 100 and 500 req/s)."""
+    def row(label: str) -> dict[str, Any]:
+        return next((r for r in res.get("open_loop", []) + res.get("closed_loop", [])
+                     if r["scenario"]["label"] == label), {})
+
+    a = row("chat stream, upstream 50ms, 500 req/s").get("added") or {}
+    cpus = [((row(label).get("switchyard") or {}).get("gateway") or {}).get("cpu_ms_per_req")
+            for label in ("chat stream, upstream 0ms, closed loop", "chat stream, upstream 0ms, 500 req/s",
+                          "chat stream, upstream 0ms, 100 req/s")]
+    known = [c for c in cpus if c is not None]
+    return [
+        ["Streams at 500 req/s, 50 ms upstream: added p99 ≤ 3 ms", _f(a.get("p99_ms")),
+         mark(None if a.get("p99_ms") is None else a["p99_ms"] <= 3.0)],
+        ["Streams at 500 req/s, 50 ms upstream: added time to first byte, p99 ≤ 3 ms", _f(a.get("ttfb_p99_ms")),
+         mark(None if a.get("ttfb_p99_ms") is None else a["ttfb_p99_ms"] <= 3.0)],
+        ["≤ 0.5 ms CPU per 16-chunk stream (0 ms upstream: closed loop / 500 req/s / 100 req/s)",
+         " / ".join(_f(c, 3) for c in cpus), mark(None if not known else max(known) <= 0.5)],
+    ]
 
 
 def write_chart(res: dict[str, Any], path: Path) -> Path | None:
