@@ -28,6 +28,8 @@ class Deployment:
     capabilities: frozenset[str]
     weight: float
     response_headers: dict[str, str] = field(default_factory=dict)
+    zdr: bool = False  # zero data retention upstream (policies: resource.zdr)
+    tags: frozenset[str] = frozenset()  # free labels (policies: resource.tags)
 
     @property
     def provider_name(self) -> str:
@@ -79,6 +81,8 @@ class Catalog:
                 capabilities=frozenset(d.capabilities),
                 weight=d.weight,
                 response_headers=dict(prov.response_headers),
+                zdr=d.zdr,
+                tags=frozenset(d.tags),
             )
         routes: dict[str, Route] = {}
         for name, r in config.routes.items():

@@ -109,6 +109,7 @@ class Gateway:
         self._before = self.chain.before
         self._routed = self.chain.routed
         self._after = self.chain.after
+        self._reply = self.chain.reply
 
     @property
     def catalog(self) -> Catalog:
@@ -250,6 +251,13 @@ class Gateway:
         g = self._enter(ctx)
         resp: ChatResponse = self._served(ctx, await self._run(ctx, req, g.plan_chat, g.executor.call, _send_chat))
         ctx.first_token_at = time.monotonic()
+        if self._reply:
+            try:
+                for s in self._reply:
+                    s.reply(ctx, resp)
+            except SwitchyardError as e:
+                self._finish(ctx, "error", e.status, resp.usage, e.message, code=e.code)
+                raise
         self._finish(ctx, "ok", 200, resp.usage, None, resp)
         return resp
 

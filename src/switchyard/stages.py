@@ -197,6 +197,11 @@ class Stage:
         """``call.plan`` is set; the upstream is not called yet. Raise to refuse."""
         return None
 
+    def reply(self, call: CallContext, response: ChatResponse) -> None:
+        """A chat reply that is not a stream, before the caller gets it: check it (raise a SwitchyardError to
+        refuse it; the call is recorded with the usage the upstream reported)."""
+        return None
+
     def wrap(self, call: CallContext, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         """Transform the stream. Must close ``chunks`` when it is closed itself (the chain also closes the relay
         under it)."""
@@ -220,12 +225,14 @@ class Chain:
         self.before = tuple(s for s in self.stages if _overrides(s, "before"))
         self.routed = tuple(s for s in self.stages if _overrides(s, "routed"))
         self.wrap = tuple(s for s in self.stages if _overrides(s, "wrap"))
+        self.reply = tuple(s for s in self.stages if _overrides(s, "reply"))
         self.after = tuple(s for s in reversed(self.stages) if _overrides(s, "after"))  # unwinding order
         seen_call_hook = False
         for s in self.stages:
             if _overrides(s, "admit") and seen_call_hook:
                 raise ValueError(f"stage {describe(s)} admits callers but comes after a stage that sees requests")
-            seen_call_hook = seen_call_hook or any(_overrides(s, h) for h in ("before", "routed", "wrap", "after"))
+            seen_call_hook = seen_call_hook or any(_overrides(s, h) for h in ("before", "routed", "wrap", "reply",
+                                                                               "after"))
 
     def wrap_stream(self, call: CallContext, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         """The stream through every wrapping stage, the first declared outermost; ``chunks`` itself if none."""

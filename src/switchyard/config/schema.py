@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from .base import Strict as _Strict
 from .governance import GovernanceConfig
 from .ledger import LedgerConfig
+from .policy import PolicyConfig
 from .providers import ProviderConfig
 from .routing import RouteConfig, RoutingConfig, route_problems
 from .telemetry import MetricsConfig, TracingConfig
@@ -34,6 +35,8 @@ class DeploymentConfig(_Strict):
     max_output_tokens: int | None = Field(None, ge=1)
     capabilities: list[str] = Field(default_factory=lambda: ["chat", "tools", "json"])
     weight: float = Field(1.0, gt=0)
+    zdr: bool = Field(False, description="the upstream retains no data (zero data retention); policies read it")
+    tags: list[str] = Field(default_factory=list, description="free labels that policies read (resource.tags)")
 
     @field_validator("capabilities")
     @classmethod
@@ -80,6 +83,7 @@ class Config(_Strict):
     ledger: LedgerConfig = Field(default_factory=lambda: LedgerConfig())  # budgets, rate limits, spend
     metrics: MetricsConfig = Field(default_factory=lambda: MetricsConfig())  # Prometheus, at GET /metrics
     tracing: TracingConfig = Field(default_factory=lambda: TracingConfig())  # OpenTelemetry spans, OTLP
+    policies: PolicyConfig = Field(default_factory=lambda: PolicyConfig())  # Cedar policies (docs/policy.md)
 
     @field_validator("master_key", mode="before")
     @classmethod

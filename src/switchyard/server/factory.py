@@ -10,7 +10,8 @@ The request path (see :mod:`switchyard.stages`)::
 
 A stage is in the chain only when the configuration uses it: no ledger, no Reserve; no durable spool, no Intend;
 no recorder, no Record. Telemetry (the request log) is always there, its metrics only when ``metrics.enabled``.
-Extra stages (``extra_stages``) sit after Record and before Reserve: what they refuse or answer is recorded, and a
+The Policy stage (``policies.files``) sits after Record, so its refusals are recorded. Extra stages
+(``extra_stages``) sit after it and before Reserve: what they refuse or answer is recorded, and a
 call they answer holds no budget.
 """
 
@@ -73,11 +74,23 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
         from ..telemetry.tracing import tracing_for  # OpenTelemetry is imported only then
 
         tracing = tracing_for(config)
+    policy: list[Stage] = []
+    if config.policies.enabled:  # Cedar is imported only then
+        from ..config import ConfigError
+        from ..policy import PolicyError
+        from ..policy.stage import load_engine, policy_stage
+
+        try:
+            policy.append(policy_stage(load_engine(config, config_path), config))
+        except PolicyError as e:
+            raise ConfigError(config_path or "<config>", [f"policies: {e}"]) from None
     stages: list[Stage] = [  # the order of the request path, declared once
         Authenticate(auth),
         Telemetry(config, router.health, recorder, tracing),  # its after unwinds last: it sees the settled record
         AllowList(),
         *([Record(recorder)] if recorder is not None else []),
+        # a PII stage goes here: it sets call.pii_types and raises call.data_class before the policies read them
+        *policy,  # Cedar policies: narrow the deployments, refuse, check tool calls (switchyard.policy)
         *extra_stages,
         *([Reserve(ledger)] if ledger is not None else []),
         *([intend] if intend is not None else []),
