@@ -130,8 +130,8 @@ class Policy(Stage):
         if tools and self.engine.concerns("tool_call"):
             for name in sorted(tools):
                 td = self.engine.decide(subject, "tool_call", resources, {**ctx, "tool": name}, costs)
-                for dep, why in td.denied.items():
-                    denied[dep] = (*denied.get(dep, ()), *why)
+                for dep, by in td.denied.items():
+                    denied[dep] = (*denied.get(dep, ()), *by)
                 ids.extend(i for i in td.ids if i not in ids)
         allowed = [r.name for r in resources if r.name not in denied]
         call.policy_ids = tuple(ids)
@@ -143,8 +143,8 @@ class Policy(Stage):
             call.decisions = {}
         call.decisions["policy"] = record
         if not allowed:
-            why = sorted({i for v in denied.values() for i in v})
-            raise PolicyDenied(denial_message(decision, why, "This request"), param="model",
+            names = sorted({i for v in denied.values() for i in v})
+            raise PolicyDenied(denial_message(decision, names, "This request"), param="model",
                                headers={"x-switchyard-policy": ",".join(ids)})
         if denied:
             call.narrow(allowed, "policy: " + ", ".join(f"{k} ({', '.join(v)})" for k, v in denied.items()))
