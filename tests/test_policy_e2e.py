@@ -126,13 +126,14 @@ def chat(gw: RunningGateway, protocol: str, key: str, stream: bool, **kw: Any) -
             raw = c.chat.completions.with_raw_response.create(model=kw.pop("model", "chat"), messages=HI, **kw)
             raw.parse()
             return raw.headers["x-switchyard-deployment"], dict(raw.headers)
+    model, max_tokens = kw.pop("model", "chat"), kw.pop("max_tokens", 100)
     with ant(gw, key) as a:
         if stream:
-            with a.messages.with_streaming_response.create(model=kw.pop("model", "chat"), max_tokens=kw.pop("max_tokens", 100),
+            with a.messages.with_streaming_response.create(model=model, max_tokens=max_tokens,
                                                            messages=HI, stream=True, **kw) as r:
                 list(r.iter_lines())
                 return r.headers["x-switchyard-deployment"], dict(r.headers)
-        raw2 = a.messages.with_raw_response.create(model=kw.pop("model", "chat"), max_tokens=kw.pop("max_tokens", 100), messages=HI, **kw)
+        raw2 = a.messages.with_raw_response.create(model=model, max_tokens=max_tokens, messages=HI, **kw)
         raw2.parse()
         return raw2.headers["x-switchyard-deployment"], dict(raw2.headers)
 

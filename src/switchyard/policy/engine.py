@@ -235,11 +235,11 @@ class PolicyEngine:
                 ids[m.group(1) if m else INVALID] = None
             if res.decision == cedarpy.Decision.Deny:
                 ids.update((i, None) for i in diag.reasons)
-            return Verdict(False, tuple(ids), True)
+            return Verdict(False, tuple(sorted(ids)), True)
         if res.decision == cedarpy.Decision.Allow:
-            return Verdict(True, tuple(diag.reasons))
+            return Verdict(True, tuple(sorted(diag.reasons)))
         if res.decision == cedarpy.Decision.Deny and diag.reasons:
-            return Verdict(False, tuple(diag.reasons))
+            return Verdict(False, tuple(sorted(diag.reasons)))
         if res.decision == cedarpy.Decision.Deny:
             return Verdict(True) if self.default == "allow" else Verdict(False, (DEFAULT_DENY,))
         return Verdict(False, (INVALID,), True)
