@@ -17,7 +17,6 @@ LAZY_COMMANDS = {
     "audit": "switchyard.cli.audit:audit",
     "route": "switchyard.cli.route:route",
     "spend": "switchyard.cli.spend:spend",
-    "policy": "switchyard.cli.policy:policy",
 }
 
 
