@@ -241,6 +241,8 @@ class Chain:
         out = chunks
         for s in reversed(self.wrap):
             out = s.wrap(call, out)
+        if out is chunks:  # every stage handed the stream back untouched: no layer
+            return chunks
         return _closing(out, chunks)
 
     def describe(self) -> list[str]:

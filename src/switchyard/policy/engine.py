@@ -71,10 +71,22 @@ class Decision:
         return self.reasons.get(pid)
 
 
+@dataclass(slots=True)
+class Judgement:
+    """A request's decision with its tool definitions: ``denied`` maps each denied deployment to the policies that
+    denied it (for the action or for some tool), ``ids`` every policy that determined something (first-seen
+    order), ``tools`` each tool's ``tool_call`` decision (only when some policy concerns ``tool_call``)."""
+
+    decision: Decision
+    denied: dict[str, tuple[str, ...]]
+    ids: list[str]
+    tools: dict[str, Decision] = field(default_factory=dict)
+
+
 class _Compiled:
     """One policy set (the config's, or the config's plus an org's) with its cache."""
 
-    __slots__ = ("_ck", "_pk", "_rk", "cache", "policies", "reads", "set")
+    __slots__ = ("_ck", "_concerns", "_pk", "_rk", "cache", "policies", "reads", "set")
 
     def __init__(self, policies: Sequence[PolicyInfo]) -> None:
         self.policies = tuple(policies)
@@ -87,6 +99,14 @@ class _Compiled:
         self._pk = (WHOLE in r.principal, META in r.principal, tuple(pk))
         self._rk = (WHOLE in r.resource, tuple(sorted(a for a in r.resource if a != WHOLE)))
         self._ck = None if WHOLE in r.context else tuple(sorted(a for a in r.context if a != "estimated_cost_usd"))
+        self._concerns: dict[str, bool] = {}
+
+    def concerns(self, action: str) -> bool:
+        got = self._concerns.get(action)
+        if got is None:
+            acts = self.reads.actions
+            got = self._concerns[action] = bool(self.policies) and (acts is None or action in acts)
+        return got
 
     def principal_key(self, s: Subject) -> tuple[Any, ...]:
         whole, meta, attrs = self._pk
@@ -168,13 +188,12 @@ class PolicyEngine:
     def policies(self) -> tuple[PolicyInfo, ...]:
         return self._base.policies
 
-    def concerns(self, action: str) -> bool:
-        """Whether some policy (the config's or an org's) may apply to ``action``."""
-        for c in (self._base, *self._orgs.values()):
-            acts = c.reads.actions
-            if c.policies and (acts is None or action in acts):
-                return True
-        return False
+    def concerns(self, action: str, org: str | None = None) -> bool:
+        """Whether some policy may apply to ``action``: for a key of ``org`` (its org's set, or the config's), or,
+        with ``org`` None, for any key (the config's policies or any org's set)."""
+        if org is not None:
+            return (self._orgs.get(org, self._base) if self._orgs else self._base).concerns(action)
+        return any(c.concerns(action) for c in (self._base, *self._orgs.values()))
 
     @property
     def reads_cost(self) -> bool:
@@ -212,6 +231,22 @@ class PolicyEngine:
                     cache.clear()
                 cache[key] = v
         return Decision(verdicts, self.reasons)
+
+    def judge(self, subject: Subject, action: str, resources: Sequence[Resource], context: Mapping[str, Any],
+              costs: Mapping[str, Decimal] | None = None, tools: Iterable[str] = ()) -> Judgement:
+        """``decide`` for ``action``, then each tool definition with ``tool_call`` (when some policy of the
+        subject's org concerns it): a deployment that forbids the action or any tool is denied."""
+        decision = self.decide(subject, action, resources, context, costs)
+        denied = dict(decision.denied)
+        ids = list(decision.ids)
+        per_tool: dict[str, Decision] = {}
+        if tools and self.concerns("tool_call", subject.org):
+            for name in sorted(tools):
+                td = per_tool[name] = self.decide(subject, "tool_call", resources, {**context, "tool": name}, costs)
+                for dep, by in td.denied.items():
+                    denied[dep] = (*denied.get(dep, ()), *by)
+                ids.extend(i for i in td.ids if i not in ids)
+        return Judgement(decision, denied, ids, per_tool)
 
     def _evaluate(self, comp: _Compiled, subject: Subject, action: str,
                   missing: Sequence[tuple[Resource, tuple[Any, ...], Decimal]],

@@ -4,8 +4,10 @@
 key's default), evaluates every candidate deployment of the requested model or route, narrows the router to the
 allowed ones (the reason names the policies that dropped the others) and refuses with 403 ``policy_denied`` when
 none is left. The request's tool definitions are checked with ``Action::"tool_call"``. :class:`PolicyWithTools`
-(used only when some policy concerns ``tool_call``) also checks the tool calls of a model's reply, and ends a
-stream with the protocol's error event when a forbidden tool call appears.
+(the stage the factory installs) also checks the tool calls of a model's reply, and ends a stream with the
+protocol's error event when a forbidden tool call appears; it decides per call whether the policies of the
+caller's org concern ``tool_call`` (org policy sets may add some at any time), and otherwise hands the stream back
+untouched, so the chain adds no layer to it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from ..messages import ChatRequest, ChatResponse, Chunk, EmbeddingRequest, ToolC
 from ..stages import CallContext, Stage
 from ..tokens import estimate_prompt, estimate_text
 from .engine import Decision, PolicyEngine
-from .facts import Resource, Subject, base_context, usd
+from .explain import candidates, worst_costs
+from .facts import Resource, Subject, base_context
 
 if TYPE_CHECKING:
     from ..catalog import Deployment
@@ -30,18 +33,6 @@ if TYPE_CHECKING:
     from ..routing import Router
 
 Clock = Callable[[], datetime]
-
-
-def candidates(router: Router, model: str) -> list[Deployment]:
-    """Every deployment a call to ``model`` may reach: the route's targets and all its fallback groups."""
-    spec = router.specs.get(model)
-    if spec is None:
-        return []
-    out: dict[str, Deployment] = {}
-    for g in (spec.group, *spec.fallbacks, *spec.context_fallbacks, *spec.policy_fallbacks):
-        for e in g.entries:
-            out.setdefault(e.deployment.name, e.deployment)
-    return list(out.values())
 
 
 def denial_message(decision: Decision, ids: Sequence[str], what: str) -> str:
@@ -101,13 +92,7 @@ class Policy(Stage):
         cap at the output price, once more for each possible hedge."""
         if not self.engine.reads_cost:
             return None
-        spec = router.specs.get(model)
-        calls = 1 + (spec.hedge.max_extra if spec is not None and spec.hedge is not None else 0)
-        out: dict[str, Decimal] = {}
-        for d, _ in cands:
-            n_out = 0 if embed else (max_tokens or d.max_output_tokens or self.default_max_tokens)
-            out[d.name] = usd((prompt * d.input_price + n_out * d.output_price) * calls)
-        return out
+        return worst_costs(router, model, [d for d, _ in cands], prompt, max_tokens, embed, self.default_max_tokens)
 
     def before(self, call: CallContext) -> None:
         p, req, gen = call.principal, call.request, call.generation
@@ -123,16 +108,8 @@ class Policy(Stage):
         embed = isinstance(req, EmbeddingRequest)
         costs = self._costs(gen.router, req.model, cands, prompt, max_tokens, embed)
         resources = [r for _, r in cands]
-        decision = self.engine.decide(subject, "embed" if embed else "chat", resources, ctx, costs)
-        denied: dict[str, tuple[str, ...]] = dict(decision.denied)
-        ids = list(decision.ids)
-        tools = ctx["tools"]
-        if tools and self.engine.concerns("tool_call"):
-            for name in sorted(tools):
-                td = self.engine.decide(subject, "tool_call", resources, {**ctx, "tool": name}, costs)
-                for dep, by in td.denied.items():
-                    denied[dep] = (*denied.get(dep, ()), *by)
-                ids.extend(i for i in td.ids if i not in ids)
+        j = self.engine.judge(subject, "embed" if embed else "chat", resources, ctx, costs, ctx["tools"])
+        decision, denied, ids = j.decision, j.denied, j.ids
         allowed = [r.name for r in resources if r.name not in denied]
         call.policy_ids = tuple(ids)
         record: dict[str, Any] = {"decision": "allow" if allowed else "deny", "ids": list(ids),
@@ -152,7 +129,8 @@ class Policy(Stage):
 
 
 class PolicyWithTools(Policy):
-    """The policy stage when some policy concerns ``tool_call``: the tool calls of a reply are checked too."""
+    """The policy stage with the reply checks: the tool calls of a reply are checked too, when the policies of the
+    caller's org concern ``tool_call`` (decided per call: the engine, with its org sets, may be swapped)."""
 
     name = "Policy"
 
@@ -176,15 +154,26 @@ class PolicyWithTools(Policy):
         if not v.allowed:
             rec["decision"] = "deny"
             call.policy_ids = tuple(dict.fromkeys((*(call.policy_ids or ()), *v.ids)))
-            raise PolicyDenied(denial_message(d, v.ids, f"The tool call {tool!r}"), param="tools")
+            raise PolicyDenied(denial_message(d, v.ids, f"The tool call {tool!r}"), param="tools",
+                               headers={"x-switchyard-policy": ",".join(call.policy_ids)})
+
+    def _checks_tools(self, call: CallContext) -> bool:
+        p = call.principal
+        return p is not None and self.engine.concerns("tool_call", p.org_id or "")
 
     def reply(self, call: CallContext, response: ChatResponse) -> None:
+        if not self._checks_tools(call):
+            return
         for ch in response.choices:
             for part in ch.message.parts:
                 if isinstance(part, ToolCallPart):
                     self.check_tool(call, part.name)
 
-    async def wrap(self, call: CallContext, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    def wrap(self, call: CallContext, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+        """The stream itself (no layer) unless the caller's policies concern ``tool_call``."""
+        return self._checked(call, chunks) if self._checks_tools(call) else chunks
+
+    async def _checked(self, call: CallContext, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         async for chunk in chunks:
             for ev in chunk.events:
                 if isinstance(ev, ToolCallStart):
@@ -202,9 +191,9 @@ def _policy_record(call: CallContext) -> dict[str, Any]:
 
 
 def policy_stage(engine: PolicyEngine, config: Config, clock: Clock | None = None) -> Policy:
-    """The stage for ``engine``: with the reply checks only when some policy concerns ``tool_call``."""
-    cls = PolicyWithTools if engine.concerns("tool_call") else Policy
-    return cls(engine, config, clock)
+    """The stage for ``engine``: always the one with the reply checks, which it skips per call when the caller's
+    policies do not concern ``tool_call`` (an org's policy set may add such policies after start-up)."""
+    return PolicyWithTools(engine, config, clock)
 
 
 def load_engine(config: Config, config_path: str | None = None) -> PolicyEngine:
