@@ -42,6 +42,11 @@ when { context.estimated_cost_usd.greaterThan(decimal("2.0")) };
 @reason("no tool calls outside working hours")
 forbid(principal, action == Switchyard::Action::"tool_call", resource)
 when { context.hour < 9 || context.hour >= 17 };
+
+@id("interns-embed-au")
+@reason("interns embed only in Australia")
+forbid(principal in Switchyard::Team::"interns", action == Switchyard::Action::"embed", resource)
+when { resource.region != "au" };
 '''
 
 INTERN_KEY = "sk-test-intern-0123456789"
@@ -62,7 +67,7 @@ async def _resolve(key: str, digest: str) -> Principal | None:
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI(models=["small-us", "big-au", "big-au-nozdr"])
+    fake = FakeOpenAI(models=["small-us", "big-au", "big-au-nozdr", "embed-us", "embed-au"])
     with fake.serve():
         yield fake
 
@@ -81,8 +86,13 @@ def gw(upstream: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterat
              "price": {"input": 1.0, "output": 2.0}},
             {"name": "au-big", "provider": "up", "model": "big-au", "region": "au", "zdr": True,
              "price": {"input": 100.0, "output": 400.0}},
+            {"name": "emb-us", "provider": "up", "model": "embed-us", "region": "us", "tags": ["small"],
+             "capabilities": ["embeddings"], "price": {"input": 0.02}},
+            {"name": "emb-au", "provider": "up", "model": "embed-au", "region": "au", "tags": ["small"],
+             "capabilities": ["embeddings"], "price": {"input": 0.02}},
         ],
-        routes={"chat": {"targets": ["us-small", "au-nozdr", "au-big"], "strategy": "priority"}},
+        routes={"chat": {"targets": ["us-small", "au-nozdr", "au-big"], "strategy": "priority"},
+                "embed": {"targets": ["emb-us", "emb-au"], "strategy": "priority"}},
         policies={"files": [str(d / "main.cedar")]},
     )
     with run_gateway(cfg) as running:
@@ -207,3 +217,46 @@ def test_a_tool_call_in_a_reply_after_hours_is_refused(gw: RunningGateway, upstr
             for _ in s:
                 pass
     assert "working-hours" in str(e2.value)
+
+
+def test_embeddings_are_narrowed_and_refused_by_a_policy_on_the_embed_action(gw: RunningGateway,
+                                                                              upstream: FakeOpenAI) -> None:
+    with oai(gw, USER_KEY) as c:  # no policy speaks of this key: the route's first target serves
+        raw = c.embeddings.with_raw_response.create(model="embed", input=["hello"])
+        assert len(raw.parse().data) == 1 and raw.headers["x-switchyard-deployment"] == "emb-us"
+    with oai(gw, INTERN_KEY) as c:
+        raw = c.embeddings.with_raw_response.create(model="embed", input=["hello", "world"])
+        assert len(raw.parse().data) == 2
+        assert raw.headers["x-switchyard-deployment"] == "emb-au"  # narrowed: emb-us is forbidden for interns
+        assert "emb-us (interns-embed-au)" in raw.headers["x-switchyard-route-reason"]
+        assert raw.headers["x-switchyard-policy"] == "interns-embed-au"
+        with pytest.raises(openai.PermissionDeniedError) as e:
+            c.embeddings.create(model="emb-us", input="hello")
+    body: Any = e.value.body
+    assert body["code"] == "policy_denied" and "interns-embed-au (interns embed only in Australia)" in body["message"]
+    assert e.value.response.headers["x-switchyard-policy"] == "interns-embed-au"
+    with oai(gw, INTERN_KEY) as c:  # the chat policies do not apply to embeddings, nor this one to chat
+        assert c.chat.completions.with_raw_response.create(model="us-small", messages=HI).headers[
+            "x-switchyard-deployment"] == "us-small"
+    assert [r.json["model"] for r in upstream.requests_to("/embeddings")] == ["embed-us", "embed-au"]
+
+
+@pytest.mark.parametrize(("protocol", "stream"), BOTH)
+def test_a_policy_denial_names_the_policies_in_its_header(gw: RunningGateway, upstream: FakeOpenAI, protocol: str,
+                                                         stream: bool) -> None:
+    with pytest.raises((openai.PermissionDeniedError, anthropic.PermissionDeniedError)) as e:
+        chat(gw, protocol, INTERN_KEY, stream, model="au-big")
+    assert e.value.status_code == 403
+    assert e.value.response.headers["x-switchyard-policy"] == "interns-small"
+    with pytest.raises((openai.PermissionDeniedError, anthropic.PermissionDeniedError)) as e:
+        chat(gw, protocol, CONF_KEY, stream, model="us-small", max_tokens=10)
+    assert set(e.value.response.headers["x-switchyard-policy"].split(",")) == {"au-residency", "zdr-confidential"}
+    assert reached(upstream) == []
+
+
+def test_a_refused_tool_call_in_a_reply_names_the_policy_in_its_header(gw: RunningGateway) -> None:
+    times = iter([datetime(2026, 12, 4, 16, 59, tzinfo=UTC)])
+    policy_stage_of(gw).clock = lambda: next(times, datetime(2026, 12, 4, 17, 0, tzinfo=UTC))
+    with oai(gw, USER_KEY) as c, pytest.raises(openai.PermissionDeniedError) as e:
+        c.chat.completions.create(model="us-small", messages=HI, tools=[TOOL])  # type: ignore[list-item]
+    assert e.value.response.headers["x-switchyard-policy"] == "working-hours"

@@ -209,7 +209,8 @@ def resolve(req: DescribedRequest, router: Router | None, extra: Mapping[str, Re
         return [(None, extra[req.route])]
     if router is None and extra:
         return [(None, r) for r in extra.values()]
-    raise DescribeError("request.route", f"unknown route or deployment {req.route!r}")
+    hint = "" if router is not None or extra else " (no config and no deployments are given)"
+    raise DescribeError("request.route", f"unknown route or deployment {req.route!r}{hint}")
 
 
 def clock_of(req: DescribedRequest, zone: ZoneInfo, now: Callable[[], datetime]) -> tuple[int, int]:

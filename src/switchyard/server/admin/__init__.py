@@ -14,7 +14,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 # each of these declares its operations
-from . import audit_routes, config_routes, identity_routes, limits_routes, routes_health, spend  # noqa: F401
+from . import (  # noqa: F401
+    audit_routes,
+    config_routes,
+    identity_routes,
+    limits_routes,
+    policy_routes,
+    routes_health,
+    spend,
+)
 from .api import OPERATIONS, json_response, openapi_document, operation, routes
 
 
