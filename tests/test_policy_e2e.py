@@ -3,7 +3,7 @@ paragraph is a Cedar policy, and a recording fake upstream shows that no forbidd
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,9 @@ import openai
 import pytest
 
 from switchyard.governance.auth import Principal
-from switchyard.policy.stage import Policy
+from switchyard.messages import Chunk
+from switchyard.policy.stage import Policy, PolicyWithTools
+from switchyard.stages import CallContext
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.gateway import USER_KEY, RunningGateway, base_config, run_gateway
 
@@ -260,3 +262,50 @@ def test_a_refused_tool_call_in_a_reply_names_the_policy_in_its_header(gw: Runni
     with oai(gw, USER_KEY) as c, pytest.raises(openai.PermissionDeniedError) as e:
         c.chat.completions.create(model="us-small", messages=HI, tools=[TOOL])  # type: ignore[list-item]
     assert e.value.response.headers["x-switchyard-policy"] == "working-hours"
+
+
+def test_an_org_policy_set_added_later_checks_the_tool_calls_of_replies(upstream: FakeOpenAI,
+                                                                         tmp_path: Path) -> None:
+    """The config's policies say nothing of tool_call; an org's set, swapped in while serving, does: the stage
+    (always the one with reply checks) starts checking that org's replies, and leaves other streams untouched."""
+    (tmp_path / "p.cedar").write_text('@id("no-au") forbid(principal, action in [Switchyard::Action::"chat", '
+                                      'Switchyard::Action::"embed"], resource) when { resource.region == "au" };')
+    up = {"type": "openai", "base_url": f"{upstream.base_url}/v1", "api_key": "sk-upstream"}
+    cfg = base_config(providers={"up": up},
+                      deployments=[{"name": "us-small", "provider": "up", "model": "small-us", "region": "us"}],
+                      policies={"files": [str(tmp_path / "p.cedar")]})
+    with run_gateway(cfg) as g:
+        g.gateway.auth.add_resolver(_resolve)
+        stage = policy_stage_of(g)
+        assert isinstance(stage, PolicyWithTools)
+        with oai(g, INTERN_KEY) as c:  # acme's key: a tool call in the reply passes (nothing concerns tool_call)
+            r = c.chat.completions.create(model="us-small", messages=HI, tools=[TOOL])  # type: ignore[list-item]
+            assert r.choices[0].message.tool_calls
+        call = CallContext("req_t1", principal=PRINCIPALS[INTERN_KEY])
+        relay = _chunks()
+        assert g.gateway.chain.wrap_stream(call, relay) is relay  # no layer around the stream
+        times = iter([datetime(2026, 12, 4, 16, 59, tzinfo=UTC)])
+        stage.clock = lambda: next(times, datetime(2026, 12, 4, 17, 0, tzinfo=UTC))
+        stage.engine = stage.engine.with_org_sets({"acme": '@id("late") @reason("no tools late") forbid(principal, '
+                                                   'action == Switchyard::Action::"tool_call", resource) when '
+                                                   '{ context.hour >= 17 };'})
+        assert g.gateway.chain.wrap_stream(call, relay) is not relay
+        other = CallContext("req_t2", principal=PRINCIPALS[CONF_KEY])  # no org: the config's policies only
+        assert g.gateway.chain.wrap_stream(other, relay) is relay
+        with oai(g, INTERN_KEY) as c, pytest.raises(openai.PermissionDeniedError) as e:
+            c.chat.completions.create(model="us-small", messages=HI, tools=[TOOL])  # type: ignore[list-item]
+        assert "org:acme/late (no tools late)" in str(e.value)
+        assert e.value.response.headers["x-switchyard-policy"] == "org:acme/late"
+        times = iter([datetime(2026, 12, 4, 16, 59, tzinfo=UTC)])
+        with oai(g, INTERN_KEY) as c:
+            s = c.chat.completions.create(model="us-small", messages=HI, tools=[TOOL],  # type: ignore[list-item]
+                                          stream=True)
+            with pytest.raises(openai.APIError) as e2:
+                for _ in s:
+                    pass
+        assert "org:acme/late" in str(e2.value)
+
+
+async def _chunks() -> AsyncIterator[Chunk]:
+    return
+    yield
