@@ -148,7 +148,10 @@ def _engine(cfg: Config | None, config_path: str | None, policies: str | None) -
             if not files:
                 _fail("--policies: name at least one .cedar file")
             pc = cfg.policies if cfg is not None else None
-            return PolicyEngine.from_files(files, pc.default if pc else "allow", pc.schema_file if pc else None)
+            schema = None
+            if pc is not None and pc.schema_file is not None and config_path is not None:
+                schema = str(Path(config_path).resolve().parent / pc.schema_file)  # relative to the config
+            return PolicyEngine.from_files(files, pc.default if pc else "allow", schema)
         assert cfg is not None
         if not cfg.policies.enabled:
             return None
