@@ -264,7 +264,8 @@ def test_a_stage_is_only_in_the_tuples_of_the_hooks_it_overrides() -> None:
 async def test_without_a_wrapping_stage_the_stream_is_not_wrapped() -> None:
     cfg = parse_config(config(), "<t>", {})
     gw = build_gateway(cfg, extra_stages=[Meter()])
-    assert gw.chain.wrap == ()
+    # only the policy stage may wrap (per call: when the caller's org's policies concern tool calls; none here)
+    assert [type(s).__name__ for s in gw.chain.wrap] == ["PolicyWithTools"]
     relays: list[AsyncIterator[Chunk]] = []
     follow = gw._follow
 

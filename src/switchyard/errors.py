@@ -57,6 +57,13 @@ class PermissionDenied(SwitchyardError):
     code = "permission_denied"
 
 
+class PolicyDenied(PermissionDenied):
+    """A policy forbids the request (or a tool call in its reply). The message names the policy ids and their
+    ``@reason``, never the policy text."""
+
+    code = "policy_denied"
+
+
 class NotFound(SwitchyardError):
     status = 404
     kind = "not_found"

@@ -358,14 +358,13 @@ StreamEvent: TypeAlias = (
 
 @dataclass(slots=True)
 class Chunk:
-    """Stream events, as one upstream frame (``raw``) or several that arrived together (``frames``) brought them.
-    ``raw`` and ``frames`` let a client of the same wire get the upstream's frames as they were; a stage that
-    changes the events makes a new chunk without them."""
+    """Stream events, as one upstream frame brought them (``raw``: that frame), or several frames that arrived
+    together (``raw``: the list of them). ``raw`` lets a client of the same wire get the upstream's frames as they
+    were; a stage that changes the events sets it to None (or makes a new chunk without it)."""
 
     events: list[StreamEvent]
     wire: str | None = None
-    raw: dict[str, JSON] | None = None
-    frames: list[dict[str, JSON]] | None = None  # the frames merged into this chunk (then ``raw`` is None)
+    raw: dict[str, JSON] | list[dict[str, JSON]] | None = None
 
 
 def merge_usage(into: Usage, update: Usage) -> None:

@@ -3,7 +3,7 @@ router and the executor::
 
     admit ─► before ─► router.plan ─► routed ─► executor ─► provider
                 │ (an answer: short circuit)                  │
-    reply ◄── wrap (streams) ◄── after (reverse order) ◄──────┘
+    reply ◄── wrap (streams) ◄── after (reverse order) ◄── check ◄──┘
 
 The ASGI app in ``server/`` is a thin shell: it reads bytes, hands a parsed neutral request and a ``CallContext``
 to a ``Gateway`` method, and writes what comes back. The stage protocol is in :mod:`switchyard.stages`; a stage
@@ -109,6 +109,7 @@ class Gateway:
         self._before = self.chain.before
         self._routed = self.chain.routed
         self._after = self.chain.after
+        self._check = self.chain.check
         self._reply = self.chain.reply
 
     @property
@@ -251,6 +252,13 @@ class Gateway:
         g = self._enter(ctx)
         resp: ChatResponse = self._served(ctx, await self._run(ctx, req, g.plan_chat, g.executor.call, _send_chat))
         ctx.first_token_at = time.monotonic()
+        if self._check:
+            try:
+                for s in self._check:
+                    s.check(ctx, resp)
+            except SwitchyardError as e:
+                self._finish(ctx, "error", e.status, resp.usage, e.message, code=e.code)
+                raise
         self._finish(ctx, "ok", 200, resp.usage, None, resp)
         for s in self._reply:
             resp = s.reply(ctx, resp)

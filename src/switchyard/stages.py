@@ -9,6 +9,8 @@ nothing, since a :class:`Chain` keeps, per hook, only the stages that override i
              the deployments the router may pick (``call.narrow``), or answer it (return an answer: a short circuit)
     routed   the router has planned (``call.plan``), before the first upstream attempt: hold budgets, note intents
     wrap     each stream event, on its way to the client (a stage that needs none is not in the stream's path)
+    check    the reply of a chat call that is not a stream, before it is recorded: refuse it (raise; the policy
+             stage refuses a forbidden tool call here), and the call is recorded as refused, with its usage
     reply    the reply of a chat call that is not a stream, once it is recorded, on its way to the client (the
              record keeps what the upstream said: the PII stage puts masked values back here)
     after    once per call, on every path (ok, error, refused, cancelled, drained), with its :class:`Outcome`
@@ -199,6 +201,11 @@ class Stage:
         """``call.plan`` is set; the upstream is not called yet. Raise to refuse."""
         return None
 
+    def check(self, call: CallContext, response: ChatResponse) -> None:
+        """A chat reply that is not a stream, before it is recorded: raise a SwitchyardError to refuse it (the
+        call is recorded as refused, with the usage the upstream reported). Must not change it."""
+        return None
+
     def wrap(self, call: CallContext, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         """Transform the stream. Must close ``chunks`` when it is closed itself (the chain also closes the relay
         under it)."""
@@ -214,7 +221,7 @@ class Stage:
         return answer
 
 
-_CALL_HOOKS = ("before", "routed", "wrap", "after", "reply")
+_CALL_HOOKS = ("before", "routed", "wrap", "check", "after", "reply")
 
 
 def _overrides(stage: Stage, hook: str) -> bool:
@@ -230,6 +237,7 @@ class Chain:
         self.before = tuple(s for s in self.stages if _overrides(s, "before"))
         self.routed = tuple(s for s in self.stages if _overrides(s, "routed"))
         self.wrap = tuple(s for s in self.stages if _overrides(s, "wrap"))
+        self.check = tuple(s for s in self.stages if _overrides(s, "check"))
         self.after = tuple(s for s in reversed(self.stages) if _overrides(s, "after"))  # unwinding order
         self.reply = tuple(s for s in self.stages if _overrides(s, "reply"))
         seen_call_hook = False
@@ -245,6 +253,8 @@ class Chain:
         out = chunks
         for s in reversed(self.wrap):
             out = s.wrap(call, out)
+        if out is chunks:  # every stage handed the stream back untouched: no layer
+            return chunks
         return _closing(out, chunks)
 
     def describe(self) -> list[str]:

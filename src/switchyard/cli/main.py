@@ -18,6 +18,7 @@ LAZY_COMMANDS = {
     "route": "switchyard.cli.route:route",
     "spend": "switchyard.cli.spend:spend",
     "pii": "switchyard.cli.pii:pii",
+    "policy": "switchyard.cli.policy:policy",
 }
 
 
@@ -55,9 +56,21 @@ def main() -> None:
 def check(config_path: str) -> None:
     """Validate a config file; each problem names the exact key."""
     cfg = _load(config_path)
+    policies = ""
+    if cfg.policies.enabled:
+        from ..policy import PolicyError
+        from ..policy.stage import load_engine
+
+        try:
+            engine = load_engine(cfg, config_path)
+        except PolicyError as e:
+            click.secho(f"{config_path}: invalid policy", fg="red", err=True)
+            click.echo(f"  {e}", err=True)
+            sys.exit(2)
+        policies = f", {len(engine.policies)} policies"
     enabled = [n for n, p in cfg.providers.items() if p.enabled]
     click.echo(f"{config_path}: OK ({len(enabled)} providers, {len(cfg.deployments)} deployments, "
-               f"{len(cfg.routes)} routes)")
+               f"{len(cfg.routes)} routes{policies})")
 
 
 main.add_command(serve_command(_load))

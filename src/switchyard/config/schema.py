@@ -11,6 +11,7 @@ from .base import Strict as _Strict
 from .governance import GovernanceConfig
 from .ledger import LedgerConfig
 from .pii import PiiConfig
+from .policy import PolicyConfig
 from .providers import ProviderConfig
 from .routing import RouteConfig, RoutingConfig, route_problems
 from .telemetry import MetricsConfig, TracingConfig
@@ -92,6 +93,7 @@ class Config(_Strict):
     metrics: MetricsConfig = Field(default_factory=lambda: MetricsConfig())  # Prometheus, at GET /metrics
     tracing: TracingConfig = Field(default_factory=lambda: TracingConfig())  # OpenTelemetry spans, OTLP
     pii: PiiConfig | None = None  # personal data: detect, redact, mask or block (docs/pii.md); none: not scanned
+    policies: PolicyConfig = Field(default_factory=lambda: PolicyConfig())  # Cedar policies (docs/policy.md)
 
     @field_validator("master_key", mode="before")
     @classmethod

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -42,13 +41,14 @@ OrgPolicies = dict[str, tuple[int, str]]  # org id -> (its newest version, that 
 Listener = Callable[[OrgPolicies], None]
 
 
-def default_validator() -> PolicyValidator | None:
-    """``switchyard.policy.check_policy_text`` when the policy engine is installed; else None (any text is kept)."""
-    try:
-        module = importlib.import_module("switchyard.policy")
-    except ImportError:
-        return None
-    check: PolicyValidator | None = getattr(module, "check_policy_text", None)
+def default_validator() -> PolicyValidator:
+    """The Cedar engine's check (``switchyard.policy.check_policy_text``), loaded when a set is first stored."""
+
+    def check(text: str) -> None:
+        from ..policy import check_policy_text  # Cedar loads here, not when the gateway starts
+
+        check_policy_text(text, "policies")
+
     return check
 
 

@@ -194,8 +194,8 @@ class StreamRenderer:
             self._delta(out, tool.block, {"type": "input_json_delta", "partial_json": ev.arguments})
 
     def feed(self, chunk: Chunk) -> bytes:
-        if chunk.wire == WIRE_ANTHROPIC_MESSAGES and chunk.raw is not None and (self._passthrough
-                                                                               or not self._started):
+        if chunk.wire == WIRE_ANTHROPIC_MESSAGES and isinstance(chunk.raw, dict) and (self._passthrough
+                                                                                     or not self._started):
             self._passthrough = True
             name = str(chunk.raw.get("event") or "")
             data = chunk.raw.get("data")

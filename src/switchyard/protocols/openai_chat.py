@@ -336,11 +336,9 @@ class StreamRenderer:
         return encode(orjson.dumps(obj))
 
     def feed(self, chunk: Chunk) -> bytes:
-        if chunk.wire == WIRE_OPENAI_CHAT:
-            if chunk.raw is not None:
-                return self._passthrough(chunk.raw)
-            if chunk.frames is not None:
-                return b"".join([self._passthrough(f) for f in chunk.frames])
+        if chunk.wire == WIRE_OPENAI_CHAT and chunk.raw is not None:
+            raw = chunk.raw
+            return self._passthrough(raw) if isinstance(raw, dict) else b"".join([self._passthrough(f) for f in raw])
         out = bytearray()
         for ev in chunk.events:
             if isinstance(ev, TextDelta):

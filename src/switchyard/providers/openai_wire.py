@@ -244,7 +244,7 @@ def parse_response(data: dict[str, Any]) -> ChatResponse:
 def merge_chunks(chunks: list[Chunk]) -> Chunk:
     """Chunks parsed from frames that arrived together, as one (their frames kept for a same-wire client)."""
     events = [ev for c in chunks for ev in c.events]
-    return Chunk(events, wire=WIRE_OPENAI_CHAT, frames=[c.raw for c in chunks if c.raw is not None])
+    return Chunk(events, wire=WIRE_OPENAI_CHAT, raw=[c.raw for c in chunks if isinstance(c.raw, dict)])
 
 
 def parse_chunk(data: dict[str, Any], started: bool) -> Chunk:

@@ -11,7 +11,9 @@ The request path (see :mod:`switchyard.stages`)::
 A stage is in the chain only when the configuration uses it: no ledger, no Reserve; no durable spool, no Intend;
 no recorder, no Record; no ``pii:`` section, no PII (:mod:`switchyard.pii.stage`). Telemetry (the request log)
 is always there, its metrics only when ``metrics.enabled``.
-Extra stages (``extra_stages``) sit after Record and before Reserve: what they refuse or answer is recorded, and a
+The PII stage and then the Policy stage (``policies.files``) sit after Record, so their refusals are
+recorded, PII first (it sets ``call.pii_types`` and raises ``call.data_class``, which the policies read).
+Extra stages (``extra_stages``) sit after them and before Reserve: what they refuse or answer is recorded, and a
 call they answer holds no budget.
 """
 
@@ -79,12 +81,30 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
         from ..pii.stage import pii_stages
 
         pii = pii_stages(config.pii)
+    policy: list[Stage] = []
+    if config.policies.enabled or governance is not None:  # Cedar loads only with policy files or org sets
+        from ..policy.stage import follow_org_sets, load_engine, policy_stage
+
+        engine = None
+        if config.policies.enabled:
+            from ..config import ConfigError
+            from ..policy.source import PolicyError
+
+            try:
+                engine = load_engine(config, config_path)
+            except PolicyError as e:
+                raise ConfigError(config_path or "<config>", [f"policies: {e}"]) from None
+        stage = policy_stage(engine, config)
+        policy.append(stage)
+        if governance is not None:  # each org's policy set, stored through the admin API, on top of the files
+            governance.org_policies.subscribe(follow_org_sets(stage, engine, config))
     stages: list[Stage] = [  # the order of the request path, declared once
         Authenticate(auth),
         Telemetry(config, router.health, recorder, tracing),  # its after unwinds last: it sees the settled record
         AllowList(),
         *([Record(recorder)] if recorder is not None else []),
-        *pii,  # scan (and redact, mask or block) before any budget is held
+        *pii,  # scan (and redact, mask or block) before any budget is held and before the policies read
+        *policy,  # Cedar policies: narrow the deployments, refuse, check tool calls (switchyard.policy)
         *extra_stages,
         *([Reserve(ledger)] if ledger is not None else []),
         *([intend] if intend is not None else []),

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute
 from . import (  # noqa: F401
     audit_routes,
     config_routes,
+    explain_routes,
     identity_routes,
     limits_routes,
     policy_routes,
