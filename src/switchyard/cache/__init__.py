@@ -48,4 +48,5 @@ def build_cache(config: Config, registry: CollectorRegistry | None = None) -> Ca
         from .memory import MemoryStore
 
         store = MemoryStore(section.max_entries, section.max_per_shape)
-    return Cache(config, store, default_embedder, metrics)
+    embedder = default_embedder()  # loaded now (about 0.2 s), not by the first call that needs it
+    return Cache(config, store, lambda: embedder, metrics)
