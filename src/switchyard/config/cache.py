@@ -35,7 +35,7 @@ class CacheSettings(Strict):
 
     enabled: bool = True
     similarity: bool = True
-    threshold: float = 0.95
+    threshold: float = 0.9
     ttl_s: float = 3600.0
     temperature_any: bool = False
     charge: float = 0.0
@@ -61,7 +61,7 @@ class CacheConfig(Strict):
     sync_interval: float = Field(1.0, gt=0, description="embedded: seconds between store writes and reads")
     # the defaults of every route (and of a deployment called by name); a route's ``cache:`` overrides them
     similarity: bool = True
-    threshold: float = Field(0.95, gt=0, le=1)
+    threshold: float = Field(0.9, gt=0, le=1)  # see docs/cache.md for the replay behind it
     ttl_s: float = Field(3600.0, gt=0)
     temperature_any: bool = False
     charge: float = Field(0.0, ge=0, le=1)
