@@ -110,7 +110,8 @@ async def replay() -> None:
             for nm in nears:
                 total_n += 1
                 wrong += isinstance(st.before(call(request(nm), 2000 + i)), ChatResponse)
-        print(f"{threshold:<9}  {hits}/{total_p} ({hits / total_p:.0%})       {wrong}/{total_n} ({wrong / total_n:.0%})")
+        print(f"{threshold:<9}  {hits}/{total_p} ({hits / total_p:.0%})       "
+              f"{wrong}/{total_n} ({wrong / total_n:.0%})")
 
 
 def main() -> None:
