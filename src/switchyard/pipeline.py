@@ -103,6 +103,7 @@ class Gateway:
         self.recorder: Recorder = recorder or NullRecorder()
         self.governance = governance  # virtual keys and audit, for the admin API
         self.ledger = ledger  # budgets and rate limits (its stage holds and settles)
+        self.services: list[Any] = []  # started after the ledger, closed before it (start() and aclose())
         # streams whose client hung up are read to their end (bounded) and charged for what the upstream produced
         self.drains = Drains(config.ledger.drain_timeout, config.ledger.drain_max_chunks)
         self._admit = self.chain.admit
@@ -129,6 +130,8 @@ class Gateway:
             await self.governance.start()
         if self.ledger is not None:
             await self.ledger.start()
+        for s in self.services:
+            await s.start()
         for p in self.catalog.providers.values():
             await p.start()
         if self.reloader is not None:
@@ -140,6 +143,8 @@ class Gateway:
             await self.reloader.aclose()  # providers of retired generations not yet closed
         for p in self.catalog.providers.values():
             await p.aclose()
+        for s in reversed(self.services):
+            await s.aclose()
         if self.ledger is not None:
             await self.ledger.aclose()
         if self.governance is not None:

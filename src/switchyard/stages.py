@@ -75,6 +75,9 @@ class CallContext:
     pii_types: frozenset[str] | None = None  # the PII types found in the request, once the PII stage has scanned it
     policy_ids: tuple[str, ...] | None = None  # the policies that applied (``x-switchyard-policy``)
     decisions: dict[str, Any] | None = None  # what the policy and PII stages decided, for the audit record (no values)
+    cache_directive: str | None = None  # the caller's x-switchyard-cache: bypass | refresh (None: use the cache)
+    cache_status: str | None = None  # the reply's x-switchyard-cache: hit | similar <score> | miss (None: no header)
+    cache: Any = None  # the cache stage's state of this call (switchyard.cache.stage)
 
     def rewrite(self, request: Request) -> None:
         """Replace the neutral request. Its ``raw`` is dropped: the provider renders it from the neutral fields."""
@@ -109,6 +112,8 @@ class CallContext:
             h["x-switchyard-route-reason"] = "not routed"
         if self.policy_ids is not None:
             h["x-switchyard-policy"] = header_safe(",".join(self.policy_ids))
+        if self.cache_status is not None:
+            h["x-switchyard-cache"] = self.cache_status
         return h
 
 

@@ -16,6 +16,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from .base import Strict as _Strict
+from .cache import CacheRouteConfig
 
 Strategy = Literal["weighted", "priority", "least-busy", "lowest-latency", "lowest-cost"]
 STRATEGIES: tuple[str, ...] = ("weighted", "priority", "least-busy", "lowest-latency", "lowest-cost")
@@ -88,6 +89,7 @@ class RouteConfig(_Strict):
     timeouts: TimeoutConfig | None = None
     hedge: HedgeConfig | None = None
     breaker: BreakerConfig | None = None
+    cache: CacheRouteConfig | None = None  # overrides of the cache section for this route (docs/cache.md)
 
     @field_validator("targets", mode="before")
     @classmethod

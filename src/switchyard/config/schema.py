@@ -8,6 +8,7 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from ..classification import parse_data_class
 from .base import Strict as _Strict
+from .cache import CacheConfig
 from .governance import GovernanceConfig
 from .ledger import LedgerConfig
 from .pii import PiiConfig
@@ -61,6 +62,7 @@ class KeyConfig(_Strict):
     models: list[str] | None = None  # deployments and routes this key may use; all when unset
     data_class: str | None = None  # the lowest data class of its requests (public | internal | confidential | ...)
     pii_mode: Literal["off", "detect", "redact", "mask", "block"] | None = None  # None: the config's
+    logging: Literal["none", "metadata", "full"] = "none"  # payload logging, as a virtual key's (none: zero retention)
 
     @field_validator("data_class")
     @classmethod
@@ -94,6 +96,7 @@ class Config(_Strict):
     tracing: TracingConfig = Field(default_factory=lambda: TracingConfig())  # OpenTelemetry spans, OTLP
     pii: PiiConfig | None = None  # personal data: detect, redact, mask or block (docs/pii.md); none: not scanned
     policies: PolicyConfig = Field(default_factory=lambda: PolicyConfig())  # Cedar policies (docs/policy.md)
+    cache: CacheConfig | None = None  # the semantic cache (docs/cache.md); none: no cache stage
 
     @field_validator("master_key", mode="before")
     @classmethod

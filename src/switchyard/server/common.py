@@ -68,3 +68,20 @@ def apply_data_class(request: Request, ctx: CallContext) -> None:
                              f"restricted, but it is {value[:40]!r}.", param=DATA_CLASS_HEADER,
                              code="invalid_data_class") from None
     ctx.data_class = highest(ctx.data_class, asked, floor)
+
+
+CACHE_HEADER = "x-switchyard-cache"
+CACHE_DIRECTIVES = ("bypass", "refresh")
+
+
+def apply_cache_directive(request: Request, ctx: CallContext) -> None:
+    """``x-switchyard-cache: bypass`` (neither read nor write the cache) or ``refresh`` (skip the lookup, store the
+    new answer); anything else is a 400 naming the header. Read whether or not a cache is configured."""
+    value = request.headers.get(CACHE_HEADER)
+    if value is None:
+        return
+    v = value.strip().lower()
+    if v not in CACHE_DIRECTIVES:
+        raise InvalidRequest(f"The header {CACHE_HEADER} must be 'bypass' or 'refresh', but it is {value[:40]!r}.",
+                             param=CACHE_HEADER, code="invalid_header")
+    ctx.cache_directive = v

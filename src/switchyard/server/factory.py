@@ -14,13 +14,13 @@ is always there, its metrics only when ``metrics.enabled``.
 The PII stage and then the Policy stage (``policies.files``) sit after Record, so their refusals are
 recorded, PII first (it sets ``call.pii_types`` and raises ``call.data_class``, which the policies read).
 Extra stages (``extra_stages``) sit after them and before Reserve: what they refuse or answer is recorded, and a
-call they answer holds no budget.
+call they answer holds no budget. The semantic cache (``cache:``, :mod:`switchyard.cache`) is the last of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..catalog import Catalog
 from ..config import Config
@@ -35,6 +35,9 @@ from ..stages import Chain, Stage
 from ..telemetry.stage import Telemetry
 from .app import create_app
 from .asgi import Shell
+
+if TYPE_CHECKING:
+    from ..cache import Cache
 
 
 def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: Recorder | None = None,
@@ -98,20 +101,29 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
         policy.append(stage)
         if governance is not None:  # each org's policy set, stored through the admin API, on top of the files
             governance.org_policies.subscribe(follow_org_sets(stage, engine, config))
+    telemetry = Telemetry(config, router.health, recorder, tracing)
+    cache: Cache | None = None
+    if config.cache is not None and config.cache.enabled:
+        from ..cache import build_cache  # the embedder and numpy load only then
+
+        cache = build_cache(config, telemetry.metrics.registry if telemetry.metrics is not None else None)
     stages: list[Stage] = [  # the order of the request path, declared once
         Authenticate(auth),
-        Telemetry(config, router.health, recorder, tracing),  # its after unwinds last: it sees the settled record
+        telemetry,  # its after unwinds last: it sees the settled record
         AllowList(),
         *([Record(recorder)] if recorder is not None else []),
         *pii,  # scan (and redact, mask or block) before any budget is held and before the policies read
         *policy,  # Cedar policies: narrow the deployments, refuse, check tool calls (switchyard.policy)
         *extra_stages,
+        *([cache] if cache is not None else []),  # last of the extras: a hit holds no budget, and is recorded
         *([Reserve(ledger)] if ledger is not None else []),
         *([intend] if intend is not None else []),
     ]
     gateway = Gateway(config, catalog, Chain(stages), auth=auth, recorder=recorder, governance=governance,
                       ledger=ledger, router=router, tracing=tracing)
     gateway.reloader = Reloader(gateway, config_path)
+    if cache is not None:
+        gateway.services.append(cache.store)  # started (warmed) and closed with the gateway
     return gateway
 
 

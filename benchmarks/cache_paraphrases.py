@@ -1,0 +1,58 @@
+"""A small paraphrase set for the cache's hit-rate replay (written for this benchmark): each row is an original
+question, paraphrases that deserve its answer, and near misses (same form, another question) that must not get it."""
+
+from __future__ import annotations
+
+SET: list[tuple[str, list[str], list[str]]] = [
+    ("What is the capital of France?", ["Which city is the capital of France?", "What's the capital city of France?"],
+     ["What is the capital of Germany?"]),
+    ("How do I reverse a list in Python?", ["How can I reverse a Python list?", "Reverse a list in Python: how?"],
+     ["How do I sort a list in Python?"]),
+    ("Explain photosynthesis in simple terms.", ["Can you explain photosynthesis simply?",
+                                                 "Explain photosynthesis in plain words."],
+     ["Explain inflation in simple terms."]),
+    ("How many days are in a leap year?", ["How many days does a leap year have?",
+                                           "Number of days in a leap year?"],
+     ["How many weeks are in a year?"]),
+    ("What is the boiling point of water at sea level?", ["At sea level, what temperature does water boil at?",
+                                                          "What's water's boiling point at sea level?"],
+     ["What is the freezing point of water at sea level?"]),
+    ("Who wrote Pride and Prejudice?", ["Who is the author of Pride and Prejudice?",
+                                        "Pride and Prejudice was written by whom?"],
+     ["Who wrote War and Peace?"]),
+    ("How do I convert a string to an integer in JavaScript?", ["How can I turn a string into an integer in "
+                                                                "JavaScript?", "JavaScript: convert string to int?"],
+     ["How do I convert a string to an integer in Java?"]),
+    ("What are the symptoms of dehydration?", ["What symptoms does dehydration cause?",
+                                               "What are signs of being dehydrated?"],
+     ["What are the symptoms of diabetes?"]),
+    ("Summarize the plot of Romeo and Juliet.", ["Give me a summary of the plot of Romeo and Juliet.",
+                                                 "Can you summarize Romeo and Juliet's plot?"],
+     ["Summarize the plot of Macbeth."]),
+    ("How do I delete a branch in git?", ["How can I delete a git branch?", "What's the command to delete a "
+                                                                            "branch in git?"],
+     ["How do I rename a branch in git?"]),
+    ("What is the speed of light?", ["How fast does light travel?", "What's the speed of light in a vacuum?"],
+     ["What is the speed of sound?"]),
+    ("How do I make a cup of green tea?", ["How should I brew green tea?", "What's the way to make green tea?"],
+     ["How do I make a cup of coffee?"]),
+    ("What is the tallest mountain in the world?", ["Which mountain is the highest in the world?",
+                                                    "What's the world's tallest mountain?"],
+     ["What is the longest river in the world?"]),
+    ("Translate 'thank you' into Japanese.", ["How do you say 'thank you' in Japanese?",
+                                              "What is 'thank you' in Japanese?"],
+     ["Translate 'thank you' into Korean."]),
+    ("What is a prime number?", ["Define a prime number.", "What does prime number mean?"],
+     ["What is an irrational number?"]),
+    ("How do I center a div in CSS?", ["How can I center a div with CSS?", "CSS: how to center a div?"],
+     ["How do I hide a div in CSS?"]),
+    ("What causes the seasons on Earth?", ["Why does Earth have seasons?", "What is the cause of Earth's seasons?"],
+     ["What causes tides on Earth?"]),
+    ("How many legs does a spider have?", ["How many legs do spiders have?", "A spider has how many legs?"],
+     ["How many legs does an insect have?"]),
+    ("What is the difference between TCP and UDP?", ["How does TCP differ from UDP?", "TCP vs UDP: what's the "
+                                                                                      "difference?"],
+     ["What is the difference between HTTP and HTTPS?"]),
+    ("Give me a recipe for pancakes.", ["How do I make pancakes?", "Can you share a pancake recipe?"],
+     ["Give me a recipe for waffles."]),
+]
