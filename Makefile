@@ -39,9 +39,13 @@ $(VENV)/.bench-installed: pyproject.toml $(VENV)/.dev-installed
 	$(PIP) -e '.[dev,bench]'
 	@touch $@
 
+# the end-to-end suite (regenerates docs/benchmarks.md), then the feature micro-benchmarks, each printing its figures
 bench: $(VENV)/.bench-installed
 	$(PY) -m benchmarks.run
 	PYTHONPATH=src $(PY) -m benchmarks.policy_micro
+	PYTHONPATH=src $(PY) -m benchmarks.pii_speed
+	PYTHONPATH=src $(PY) -m benchmarks.pii_accuracy
+	PYTHONPATH=src $(PY) -m benchmarks.cache_micro
 
 clean:
 	rm -rf $(VENV) .switchyard .pytest_cache .mypy_cache .ruff_cache
