@@ -5,6 +5,7 @@ text, access control (loopback, or a key), and ``serve --workers 2`` adding up b
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from switchyard.config.ledger import SpoolSettings
 from switchyard.governance.spend import SpendWriter
 from switchyard.server.factory import build
 from switchyard.store import Store
+from switchyard.telemetry.logs import Fields
 from switchyard.telemetry.stage import Telemetry
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.gateway import MASTER_KEY, USER_KEY, RunningGateway, base_config, run_gateway
@@ -222,3 +224,23 @@ def test_serve_workers_2_adds_up_both_workers(tmp_path: Path) -> None:
         finally:
             for p in pinned:
                 p.close()
+
+
+def test_callers_refused_at_admission_are_counted_and_logged_without_their_key(
+        caplog: pytest.LogCaptureFixture) -> None:
+    bad = "sk-not-a-key-0123456789abcdef"
+    caplog.set_level(logging.INFO)
+    with run_gateway(sim_config(metrics={"enabled": True})) as gw:
+        with openai.OpenAI(base_url=gw.openai_base, api_key=bad, max_retries=0) as c, \
+                pytest.raises(openai.AuthenticationError):
+            c.chat.completions.create(model="sim-a", messages=HI)
+        with anthropic.Anthropic(base_url=gw.url, api_key=bad, max_retries=0) as a, \
+                pytest.raises(anthropic.AuthenticationError):
+            a.messages.create(model="sim-a", max_tokens=5, messages=HI)
+        text = scrape(gw.url)
+    assert sample(text, "switchyard_requests_total", status="401", protocol="openai", deployment="") == 1
+    assert sample(text, "switchyard_requests_total", status="401", protocol="anthropic", deployment="") == 1
+    lines = [r.msg.fields for r in caplog.records if r.name == "switchyard.request" and isinstance(r.msg, Fields)]
+    assert [(f["status"], f["http_status"], f["protocol"]) for f in lines] == [
+        ("refused", 401, "openai"), ("refused", 401, "anthropic")]
+    assert bad not in caplog.text and all(bad not in str(f) for f in lines)

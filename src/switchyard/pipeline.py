@@ -153,11 +153,20 @@ class Gateway:
     # --- the chain ----------------------------------------------------------------------------------------
 
     async def admit(self, ctx: CallContext) -> None:
-        """The admission stages (authentication), before the body is read. A refusal is not a call: no record."""
-        for s in self._admit:
-            waiting = s.admit(ctx)
-            if waiting is not None:
-                await waiting
+        """The admission stages (authentication), before the body is read. A refusal is not a call: no record; the
+        ``refused`` hooks count and log it."""
+        try:
+            for s in self._admit:
+                waiting = s.admit(ctx)
+                if waiting is not None:
+                    await waiting
+        except SwitchyardError as e:
+            for r in self.chain.refused:
+                try:
+                    r.refused(ctx, e.status, e.code)
+                except Exception:
+                    log.exception("stage %s failed on a refused caller", type(r).__name__)
+            raise
 
     async def authenticate(self, ctx: CallContext, key: str | None, client: str | None = None) -> Principal:
         """Admit a caller by its key; ``client``: its address, for the failed-authentication limit."""

@@ -5,6 +5,7 @@ A stage is a :class:`Stage` subclass that overrides only the hooks it needs; a h
 nothing, since a :class:`Chain` keeps, per hook, only the stages that override it::
 
     admit    before the body is read (authentication); a refusal there is not a call, and has no ``after``
+    refused  a caller that an ``admit`` hook refused (a bad or missing key): counted and logged, never recorded
     before   the neutral request is parsed: refuse (raise a SwitchyardError), rewrite (``call.rewrite``), narrow
              the deployments the router may pick (``call.narrow``), or answer it (return an answer: a short circuit)
     routed   the router has planned (``call.plan``), before the first upstream attempt: hold budgets, note intents
@@ -198,6 +199,11 @@ class Stage:
         """Before the body is read (``call.request`` is None): authenticate. Raise to refuse."""
         return None
 
+    def refused(self, call: CallContext, status: int, code: str | None) -> None:
+        """An ``admit`` hook refused the caller (``status``, the error's ``code``): not a call, so no ``after``;
+        for metrics and the request log. Must not block."""
+        return None
+
     def before(self, call: CallContext) -> Answer | Awaitable[Answer | None] | None:
         """Refuse (raise), rewrite (``call.rewrite``), narrow (``call.narrow``), or answer (return it)."""
         return None
@@ -239,6 +245,7 @@ class Chain:
     def __init__(self, stages: Sequence[Stage] = ()) -> None:
         self.stages = tuple(stages)
         self.admit = tuple(s for s in self.stages if _overrides(s, "admit"))
+        self.refused = tuple(s for s in self.stages if _overrides(s, "refused"))
         self.before = tuple(s for s in self.stages if _overrides(s, "before"))
         self.routed = tuple(s for s in self.stages if _overrides(s, "routed"))
         self.wrap = tuple(s for s in self.stages if _overrides(s, "wrap"))

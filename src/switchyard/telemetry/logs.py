@@ -94,6 +94,15 @@ class RequestLog:
             request_log.handle(line)
 
 
+def refused(ctx: CallContext, status: int, code: str | None) -> None:
+    """The request line of a caller refused at admission: its ids and the refusal, never the key it sent."""
+    if request_log.isEnabledFor(logging.INFO):
+        request_log.info(Fields("request", {"request_id": ctx.request_id,
+                                            "client_request_id": _clip(ctx.client_request_id),
+                                            "protocol": ctx.protocol, "endpoint": ctx.endpoint, "status": "refused",
+                                            "http_status": status, "error_code": code}))
+
+
 def breaker_changed(h: Health, state: str) -> None:
     events.log(_BREAKER_LEVEL.get(state, logging.INFO),
                Fields("breaker", {"deployment": h.deployment, "endpoint": h.endpoint, "state": state}))

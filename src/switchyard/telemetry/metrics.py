@@ -129,6 +129,11 @@ class Metrics:
                 self._next_refresh = now + _REFRESH_S
                 self.refresh()
 
+    def refused_at_admission(self, protocol: str, status: int) -> None:
+        """A caller refused before its request was read (no route, no deployment): a 401, or a 429 of the
+        failed-authentication limit."""
+        self.requests.labels("", "", protocol, str(status)).inc()
+
     def _attempts(self, ctx: CallContext, route: str) -> None:
         seen: set[str] = set()
         for a in ctx.attempts:

@@ -40,6 +40,11 @@ class Telemetry(Stage):
         if self.tracing is not None:
             self.tracing.finish(call, rec)
 
+    def refused(self, call: CallContext, status: int, code: str | None) -> None:
+        if self.metrics is not None:
+            self.metrics.refused_at_admission(call.protocol, status)
+        logs.refused(call, status, code)
+
     def _breaker_changed(self, h: Health, state: str) -> None:
         if self.metrics is not None:
             self.metrics.breaker_changed(h, state)
