@@ -146,6 +146,7 @@ class OrgPolicyWatcher:
         self._listeners: list[Listener] = []
         self._signature: tuple[int, int] | None = None
         self.current: OrgPolicies = {}
+        self.polls = 0  # reads of the table's signature (one transaction each)
         self.poller = Worker("org-policies", self._step, interval=poll_interval, backoff_initial=poll_interval,
                              backoff_max=max(30.0, poll_interval), jitter=0.2)
 
@@ -184,6 +185,7 @@ class OrgPolicyWatcher:
 
     async def poll_once(self) -> bool:
         """Read the sets if they changed; True if they did (the listeners were called)."""
+        self.polls += 1
         sig, sets = await self._db.run(self._read, self._signature)
         if sets is None:
             return False
