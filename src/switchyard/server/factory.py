@@ -73,17 +73,23 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
         from ..telemetry.tracing import tracing_for  # OpenTelemetry is imported only then
 
         tracing = tracing_for(config)
+    embeddings = None
+    if recorder is not None:
+        from ..governance.feedback import RecentEmbeddings
+
+        embeddings = RecentEmbeddings()  # for POST /v1/feedback: the embeddings calls computed, in memory
     stages: list[Stage] = [  # the order of the request path, declared once
         Authenticate(auth),
         Telemetry(config, router.health, recorder, tracing),  # its after unwinds last: it sees the settled record
         AllowList(),
-        *([Record(recorder)] if recorder is not None else []),
+        *([Record(recorder, embeddings)] if recorder is not None else []),
         *extra_stages,
         *([Reserve(ledger)] if ledger is not None else []),
         *([intend] if intend is not None else []),
     ]
     gateway = Gateway(config, catalog, Chain(stages), auth=auth, recorder=recorder, governance=governance,
                       ledger=ledger, router=router, tracing=tracing)
+    gateway.recent_embeddings = embeddings
     gateway.reloader = Reloader(gateway, config_path)
     return gateway
 
