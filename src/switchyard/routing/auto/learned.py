@@ -87,14 +87,17 @@ def _softmax(a: Floats) -> Floats:
 
 
 def _platt(x: Floats, y: Floats) -> tuple[float, float]:
-    """a, b of P(y) = sigmoid(a·x + b) by Newton's method (y may be a soft label in [0, 1])."""
-    a, b = 1.0, 0.0
+    """a, b of P(y) = sigmoid(a·x + b) by Newton's method (y may be a soft label in [0, 1]). The slope has a
+    Gaussian prior (weight ``0.1·n``): the blend is fitted on the training prompts themselves, which it may
+    separate, and an unbounded slope would turn the scores into 0s and 1s."""
+    a, b = 0.0, 0.0
+    c = 0.1 * len(x)
     for _ in range(50):
         p = _sigmoid(a * x + b)
         r = p - y
         wgt = p * (1 - p) + 1e-9
-        g = np.array([np.sum(r * x), np.sum(r)])
-        h = np.array([[np.sum(wgt * x * x) + 1e-6, np.sum(wgt * x)], [np.sum(wgt * x), np.sum(wgt) + 1e-6]])
+        g = np.array([np.sum(r * x) + c * a, np.sum(r)])
+        h = np.array([[np.sum(wgt * x * x) + c, np.sum(wgt * x)], [np.sum(wgt * x), np.sum(wgt) + 1e-6]])
         step = np.linalg.solve(h, g)
         a, b = a - float(step[0]), b - float(step[1])
         if np.abs(step).max() < 1e-8:
