@@ -237,13 +237,17 @@ async def test_unknown_keys_are_remembered_briefly_in_bounded_memory_apart_from_
         assert await asyncio.gather(*(d.resolve(k) for k in [random_key()] * 50)) == [None] * 50
         assert d.stats["loads"] == loads + 3
         with count_transactions(gov.db.engine) as transactions:
+            org_polls = gov.org_policies.polls  # the org policy sets' poller may read meanwhile
             assert await asyncio.gather(*(d.resolve(random_key()) for _ in range(1000))) == [None] * 1000
-        assert transactions[0] <= 3, transactions  # 500 hashes a read
+            org_polls = gov.org_policies.polls - org_polls
+        assert transactions[0] - org_polls <= 3, transactions  # 500 hashes a read
         # memory stays bounded, and the valid key was not pushed out: still a hit, without a read
         assert d.snapshot()["unknown"] <= 100 and len(d) == 1
         with count_transactions(gov.db.engine) as transactions:
+            org_polls = gov.org_policies.polls
             assert await d.resolve(valid) is not None
-        assert transactions[0] == 0
+            org_polls = gov.org_policies.polls - org_polls
+        assert transactions[0] - org_polls == 0
         # an identity change forgets every unknown key at the next poll
         new_key(admin)
         await d.poll_once()

@@ -79,6 +79,7 @@ class CallContext:
     cache_directive: str | None = None  # the caller's x-switchyard-cache: bypass | refresh (None: use the cache)
     cache_status: str | None = None  # the reply's x-switchyard-cache: hit | similar <score> | miss (None: no header)
     cache: Any = None  # the cache stage's state of this call (switchyard.cache.stage)
+    embedding: Any = None  # the prompt's embedding, if a stage computed one (auto routing, the semantic cache)
 
     def rewrite(self, request: Request) -> None:
         """Replace the neutral request. Its ``raw`` is dropped: the provider renders it from the neutral fields."""

@@ -19,6 +19,7 @@ from .payloads import add_response, embedding_payload, request_payload
 
 if TYPE_CHECKING:
     from ..records import Recorder
+    from .feedback import RecentEmbeddings
     from .intents import Intents
     from .ledger import Ledger
 
@@ -50,8 +51,9 @@ class Record(Stage):
     """Each call's record, handed to the recorder (which writes it off the hot path). ``before`` keeps the content
     the key's logging mode asks for; ``after`` builds the record, with the charges the settling stage left."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, embeddings: RecentEmbeddings | None = None) -> None:
         self.recorder = recorder
+        self.embeddings = embeddings  # a prompt embedding a stage computed, kept in memory for feedback
 
     def before(self, call: CallContext) -> None:
         p, req = call.principal, call.request
@@ -66,6 +68,8 @@ class Record(Stage):
             add_response(call.payload, outcome.answer)
         call.record = rec = record_of(call, outcome)
         self.recorder.record(rec)
+        if call.embedding is not None and self.embeddings is not None:
+            self.embeddings.put(call.request_id, call.embedding)
 
 
 class Reserve(Stage):

@@ -107,11 +107,16 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
         from ..cache import build_cache  # the embedder and numpy load only then
 
         cache = build_cache(config, telemetry.metrics.registry if telemetry.metrics is not None else None)
+    embeddings = None
+    if recorder is not None:
+        from ..governance.feedback import RecentEmbeddings
+
+        embeddings = RecentEmbeddings()  # for POST /v1/feedback: the embeddings calls computed, in memory
     stages: list[Stage] = [  # the order of the request path, declared once
         Authenticate(auth),
         telemetry,  # its after unwinds last: it sees the settled record
         AllowList(),
-        *([Record(recorder)] if recorder is not None else []),
+        *([Record(recorder, embeddings)] if recorder is not None else []),
         *pii,  # scan (and redact, mask or block) before any budget is held and before the policies read
         *policy,  # Cedar policies: narrow the deployments, refuse, check tool calls (switchyard.policy)
         *extra_stages,
@@ -121,6 +126,7 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
     ]
     gateway = Gateway(config, catalog, Chain(stages), auth=auth, recorder=recorder, governance=governance,
                       ledger=ledger, router=router, tracing=tracing)
+    gateway.recent_embeddings = embeddings
     gateway.reloader = Reloader(gateway, config_path)
     if cache is not None:
         gateway.services.append(cache.store)  # started (warmed) and closed with the gateway

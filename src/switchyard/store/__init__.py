@@ -15,7 +15,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import audit_tables, cache_tables, identity_tables, policy_tables, spend_tables  # noqa: F401  (each registers on the shared metadata)
+from . import (  # noqa: F401  (each registers on the shared metadata)
+    audit_tables,
+    cache_tables,
+    feedback_tables,
+    identity_tables,
+    policy_tables,
+    spend_tables,
+)
 from .db import create_engine_for, migrate, migrate_isolated, normalize_url
 from .tables import request_log
 

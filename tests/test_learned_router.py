@@ -1,0 +1,124 @@
+"""The learned router: RouteLLM's metrics against a hand-computed example, training and scoring on a few
+routellm-mmlu files, the saved format, and the ``switchyard router`` commands (train, score, eval)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from switchyard.cli.main import main
+from switchyard.routing.auto.learned import LearnedRouter, RouterFormatError, train
+from switchyard.routing.auto.metrics import apgr, cpt, curve, summary
+from switchyard.routing.auto.outcomes import OutcomesError, read_outcomes
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm-mmlu"
+STRONG, WEAK = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
+FILES = ["mmlu_anatomy.csv", "mmlu_marketing.csv", "mmlu_college_mathematics.csv"]
+
+
+@pytest.fixture(scope="module")
+def files() -> list[str]:
+    if not DATA.is_dir():
+        pytest.skip(f"routellm-mmlu outcomes not found at {DATA} (expected <repo>/../shared/data/routellm-mmlu)")
+    return [str(DATA / f) for f in FILES]
+
+
+def test_apgr_and_cpt_against_a_hand_computed_example() -> None:
+    # 4 prompts: weak right on 0 and 1, strong right on 0, 2 and 3 -> weak 0.5, strong 0.75, gap 0.25
+    weak = np.array([1.0, 1.0, 0.0, 0.0])
+    strong = np.array([1.0, 0.0, 1.0, 1.0])
+    scores = np.array([0.1, 0.2, 0.9, 0.8])  # ranks 2, 3 first (gains +1, +1), then 1 (-1), then 0 (0)
+    c = curve(scores, weak, strong)
+    # quality at 0..4 strong calls: .5, .75, 1.0, .75, .75 -> PGR 0, 1, 2, 1, 1
+    assert np.allclose(c.quality, [0.5, 0.75, 1.0, 0.75, 0.75])
+    assert np.allclose(c.pgr, [0, 1, 2, 1, 1])
+    # trapezoid with step 1/4: (0+1)/2 + (1+2)/2 + (2+1)/2 + (1+1)/2 = 0.5+1.5+1.5+1 = 4.5 -> /4
+    assert apgr(c) == pytest.approx(4.5 / 4)
+    assert cpt(c, 0.5) == pytest.approx(0.125) and cpt(c, 0.8) == pytest.approx(0.2)
+    # a constant score is a random router: the diagonal, APGR 0.5, CPT(x) = x
+    r = summary(np.zeros(4), weak, strong)
+    assert r["apgr"] == pytest.approx(0.5) and r["cpt50"] == pytest.approx(0.5) and r["cpt80"] == pytest.approx(0.8)
+
+
+def test_ties_count_at_their_mean() -> None:
+    weak, strong = np.array([0.0, 1.0]), np.array([1.0, 0.0])
+    c = curve(np.array([1.0, 1.0]), weak, strong)  # one tie: gains +1 and -1 spread evenly
+    assert np.allclose(c.quality, [0.5, 0.5, 0.5])
+
+
+def test_outcomes_errors_name_the_file_line_and_column(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    f.write_text("prompt,a,b\nhello,True,maybe\n")
+    with pytest.raises(OutcomesError, match=r"t.csv:2: column 'b'"):
+        read_outcomes([f], "a", "b")
+    with pytest.raises(OutcomesError, match="no column 'c'"):
+        read_outcomes([f], "a", "c")
+    f.write_text("prompt,a,b\nhello,0.25,1\n")
+    o = read_outcomes([f], "a", "b")
+    assert o.strong.tolist() == [0.25] and o.weak.tolist() == [1.0] and o.label.tolist() == [0.0]
+
+
+def test_train_score_calibrate_save_load(files: list[str], tmp_path: Path) -> None:
+    o = read_outcomes(files, STRONG, WEAK)
+    r = train(o)
+    s = r.score(o.prompts)
+    assert s.shape == (len(o),) and np.all((s >= 0) & (s <= 1))
+    # it learned something: on its own training prompts it beats random by a clear margin
+    assert summary(s, o.weak, o.strong)["apgr"] > 0.6
+    r.calibrate(s, strong_share=0.3)
+    assert np.mean(s >= r.threshold) == pytest.approx(0.3, abs=0.02)
+    r.calibrate(s, cost_target=2.0, weak_cost=1.0, strong_cost=5.0)  # share (2-1)/(5-1) = 0.25
+    assert np.mean(s >= r.threshold) == pytest.approx(0.25, abs=0.02)
+    path = tmp_path / "r.npz"
+    r.save(path)
+    again = LearnedRouter.load(path)
+    assert again.threshold == r.threshold and again.meta["families"] == [Path(f).stem for f in files]
+    assert np.allclose(again.score(o.prompts[:20]), s[:20], atol=1e-3)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a router")
+    with pytest.raises(RouterFormatError):
+        LearnedRouter.load(bad)
+
+
+def test_cli_train_score_and_eval(files: list[str], tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "router.npz"
+    r = runner.invoke(main, ["router", "train", "--outcomes", *files, "--strong", STRONG, "--weak", WEAK,
+                             "--out", str(out), "--strong-share", "0.3"])
+    assert r.exit_code == 0, r.output
+    assert "threshold" in r.output and out.exists()
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "What is 2+2?"}\n{"prompt": "Prove the Riemann hypothesis."}\n')
+    r = runner.invoke(main, ["router", "score", "--router", str(out), "--prompts", str(prompts)])
+    assert r.exit_code == 0, r.output
+    lines = [orjson.loads(x) for x in r.output.splitlines()]
+    assert len(lines) == 2 and all(0 <= x["score"] <= 1 for x in lines)
+    prompts.write_text('{"prompt": "ok"}\n{"text": 1}\n')
+    r = runner.invoke(main, ["router", "score", "--router", str(out), "--prompts", str(prompts)])
+    assert r.exit_code == 1 and "p.jsonl:2" in r.output and "Traceback" not in r.output
+    png = tmp_path / "curve.png"
+    r = runner.invoke(main, ["router", "eval", "--outcomes", *files, "--strong", STRONG, "--weak", WEAK,
+                             "--folds", "2", "--bootstrap", "20", "--json", "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    report = orjson.loads(r.output)
+    assert [e["split"] for e in report["evaluations"]] == ["prompts", "families"]
+    for ev in report["evaluations"]:
+        assert set(ev["routers"]) == {"learned", "random", "prompt_length", "oracle"}
+        for m in ev["routers"].values():
+            assert set(m) == {"apgr", "cpt50", "cpt80"}
+            assert m["apgr"]["low"] <= m["apgr"]["value"] <= m["apgr"]["high"]
+        assert ev["routers"]["random"]["apgr"]["value"] == pytest.approx(0.5)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_errors_are_clear(tmp_path: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(main, ["router", "train", "--outcomes", str(tmp_path / "none.csv"), "--strong", "a",
+                             "--weak", "b", "--out", str(tmp_path / "r.npz")])
+    assert r.exit_code == 1 and "cannot be read" in r.output and "Traceback" not in r.output
+    r = runner.invoke(main, ["router", "score", "--router", str(tmp_path / "none.npz"), "--prompts", "-"])
+    assert r.exit_code == 1 and "not a router file" in r.output
