@@ -71,6 +71,7 @@ class CallContext:
     pii_types: frozenset[str] | None = None  # the PII types found in the request, once the PII stage has scanned it
     policy_ids: tuple[str, ...] | None = None  # the policies that applied (``x-switchyard-policy``)
     decisions: dict[str, Any] | None = None  # what the policy and PII stages decided, for the audit record (no values)
+    objective: str | None = None  # the caller's x-switchyard-objective (cheapest | balanced | best), for auto
 
     def rewrite(self, request: Request) -> None:
         """Replace the neutral request. Its ``raw`` is dropped: the provider renders it from the neutral fields."""

@@ -49,6 +49,20 @@ def deadline_for(request: Request, default: float) -> float:
 
 
 DATA_CLASS_HEADER = "x-switchyard-data-class"
+OBJECTIVE_HEADER = "x-switchyard-objective"
+_OBJECTIVES = ("cheapest", "balanced", "best")
+
+
+def apply_objective(request: Request, ctx: CallContext) -> None:
+    """``x-switchyard-objective``: the auto strategy's objective for this call; a bad value is a 400."""
+    value = request.headers.get(OBJECTIVE_HEADER)
+    if value is None:
+        return
+    v = value.strip().lower()
+    if v not in _OBJECTIVES:
+        raise InvalidRequest(f"The header {OBJECTIVE_HEADER} must be one of cheapest, balanced or best, but it is "
+                             f"{value[:40]!r}.", param=OBJECTIVE_HEADER, code="invalid_header")
+    ctx.objective = v
 
 
 def apply_data_class(request: Request, ctx: CallContext) -> None:

@@ -1,0 +1,194 @@
+"""The task profile of a chat request, for the ``auto`` strategy: its type, the capabilities it needs, its size and
+an estimate of its difficulty.
+
+Rules decide what is certain: an image makes it a vision task, tools a tool-use task, and a prompt beyond
+``LONG_CONTEXT_TOKENS`` a long-context task (the router's context-window filter does the rest). The rest is an
+embedding classifier: the request's text (its last user turns, cut to head and tail by the embedder) is embedded
+offline and compared with the centroids of labelled seed prompts (``data/seeds.yaml``), one per task type and one
+per (type, easy | hard). Cheap features (code fences, math symbols, verbs like "translate" or "summarize") nudge the
+type; the nearest level, the size and markers of hard work ("prove", "optimize", "step by step") give the
+difficulty, from 0 (trivial) to 1 (frontier).
+
+Everything heavy (the embedder, the centroids) is built on first use and shared by the process.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import threading
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from ...messages import ChatRequest, ImagePart, TextPart
+from .embedder import HEAD_CHARS, TAIL_CHARS, Embedder, default_embedder
+
+LONG_CONTEXT_TOKENS = 32_000  # a prompt this large is a long-context task whatever it asks
+_LAST_TURNS = 3  # the user turns that are read (the latest ones)
+_KEYWORD_BONUS = 0.12  # added to a type's cosine when its cue word is in the text
+
+_CUES: dict[str, re.Pattern[str]] = {
+    "code": re.compile(r"```|\bdef \w+\(|\bfunction\b|\bclass \w+|#include|\bimport \w+|=>|\bSELECT\b.+\bFROM\b|"
+                       r"\b(?:python|javascript|typescript|rust|golang|java|c\+\+|sql|regex|compile|debug|refactor)\b",
+                       re.IGNORECASE),
+    "math": re.compile(r"[∫∑∏√≤≥≠∞]|\\(?:frac|int|sum)|\b(?:prove|theorem|lemma|integral|derivative|equation|"
+                       r"probability|matrix|eigen\w*|solve for)\b|\d\s*[\^*/]\s*\d", re.IGNORECASE),
+    "translation": re.compile(r"\btranslat\w*\b|\b(?:into|to) (?:english|french|spanish|german|italian|japanese|"
+                              r"chinese|korean|portuguese|russian|arabic|hindi)\b", re.IGNORECASE),
+    "summarization": re.compile(r"\bsummar\w*\b|\btl;?dr\b|\bcondense\b|\bkey points\b", re.IGNORECASE),
+    "extraction": re.compile(r"\bextract\w*\b|\bpull out\b|\bparse\b|\bjson schema\b", re.IGNORECASE),
+    "creative": re.compile(r"\b(?:poem|story|haiku|sonnet|lyrics|screenplay|limerick|fiction)\b", re.IGNORECASE),
+}
+_HARD = re.compile(r"\b(?:prove|proof|rigorous\w*|optimi[sz]e|complexity|implement|design|architect\w*|"
+                   r"concurren\w*|distributed|step by step|justify|derive|trade-?offs?|edge cases|formal\w*|"
+                   r"lock-free|consensus|asymptotic)\b", re.IGNORECASE)
+
+
+@dataclass(slots=True)
+class TaskProfile:
+    task: str  # one of models.TASK_TYPES
+    needs: frozenset[str]  # the capabilities a deployment must have
+    tokens: int  # the prompt's estimated size
+    difficulty: float  # 0 (trivial) .. 1 (frontier)
+    similarity: float = 0.0  # the cosine to the chosen type's centroid (0 for a rule)
+    rule: str | None = None  # the rule that set the type, if one did
+    signals: list[str] = field(default_factory=list)  # what moved the type or the difficulty
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "needs": sorted(self.needs), "tokens": self.tokens,
+                "difficulty": round(self.difficulty, 3), "similarity": round(self.similarity, 3),
+                "rule": self.rule, "signals": list(self.signals)}
+
+
+class _Centroids:
+    """The seed prompts' centroids: one row per type, and one per (type, level)."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        import yaml
+
+        text = resources.files("switchyard.routing.auto").joinpath("data", "seeds.yaml").read_text("utf-8")
+        seeds: dict[str, dict[str, list[str]]] = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        self.types = list(seeds)
+        type_rows: list[Any] = []
+        level_rows: list[Any] = []
+        for t in self.types:
+            levels = seeds[t]
+            vecs = {lv: embedder.embed(levels[lv]) for lv in ("easy", "hard")}
+            type_rows.append(_unit(np.concatenate(list(vecs.values())).mean(axis=0)))
+            level_rows.extend(_unit(vecs[lv].mean(axis=0)) for lv in ("easy", "hard"))
+        self.type_matrix = np.stack(type_rows).astype(np.float32)  # (types, dim)
+        self.level_matrix = np.stack(level_rows).astype(np.float32)  # (types * 2, dim): easy, hard per type
+
+
+def _unit(v: Any) -> Any:
+    n = float(np.linalg.norm(v))
+    return v / n if n else v
+
+
+class Profiler:
+    """Profiles requests. ``embedder``: the default (WordLlama) unless one is given (tests, benchmarks)."""
+
+    def __init__(self, embedder: Embedder | None = None) -> None:
+        self._embedder = embedder
+        self._centroids: _Centroids | None = None
+        self._lock = threading.Lock()
+
+    def _ready(self) -> tuple[Embedder, _Centroids]:
+        c = self._centroids
+        if c is None:
+            with self._lock:
+                if self._embedder is None:
+                    self._embedder = default_embedder()
+                if self._centroids is None:
+                    self._centroids = _Centroids(self._embedder)
+                c = self._centroids
+        assert self._embedder is not None
+        return self._embedder, c
+
+    def warm(self) -> None:
+        """Load the embedder and the centroids now (about 0.2 s) rather than on the first request."""
+        self._ready()
+
+    def profile(self, req: ChatRequest, prompt_tokens: int) -> TaskProfile:
+        needs = frozenset(req.needs())
+        text = request_text(req)
+        if "vision" in needs or _has_image(req):
+            return self._finish(TaskProfile("vision", needs | {"vision"}, prompt_tokens, 0.0, rule="image"), text)
+        if req.tools:
+            return self._finish(TaskProfile("tool_use", needs | {"tools"}, prompt_tokens, 0.0, rule="tools"), text)
+        if prompt_tokens >= LONG_CONTEXT_TOKENS:
+            return self._finish(TaskProfile("long_context", needs, prompt_tokens, 0.0, rule="size"), text)
+        return self.classify(text, needs, prompt_tokens)
+
+    def classify(self, text: str, needs: frozenset[str] = frozenset(), prompt_tokens: int = 0) -> TaskProfile:
+        """The type (nearest centroid, nudged by cue words) and difficulty of a text."""
+        embedder, c = self._ready()
+        vec = embedder.embed([text])[0]
+        sims = c.type_matrix @ vec
+        signals: list[str] = []
+        for i, t in enumerate(c.types):
+            cue = _CUES.get(t)
+            if cue is not None and cue.search(text) is not None:
+                sims[i] += _KEYWORD_BONUS
+                signals.append(f"cue:{t}")
+        best = int(np.argmax(sims))
+        task = c.types[best]
+        if task == "tool_use":  # without tools in the request, a tool-like ask is chat
+            task = "chat"
+        prof = TaskProfile(task, needs, prompt_tokens, 0.0, float(sims[best]), signals=signals)
+        levels = c.level_matrix[2 * best: 2 * best + 2] @ vec
+        return self._finish(prof, text, float(levels[1] - levels[0]))
+
+    @staticmethod
+    def _finish(prof: TaskProfile, text: str, level_gap: float = 0.0) -> TaskProfile:
+        """The difficulty: the nearest level (the hard centroid's margin over the easy one), the size, and
+        markers of hard work."""
+        score = 0.5 + 4.0 * level_gap  # a margin of 0.1 toward hard: +0.4
+        hard = len(_HARD.findall(text))
+        if hard:
+            score += min(0.15 * hard, 0.45)
+            prof.signals.append(f"hard-markers:{hard}")
+        fences = text.count("```") // 2
+        if fences:
+            score += min(0.1 * fences, 0.2)
+        if prof.tokens > 2000:
+            score += min(0.1 * math.log2(prof.tokens / 2000), 0.3)
+        if prof.task in ("code", "math"):
+            score += 0.1
+        elif prof.task == "chat" and len(text) < 200 and not hard:
+            score -= 0.2
+        prof.difficulty = min(max(score, 0.0), 1.0) if prof.rule is None else min(max(score - 0.2, 0.0), 1.0)
+        return prof
+
+
+def request_text(req: ChatRequest) -> str:
+    """What is profiled: the latest user turns' text (or the last message's), cut to what the embedder reads."""
+    parts: list[str] = []
+    turns = 0
+    for m in reversed(req.messages):
+        if m.role != "user":
+            continue
+        parts.append("".join(p.text for p in m.parts if isinstance(p, TextPart)))
+        turns += 1
+        if turns >= _LAST_TURNS or sum(map(len, parts)) > HEAD_CHARS + TAIL_CHARS:
+            break
+    if not parts and req.messages:
+        parts.append(req.messages[-1].text())
+    parts.reverse()
+    text = "\n".join(parts)
+    if len(text) > HEAD_CHARS + TAIL_CHARS:
+        text = text[:HEAD_CHARS] + " … " + text[-TAIL_CHARS:]
+    return text
+
+
+def _has_image(req: ChatRequest) -> bool:
+    return any(isinstance(p, ImagePart) for m in req.messages for p in m.parts)
+
+
+@functools.cache
+def default_profiler() -> Profiler:
+    return Profiler()
