@@ -17,6 +17,7 @@ LAZY_COMMANDS = {
     "audit": "switchyard.cli.audit:audit",
     "route": "switchyard.cli.route:route",
     "spend": "switchyard.cli.spend:spend",
+    "models": "switchyard.cli.models:models",
 }
 
 
