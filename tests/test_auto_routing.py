@@ -227,3 +227,53 @@ def test_switchyard_models_lists_the_catalog() -> None:
     assert by_id["claude-sonnet-4"]["quality"]["code"] == 5
     r = CliRunner().invoke(main, ["models", "--vendor", "anthropic"])
     assert r.exit_code == 0 and "claude-opus-4" in r.output and "gpt-4o" not in r.output
+
+
+class FakeLearned:
+    """Stands in for ``routing.auto.learned.LearnedRouter``: P(strong needed) is high for prompts that say so."""
+
+    threshold = 0.5
+    loaded: list[str] = []
+
+    @classmethod
+    def load(cls, path: str) -> FakeLearned:
+        cls.loaded.append(path)
+        return cls()
+
+    def score(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        return np.array([0.9 if "strong please" in t else 0.1 for t in texts])
+
+
+def test_a_learned_router_picks_strong_or_weak(fake_openai_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    import sys
+    import types
+
+    fake = types.ModuleType("switchyard.routing.auto.learned")
+    fake.LearnedRouter = FakeLearned  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "switchyard.routing.auto.learned", fake)
+    import switchyard.routing.auto as auto_pkg
+
+    monkeypatch.setattr(auto_pkg, "learned", fake, raising=False)
+    assert fake_openai_server.base_url is not None
+    router_file = str(tmp_path / "r.router")
+    routes = {"learned": {"targets": ["mini", "strong"], "strategy": "auto", "router": router_file,
+                          "strong": "strong", "weak": "mini"},
+              "gated": {"strategy": "cascade", "targets": ["mini", "strong"],
+                        "check": {"type": "router", "router": router_file}}}
+    rec = ListRecorder()
+    with run_gateway(config(fake_openai_server.base_url, routes=routes), recorder=rec) as running:
+        dep, headers = ask(running, "learned", "Implement a red-black tree in C. strong please")
+        assert dep == "strong" and "learned router score 0.900 >= threshold 0.500" in headers[
+            "x-switchyard-route-reason"]
+        assert rec.records[-1].decisions["route"]["router_score"] == 0.9  # type: ignore[index]
+        dep, _ = ask(running, "learned", HARD_CODE)  # the catalog alone would pick strong; the router says weak
+        assert dep == "mini"
+        dep, headers = ask(running, "gated", "hello, strong please")  # the router skips the cheap step: no call
+        assert dep == "strong" and "cascade: mini skipped (router score 0.900 >= 0.500)" in headers[
+            "x-switchyard-route-reason"]
+        dep, _ = ask(running, "gated", "hello")
+        assert dep == "mini"
+    assert FakeLearned.loaded and set(FakeLearned.loaded) == {router_file}

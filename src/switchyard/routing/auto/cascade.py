@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from ...stages import CallContext
     from ..executor import Attempt, Executor
     from ..router import Router
+
+log = logging.getLogger("switchyard.routing")
 
 DEFAULT_LOGPROB = -0.5
 VERIFIER_MAX_TOKENS = 8
@@ -97,8 +100,10 @@ class CascadeSpec:
         for i, step in enumerate(steps):
             last = i == len(steps) - 1
             check = step.check if not last else None
+            gate = ""
             if check is not None and check.type == "router":
-                keep, why = self._router_says_weak(check, req)
+                keep, gate = self._router_says_weak(check, req)
+                why = gate
                 if not keep:
                     path.append({"deployment": step.deployment, "kept": False, "check": "router", "why": why,
                                  "cost": 0.0, "called": False})
@@ -126,8 +131,10 @@ class CascadeSpec:
                 plan.notes.append(f"cascade: {step.deployment} failed, escalated")
                 continue
             cost = dep.cost(resp.usage) if resp.usage is not None else 0.0
-            kept, why = (True, "final step") if check is None else await self._check(
-                check, step, req, resp, ctx, router, executor, send_chat)
+            if check is None or check.type == "router":  # the router decided before the call
+                kept, why = True, gate or "final step"
+            else:
+                kept, why = await self._check(check, step, req, resp, ctx, router, executor, send_chat)
             path.append({"deployment": dep.name, "kept": kept, "check": check.type if check else None, "why": why,
                          "cost": cost})
             if not kept:
@@ -150,11 +157,15 @@ class CascadeSpec:
         routers = self._routers if self._routers is not None else {}
         self._routers = routers
         r = routers.get(path)
-        if r is None:
-            from . import learned  # type: ignore[attr-defined,unused-ignore]
+        try:
+            if r is None:
+                from . import learned  # type: ignore[attr-defined,unused-ignore]
 
-            r = routers[path] = learned.LearnedRouter.load(path)
-        p = float(r.score([request_text(req)])[0])
+                r = routers[path] = learned.LearnedRouter.load(path)
+            p = float(r.score([request_text(req)])[0])
+        except Exception as e:  # a missing or broken router file: escalate (the strong step answers)
+            log.warning("cascade router %s unavailable: %s", path, e)
+            return False, "router unavailable"
         threshold = check.threshold if check.threshold is not None else float(r.threshold)
         return p < threshold, f"router score {p:.3f} {'<' if p < threshold else '>='} {threshold:.3f}"
 

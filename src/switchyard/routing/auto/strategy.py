@@ -16,6 +16,7 @@ failover order, as with every strategy.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from .profile import Profiler, TaskProfile, default_profiler, request_text
 
 if TYPE_CHECKING:
     from ..router import Plan
+
+log = logging.getLogger("switchyard.routing")
 
 # objective: (cost weight, latency weight)
 OBJECTIVES: dict[str, tuple[float, float]] = {"cheapest": (1.0, 0.05), "balanced": (0.25, 0.05),
@@ -105,6 +108,7 @@ class Auto(Strategy):
         self.weak = route.weak if route is not None else None
         self.strong_share = route.strong_share if route is not None else None
         self._learned: Any = None
+        self._warned = False
 
     def learned(self) -> Any:
         """The learned router (``routing.auto.learned``), loaded on first use."""
@@ -165,8 +169,15 @@ class Auto(Strategy):
         return cands
 
     def _route_learned(self, dec: Decision, req: Any, cands: list[Entry]) -> None:
-        r = self.learned()
-        p = float(r.score([request_text(req)])[0])
+        try:
+            r = self.learned()
+            p = float(r.score([request_text(req)])[0])
+        except Exception as e:  # a missing or broken router file: the catalog's order stands
+            if not self._warned:
+                self._warned = True
+                log.warning("learned router %s unavailable: %s", self.router_path, e)
+            dec.why += "; learned router unavailable"
+            return
         threshold = float(r.threshold)
         if self.strong_share is not None and hasattr(r, "threshold_for"):
             threshold = float(r.threshold_for(self.strong_share))
