@@ -136,11 +136,10 @@ def test_a_kept_answer_streams_back_in_the_anthropic_protocol(gw: tuple[RunningG
                                                               fake_openai: FakeOpenAI) -> None:
     running, rec = gw
     fake_openai.replies.update({"gpt-4o-mini": GOOD, "o3": "never"})
-    with anthropic.Anthropic(base_url=running.url, api_key=USER_KEY, max_retries=0) as a:
-        with a.messages.stream(model="extract", max_tokens=100,
-                               messages=[{"role": "user", "content": "Who? JSON please."}]) as s:
-            text = "".join(s.text_stream)
-            final = s.get_final_message()
+    with anthropic.Anthropic(base_url=running.url, api_key=USER_KEY, max_retries=0) as a, a.messages.stream(
+            model="extract", max_tokens=100, messages=[{"role": "user", "content": "Who? JSON please."}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
     assert text == GOOD and final.stop_reason == "end_turn" and final.usage.output_tokens > 0
     assert fake_openai.chat_models == ["gpt-4o-mini"]
     assert rec.records[-1].deployment == "cheap" and rec.records[-1].status == "ok"

@@ -183,8 +183,8 @@ class Auto(Strategy):
             threshold = float(r.threshold_for(self.strong_share))
         dec.router_score = p
         pick = self.strong if p >= threshold else self.weak
-        for i, e in enumerate(cands):
-            if e.name == pick:
+        for i, entry in enumerate(cands):
+            if entry.name == pick:
                 cands.insert(0, cands.pop(i))
                 dec.why = (f"learned router score {p:.3f} {'>=' if p >= threshold else '<'} threshold "
                            f"{threshold:.3f}: {'strong' if p >= threshold else 'weak'}")
