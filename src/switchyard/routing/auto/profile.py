@@ -3,10 +3,10 @@ an estimate of its difficulty.
 
 Rules decide what is certain: an image makes it a vision task, tools a tool-use task, and a prompt beyond
 ``LONG_CONTEXT_TOKENS`` a long-context task (the router's context-window filter does the rest). The rest is an
-embedding classifier: the request's text (its last user turns, cut to their first 700 and last 500 characters) is embedded
-offline and compared with the centroids of labelled seed prompts (``data/seeds.yaml``), one per task type and one
-per (type, easy | hard). Cheap features (code fences, math symbols, verbs like "translate" or "summarize") nudge the
-type; the nearest level, the size and markers of hard work ("prove", "optimize", "step by step") give the
+embedding classifier: the request's text (its last user turns, cut to their first 500 and last 400 characters)
+is embedded offline and compared with the centroids of labelled seed prompts (``data/seeds.yaml``), one per task
+type and one per (type, easy | hard). Cheap features (code fences, math symbols, verbs like "translate" or
+"summarize") nudge the type; the nearest level, the size and markers of hard work ("prove", "optimize", "step by step") give the
 difficulty, from 0 (trivial) to 1 (frontier).
 
 Everything heavy (the embedder, the centroids) is built on first use and shared by the process.
@@ -28,7 +28,7 @@ from .embedder import Embedder, default_embedder
 
 LONG_CONTEXT_TOKENS = 32_000  # a prompt this large is a long-context task whatever it asks
 _LAST_TURNS = 3  # the user turns that are read (the latest ones)
-_HEAD, _TAIL = 700, 500  # of a long request, what is profiled: its opening and its closing characters
+_HEAD, _TAIL = 500, 400  # of a long request, what is profiled: its opening and its closing characters
 _KEYWORD_BONUS = 0.12  # added to a type's cosine when its cue word is in the text
 
 # Cue words per type, searched as plain substrings of the lower-cased text (a regex with alternations costs ten
@@ -47,7 +47,7 @@ _CUES: dict[str, tuple[str, ...]] = {
 _HARD = ("prove", "proof", "rigorous", "optimiz", "optimis", "complexity", "implement", "design", "architect",
          "concurren", "distributed", "step by step", "justify", "derive", "trade-off", "tradeoff", "edge case",
          "formal", "lock-free", "consensus", "asymptotic")
-_CUE_CHARS = 1200  # cue words are looked for in the text's opening and closing (where the ask is)
+_CUE_CHARS = 900  # cue words are looked for in the text's opening and closing (where the ask is)
 
 
 @dataclass(slots=True)
@@ -135,7 +135,7 @@ class Profiler:
         low = _cue_text(text)
         for i, t in enumerate(c.types):
             cue = _CUES.get(t)
-            if cue is not None and any(w in low for w in cue):
+            if cue is not None and any(map(low.__contains__, cue)):
                 sims[i] += _KEYWORD_BONUS
                 signals.append(f"cue:{t}")
         best = int(np.argmax(sims))
@@ -152,7 +152,7 @@ class Profiler:
         markers of hard work."""
         score = 0.5 + 4.0 * level_gap  # a margin of 0.1 toward hard: +0.4
         low = _cue_text(text)
-        hard = sum(1 for w in _HARD if w in low)
+        hard = sum(map(low.__contains__, _HARD))
         if hard:
             score += min(0.15 * hard, 0.45)
             prof.signals.append(f"hard-markers:{hard}")
