@@ -6,8 +6,8 @@ Rules decide what is certain: an image makes it a vision task, tools a tool-use 
 embedding classifier: the request's text (its last user turns, cut to their first 500 and last 400 characters)
 is embedded offline and compared with the centroids of labelled seed prompts (``data/seeds.yaml``), one per task
 type and one per (type, easy | hard). Cheap features (code fences, math symbols, verbs like "translate" or
-"summarize") nudge the type; the nearest level, the size and markers of hard work ("prove", "optimize", "step by step") give the
-difficulty, from 0 (trivial) to 1 (frontier).
+"summarize") nudge the type; the nearest level, the size and markers of hard work ("prove", "optimize", "step by
+step") give the difficulty, from 0 (trivial) to 1 (frontier).
 
 Everything heavy (the embedder, the centroids) is built on first use and shared by the process.
 """
