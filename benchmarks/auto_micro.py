@@ -2,7 +2,10 @@
 the task profile included (the text's extraction, the WordLlama embedding, the centroids, the cue words, the
 scores), for prompts of about 4,000 tokens of each task type and for short ones. No HTTP, no upstream.
 
-    PYTHONPATH=src python -m benchmarks.auto_micro [--n 2000]
+    PYTHONPATH=src python -m benchmarks.auto_micro [--n 2000] [--json] [--core N]
+
+``make bench`` (``benchmarks/run.py``) runs it with ``--json`` on the gateway's core and reports it in
+docs/benchmarks.md.
 
 It prints, per prompt kind, the p50, p99 and max of one decision in microseconds of wall time, the p50 and p99 of
 its CPU time (the thread's: on a shared machine the wall-clock tail is other processes' time slices), and the
@@ -14,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
+import sys
 import time
+from typing import Any
 
 from switchyard.catalog import Catalog
 from switchyard.config import parse_config
@@ -60,17 +66,24 @@ def pct(xs: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    ap.add_argument("--core", type=int, default=None, help="pin to this CPU core")
     args = ap.parse_args()
+    if args.core is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.core})
+    out: dict[str, Any] = {"n": args.n, "rows": []}
+    say = (lambda *a: None) if args.json else print
     r = router()
     t0 = time.perf_counter()
     r.plan("smart", set(), 10, None, request=request("chat", 0))  # loads the embedder and the centroids
-    print(f"first decision (loads the embedder and the seed centroids): {(time.perf_counter() - t0) * 1000:.0f} ms")
+    out["first_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    say(f"first decision (loads the embedder and the seed centroids): {out['first_ms']:.0f} ms")
     from switchyard.routing.auto.embedder import default_embedder
     from switchyard.routing.auto.profile import request_text
 
     emb = default_embedder()
-    print(f"{'prompt':<22}{'tokens':>8}{'p50 us':>10}{'p99 us':>10}{'max us':>10}{'cpu p50':>10}{'cpu p99':>10}"
-          "   chosen (task, difficulty)")
+    say(f"{'prompt':<22}{'tokens':>8}{'p50 us':>10}{'p99 us':>10}{'max us':>10}{'cpu p50':>10}{'cpu p99':>10}"
+        "   chosen (task, difficulty)")
     for kind in FILLER:
         for tokens in (0, 4000):
             req = request(kind, tokens)
@@ -89,9 +102,14 @@ def main() -> None:
             gc.enable()
             assert plan is not None and plan.decision is not None
             name = f"{kind}{' (4k)' if tokens else ' (short)'}"
-            print(f"{name:<22}{n_tokens:>8}{pct(times, 0.5):>10.0f}{pct(times, 0.99):>10.0f}{max(times):>10.0f}"
-                  f"{pct(cpu, 0.5):>10.0f}{pct(cpu, 0.99):>10.0f}   "
-                  f"{plan.decision.chosen} ({plan.decision.profile.task}, {plan.decision.profile.difficulty:.2f})")
+            dec = plan.decision
+            out["rows"].append({"prompt": name, "tokens": n_tokens, "p50_us": pct(times, 0.5),
+                                "p99_us": pct(times, 0.99), "max_us": max(times), "cpu_p50_us": pct(cpu, 0.5),
+                                "cpu_p99_us": pct(cpu, 0.99), "chosen": dec.chosen, "task": dec.profile.task,
+                                "difficulty": round(dec.profile.difficulty, 2)})
+            say(f"{name:<22}{n_tokens:>8}{pct(times, 0.5):>10.0f}{pct(times, 0.99):>10.0f}{max(times):>10.0f}"
+                f"{pct(cpu, 0.5):>10.0f}{pct(cpu, 0.99):>10.0f}   "
+                f"{dec.chosen} ({dec.profile.task}, {dec.profile.difficulty:.2f})")
     text = request_text(request("code", 4000))
     times, cpu = [], []
     for _ in range(args.n):
@@ -100,8 +118,14 @@ def main() -> None:
         emb.embed([text])
         times.append((time.perf_counter() - t) * 1e6)
         cpu.append((time.thread_time_ns() - c) / 1e3)
-    print(f"{'embedding alone (4k)':<22}{'':>8}{pct(times, 0.5):>10.0f}{pct(times, 0.99):>10.0f}{max(times):>10.0f}"
-          f"{pct(cpu, 0.5):>10.0f}{pct(cpu, 0.99):>10.0f}")
+    out["embedding"] = {"p50_us": pct(times, 0.5), "p99_us": pct(times, 0.99), "cpu_p50_us": pct(cpu, 0.5),
+                        "cpu_p99_us": pct(cpu, 0.99)}
+    say(f"{'embedding alone (4k)':<22}{'':>8}{pct(times, 0.5):>10.0f}{pct(times, 0.99):>10.0f}{max(times):>10.0f}"
+        f"{pct(cpu, 0.5):>10.0f}{pct(cpu, 0.99):>10.0f}")
+    if args.json:
+        import orjson
+
+        sys.stdout.write(orjson.dumps(out).decode() + "\n")
 
 
 if __name__ == "__main__":
