@@ -4,6 +4,7 @@ final answer; every step is charged; the record shows the path."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -173,3 +174,52 @@ def test_bad_cascade_and_auto_routes_are_config_errors(fake_openai_server: FakeO
     assert fake_openai_server.base_url is not None
     with pytest.raises(ConfigError, match=where):
         parse_config(config(fake_openai_server.base_url, routes={"r": route}), "<test>", {})
+
+
+def test_a_cascade_s_budget_holds_every_step_and_settles_both(tmp_path: Path) -> None:
+    """Over HTTP with the embedded ledger: the hold is the sum of the steps' worst cases (a budget that covers the
+    dearest step alone refuses before any call), and the settled spend is both steps' cost."""
+    from decimal import Decimal
+
+    from switchyard.config.ledger import SpoolSettings
+    from switchyard.governance.spend import SpendWriter
+    from switchyard.store import Store
+    from tests.support.governance import Admin, store_url
+    from tests.support.ledger import HI, budget_total, ledger_config, spend_of, tenant, wait_for
+
+    route = {"strategy": "cascade", "targets": ["cheap", "exact"], "check": {"type": "json_schema"}}
+    with store_url("sqlite", tmp_path) as url:
+        store = Store.open(url)
+        cfg = ledger_config(url, tmp_path / "spool", routes={"casc": route})
+        writer = SpendWriter(store.engine, SpoolSettings(dir=str(tmp_path / "spool"), flush_interval=0.05))
+        try:
+            with run_gateway(cfg, recorder=writer) as running:
+                admin = Admin(running.url)
+                exact = running.gateway.catalog.deployments["exact"]
+                dearest = 50 * exact.output_price  # its worst case: the prompt is free, 50 tokens out
+                tight = tenant(admin, budget={"max_usd": round(dearest, 8), "period": "daily", "name": "tight"})
+                roomy = tenant(admin, budget={"max_usd": 1.0, "period": "daily", "name": "roomy"})
+                for t in (tight, roomy):
+                    with openai.OpenAI(base_url=running.openai_base, api_key=t["secret"], max_retries=0) as c:
+                        if t is tight:
+                            with pytest.raises(openai.RateLimitError) as info:
+                                c.chat.completions.create(model="casc", messages=HI, max_tokens=50)
+                            assert info.value.body["code"] == "budget_exceeded"  # type: ignore[index]
+                        else:
+                            raw = c.chat.completions.with_raw_response.create(model="casc", messages=HI,
+                                                                              max_tokens=50)
+                            raw.parse()
+                            assert raw.headers["x-switchyard-deployment"] == "exact"
+                            assert "cheap escalated (not JSON)" in raw.headers["x-switchyard-route-reason"]
+                wait_for(lambda: spend_of(store.engine, roomy["key"])[0] == 1)
+                n, cost = spend_of(store.engine, roomy["key"])
+                usd, requests = budget_total(store.engine, roomy["budget"]["id"])
+                cheap = running.gateway.catalog.deployments["cheap"]
+                assert requests == 1 and usd == cost
+                assert cost > Decimal(str(round(dearest, 8)))  # the dear step's answer, plus the cheap step
+                assert cost - Decimal(str(round(dearest, 8))) >= Decimal(str(round(50 * cheap.output_price, 8)))
+                assert spend_of(store.engine, tight["key"])[0] in (0, 1)  # a refusal spends nothing
+                assert budget_total(store.engine, tight["budget"]["id"])[0] == 0
+                admin.close()
+        finally:
+            store.close()
