@@ -212,7 +212,7 @@ def test_a_cascade_s_budget_holds_every_step_and_settles_both(tmp_path: Path) ->
                             assert raw.headers["x-switchyard-deployment"] == "exact"
                             assert "cheap escalated (not JSON)" in raw.headers["x-switchyard-route-reason"]
                 wait_for(lambda: spend_of(store.engine, roomy["key"])[0] == 1)
-                n, cost = spend_of(store.engine, roomy["key"])
+                _, cost = spend_of(store.engine, roomy["key"])
                 usd, requests = budget_total(store.engine, roomy["budget"]["id"])
                 cheap = running.gateway.catalog.deployments["cheap"]
                 assert requests == 1 and usd == cost
