@@ -118,6 +118,16 @@ def test_the_objective_header_changes_the_choice(gw: tuple[RunningGateway, ListR
     assert fake_openai.chat_models == ["gpt-4o-mini", "o3"]
 
 
+def test_auto_streams(gw: tuple[RunningGateway, ListRecorder], fake_openai: FakeOpenAI) -> None:
+    running, rec = gw
+    with oai(running) as c:
+        stream = c.chat.completions.create(model="smart", stream=True,
+                                           messages=[{"role": "user", "content": HARD_CODE}])
+        text = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
+    assert text.startswith("Echo: Implement") and fake_openai.chat_models == ["o3"]
+    assert rec.records[-1].deployment == "strong" and rec.records[-1].decisions["route"]["task"] == "code"  # type: ignore[index]
+
+
 def test_a_bad_objective_is_a_400_in_either_protocol(gw: tuple[RunningGateway, ListRecorder]) -> None:
     running, _ = gw
     with oai(running) as c, pytest.raises(openai.BadRequestError) as info:

@@ -77,7 +77,7 @@ def test_a_bad_cheap_answer_escalates_and_both_steps_are_charged(gw: tuple[Runni
     resp, headers = call(running, "extract")
     assert resp.choices[0].message.content == GOOD and headers["x-switchyard-deployment"] == "big"
     assert fake_openai.chat_models == ["gpt-4o-mini", "o3"]
-    assert "cheap escalated (schema: the answer: 'name' is a required property)" in headers[
+    assert "cheap escalated (schema: the answer fails required ['name'])" in headers[
         "x-switchyard-route-reason"]
     r = rec.records[-1]
     path = r.decisions["cascade"]  # type: ignore[index]
@@ -88,6 +88,10 @@ def test_a_bad_cheap_answer_escalates_and_both_steps_are_charged(gw: tuple[Runni
     fake_openai.replies["gpt-4o-mini"] = "Ada Lovelace, I think."  # not JSON at all
     _, headers = call(running, "extract")
     assert "cheap escalated (not JSON)" in headers["x-switchyard-route-reason"]
+    fake_openai.replies["gpt-4o-mini"] = '{"name": 31415926}'  # the reason names the schema, never the answer
+    _, headers = call(running, "extract")
+    assert "cheap escalated (schema: name fails type 'string')" in headers["x-switchyard-route-reason"]
+    assert "31415926" not in headers["x-switchyard-route-reason"] and "31415926" not in str(rec.records[-1].decisions)
 
 
 def test_the_verifier_keeps_or_escalates(gw: tuple[RunningGateway, ListRecorder], fake_openai: FakeOpenAI) -> None:

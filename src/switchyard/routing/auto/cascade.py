@@ -262,7 +262,8 @@ def _validate(validator: Any, text: str) -> tuple[bool, str]:
     err = next(iter(validator.iter_errors(value)), None)
     if err is not None:
         where = "/".join(str(p) for p in err.absolute_path) or "the answer"
-        return False, f"schema: {where}: {str(err.message)[:120]}"
+        # the keyword and the schema's value, never the answer's (it may hold personal data: the reason is logged)
+        return False, f"schema: {where} fails {err.validator} {err.validator_value!r}"[:160]
     return True, "matches the schema"
 
 
