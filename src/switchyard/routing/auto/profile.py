@@ -35,13 +35,16 @@ _KEYWORD_BONUS = 0.12  # added to a type's cosine when its cue word is in the te
 # times more on a long prompt).
 _CUES: dict[str, tuple[str, ...]] = {
     "code": ("```", "def ", "function", "class ", "#include", "import ", "=>", "select ", "python", "javascript",
-             "typescript", "rust", "golang", "java", "c++", "sql", "regex", "compile", "debug", "refactor", "bug"),
+             "typescript", "rust", "golang", "java", "c++", "sql", "regex", "compile", "debug", "refactor", "bug",
+             "pandas", "numpy", "dataframe", "react", "django", "docker", "kubernetes", "unit test"),
     "math": ("∫", "∑", "√", "≤", "≥", "≠", "∞", "\\frac", "\\int", "prove", "theorem", "lemma", "integral",
              "derivative", "equation", "probability", "matrix", "eigen", "solve for", "^2", "^3"),
-    "translation": ("translat", "into english", "into french", "into spanish", "into german", "into japanese",
+    "translation": ("translat", "in english:", "in french:", "in german:", "in spanish:", "in italian:",
+                    "into english", "into french", "into spanish", "into german", "into japanese",
                     "into chinese", "to english", "to french", "to spanish", "to german", "to japanese"),
-    "summarization": ("summar", "tl;dr", "tldr", "condense", "key points"),
-    "extraction": ("extract", "pull out", "parse ", "json schema"),
+    "summarization": ("summar", "tl;dr", "tldr", "condense", "key points", "gist", "takeaways", "boil down",
+                      "boil this down", "recap"),
+    "extraction": ("extract", "pull out", "parse ", "json schema", "list every", "list all"),
     "creative": ("poem", "story", "haiku", "sonnet", "lyrics", "screenplay", "limerick", "fiction"),
 }
 _HARD = ("prove", "proof", "rigorous", "optimiz", "optimis", "complexity", "implement", "design", "architect",
@@ -84,6 +87,17 @@ class _Centroids:
             level_rows.extend(_unit(vecs[lv].mean(axis=0)) for lv in ("easy", "hard"))
         self.type_matrix = np.stack(type_rows).astype(np.float32)  # (types, dim)
         self.level_matrix = np.stack(level_rows).astype(np.float32)  # (types * 2, dim): easy, hard per type
+        # Per type, where its own seeds fall on the hard-minus-easy axis: the level score maps the easy seeds'
+        # mean to 0.25 and the hard seeds' mean to 0.75.
+        self.level_mid: list[float] = []
+        self.level_span: list[float] = []
+        for i, t in enumerate(self.types):
+            gaps = {}
+            for lv in ("easy", "hard"):
+                sims = embedder.embed(seeds[t][lv]) @ self.level_matrix[2 * i: 2 * i + 2].T
+                gaps[lv] = float((sims[:, 1] - sims[:, 0]).mean())
+            self.level_mid.append((gaps["easy"] + gaps["hard"]) / 2)
+            self.level_span.append(max(gaps["hard"] - gaps["easy"], 1e-3))
 
 
 def _unit(v: Any) -> Any:
@@ -144,13 +158,14 @@ class Profiler:
             task = "chat"
         prof = TaskProfile(task, needs, prompt_tokens, 0.0, float(sims[best]), signals=signals)
         levels = c.level_matrix[2 * best: 2 * best + 2] @ vec
-        return self._finish(prof, text, float(levels[1] - levels[0]))
+        level = 0.5 + 0.5 * (float(levels[1] - levels[0]) - c.level_mid[best]) / c.level_span[best]
+        return self._finish(prof, text, level)
 
     @staticmethod
-    def _finish(prof: TaskProfile, text: str, level_gap: float = 0.0) -> TaskProfile:
-        """The difficulty: the nearest level (the hard centroid's margin over the easy one), the size, and
-        markers of hard work."""
-        score = 0.5 + 4.0 * level_gap  # a margin of 0.1 toward hard: +0.4
+    def _finish(prof: TaskProfile, text: str, level: float = 0.5) -> TaskProfile:
+        """The difficulty: the level (0.25 where the type's easy seeds fall, 0.75 where its hard ones do), the
+        size, and markers of hard work."""
+        score = min(max(level, 0.0), 1.0)
         low = _cue_text(text)
         hard = sum(map(low.__contains__, _HARD))
         if hard:
