@@ -86,7 +86,8 @@ def uses_model_catalog(config: Config) -> bool:
     """Whether the config uses the model catalog: a deployment names a catalog model, or a route is ``auto`` or a
     cascade, or ``routing.auto`` is set. Then every deployment is also matched by its ``model``; otherwise the
     catalog file is never read."""
-    return (config.routing.auto is not None or any(d.catalog for d in config.deployments)
+    return (config.routing.auto is not None or config.routing.strategy == "auto"
+            or any(d.catalog for d in config.deployments)
             or any(r.strategy in ("auto", "cascade") for r in config.routes.values()))
 
 

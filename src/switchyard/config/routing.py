@@ -120,6 +120,13 @@ class RoutingConfig(_Strict):
     breaker: BreakerConfig = Field(default_factory=lambda: BreakerConfig())
     auto: AutoConfig | None = None  # ``model: "auto"``: its objective (balanced when unset)
 
+    @field_validator("strategy")
+    @classmethod
+    def _not_cascade(cls, v: str) -> str:
+        if v == "cascade":
+            raise ValueError("cascade is a route's strategy (with its steps and check), not a default")
+        return v
+
 
 class RouteConfig(_Strict):
     targets: list[RouteTarget] = Field(min_length=1)
