@@ -287,3 +287,34 @@ def test_a_learned_router_picks_strong_or_weak(fake_openai_server: FakeOpenAI, m
         dep, _ = ask(running, "gated", "hello")
         assert dep == "mini"
     assert FakeLearned.loaded and set(FakeLearned.loaded) == {router_file}
+
+
+def plan_for(cfg: dict[str, Any], model: str, text: str, objective: str | None = None) -> Any:
+    from switchyard.messages import ChatRequest, Message, Role, TextPart
+    from switchyard.routing import Router
+    from switchyard.tokens import estimate_prompt
+
+    parsed = parse_config(cfg, "<test>", {})
+    router = Router(Catalog.from_config(parsed), parsed)
+    req = ChatRequest(model, [Message(Role.USER, [TextPart(text)])], "openai")
+    return router.plan(model, req.needs(), estimate_prompt(req), None, request=req, objective=objective)
+
+
+def test_a_deployment_s_quality_and_a_route_s_floor_and_weights_change_the_choice(
+        fake_openai_server: FakeOpenAI) -> None:
+    assert fake_openai_server.base_url is not None
+    base = config(fake_openai_server.base_url)
+    assert plan_for(base, "smart", HARD_CODE).targets[0].name == "strong"
+    as_good = config(fake_openai_server.base_url, deployments=[
+        {**base["deployments"][0], "quality": {"code": 5}}, *base["deployments"][1:]])
+    assert plan_for(as_good, "smart", HARD_CODE).targets[0].name == "mini"  # as good for code, and cheaper
+    assert plan_for(base, "smart", SIMPLE, "cheapest").targets[0].name == "mini"
+    floored = config(fake_openai_server.base_url, routes={
+        "smart": {"targets": ["mini", "strong"], "strategy": "auto", "objective": "cheapest", "quality_floor": 4}})
+    plan = plan_for(floored, "smart", SIMPLE)
+    assert [d.name for d in plan.targets] == ["strong", "mini"]  # mini's chat tier 3 is below the floor: last
+    assert [s.below_floor for s in plan.decision.scored] == [True, False]
+    costly = config(fake_openai_server.base_url, routes={
+        "smart": {"targets": ["mini", "strong"], "strategy": "auto", "weights": {"cost": 5.0}}})
+    assert plan_for(costly, "smart", HARD_CODE).targets[0].name == "mini"  # cost weighs more than quality
+    assert plan_for(costly, "smart", HARD_CODE, "best").targets[0].name == "strong"  # the caller's objective wins
