@@ -227,3 +227,27 @@ def test_a_cascade_s_budget_holds_every_step_and_settles_both(tmp_path: Path) ->
                 admin.close()
         finally:
             store.close()
+
+
+def test_a_narrowing_binds_the_verifier(fake_openai_server: FakeOpenAI) -> None:
+    """A stage (a policy, say) that keeps the request off the judge keeps the verifier from reading it: the check
+    fails, and the next step answers."""
+    from switchyard.stages import CallContext, Stage
+
+    class OffTheJudge(Stage):
+        def before(self, call: CallContext) -> None:
+            call.narrow({"cheap", "big"}, "test: not the judge")
+
+    assert fake_openai_server.base_url is not None
+    fake_openai_server.reset()
+    fake_openai_server.replies.update({"gpt-4o-mini": "Ada", "o3": "Ada Lovelace", "gpt-4.1-nano": "yes"})
+    rec = ListRecorder()
+    try:
+        with run_gateway(config(fake_openai_server.base_url), recorder=rec, extra_stages=[OffTheJudge()]) as running:
+            resp, headers = call(running, "verified")
+        assert resp.choices[0].message.content == "Ada Lovelace" and headers["x-switchyard-deployment"] == "big"
+        assert fake_openai_server.chat_models == ["gpt-4o-mini", "o3"]  # the judge never saw the request
+        path = rec.records[-1].decisions["cascade"]  # type: ignore[index]
+        assert path[0]["kept"] is False and "verifier failed" in path[0]["why"]
+    finally:
+        fake_openai_server.reset()

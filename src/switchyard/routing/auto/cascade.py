@@ -110,7 +110,7 @@ class CascadeSpec:
                     plan.notes.append(f"cascade: {step.deployment} skipped ({why})")
                     continue
             sub = router.plan(step.deployment, plan.needs, plan.prompt_tokens, plan.max_tokens,
-                              stream=req.stream and last)
+                              stream=req.stream and last, allowed=ctx.allowed, narrowed_by=ctx.narrowed_by)
             if last and req.stream:
                 dep, first, rest, lease = await executor.open_stream(
                     sub, lambda d: send_stream(d, req), ctx.attempts, ctx.deadline, ctx.started)
@@ -202,8 +202,9 @@ class CascadeSpec:
                                Message(Role.USER, [TextPart(f"Question:\n{question}\n\nAnswer:\n{answer}\n\n"
                                                          "Does the answer meet the rubric? yes or no")]),
                            ])
-        sub = router.plan(check.verifier, set(), 0, VERIFIER_MAX_TOKENS)
-        try:
+        try:  # the verifier reads the request: a stage's narrowing (a policy, say) binds it too
+            sub = router.plan(check.verifier, set(), 0, VERIFIER_MAX_TOKENS, allowed=ctx.allowed,
+                              narrowed_by=ctx.narrowed_by)
             dep, vresp = await executor.call(sub, lambda d: send_chat(d, vreq), ctx.attempts, ctx.deadline,
                                              ctx.started)
         except SwitchyardError as e:
