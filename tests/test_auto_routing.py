@@ -208,6 +208,7 @@ deployments:
   - {name: strong, provider: up, catalog: o3}
 routes:
   smart: {targets: [mini, strong], strategy: auto, objective: balanced}
+  checked: {strategy: cascade, steps: [mini, strong], check: {type: verifier, verifier: mini}}
 """)
     return path
 
@@ -223,6 +224,8 @@ def test_route_explain_shows_the_profile_and_the_scores(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["route", "explain", "--config", str(path), "--model", "smart", "--prompt", SIMPLE,
                                   "--objective", "cheapest"])
     assert r.exit_code == 0 and "chosen: mini" in r.output
+    r = CliRunner().invoke(main, ["route", "explain", "--config", str(path), "--model", "checked"])
+    assert r.exit_code == 0 and "steps: mini: check verifier by mini -> strong: final" in r.output
 
 
 def test_switchyard_models_lists_the_catalog() -> None:

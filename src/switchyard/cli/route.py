@@ -129,6 +129,8 @@ def render(ex: Explanation, out: Console) -> None:
     for why in ex.narrowed_by:
         out.print(f"  [yellow]narrowed: {why}[/yellow]", highlight=False)
     _auto(ex, out)
+    if ex.cascade:
+        out.print("  steps: " + " -> ".join(ex.cascade), highlight=False)
     if ex.context_routed:
         out.print("  [yellow]the prompt is too large for every target: context_window_fallbacks serve[/yellow]")
     if ex.candidates:

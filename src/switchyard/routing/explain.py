@@ -64,6 +64,7 @@ class Explanation:
     narrowed_by: list[str] = field(default_factory=list)  # why a stage narrowed the candidates, if one did
     profile: dict[str, object] | None = None  # auto: the request's task profile
     decision: dict[str, object] | None = None  # auto: the objective, each candidate's scores, why the winner won
+    cascade: list[str] = field(default_factory=list)  # cascade: each step and its check
 
 
 def explain(router: Router, model: str, needs: set[str], prompt_tokens: int = 0, max_tokens: int | None = None,
@@ -80,6 +81,10 @@ def explain(router: Router, model: str, needs: set[str], prompt_tokens: int = 0,
     out = Explanation(model, None if spec.direct else spec.name, spec.group.strategy.name)
     if allowed is not None:
         out.narrowed_by = list(narrowed_by or ("by a stage",))
+    if spec.cascade is not None:
+        out.cascade = [f"{st.deployment}: " + (f"check {st.check.type}" + (
+            f" by {st.check.verifier}" if st.check.verifier else "") if st.check is not None else "final")
+            for st in spec.cascade.steps]
     out.context_window_fallbacks = [g.name for g in spec.context_fallbacks]
     out.content_policy_fallbacks = [g.name for g in spec.policy_fallbacks]
     out.settings = {
