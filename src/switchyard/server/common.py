@@ -8,6 +8,7 @@ import time
 from starlette.requests import Request
 
 from ..classification import highest, parse_data_class
+from ..config.routing import OBJECTIVES
 from ..errors import InvalidRequest
 from ..pipeline import CallContext
 
@@ -50,7 +51,6 @@ def deadline_for(request: Request, default: float) -> float:
 
 DATA_CLASS_HEADER = "x-switchyard-data-class"
 OBJECTIVE_HEADER = "x-switchyard-objective"
-_OBJECTIVES = ("cheapest", "balanced", "best")
 
 
 def apply_objective(request: Request, ctx: CallContext) -> None:
@@ -59,7 +59,7 @@ def apply_objective(request: Request, ctx: CallContext) -> None:
     if value is None:
         return
     v = value.strip().lower()
-    if v not in _OBJECTIVES:
+    if v not in OBJECTIVES:
         raise InvalidRequest(f"The header {OBJECTIVE_HEADER} must be one of cheapest, balanced or best, but it is "
                              f"{value[:40]!r}.", param=OBJECTIVE_HEADER, code="invalid_header")
     ctx.objective = v
