@@ -112,6 +112,28 @@ def _profile(res: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _auto(res: dict[str, Any]) -> list[str]:
+    """The auto strategy's decision cost (benchmarks/auto_micro.py), when the run measured it."""
+    auto = res.get("auto")
+    if not auto:
+        return []
+    head = ["## The auto strategy's decision", "",
+            "`Router.plan` of an `auto` route over six catalog deployments, the task profile included (text, "
+            "WordLlama embedding, seed centroids, cue words, scores), in its own process on the gateway's core "
+            "(`python -m benchmarks.auto_micro`). Target: at most 1 ms p99 for a 4,000-token prompt. CPU: the "
+            "thread's own time (the wall clock's tail includes other processes' time slices). Microseconds.", ""]
+    if "error" in auto:
+        return [*head, f"Not available: {auto['error']}", ""]
+    rows = [[r["prompt"], str(r["tokens"]), f"{r['p50_us']:.0f}", f"{r['p99_us']:.0f}", f"{r['cpu_p50_us']:.0f}",
+             f"{r['cpu_p99_us']:.0f}", f"{r['chosen']} ({r['task']}, {r['difficulty']:.2f})"] for r in auto["rows"]]
+    e = auto["embedding"]
+    rows.append(["embedding alone (4k)", "", f"{e['p50_us']:.0f}", f"{e['p99_us']:.0f}", f"{e['cpu_p50_us']:.0f}",
+                 f"{e['cpu_p99_us']:.0f}", ""])
+    return [*head, *_table(["prompt", "tokens", "p50", "p99", "CPU p50", "CPU p99", "chosen (task, difficulty)"],
+                           rows), "", f"The first decision loads the embedder and the centroids: {auto['first_ms']:g} "
+            "ms.", ""]
+
+
 def render(res: dict[str, Any], prev: dict[str, Any] | None = None, chart: Path | None = None,
            peers_chart: str | None = None) -> str:
     m, mach, plan = res["meta"], res["meta"]["machine"], res["meta"]["plan"]
@@ -187,6 +209,7 @@ def render(res: dict[str, Any], prev: dict[str, Any] | None = None, chart: Path 
     if chart is not None:
         lines += [f"A chart of the direct-vs-Switchyard numbers was written to `{chart.name}` in "
                   "`benchmarks/results/` (not committed).", ""]
+    lines += _auto(res)
     rows_all = res["open_loop"] + res["closed_loop"]
     rerun = [r["scenario"]["label"] for r in rows_all if r.get("attempts", 1) > 1]
     if res.get("warnings") or rerun:

@@ -159,6 +159,7 @@ def run(plan: Plan, command: str, profile: float, ref: str | None = None, with_p
                 gateway.stop()
             if plan.startup_samples > 1:
                 info["ready_s"] += [round(s, 3) for s in startup_times(gateway.new_process, plan.startup_samples - 1)]
+            out["auto"] = auto_decision(src)
             if with_peers:
                 print("benchmarks: Switchyard (governance off and on), LiteLLM and Portkey on the same phases",
                       flush=True)
@@ -167,6 +168,21 @@ def run(plan: Plan, command: str, profile: float, ref: str | None = None, with_p
         shutil.rmtree(workdir, ignore_errors=True)
     out["meta"]["elapsed_s"] = round(time.time() - started, 1)
     return out
+
+
+def auto_decision(src: Path | None) -> dict[str, Any]:
+    """The auto strategy's decision cost (``benchmarks/auto_micro.py``), in its own process on the gateway's core."""
+    print("benchmarks: the auto strategy's decision (benchmarks/auto_micro.py)", flush=True)
+    env = {**os.environ, "PYTHONPATH": str(src or REPO / "src"), "OMP_NUM_THREADS": "1"}
+    try:
+        done = subprocess.run([sys.executable, "-m", "benchmarks.auto_micro", "--json", "--n", "3000", "--core",
+                               str(GATEWAY_CORE)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as e:
+        return {"error": str(e)}
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1][:300]}
+    result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def profile_gateway(gateway: Target, upstream: Managed, plan: Plan, seconds: float) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Config
+from .config.schema import DeploymentConfig
 from .messages import Usage
 from .providers import Provider, Target, build_provider
 
@@ -30,6 +31,8 @@ class Deployment:
     response_headers: dict[str, str] = field(default_factory=dict)
     zdr: bool = False  # zero data retention at the provider (config ``zdr``)
     tags: frozenset[str] = frozenset()  # free labels from the config, for policies (``resource.tags``)
+    card: Any = None  # its model catalog card (routing.auto.models.ModelCard), when it has one
+    quality: dict[str, float] | None = None  # the auto strategy's tier per task type (config over catalog)
 
     @property
     def provider_name(self) -> str:
@@ -62,28 +65,13 @@ class Catalog:
                     factory: Callable[[str, Any], Provider] = build_provider) -> Catalog:
         providers = {name: factory(name, pc) for name, pc in config.providers.items() if pc.enabled}
         deployments: dict[str, Deployment] = {}
+        matching = uses_model_catalog(config)
         for d in config.deployments:
             prov = providers.get(d.provider)
             if prov is None:
                 log.debug("deployment %s skipped: provider %s is disabled", d.name, d.provider)
                 continue
-            cached = d.price.cached_input if d.price.cached_input is not None else d.price.input
-            deployments[d.name] = Deployment(
-                name=d.name,
-                provider=prov,
-                target=Target(deployment=d.name, model=d.upstream_model),
-                region=d.region,
-                input_price=d.price.input / 1e6,
-                output_price=d.price.output / 1e6,
-                cached_input_price=cached / 1e6,
-                context_window=d.context_window,
-                max_output_tokens=d.max_output_tokens,
-                capabilities=frozenset(d.capabilities),
-                weight=d.weight,
-                response_headers=dict(prov.response_headers),
-                zdr=d.zdr,
-                tags=frozenset(d.tags),
-            )
+            deployments[d.name] = _deployment(d, prov, matching)
         routes: dict[str, Route] = {}
         for name, r in config.routes.items():
             targets = [deployments[t] for t in r.target_names if t in deployments]
@@ -92,3 +80,59 @@ class Catalog:
                 continue
             routes[name] = Route(name=name, targets=targets, strategy=r.strategy or config.routing.strategy)
         return cls(providers=providers, deployments=deployments, routes=routes)
+
+
+def uses_model_catalog(config: Config) -> bool:
+    """Whether the config uses the model catalog: a deployment names a catalog model, or a route is ``auto`` or a
+    cascade, or ``routing.auto`` is set. Then every deployment is also matched by its ``model``; otherwise the
+    catalog file is never read."""
+    return (config.routing.auto is not None or config.routing.strategy == "auto"
+            or any(d.catalog for d in config.deployments)
+            or any(r.strategy in ("auto", "cascade") for r in config.routes.values()))
+
+
+def _deployment(d: DeploymentConfig, prov: Provider, matching: bool) -> Deployment:
+    """A deployment from its config, over its catalog card's facts (its own fields win)."""
+    card: Any = None
+    if d.catalog or matching:
+        from .routing.auto.models import lookup
+
+        card = lookup(d.catalog or d.upstream_model)
+    own = d.model_fields_set
+    price_set = d.price.model_fields_set
+    inp, out, cached = d.price.input, d.price.output, d.price.cached_input
+    window, max_out, caps = d.context_window, d.max_output_tokens, frozenset(d.capabilities)
+    quality = None
+    if card is not None:
+        if "price" not in own or "input" not in price_set:
+            inp = card.input_price
+        if "price" not in own or "output" not in price_set:
+            out = card.output_price
+        if cached is None and "input" not in price_set:
+            cached = card.cached_input_price
+        window = window if "context_window" in own else card.context_window
+        max_out = max_out if "max_output_tokens" in own else card.max_output_tokens
+        caps = caps if "capabilities" in own else card.capabilities
+        quality = card.quality
+    if d.quality is not None:
+        from .routing.auto.models import quality_of
+
+        quality = quality_of(d.quality, quality)
+    return Deployment(
+        name=d.name,
+        provider=prov,
+        target=Target(deployment=d.name, model=d.upstream_model),
+        region=d.region,
+        input_price=inp / 1e6,
+        output_price=out / 1e6,
+        cached_input_price=(cached if cached is not None else inp) / 1e6,
+        context_window=window,
+        max_output_tokens=max_out,
+        capabilities=caps,
+        weight=d.weight,
+        response_headers=dict(prov.response_headers),
+        zdr=d.zdr,
+        tags=frozenset(d.tags),
+        card=card,
+        quality=quality,
+    )

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchyard.pipeline")
 
+_PAID = ("lost", "escalated", "verifier")  # attempts charged besides the serving one: hedge losers, cascade steps
+
 __all__ = ["CallContext", "CallRecord", "Gateway", "Generation", "NullRecorder", "Recorder"]
 
 class Generation:
@@ -76,7 +78,8 @@ class Generation:
 
     def plan_chat(self, ctx: CallContext, req: ChatRequest) -> Plan:
         return self.router.plan(req.model, req.needs(), estimate_prompt(req), req.max_tokens, stream=req.stream,
-                                allowed=ctx.allowed, narrowed_by=ctx.narrowed_by)
+                                allowed=ctx.allowed, narrowed_by=ctx.narrowed_by, request=req,
+                                objective=ctx.objective)
 
     def plan_embed(self, ctx: CallContext, req: EmbeddingRequest) -> Plan:
         return self.router.plan(req.model, set(), endpoint="embeddings", allowed=ctx.allowed,
@@ -194,13 +197,18 @@ class Gateway:
                     if answer is not None:
                         ctx.short_circuited = True
                         return answer
-            ctx.plan = plan(ctx, ctx.request)
+            p = ctx.plan = plan(ctx, ctx.request)
+            if p.decision is not None:  # what auto decided (task type, scores), for the record
+                ctx.decisions = {**(ctx.decisions or {}), "route": p.decision.record()}
             for s in self._routed:
                 waiting = s.routed(ctx)
                 if waiting is not None:
                     await waiting
             req = ctx.request
-            return await execute(ctx.plan, lambda d: send(d, req), ctx.attempts, ctx.deadline, ctx.started)
+            if p.spec.cascade is not None and isinstance(req, ChatRequest):
+                g = ctx.generation
+                return await p.spec.cascade.run(ctx, g.router, g.executor, req, _send_chat, _send_stream)
+            return await execute(p, lambda d: send(d, req), ctx.attempts, ctx.deadline, ctx.started)
         except SwitchyardError as e:
             self.record_failure(ctx, e)
             raise
@@ -231,7 +239,8 @@ class Gateway:
         u = usage or Usage()
         plan = ctx.plan
         out = Outcome(status, http_status, u, dep.cost(u) if dep else 0.0, error, answer,
-                      tuple(a for a in ctx.attempts if a.outcome == "lost") if plan and plan.spec.hedge else (),
+                      tuple(a for a in ctx.attempts if a.outcome in _PAID) if plan and (
+                          plan.spec.hedge or plan.spec.cascade) else (),
                       code=code)
         for s in self._after:
             try:

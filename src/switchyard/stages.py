@@ -80,6 +80,7 @@ class CallContext:
     cache_status: str | None = None  # the reply's x-switchyard-cache: hit | similar <score> | miss (None: no header)
     cache: Any = None  # the cache stage's state of this call (switchyard.cache.stage)
     embedding: Any = None  # the prompt's embedding, if a stage computed one (auto routing, the semantic cache)
+    objective: str | None = None  # the caller's x-switchyard-objective (cheapest | balanced | best), for auto
 
     def rewrite(self, request: Request) -> None:
         """Replace the neutral request. Its ``raw`` is dropped: the provider renders it from the neutral fields."""

@@ -155,6 +155,7 @@ class FakeOpenAI:
     models: list[str] = field(default_factory=lambda: ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"])
     embedding_dimensions: int = 8
     reply: str | None = None
+    replies: dict[str, str] = field(default_factory=dict)  # per requested model: what it says (over ``reply``)
     chunk_delay: float = 0.0
     stream_piece: int = 0  # when set, a stream's text arrives in pieces of this many characters, not words
     requests: list[RecordedRequest] = field(default_factory=list)
@@ -211,6 +212,13 @@ class FakeOpenAI:
         self._hangs.clear()
         self._breaks.clear()
         self.reply, self.chunk_delay, self.stream_piece = None, 0.0, 0
+        self.replies.clear()
+
+    @property
+    def chat_models(self) -> list[str]:
+        """The model of every chat completion asked of this fake, in order."""
+        return [str(r.json.get("model")) for r in self.requests
+                if r.path.endswith("/chat/completions") and isinstance(r.json, dict)]
 
     @property
     def last_request(self) -> RecordedRequest:
@@ -299,11 +307,12 @@ class FakeOpenAI:
             return _Reply(None, calls, "tool_calls", sum(_count(c["function"]["arguments"]) for c in calls))
         users = [m for m in body["messages"] if isinstance(m, dict) and m.get("role") == "user"]
         user = _text_of(users[-1].get("content")) if users else ""
-        text = self.reply if self.reply is not None else f"Echo: {user}"
+        scripted = self.replies.get(str(body.get("model")), self.reply)
+        text = scripted if scripted is not None else f"Echo: {user}"
         fmt = body.get("response_format") or {}
-        if self.reply is None and fmt.get("type") == "json_object":
+        if scripted is None and fmt.get("type") == "json_object":
             text = json.dumps({"echo": user})
-        elif self.reply is None and fmt.get("type") == "json_schema":
+        elif scripted is None and fmt.get("type") == "json_schema":
             text = json.dumps(sample_from_schema((fmt.get("json_schema") or {}).get("schema") or {}))
         finish, stops = "stop", body.get("stop")
         for stop in [stops] if isinstance(stops, str) else stops or []:

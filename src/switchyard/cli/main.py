@@ -20,6 +20,7 @@ LAZY_COMMANDS = {
     "pii": "switchyard.cli.pii:pii",
     "policy": "switchyard.cli.policy:policy",
     "router": "switchyard.cli.router:router",
+    "models": "switchyard.cli.models:models",
 }
 
 

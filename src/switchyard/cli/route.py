@@ -14,10 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ..catalog import Catalog
-from ..messages import ChatRequest, ChatResponse, Chunk
+from ..messages import ChatRequest, ChatResponse, Chunk, ImagePart, Message, ResponseFormat, Role, TextPart, Tool
 from ..providers import Provider, Target
 from ..routing import Router
 from ..routing.explain import Explanation, explain
+from ..tokens import estimate_prompt
 
 STRATEGY_WHY = {
     "weighted": "smooth weighted round robin: each deployment serves its weight's share, interleaved; the others "
@@ -28,6 +29,9 @@ STRATEGY_WHY = {
                       "(exploration) of requests tries another so none goes unmeasured",
     "lowest-cost": "cheapest estimate first: prompt tokens x input price + expected output (max_tokens, or 256) "
                    "x output price",
+    "auto": "highest score first: predicted quality for the task type (catalog tier vs the task's difficulty) "
+            "minus the objective's weights times log10 of relative cost and log2 of relative latency",
+    "cascade": "the steps in order, cheap first: a check keeps a step's answer or escalates to the next step",
 }
 
 
@@ -58,8 +62,11 @@ def route() -> None:
 @click.option("--stream", is_flag=True, help="a streamed request (lowest-latency uses time to first token)")
 @click.option("--embeddings", is_flag=True, help="an embeddings request")
 @click.option("--only", default=None, help="deployments a stage narrowed the request to, comma-separated")
+@click.option("--prompt", default=None, help="the request's text (auto profiles it: task type, difficulty)")
+@click.option("--objective", type=click.Choice(["cheapest", "balanced", "best"]), default=None,
+              help="as the x-switchyard-objective header would (auto)")
 def explain_cmd(config_path: str, model: str, prompt_tokens: int, max_tokens: int | None, needs: str, stream: bool,
-                embeddings: bool, only: str | None) -> None:
+                embeddings: bool, only: str | None, prompt: str | None, objective: str | None) -> None:
     """Print the plan the router would make for a request, and why."""
     from .main import _load
 
@@ -68,11 +75,47 @@ def explain_cmd(config_path: str, model: str, prompt_tokens: int, max_tokens: in
     router = Router(catalog, cfg)
     wanted = {n.strip() for n in needs.split(",") if n.strip()}
     allowed = frozenset(n.strip() for n in only.split(",") if n.strip()) if only is not None else None
+    request = _request(model, prompt, wanted, max_tokens, stream) if prompt is not None else None
+    if request is not None and not prompt_tokens:
+        prompt_tokens = estimate_prompt(request)
     ex = explain(router, model, wanted, prompt_tokens, max_tokens, "embeddings" if embeddings else "chat", stream,
-                 allowed, [f"--only {only}"] if only is not None else None)
+                 allowed, [f"--only {only}"] if only is not None else None, request, objective)
     render(ex, Console(soft_wrap=True))
     if ex.error is not None:
         raise SystemExit(1)
+
+
+def _request(model: str, prompt: str, needs: set[str], max_tokens: int | None, stream: bool) -> ChatRequest:
+    """A request like a client's: the prompt, with an image or a tool when ``--needs`` asks for vision or tools."""
+    parts: list[Any] = [TextPart(prompt)]
+    if "vision" in needs:
+        parts.append(ImagePart(url="https://example.com/image.png"))
+    tools = [Tool("tool", parameters={"type": "object"})] if "tools" in needs else None
+    fmt = ResponseFormat("json_object") if "json" in needs else None
+    return ChatRequest(model, [Message(Role.USER, parts)], "openai", stream=stream, max_tokens=max_tokens,
+                       tools=tools, response_format=fmt)
+
+
+def _auto(ex: Explanation, out: Console) -> None:
+    p, d = ex.profile, ex.decision
+    if p is None or d is None:
+        return
+    rule = f", by rule ({p['rule']})" if p.get("rule") else ""
+    out.print(f"profile: task [bold]{p['task']}[/bold]{rule}, difficulty {p['difficulty']}, {p['tokens']} tokens, "
+              f"needs {', '.join(p['needs']) or 'nothing special'}"  # type: ignore[arg-type]
+              + (f"; signals {', '.join(p['signals'])}" if p.get("signals") else ""), highlight=False)  # type: ignore[arg-type]
+    w = d["weights"]
+    out.print(f"objective: {d['objective']} (cost weight {w['cost']:g}, latency weight {w['latency']:g})",  # type: ignore[index]
+              highlight=False)
+    table = Table(title="candidates (auto)", title_justify="left")
+    for col in ("deployment", "quality", "success", "est. cost", "latency", "score"):
+        table.add_column(col)
+    for c in d["candidates"]:  # type: ignore[attr-defined]
+        lat = "unmeasured" if c["latency_ms"] is None else f"{c['latency_ms']:g} ms"
+        table.add_row(c["deployment"], f"{c['quality']:g}" + (" (below floor)" if c["below_floor"] else ""),
+                      f"{c['success']:.2f}", f"${c['cost']:.6f}", lat, f"{c['score']:.3f}")
+    out.print(table)
+    out.print(f"chosen: [bold]{d['chosen']}[/bold] - {d['why']}", highlight=False)
 
 
 def render(ex: Explanation, out: Console) -> None:
@@ -85,6 +128,9 @@ def render(ex: Explanation, out: Console) -> None:
         out.print(f"  {STRATEGY_WHY.get(ex.strategy, '')}", highlight=False)
     for why in ex.narrowed_by:
         out.print(f"  [yellow]narrowed: {why}[/yellow]", highlight=False)
+    _auto(ex, out)
+    if ex.cascade:
+        out.print("  steps: " + " -> ".join(ex.cascade), highlight=False)
     if ex.context_routed:
         out.print("  [yellow]the prompt is too large for every target: context_window_fallbacks serve[/yellow]")
     if ex.candidates:

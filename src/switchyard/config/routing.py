@@ -18,8 +18,11 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from .base import Strict as _Strict
 from .cache import CacheRouteConfig
 
-Strategy = Literal["weighted", "priority", "least-busy", "lowest-latency", "lowest-cost"]
-STRATEGIES: tuple[str, ...] = ("weighted", "priority", "least-busy", "lowest-latency", "lowest-cost")
+Strategy = Literal["weighted", "priority", "least-busy", "lowest-latency", "lowest-cost", "auto", "cascade"]
+STRATEGIES: tuple[str, ...] = ("weighted", "priority", "least-busy", "lowest-latency", "lowest-cost", "auto",
+                               "cascade")
+Objective = Literal["cheapest", "balanced", "best"]
+OBJECTIVES: tuple[str, ...] = ("cheapest", "balanced", "best")
 
 
 class RetryConfig(_Strict):
@@ -67,6 +70,46 @@ class RouteTarget(_Strict):
     weight: float | None = Field(None, gt=0, description="overrides the deployment's weight in this route")
 
 
+class AutoWeights(_Strict):
+    """How much cost and latency weigh against predicted quality (``auto``); unset: the objective's."""
+
+    cost: float | None = Field(None, ge=0, le=100, description="per tenfold of estimated cost")
+    latency: float | None = Field(None, ge=0, le=100, description="per doubling of observed latency")
+
+
+class AutoConfig(_Strict):
+    """The ``auto`` strategy's objective: for ``model: "auto"`` (``routing.auto``) and routes with
+    ``strategy: auto`` (their own keys win)."""
+
+    objective: Objective = "balanced"
+    quality_floor: float | None = Field(None, ge=1, le=5, description="the lowest catalog tier for the task type")
+    weights: AutoWeights | None = None
+
+
+class CheckConfig(_Strict):
+    """A cascade step's check: keep its answer, or escalate to the next step."""
+
+    type: Literal["json_schema", "verifier", "logprobs", "router"]
+    json_schema: dict[str, object] | None = Field(None, alias="schema", description="json_schema: the schema "
+                                                 "(default: the request's response_format schema)")
+    verifier: str | None = Field(None, description="verifier: the deployment that judges the answer")
+    rubric: str | None = Field(None, description="verifier: what a good answer does")
+    threshold: float | None = Field(None, description="logprobs: the lowest mean token logprob (default -0.5); "
+                                                      "router: the highest score to keep (default the router's)")
+    router: str | None = Field(None, description="router: a trained router file (default the route's)")
+
+    @model_validator(mode="after")
+    def _complete(self) -> CheckConfig:
+        if self.type == "verifier" and not self.verifier:
+            raise ValueError("a verifier check needs `verifier` (a deployment)")
+        return self
+
+
+class CascadeStep(_Strict):
+    deployment: str = Field(min_length=1)
+    check: CheckConfig | None = None  # the route's ``check`` when unset; the last step is never checked
+
+
 class RoutingConfig(_Strict):
     """The top-level ``routing`` section: defaults for every route and for direct deployment calls."""
 
@@ -76,6 +119,14 @@ class RoutingConfig(_Strict):
     timeouts: TimeoutConfig = Field(default_factory=lambda: TimeoutConfig())
     hedge: HedgeConfig | None = None
     breaker: BreakerConfig = Field(default_factory=lambda: BreakerConfig())
+    auto: AutoConfig | None = None  # ``model: "auto"``: its objective (balanced when unset)
+
+    @field_validator("strategy")
+    @classmethod
+    def _not_cascade(cls, v: str) -> str:
+        if v == "cascade":
+            raise ValueError("cascade is a route's strategy (with its steps and check), not a default")
+        return v
 
 
 class RouteConfig(_Strict):
@@ -90,6 +141,25 @@ class RouteConfig(_Strict):
     hedge: HedgeConfig | None = None
     breaker: BreakerConfig | None = None
     cache: CacheRouteConfig | None = None  # overrides of the cache section for this route (docs/cache.md)
+    # strategy auto
+    objective: Objective | None = None
+    quality_floor: float | None = Field(None, ge=1, le=5)
+    weights: AutoWeights | None = None
+    router: str | None = Field(None, description="a trained router file (switchyard router train)")
+    strong: str | None = Field(None, description="router: the deployment for prompts that need the strong model")
+    weak: str | None = Field(None, description="router: the deployment for the others")
+    strong_share: float | None = Field(None, gt=0, lt=1, description="router: the target share of strong calls")
+    # strategy cascade
+    steps: list[CascadeStep] | None = None
+    check: CheckConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_are_targets(cls, v: object) -> object:
+        if isinstance(v, dict) and v.get("steps") and "targets" not in v:
+            v = {**v, "targets": [s["deployment"] if isinstance(s, dict) else s for s in v["steps"]]}
+            v["steps"] = [{"deployment": s} if isinstance(s, str) else s for s in v["steps"]]
+        return v
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -97,6 +167,34 @@ class RouteConfig(_Strict):
         if isinstance(v, list):
             return [{"deployment": t} if isinstance(t, str) else t for t in v]
         return v
+
+    @model_validator(mode="after")
+    def _strategy_keys(self) -> RouteConfig:
+        if self.steps is not None and self.strategy != "cascade":
+            raise ValueError("steps: only a route with strategy: cascade has steps")
+        if self.strategy == "cascade":
+            if len(self.targets) < 2:
+                raise ValueError("a cascade needs at least two steps (targets), cheap first")
+            if self.steps is not None and [s.deployment for s in self.steps] != self.target_names:
+                raise ValueError("steps and targets must name the same deployments in the same order")
+            checked = [s.check for s in self.steps or []]
+            if self.check is None and not any(checked):
+                raise ValueError("a cascade needs a check (route `check`, or a step's)")
+        learned = (self.router, self.strong, self.weak)
+        if any(x is not None for x in learned) and not all(x is not None for x in learned):
+            raise ValueError("router, strong and weak go together")
+        for key in ("strong", "weak"):
+            name = getattr(self, key)
+            if name is not None and name not in self.target_names:
+                raise ValueError(f"{key}: {name!r} is not one of the route's targets")
+        return self
+
+    def cascade_steps(self) -> list[CascadeStep]:
+        """Each step with its effective check (the last step has none)."""
+        steps = self.steps or [CascadeStep(deployment=n) for n in self.target_names]
+        out = [s if s.check is not None else CascadeStep(deployment=s.deployment, check=self.check) for s in steps]
+        out[-1] = CascadeStep(deployment=out[-1].deployment)
+        return out
 
     @model_validator(mode="after")
     def _unique_targets(self) -> RouteConfig:
@@ -132,6 +230,9 @@ def route_problems(routes: Mapping[str, RouteConfig], deployments: Iterable[str]
         for j, t in enumerate(r.targets):
             if t.deployment not in known:
                 errors.append(f"routes.{rname}.targets[{j}]: unknown deployment {t.deployment!r}")
+        for c in [r.check, *(s.check for s in r.steps or [])]:
+            if c is not None and c.verifier is not None and c.verifier not in known:
+                errors.append(f"routes.{rname}.check.verifier: unknown deployment {c.verifier!r}")
         for key in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
             for j, f in enumerate(getattr(r, key)):
                 if f == rname:

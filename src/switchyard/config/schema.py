@@ -40,6 +40,33 @@ class DeploymentConfig(_Strict):
     weight: float = Field(1.0, gt=0)
     zdr: bool = False  # the provider keeps nothing of a request (zero data retention): policies may require it
     tags: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(default_factory=list)
+    catalog: str | None = None  # a model catalog id (``switchyard models``): inherit its facts; own fields win
+    quality: dict[str, float] | None = None  # the auto strategy's tier per task type (over the catalog's)
+
+    @field_validator("catalog")
+    @classmethod
+    def _known_model(cls, v: str | None) -> str | None:
+        if v is not None:
+            from ..routing.auto.models import lookup  # the catalog file is read only when a deployment names it
+
+            card = lookup(v)
+            if card is None:
+                raise ValueError(f"unknown catalog model {v!r} (see `switchyard models`)")
+            return card.id
+        return v
+
+    @field_validator("quality")
+    @classmethod
+    def _known_tasks(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None:
+            from ..routing.auto.models import TASK_TYPES
+
+            for k, tier in v.items():
+                if k != "default" and k not in TASK_TYPES:
+                    raise ValueError(f"unknown task type {k!r}; expected default or one of {', '.join(TASK_TYPES)}")
+                if not 1 <= tier <= 5:
+                    raise ValueError(f"quality.{k}: a tier is between 1 and 5")
+        return v
 
     @field_validator("capabilities")
     @classmethod

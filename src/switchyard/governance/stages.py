@@ -13,6 +13,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from ..messages import ChatRequest, ChatResponse, EmbeddingRequest
+from ..routing.router import AUTO
 from ..stages import CallContext, Outcome, Stage, record_of
 from .auth import Authenticator
 from .payloads import add_response, embedding_payload, request_payload
@@ -44,6 +45,9 @@ class AllowList(Stage):
     def before(self, call: CallContext) -> None:
         p, req = call.principal, call.request
         if p is not None and req is not None and p.models is not None:
+            if req.model == AUTO and AUTO not in p.models:  # auto: among the deployments the key may use
+                call.narrow(p.may_use, "auto: the key's models")
+                return
             p.require_model(req.model)
 
 

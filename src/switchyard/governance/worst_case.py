@@ -32,13 +32,24 @@ def worst_case(plan: Plan, prompt_tokens: int, max_tokens: int | None, default_m
     """(E8 units, tokens) that a request may cost at most: the prompt at the input price plus the output cap at the
     output price, on the most expensive deployment the plan may use, once more for each possible hedge."""
     best, best_out = 0.0, 0
+    cascade = plan.spec.cascade
+    total, total_tokens = 0.0, 0
     for d in plan_deployments(plan):
         out = (max_tokens or d.max_output_tokens or default_max_tokens) * choices if output else 0
         cost = prompt_tokens * d.input_price + out * d.output_price
+        total += cost
+        total_tokens += prompt_tokens + out
         if cost > best:
             best = cost
         if out > best_out:
             best_out = out
+    if cascade is not None:  # every step may be called, and a verifier reads the prompt and an answer per step
+        checks = max(len(cascade.steps) - 1, 0)
+        for v in cascade.verifier_deployments:
+            read = prompt_tokens + best_out
+            total += checks * (read * v.input_price + cascade.verifier_max_tokens * v.output_price)
+            total_tokens += checks * (read + cascade.verifier_max_tokens)
+        return usd_e8(total), total_tokens
     hedge = plan.spec.hedge
     calls = 1 + (hedge.max_extra if hedge is not None else 0)  # a hedge loser may have answered in full
     return usd_e8(best * calls), (prompt_tokens + best_out) * calls

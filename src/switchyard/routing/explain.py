@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import SwitchyardError
-from .router import Group, Plan, Router
+from .router import AUTO, Group, Plan, Router
 
 
 def health_report(router: Router) -> dict[str, object]:
@@ -61,19 +62,29 @@ class Explanation:
     error: str | None = None
     reason: str = ""
     narrowed_by: list[str] = field(default_factory=list)  # why a stage narrowed the candidates, if one did
+    profile: dict[str, object] | None = None  # auto: the request's task profile
+    decision: dict[str, object] | None = None  # auto: the objective, each candidate's scores, why the winner won
+    cascade: list[str] = field(default_factory=list)  # cascade: each step and its check
 
 
 def explain(router: Router, model: str, needs: set[str], prompt_tokens: int = 0, max_tokens: int | None = None,
             endpoint: str = "chat", stream: bool = False, allowed: Container[str] | None = None,
-            narrowed_by: Sequence[str] | None = None) -> Explanation:
+            narrowed_by: Sequence[str] | None = None, request: Any = None, objective: str | None = None
+            ) -> Explanation:
     """What the router would do with such a request now: every candidate in order (fallbacks expanded), and why.
     ``allowed`` and ``narrowed_by``: as a stage narrowed the request (see ``CallContext.narrow``)."""
     spec = router.specs.get(model)
+    if spec is None and model == AUTO and endpoint == "chat":
+        spec = router.auto_spec()
     if spec is None:
         return Explanation(model, None, "", error=f"no deployment or route is named {model!r}")
     out = Explanation(model, None if spec.direct else spec.name, spec.group.strategy.name)
     if allowed is not None:
         out.narrowed_by = list(narrowed_by or ("by a stage",))
+    if spec.cascade is not None:
+        out.cascade = [f"{st.deployment}: " + (f"check {st.check.type}" + (
+            f" by {st.check.verifier}" if st.check.verifier else "") if st.check is not None else "final")
+            for st in spec.cascade.steps]
     out.context_window_fallbacks = [g.name for g in spec.context_fallbacks]
     out.content_policy_fallbacks = [g.name for g in spec.policy_fallbacks]
     out.settings = {
@@ -84,7 +95,7 @@ def explain(router: Router, model: str, needs: set[str], prompt_tokens: int = 0,
     }
     try:
         plan = router.plan(model, needs, prompt_tokens, max_tokens, endpoint=endpoint, stream=stream,
-                           allowed=allowed, narrowed_by=narrowed_by)
+                           allowed=allowed, narrowed_by=narrowed_by, request=request, objective=objective)
     except SwitchyardError as err:
         out.error = err.message
         out.skipped = [(n, w) for n, w in _skips(router, model, needs, prompt_tokens, max_tokens, endpoint, allowed)]
@@ -93,12 +104,25 @@ def explain(router: Router, model: str, needs: set[str], prompt_tokens: int = 0,
         pass
     owner = _owners(plan)
     now = router.clock()
+    scored: dict[str, Any] = {}
+    if plan.decision is not None:
+        d = plan.decision
+        out.profile = d.profile.as_dict()
+        scored = {x.name: x for x in d.scored}
+        out.decision = {"objective": d.objective, "weights": {"cost": d.weights[0], "latency": d.weights[1]},
+                        "chosen": d.chosen, "why": d.why, "router_score": d.router_score,
+                        "candidates": [x.as_dict() for x in d.scored]}
     for e in plan.entries:
         g = owner.get(e.deployment.name)
         st = g.strategy if g is not None else spec.group.strategy
         single = g is not None and len(g.entries) == 1
         why = "a fallback deployment" if single and not spec.direct else (
             "the deployment itself" if spec.direct else st.describe(e, endpoint, stream, prompt_tokens, max_tokens))
+        sc = scored.get(e.name)
+        if sc is not None:
+            why = (f"score {sc.score:.3f}: quality {sc.quality:g} (success {sc.success:.2f}), est. ${sc.cost:.6f}, "
+                   f"latency {'unmeasured' if sc.latency is None else f'{sc.latency * 1000:.0f}ms'}"
+                   + (", below the quality floor" if sc.below_floor else ""))
         out.candidates.append(Candidate(e.name, e.deployment.provider_name, g.name if g is not None else spec.name,
                                         why, e.health[endpoint].is_probe_ready(now), e.deployment.zdr,
                                         sorted(e.deployment.tags)))
@@ -120,7 +144,7 @@ def _skips(router: Router, model: str, needs: set[str], prompt_tokens: int, max_
            endpoint: str, allowed: Container[str] | None = None) -> list[tuple[str, str]]:
     from .router import NARROWED, unfit_reason
 
-    spec = router.specs[model]
+    spec = router.specs[model] if model in router.specs else router.auto_spec()
     if endpoint == "embeddings":
         needs = needs | {"embeddings"}
     out = []

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..catalog import Catalog, Deployment
 from ..config import Config
@@ -25,6 +26,7 @@ from .strategies import Entry, Priority, Strategy, make_strategy
 _CAP_PARAM = {"tools": "tools", "json": "response_format", "vision": "messages", "files": "messages",
               "audio": "messages", "embeddings": "model"}
 _MAX_REASON = 1000
+AUTO = "auto"  # the model name that asks the auto strategy to choose among every deployment the key may use
 NARROWED = "narrowed out"  # the skip reason of a deployment that a stage's narrowing excluded
 
 
@@ -52,6 +54,7 @@ class RouteSpec:
     hedge: HedgeConfig | None
     budget: RetryBudget
     context_then_fallbacks: list[Group] = field(default_factory=list)
+    cascade: Any = None  # a cascade route's steps (routing.auto.cascade.CascadeSpec)
 
 
 @dataclass(slots=True, eq=False)
@@ -73,6 +76,9 @@ class Plan:
     context_routed: bool = False
     notes: list[str] = field(default_factory=list)
     allowed: Container[str] | None = None  # the deployments a stage let the router pick (None: any)
+    request: Any = None  # the chat request, for a strategy that reads it (auto)
+    objective: str | None = None  # the caller's x-switchyard-objective
+    decision: Any = None  # what auto decided (routing.auto.strategy.Decision)
     _reason: tuple[int, int, str] | None = None  # (entries, notes, text): the header is asked for more than once
 
     @property
@@ -94,10 +100,15 @@ class Plan:
             head = f"deployment {spec.name}"
         else:
             st = spec.group.strategy
+            if self.decision is not None:
+                head = f"route {spec.name} (auto): {self.decision.summary()}; order "
             order = ", ".join(
                 f"{e.name} [{st.describe(e, self.endpoint, self.stream, self.prompt_tokens, self.max_tokens)}]"
                 if e in spec.group.entries else e.name for e in self.entries)
-            head = f"route {spec.name} ({st.name}): {order or 'no candidate'}"
+            if self.decision is not None:
+                head += ", ".join(e.name for e in self.entries)
+            else:
+                head = f"route {spec.name} ({st.name}): {order or 'no candidate'}"
         parts = [head]
         if self.context_routed:
             parts.append("prompt too large for the route: context_window_fallbacks")
@@ -140,6 +151,7 @@ class Router:
         self.health = health or HealthRegistry(catalog.deployments, breaker_settings(routes, routing),
                                                routing.breaker, clock)
         self.specs: dict[str, RouteSpec] = {}
+        self._auto: RouteSpec | None = None
         for name, d in catalog.deployments.items():
             entry = Entry(d, d.weight, 0, self._health_of(name))
             group = Group(name, [entry], Priority([entry], self._rng))
@@ -152,7 +164,13 @@ class Router:
             entries = [Entry(d, weights.get(d.name) or d.weight, i, self._health_of(d.name))
                        for i, d in enumerate(route.targets)]
             exploration = rc.exploration if rc is not None and rc.exploration is not None else routing.exploration
-            strategy = make_strategy(route.strategy, entries, self._rng, exploration)
+            strategy: Strategy
+            if route.strategy == "auto":
+                from .auto.strategy import Auto  # numpy and the embedder only for configs that use auto
+
+                strategy = Auto(entries, self._rng, exploration, rc, routing.auto)
+            else:
+                strategy = make_strategy(route.strategy, entries, self._rng, exploration)
             groups[rname] = Group(rname, entries, strategy)
         for rname, group in groups.items():
             rc = routes.get(rname)
@@ -172,24 +190,46 @@ class Router:
                         out.append(g)  # a fallback whose deployments are all disabled is silently absent
                 return out
 
+            cascade = None
+            if rc is not None and rc.strategy == "cascade":
+                from .auto.cascade import CascadeSpec
+
+                cascade = CascadeSpec.build(rc, catalog.deployments, rc.router)
             fallbacks = resolve(rc.fallbacks) if rc else []
             context = resolve(rc.context_window_fallbacks) if rc else []
             self.specs[rname] = RouteSpec(
                 rname, False, group, fallbacks, context, resolve(rc.content_policy_fallbacks) if rc else [],
                 retries, merged(routing.timeouts, rc.timeouts if rc else None), hedge, RetryBudget(retries, clock),
-                context + [g for g in fallbacks if g not in context])
+                context + [g for g in fallbacks if g not in context], cascade)
 
     def _health_of(self, deployment: str) -> dict[str, Health]:
         return {ep: self.health.get(deployment, ep) for ep in ("chat", "embeddings")}
 
     # --- planning ------------------------------------------------------------------------------------------
 
+    def auto_spec(self) -> RouteSpec:
+        """``model: "auto"``: every chat deployment under the auto strategy (built on first use)."""
+        spec = self._auto
+        if spec is None:
+            from .auto.strategy import Auto
+
+            routing = self.defaults
+            entries = [Entry(d, d.weight, i, self._health_of(d.name))
+                       for i, d in enumerate(d for d in self.catalog.deployments.values() if "chat" in d.capabilities)]
+            group = Group(AUTO, entries, Auto(entries, self._rng, routing.exploration, None, routing.auto))
+            spec = self._auto = RouteSpec(AUTO, False, group, [], [], [], routing.retries, routing.timeouts, None,
+                                          RetryBudget(routing.retries, self.clock))
+        return spec
+
     def plan(self, model: str, needs: set[str], prompt_tokens: int = 0, max_tokens: int | None = None,
              endpoint: str = "chat", stream: bool = False, allowed: Container[str] | None = None,
-             narrowed_by: Sequence[str] | None = None) -> Plan:
+             narrowed_by: Sequence[str] | None = None, request: Any = None, objective: str | None = None) -> Plan:
         """``allowed``: only these deployment names may be tried (a stage narrowed the request, for the reasons
-        ``narrowed_by``, which the plan's reason shows); the others are skipped as narrowed out."""
+        ``narrowed_by``, which the plan's reason shows); the others are skipped as narrowed out. ``request``: the
+        chat request, which the auto strategy profiles; ``objective``: the caller's ``x-switchyard-objective``."""
         spec = self.specs.get(model)
+        if spec is None and model == AUTO and endpoint == "chat":
+            spec = self.auto_spec()
         if spec is None:
             raise ModelNotFound(f"The model {model!r} does not exist or you do not have access to it.",
                                 param="model", headers={"x-switchyard-attempts": "0", "x-switchyard-route-reason":
@@ -197,6 +237,7 @@ class Router:
         if endpoint == "embeddings":
             needs = needs | {"embeddings"}
         plan = Plan(model, spec, endpoint, stream, needs, prompt_tokens, max_tokens, [], [], [], spec.fallbacks)
+        plan.request, plan.objective = request, objective
         if allowed is not None:
             plan.allowed = allowed
             plan.notes.append("narrowed: " + "; ".join(narrowed_by or ("by a stage",)))
@@ -243,8 +284,11 @@ class Router:
             else:
                 cands.append(e)
         if cands:
-            listed.extend(group.strategy.order(cands, plan.endpoint, plan.stream, plan.prompt_tokens,
-                                               plan.max_tokens))
+            st = group.strategy
+            if st.needs_request:
+                listed.extend(st.rank(plan, cands))  # type: ignore[attr-defined]
+            else:
+                listed.extend(st.order(cands, plan.endpoint, plan.stream, plan.prompt_tokens, plan.max_tokens))
         if late:
             listed.extend(late)
         return too_big

@@ -49,6 +49,7 @@ def estimated_cost(d: Deployment, prompt_tokens: int, max_tokens: int | None) ->
 
 class Strategy:
     name = "priority"
+    needs_request = False  # True: the router calls ``rank(plan, cands)`` (it reads the request) instead of ``order``
 
     def __init__(self, entries: list[Entry], rng: random.Random, exploration: float = 0.0) -> None:
         self.entries = entries
@@ -65,6 +66,15 @@ class Strategy:
 
 class Priority(Strategy):
     name = "priority"
+
+
+class Cascade(Strategy):
+    """The steps in their configured order, cheap first (the pipeline runs them: ``routing/auto/cascade.py``)."""
+
+    name = "cascade"
+
+    def describe(self, e: Entry, endpoint: str, stream: bool, prompt_tokens: int, max_tokens: int | None) -> str:
+        return f"step {e.index + 1}"
 
 
 class Weighted(Strategy):
@@ -167,6 +177,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "least-busy": LeastBusy,
     "lowest-latency": LowestLatency,
     "lowest-cost": LowestCost,
+    "cascade": Cascade,
 }
 
 

@@ -26,7 +26,7 @@ from ..protocols.anthropic_stream import StreamRenderer
 from ..protocols.validate import parse_body
 from ..tokens import estimate_prompt
 from .asgi import StreamResponse, read_body
-from .common import JSON_TYPE, apply_cache_directive, apply_data_class, deadline_for, new_context, peer
+from .common import JSON_TYPE, apply_cache_directive, apply_data_class, apply_objective, deadline_for, new_context, peer
 
 log = logging.getLogger("switchyard.server")
 
@@ -62,6 +62,7 @@ def anthropic_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Respon
             await gw.authenticate(ctx, key, peer(request))
             apply_data_class(request, ctx)
             apply_cache_directive(request, ctx)
+            apply_objective(request, ctx)
             ctx.deadline = deadline_for(request, gw.config.server.request_timeout)
             return await handler(request, gw, ctx)
         except SwitchyardError as e:

@@ -8,6 +8,7 @@ import time
 from starlette.requests import Request
 
 from ..classification import highest, parse_data_class
+from ..config.routing import OBJECTIVES
 from ..errors import InvalidRequest
 from ..pipeline import CallContext
 
@@ -49,6 +50,19 @@ def deadline_for(request: Request, default: float) -> float:
 
 
 DATA_CLASS_HEADER = "x-switchyard-data-class"
+OBJECTIVE_HEADER = "x-switchyard-objective"
+
+
+def apply_objective(request: Request, ctx: CallContext) -> None:
+    """``x-switchyard-objective``: the auto strategy's objective for this call; a bad value is a 400."""
+    value = request.headers.get(OBJECTIVE_HEADER)
+    if value is None:
+        return
+    v = value.strip().lower()
+    if v not in OBJECTIVES:
+        raise InvalidRequest(f"The header {OBJECTIVE_HEADER} must be one of cheapest, balanced or best, but it is "
+                             f"{value[:40]!r}.", param=OBJECTIVE_HEADER, code="invalid_header")
+    ctx.objective = v
 
 
 def apply_data_class(request: Request, ctx: CallContext) -> None:

@@ -17,7 +17,7 @@ from ..protocols import openai_chat, openai_embeddings
 from ..protocols.openai_errors import render_error, render_stream_error
 from ..protocols.validate import parse_body
 from .asgi import StreamResponse, read_body
-from .common import JSON_TYPE, apply_cache_directive, apply_data_class, deadline_for, new_context, peer
+from .common import JSON_TYPE, apply_cache_directive, apply_data_class, apply_objective, deadline_for, new_context, peer
 
 log = logging.getLogger("switchyard.server")
 
@@ -41,6 +41,7 @@ def openai_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response 
             await gw.authenticate(ctx, bearer(request.headers.get("authorization")), peer(request))
             apply_data_class(request, ctx)
             apply_cache_directive(request, ctx)
+            apply_objective(request, ctx)
             ctx.deadline = deadline_for(request, gw.config.server.request_timeout)
             return await handler(request, gw, ctx)
         except SwitchyardError as e:
