@@ -103,6 +103,8 @@ class Gateway:
         self.recorder: Recorder = recorder or NullRecorder()
         self.governance = governance  # virtual keys and audit, for the admin API
         self.ledger = ledger  # budgets and rate limits (its stage holds and settles)
+        self.state: Any = None  # switchyard.state.service.StateService, with a state: section (set by the factory)
+        self.conversations: Any = None  # its ConversationStore (the conversation stage and /v1/conversations)
         # streams whose client hung up are read to their end (bounded) and charged for what the upstream produced
         self.drains = Drains(config.ledger.drain_timeout, config.ledger.drain_max_chunks)
         self._admit = self.chain.admit
@@ -128,6 +130,8 @@ class Gateway:
             await self.governance.start()
         if self.ledger is not None:
             await self.ledger.start()
+        if self.state is not None:
+            await self.state.start()
         for p in self.catalog.providers.values():
             await p.start()
         if self.reloader is not None:
@@ -141,6 +145,8 @@ class Gateway:
             await p.aclose()
         if self.ledger is not None:
             await self.ledger.aclose()
+        if self.state is not None:
+            await self.state.aclose()
         if self.governance is not None:
             await self.governance.aclose()
 
@@ -214,7 +220,7 @@ class Gateway:
         dep = ctx.deployment
         u = usage or Usage()
         plan = ctx.plan
-        out = Outcome(status, http_status, u, dep.cost(u) if dep else 0.0, error, answer,
+        out = Outcome(status, http_status, u, (dep.cost(u) if dep else 0.0) + ctx.surcharge, error, answer,
                       tuple(a for a in ctx.attempts if a.outcome == "lost") if plan and plan.spec.hedge else (),
                       code=code)
         for s in self._after:
@@ -253,7 +259,8 @@ class Gateway:
         ctx.first_token_at = time.monotonic()
         self._finish(ctx, "ok", 200, resp.usage, None, resp)
         for s in self._reply:
-            resp = s.reply(ctx, resp)
+            got = s.reply(ctx, resp)
+            resp = got if isinstance(got, ChatResponse) else await got
         return resp
 
     async def chat_stream(self, ctx: CallContext, req: ChatRequest) -> AsyncIterator[Chunk]:

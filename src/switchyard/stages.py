@@ -73,6 +73,9 @@ class CallContext:
     pii_types: frozenset[str] | None = None  # the PII types found in the request, once the PII stage has scanned it
     policy_ids: tuple[str, ...] | None = None  # the policies that applied (``x-switchyard-policy``)
     decisions: dict[str, Any] | None = None  # what the policy and PII stages decided, for the audit record (no values)
+    conversation: str | None = None  # the conversation the call continues (x-switchyard-conversation), if any
+    turn: Any = None  # the conversation stage's pending turn (switchyard.state.stage)
+    surcharge: float = 0.0  # USD of work a stage did for the call (a conversation summary), charged with it
 
     def rewrite(self, request: Request) -> None:
         """Replace the neutral request. Its ``raw`` is dropped: the provider renders it from the neutral fields."""
@@ -208,9 +211,10 @@ class Stage:
         """Once per call, whatever ended it. Must not block; must not assume ``before`` ran."""
         return None
 
-    def reply(self, call: CallContext, answer: ChatResponse) -> ChatResponse:
+    def reply(self, call: CallContext, answer: ChatResponse) -> ChatResponse | Awaitable[ChatResponse]:
         """A chat reply that is not a stream, after the ``after`` hooks recorded it: return it (changed or not)
-        for the client. Runs in the declared order; not for errors, streams or embeddings."""
+        for the client, or an awaitable of it when it must wait (the conversation stage stores the turn). Runs in
+        the declared order; not for errors, streams or embeddings."""
         return answer
 
 

@@ -13,6 +13,7 @@ from .ledger import LedgerConfig
 from .pii import PiiConfig
 from .providers import ProviderConfig
 from .routing import RouteConfig, RoutingConfig, route_problems
+from .state import StateConfig, parse_retention
 from .telemetry import MetricsConfig, TracingConfig
 
 # --- deployments ---
@@ -60,6 +61,12 @@ class KeyConfig(_Strict):
     models: list[str] | None = None  # deployments and routes this key may use; all when unset
     data_class: str | None = None  # the lowest data class of its requests (public | internal | confidential | ...)
     pii_mode: Literal["off", "detect", "redact", "mask", "block"] | None = None  # None: the config's
+    retention: dict[str, str] | None = None  # payload retention, e.g. {conversations: "30d"}; None: none
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention(cls, v: object) -> object:
+        return parse_retention(v)
 
     @field_validator("data_class")
     @classmethod
@@ -92,6 +99,7 @@ class Config(_Strict):
     metrics: MetricsConfig = Field(default_factory=lambda: MetricsConfig())  # Prometheus, at GET /metrics
     tracing: TracingConfig = Field(default_factory=lambda: TracingConfig())  # OpenTelemetry spans, OTLP
     pii: PiiConfig | None = None  # personal data: detect, redact, mask or block (docs/pii.md); none: not scanned
+    state: StateConfig | None = None  # conversations kept by the gateway (docs/state.md); none: not kept
 
     @field_validator("master_key", mode="before")
     @classmethod
@@ -120,6 +128,9 @@ class Config(_Strict):
             for j, m in enumerate(k.models or []):
                 if m not in seen and m not in self.routes:
                     errors.append(f"keys[{i}].models[{j}]: unknown deployment or route {m!r}")
+        if self.state is not None and self.state.summarize_deployment is not None and (
+                self.state.summarize_deployment not in seen):
+            errors.append(f"state.summarize_deployment: unknown deployment {self.state.summarize_deployment!r}")
         if self.metrics.enabled and self.metrics.access == "key" and not (self.metrics.key or self.master_key):
             errors.append("metrics.access: 'key' needs metrics.key (or a master_key)")
         if errors:

@@ -79,11 +79,20 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
         from ..pii.stage import pii_stages
 
         pii = pii_stages(config.pii)
+    state: Any = None
+    conversation: list[Stage] = []
+    if config.state is not None:
+        from ..state.service import StateService
+        from ..state.stage import ConversationStage
+
+        state = StateService(config.state, config.store)
+        conversation = [ConversationStage(state.store, config.state)]
     stages: list[Stage] = [  # the order of the request path, declared once
         Authenticate(auth),
         Telemetry(config, router.health, recorder, tracing),  # its after unwinds last: it sees the settled record
         AllowList(),
         *([Record(recorder)] if recorder is not None else []),
+        *conversation,  # history in before PII scans the request (so it sees what goes upstream)
         *pii,  # scan (and redact, mask or block) before any budget is held
         *extra_stages,
         *([Reserve(ledger)] if ledger is not None else []),
@@ -92,6 +101,8 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
     gateway = Gateway(config, catalog, Chain(stages), auth=auth, recorder=recorder, governance=governance,
                       ledger=ledger, router=router, tracing=tracing)
     gateway.reloader = Reloader(gateway, config_path)
+    if state is not None:
+        gateway.state, gateway.conversations = state, state.store
     return gateway
 
 
