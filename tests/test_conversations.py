@@ -353,7 +353,8 @@ def test_encrypted_at_rest(gw: RunningGateway, tmp_path: Path) -> None:
     for plain in (b"PINEAPPLE", b"Echo", b"SYSTEM-SECRET", b"HUSH-PROJECT", b"PAD-SECRET"):
         assert plain not in raw
     with oai(gw) as c:  # and it reads back
-        assert list(c.conversations.items.list(conv.id, order="asc"))[0].content[0].text == secret_text  # type: ignore
+        first = next(iter(c.conversations.items.list(conv.id, order="asc")))
+        assert first.content[0].text == secret_text  # type: ignore[union-attr]
 
 
 def test_ttl_deletes_expired_conversations(gw: RunningGateway) -> None:
