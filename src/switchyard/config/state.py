@@ -60,6 +60,8 @@ class StateConfig(Strict):
     tool_outputs_max: int = Field(100, ge=0, le=10_000)  # stored tool outputs kept per conversation (newest)
     max_items: int = Field(10_000, ge=10)  # items per conversation; a turn past it is refused
     sweep_interval: float = Field(60.0, gt=0)  # seconds between TTL sweeps
+    # PostgreSQL: wait for each turn's WAL flush (off: a server crash may lose the last moments of turns, no more)
+    synchronous_commit: bool = False
 
     @field_validator("encryption_key", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ class StateService:
     def __init__(self, config: StateConfig, store_url: str) -> None:
         self.config = config
         self.store = ConversationStore.open(config.store or store_url, encryption_key=config.encryption_key,
-                                            max_items=config.max_items)
+                                            max_items=config.max_items, synchronous_commit=config.synchronous_commit)
         self.sweeper = Worker("conversation-ttl", self.sweep, interval=config.sweep_interval, backoff_max=300.0,
                               jitter=0.2)
 
