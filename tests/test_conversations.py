@@ -163,7 +163,8 @@ def test_anthropic_messages_with_the_header_and_a_stream(gw: RunningGateway, fak
         r = a.messages.create(model="m-anthropic", max_tokens=200, extra_headers=h, system="You are terse.",
                               messages=[{"role": "user", "content": "first question"}])
         first = "".join(b.text for b in r.content if b.type == "text")
-        with a.messages.stream(model="m-anthropic", max_tokens=200, extra_headers=h,
+        with a.messages.stream(model="m-anthropic", max_tokens=2000, extra_headers=h,
+                               thinking={"type": "enabled", "budget_tokens": 1024},
                                messages=[{"role": "user", "content": "second question"}]) as s:
             second = s.get_final_message()
         body = up.requests[-1].json
@@ -171,9 +172,17 @@ def test_anthropic_messages_with_the_header_and_a_stream(gw: RunningGateway, fak
         roles = [(m["role"], m["content"] if isinstance(m["content"], str) else m["content"][0].get("text"))
                  for m in body["messages"]]
         assert roles == [("user", "first question"), ("assistant", first), ("user", "second question")]
-        assert second.content
+        signed = next(b for b in second.content if b.type == "thinking")
+        a.messages.create(model="m-anthropic", max_tokens=2000, extra_headers=h,
+                          thinking={"type": "enabled", "budget_tokens": 1024},
+                          messages=[{"role": "user", "content": "third"}])
+        sent = [b for m in up.requests[-1].json["messages"] if m["role"] == "assistant"
+                and isinstance(m["content"], list) for b in m["content"]]
+        # the streamed reply was assembled and stored with its signed thinking, sent back to the same provider
+        assert {"type": "thinking", "thinking": signed.thinking, "signature": signed.signature} in sent
     with oai(gw) as c:
-        assert len(list(c.conversations.items.list("claude-chat-01"))) == 4
+        types = [i.type for i in c.conversations.items.list("claude-chat-01", order="asc")]
+        assert types == ["message", "message", "message", "reasoning", "message", "message", "reasoning", "message"]
 
 
 def test_provider_switch_mid_conversation(gw: RunningGateway, fakes: dict[str, Any]) -> None:

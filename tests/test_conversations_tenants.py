@@ -146,3 +146,28 @@ def test_content_is_encrypted_in_the_store(env: Env) -> None:
     assert blobs and all(b[:1] == b"\x01" for b in blobs)
     joined = b"".join(blobs)
     assert b"ZEBRA" not in joined and b"META-PLAINTEXT" not in joined
+
+
+def test_concurrent_appends_never_interleave_a_turn(env: Env) -> None:
+    """Twenty turns appended at once to one conversation: each turn's messages are stored together, in order,
+    with contiguous sequence numbers (one transaction, or one statement, per turn)."""
+    import asyncio
+
+    from switchyard.messages import Message, Role, TextPart
+
+    store = env.gw.gateway.conversations
+    scope = "org:concurrency-test"
+
+    async def run() -> list[Any]:
+        conv = await store.create(scope, ttl=3600)
+        turns = [[Message(Role.USER, [TextPart(f"q{i}")]), Message(Role.ASSISTANT, [TextPart(f"a{i}")])]
+                 for i in range(20)]
+        await asyncio.gather(*(store.append(scope, conv.id, t, [None, "openai"], ttl=3600) for t in turns))
+        return (await store.load(scope, conv.id)).messages
+
+    messages = asyncio.run(run())
+    texts = [m.text() for m in messages]
+    assert len(texts) == 40
+    for k in range(0, 40, 2):
+        assert texts[k][0] == "q" and texts[k + 1] == "a" + texts[k][1:]
+    assert sorted(texts[0::2], key=lambda t: int(t[1:])) == [f"q{i}" for i in range(20)]
