@@ -154,6 +154,10 @@ def test_the_body_field_and_a_stream_are_kept(gw: RunningGateway, fakes: dict[st
         assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices) == "Echo: one two three"
         items = list(c.conversations.items.list("my-chat-0001", order="asc"))  # created on first use
         assert [i.content[0].text for i in items] == ["one two three", "Echo: one two three"]  # type: ignore
+        c.chat.completions.create(model="m-openai", extra_body={"conversation": {"id": "my-chat-0001"}},
+                                  messages=[{"role": "user", "content": "four"}])
+        assert texts_of_openai(fakes["openai"].requests[-1].json)[-3:] == [
+            ("user", "one two three"), ("assistant", "Echo: one two three"), ("user", "four")]
 
 
 def test_anthropic_messages_with_the_header_and_a_stream(gw: RunningGateway, fakes: dict[str, Any]) -> None:
