@@ -108,6 +108,8 @@ class Gateway:
         self.ledger = ledger  # budgets and rate limits (its stage holds and settles)
         self.services: list[Any] = []  # started after the ledger, closed before it (start() and aclose())
         self.recent_embeddings: Any = None  # governance.feedback.RecentEmbeddings, when calls are recorded
+        self.state: Any = None  # switchyard.state.service.StateService, with a state: section (set by the factory)
+        self.conversations: Any = None  # its ConversationStore (the conversation stage and /v1/conversations)
         # streams whose client hung up are read to their end (bounded) and charged for what the upstream produced
         self.drains = Drains(config.ledger.drain_timeout, config.ledger.drain_max_chunks)
         self._admit = self.chain.admit
@@ -136,6 +138,8 @@ class Gateway:
             await self.ledger.start()
         for s in self.services:
             await s.start()
+        if self.state is not None:
+            await self.state.start()
         for p in self.catalog.providers.values():
             await p.start()
         if self.reloader is not None:
@@ -151,6 +155,8 @@ class Gateway:
             await s.aclose()
         if self.ledger is not None:
             await self.ledger.aclose()
+        if self.state is not None:
+            await self.state.aclose()
         if self.governance is not None:
             await self.governance.aclose()
 
@@ -238,7 +244,7 @@ class Gateway:
         dep = ctx.deployment
         u = usage or Usage()
         plan = ctx.plan
-        out = Outcome(status, http_status, u, dep.cost(u) if dep else 0.0, error, answer,
+        out = Outcome(status, http_status, u, (dep.cost(u) if dep else 0.0) + ctx.surcharge, error, answer,
                       tuple(a for a in ctx.attempts if a.outcome in _PAID) if plan and (
                           plan.spec.hedge or plan.spec.cascade) else (),
                       code=code)
@@ -285,7 +291,8 @@ class Gateway:
                 raise
         self._finish(ctx, "ok", 200, resp.usage, None, resp)
         for s in self._reply:
-            resp = s.reply(ctx, resp)
+            got = s.reply(ctx, resp)
+            resp = got if isinstance(got, ChatResponse) else await got
         return resp
 
     async def chat_stream(self, ctx: CallContext, req: ChatRequest) -> AsyncIterator[Chunk]:

@@ -81,6 +81,9 @@ class CallContext:
     cache: Any = None  # the cache stage's state of this call (switchyard.cache.stage)
     embedding: Any = None  # the prompt's embedding, if a stage computed one (auto routing, the semantic cache)
     objective: str | None = None  # the caller's x-switchyard-objective (cheapest | balanced | best), for auto
+    conversation: str | None = None  # the conversation the call continues (x-switchyard-conversation), if any
+    turn: Any = None  # the conversation stage's pending turn (switchyard.state.stage)
+    surcharge: float = 0.0  # USD of work a stage did for the call (a conversation summary), charged with it
 
     def rewrite(self, request: Request) -> None:
         """Replace the neutral request. Its ``raw`` is dropped: the provider renders it from the neutral fields."""
@@ -228,9 +231,10 @@ class Stage:
         """Once per call, whatever ended it. Must not block; must not assume ``before`` ran."""
         return None
 
-    def reply(self, call: CallContext, answer: ChatResponse) -> ChatResponse:
+    def reply(self, call: CallContext, answer: ChatResponse) -> ChatResponse | Awaitable[ChatResponse]:
         """A chat reply that is not a stream, after the ``after`` hooks recorded it: return it (changed or not)
-        for the client. Runs in the declared order; not for errors, streams or embeddings."""
+        for the client, or an awaitable of it when it must wait (the conversation stage stores the turn). Runs in
+        the declared order; not for errors, streams or embeddings."""
         return answer
 
 

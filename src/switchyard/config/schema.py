@@ -15,6 +15,7 @@ from .pii import PiiConfig
 from .policy import PolicyConfig
 from .providers import ProviderConfig
 from .routing import RouteConfig, RoutingConfig, route_problems
+from .state import StateConfig, parse_retention
 from .telemetry import MetricsConfig, TracingConfig
 
 # --- deployments ---
@@ -90,6 +91,12 @@ class KeyConfig(_Strict):
     data_class: str | None = None  # the lowest data class of its requests (public | internal | confidential | ...)
     pii_mode: Literal["off", "detect", "redact", "mask", "block"] | None = None  # None: the config's
     logging: Literal["none", "metadata", "full"] = "none"  # payload logging, as a virtual key's (none: zero retention)
+    retention: dict[str, str] | None = None  # payload retention, e.g. {conversations: "30d"}; None: none
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _retention(cls, v: object) -> object:
+        return parse_retention(v)
 
     @field_validator("data_class")
     @classmethod
@@ -124,6 +131,7 @@ class Config(_Strict):
     pii: PiiConfig | None = None  # personal data: detect, redact, mask or block (docs/pii.md); none: not scanned
     policies: PolicyConfig = Field(default_factory=lambda: PolicyConfig())  # Cedar policies (docs/policy.md)
     cache: CacheConfig | None = None  # the semantic cache (docs/cache.md); none: no cache stage
+    state: StateConfig | None = None  # conversations kept by the gateway (docs/state.md); none: not kept
 
     @field_validator("master_key", mode="before")
     @classmethod
@@ -152,6 +160,9 @@ class Config(_Strict):
             for j, m in enumerate(k.models or []):
                 if m not in seen and m not in self.routes:
                     errors.append(f"keys[{i}].models[{j}]: unknown deployment or route {m!r}")
+        if self.state is not None and self.state.summarize_deployment is not None and (
+                self.state.summarize_deployment not in seen):
+            errors.append(f"state.summarize_deployment: unknown deployment {self.state.summarize_deployment!r}")
         if self.metrics.enabled and self.metrics.access == "key" and not (self.metrics.key or self.master_key):
             errors.append("metrics.access: 'key' needs metrics.key (or a master_key)")
         if errors:

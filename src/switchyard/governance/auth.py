@@ -88,6 +88,8 @@ class Principal:
     rate_limits: tuple[RateLimitDef, ...] = ()  # every rate limit in scope: key, user and team limits
     data_class: str | None = None  # the lowest data class of its requests: the higher of its key's and team's
     pii_mode: str | None = None  # its PII mode (off | detect | redact | mask | block); None: the config's
+    # payload retention in seconds per kind ({"conversations": 2592000.0}): its key's, else its team's; empty: none
+    retention: Mapping[str, float] = field(default_factory=dict, compare=False, hash=False)
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -109,6 +111,15 @@ KeyPeek = Callable[[str, str], Principal | None]
 never a store read (the failed-authentication limiter lets such a key through)."""
 
 
+def retention_seconds(team: Mapping[str, str] | None, key: Mapping[str, str] | None) -> Mapping[str, float]:
+    """A principal's retention in seconds per kind: its team's, with its key's own kinds winning."""
+    if not team and not key:
+        return {}
+    from ..config.state import parse_duration
+
+    return {kind: parse_duration(v) for kind, v in {**(team or {}), **(key or {})}.items()}
+
+
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -124,7 +135,8 @@ class Authenticator:
             models = frozenset(k.models) if k.models is not None else None
             self._static[digest(k.key)] = Principal(id=f"key:{name}", name=name, models=models,
                                                     data_class=k.data_class, pii_mode=k.pii_mode,
-                                                    logging=k.logging)
+                                                    logging=k.logging,
+                                                    retention=retention_seconds(None, k.retention))
         self._resolvers = list(resolvers)
         self._peeks: list[KeyPeek] = []
         self.limiter = limiter

@@ -243,9 +243,11 @@ def create_team(conn: sa.Connection, ops: Ops, body: TeamCreate) -> Team:
     team_id = new_id("team")
     conn.execute(sa.insert(teams).values(id=team_id, org_id=org_id, name=body.name, models=body.models,
                                          metadata=body.metadata, data_class=body.data_class, pii_mode=body.pii_mode,
+                                         retention=body.retention,
                                          created_at=now, updated_at=now))
     ops.record(conn, "team.create", team_id, Owner(org_id, team_id),
-               {"name": body.name, "models": body.models, "data_class": body.data_class, "pii_mode": body.pii_mode})
+               {"name": body.name, "models": body.models, "data_class": body.data_class, "pii_mode": body.pii_mode,
+                "retention": body.retention})
     return get_team(conn, ops, team_id)
 
 
@@ -488,7 +490,7 @@ def _own_new_key(conn: sa.Connection, ops: Ops, body: KeyCreate, expires: dateti
               "tags": list(body.tags) if "tags" in given else list(base.tags or ()),
               "expires_at": expires if given & {"expires_at", "expires_in"} else base.expires_at,
               "logging": body.logging if "logging" in given else base.logging,
-              **{f: getattr(body if f in given else base, f) for f in ("data_class", "pii_mode")}}
+              **{f: getattr(body if f in given else base, f) for f in ("data_class", "pii_mode", "retention")}}
     bad = widens(KeyBounds.of(base), fields)
     if bad is not None:
         raise forbid(f"give its own key more than the key it calls with ({bad}); ask an admin", param=bad)
@@ -506,7 +508,8 @@ def create_key(conn: sa.Connection, ops: Ops, body: KeyCreate) -> KeyCreated:
     expires = (now + timedelta(seconds=body.expires_in) if body.expires_in is not None
                else _future(body.expires_at, "expires_at") if body.expires_at is not None else None)
     fields: dict[str, Any] = {"models": body.models, "tags": body.tags, "expires_at": expires,
-                              "logging": body.logging, "data_class": body.data_class, "pii_mode": body.pii_mode}
+                              "logging": body.logging, "data_class": body.data_class, "pii_mode": body.pii_mode,
+                              "retention": body.retention}
     if not outranks(ops.actor, rights):
         fields = _own_new_key(conn, ops, body, expires)
     _check_models(ops, fields["models"], "models", allowed)

@@ -15,8 +15,9 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from ..config.state import parse_retention
 from .auth import BudgetPeriod, BudgetScope, LoggingMode, RateLimitScope
 from .query_time import AwareTime
 
@@ -33,6 +34,9 @@ ObjId = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320,
                                          pattern=r"^[^@\s]+@[^@\s]+$")]
 Metadata = dict[str, Any]
+# {"conversations": "30d"}: payload kept, and for how long (validated by config.state.parse_retention)
+Retention = Annotated[dict[str, str], BeforeValidator(parse_retention)]
+_RETENTION_DOC = "payload retention, e.g. {\"conversations\": \"30d\"}"
 
 
 def _no_default(schema: dict[str, Any]) -> None:
@@ -85,6 +89,7 @@ class TeamCreate(_In):
     metadata: Metadata = Field(default_factory=dict)
     data_class: DataClass | None = Field(None, description="the lowest data class of its keys' calls; null: none")
     pii_mode: PiiMode | None = Field(None, description="its keys' PII mode (a key's own wins); null: the config's")
+    retention: Retention | None = Field(None, description=_RETENTION_DOC + "; null: none (its keys' own apply)")
 
 
 class TeamUpdate(_In):
@@ -93,6 +98,7 @@ class TeamUpdate(_In):
     metadata: Metadata | None = Field(None, description="null: {}")
     data_class: DataClass | None = Field(None, description="null: none")
     pii_mode: PiiMode | None = Field(None, description="null: the config's")
+    retention: Retention | None = Field(None, description="null: none")
 
 
 class Team(_Out):
@@ -104,6 +110,7 @@ class Team(_Out):
     metadata: Metadata
     data_class: DataClass | None
     pii_mode: PiiMode | None
+    retention: Retention | None = None
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -152,6 +159,8 @@ class KeyCreate(_In):
     data_class: DataClass | None = Field(None, description="the lowest data class of its calls (the higher of "
                                                            "this and its team's applies); null: none")
     pii_mode: PiiMode | None = Field(None, description="its PII mode; null: its team's, else the config's")
+    retention: Retention | None = Field(None, description=_RETENTION_DOC + " (per kind, its own wins over its "
+                                                                           "team's); null: its team's")
     expires_at: dt.datetime | None = None
     expires_in: float | None = Field(None, gt=0, le=MAX_KEY_SECONDS,
                                      description="seconds from now (at most 100 years); instead of expires_at")
@@ -174,6 +183,7 @@ class KeyUpdate(_In):
     logging: LoggingMode = unchanged()
     data_class: DataClass | None = Field(None, description="null: none (its team's applies)")
     pii_mode: PiiMode | None = Field(None, description="null: its team's, else the config's")
+    retention: Retention | None = Field(None, description="null: its team's")
     expires_at: dt.datetime | None = Field(None, description="within 100 years; null: never")
 
 
@@ -192,6 +202,7 @@ class Key(_Out):
     logging: LoggingMode
     data_class: DataClass | None
     pii_mode: PiiMode | None
+    retention: Retention | None = None
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
     created_by: str | None

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from ..classification import highest
 from ..store.identity_tables import api_keys, budgets, identity_changes, identity_version, rate_limits, teams, users
-from .auth import BudgetDef, Principal, RateLimitDef
+from .auth import BudgetDef, Principal, RateLimitDef, retention_seconds
 
 REVOKED: Literal["revoked"] = "revoked"
 Loaded = Principal | Literal["revoked"]
@@ -29,7 +29,8 @@ def load_principals(conn: sa.Connection, hashes: Sequence[str]) -> dict[str, Loa
     if not hashes:
         return {}
     q = (sa.select(api_keys, users.c.role, users.c.id.label("user_row"), teams.c.models.label("team_models"),
-                   teams.c.data_class.label("team_data_class"), teams.c.pii_mode.label("team_pii_mode"))
+                   teams.c.data_class.label("team_data_class"), teams.c.pii_mode.label("team_pii_mode"),
+                   teams.c.retention.label("team_retention"))
          .select_from(api_keys.outerjoin(users, users.c.id == api_keys.c.user_id)
                       .outerjoin(teams, teams.c.id == api_keys.c.team_id))
          .where(api_keys.c.key_hash.in_(list(hashes))))
@@ -57,7 +58,8 @@ def load_principals(conn: sa.Connection, hashes: Sequence[str]) -> dict[str, Loa
             org_id=r.org_id, key_id=r.id, roles=frozenset([r.role]) if r.role else frozenset(), tags=tags,
             logging=r.logging, expires_at=r.expires_at.timestamp() if r.expires_at is not None else None,
             metadata=MappingProxyType(dict(r.metadata or {})), budgets=in_scope, rate_limits=limits,
-            data_class=highest(r.data_class, r.team_data_class), pii_mode=r.pii_mode or r.team_pii_mode)
+            data_class=highest(r.data_class, r.team_data_class), pii_mode=r.pii_mode or r.team_pii_mode,
+            retention=retention_seconds(r.team_retention, r.retention))
     return out
 
 

@@ -141,10 +141,12 @@ class KeyBounds:
     logging: str
     data_class: str | None = None  # the lowest class of its calls: raising it narrows the key
     pii_mode: str | None = None
+    retention: Mapping[str, str] | None = None
 
     @classmethod
     def of(cls, row: Any) -> KeyBounds:
-        return cls(row.models, row.tags or (), row.expires_at, row.logging, row.data_class, row.pii_mode)
+        return cls(row.models, row.tags or (), row.expires_at, row.logging, row.data_class, row.pii_mode,
+                   row.retention)
 
 
 def widens(old: KeyBounds, new: Mapping[str, Any]) -> str | None:
@@ -153,7 +155,8 @@ def widens(old: KeyBounds, new: Mapping[str, Any]) -> str | None:
     would spend another team's tag budget, removing one would escape it), expiry no
     later (never removed), logging unchanged (only an admin over a key chooses how much of its traffic is kept), data
     class no lower (a key's class is a floor that policies read: raising it only restricts where its calls may go),
-    PII mode unchanged (only an admin over a key chooses how its personal data is handled)."""
+    PII mode unchanged (only an admin over a key chooses how its personal data is handled), retention unchanged
+    (only an admin over a key chooses what of its payloads is kept)."""
     models, expires, data_class = new.get("models"), new.get("expires_at"), new.get("data_class")
     checks = (
         ("models", old.models is not None and (models is None or not set(models) <= set(old.models))),
@@ -162,6 +165,7 @@ def widens(old: KeyBounds, new: Mapping[str, Any]) -> str | None:
         ("logging", new.get("logging") != old.logging),
         ("data_class", highest(old.data_class, data_class) != data_class),
         ("pii_mode", new.get("pii_mode") != old.pii_mode),
+        ("retention", (new.get("retention") or None) != (old.retention or None)),
     )
     return next((name for name, wider in checks if name in new and wider), None)
 

@@ -26,7 +26,17 @@ from ..protocols.anthropic_stream import StreamRenderer
 from ..protocols.validate import parse_body
 from ..tokens import estimate_prompt
 from .asgi import StreamResponse, read_body
-from .common import JSON_TYPE, apply_cache_directive, apply_data_class, apply_objective, deadline_for, new_context, peer
+from .common import (
+    CONVERSATION_HEADER,
+    JSON_TYPE,
+    apply_cache_directive,
+    apply_data_class,
+    apply_objective,
+    deadline_for,
+    new_context,
+    peer,
+    take_conversation,
+)
 
 log = logging.getLogger("switchyard.server")
 
@@ -102,6 +112,8 @@ async def _messages(request: Request, gw: Gateway, ctx: CallContext) -> Response
     beta = request.headers.get("anthropic-beta")
     if beta:  # Claude Code's beta flags reach an Anthropic upstream with the rest of the request
         req.headers["anthropic-beta"] = beta
+    if "conversation" in req.extra or CONVERSATION_HEADER in request.headers:
+        take_conversation(request, req, ctx, gw.conversations is not None)
     if req.stream:
         chunks = await gw.chat_stream(ctx, req)
         headers = {**ctx.response_headers(), "request-id": ctx.request_id}

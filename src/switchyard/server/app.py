@@ -23,7 +23,7 @@ from ..pipeline import Gateway
 from ..records import Recorder
 from ..telemetry.http import metrics_endpoint
 from ..telemetry.stage import Telemetry
-from . import admin, admin_routes, anthropic_routes, feedback_routes, openai_routes, openapi_v1
+from . import admin, admin_routes, anthropic_routes, conversation_routes, feedback_routes, openai_routes, openapi_v1
 from .asgi import Shell
 from .common import JSON_TYPE
 from .openai_routes import openai_error_response
@@ -131,6 +131,7 @@ def create_app(gateway: Gateway, *, store: object | None = None, recorder: Recor
         Route("/v1/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *anthropic_routes.ROUTES,
+        *conversation_routes.ROUTES,
         *admin_routes.ROUTES,
         *admin.ROUTES,
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 
 from starlette.requests import Request
@@ -10,6 +11,7 @@ from starlette.requests import Request
 from ..classification import highest, parse_data_class
 from ..config.routing import OBJECTIVES
 from ..errors import InvalidRequest
+from ..messages import ChatRequest
 from ..pipeline import CallContext
 
 JSON_TYPE = "application/json"
@@ -47,6 +49,31 @@ def deadline_for(request: Request, default: float) -> float:
                                  code="invalid_header")
         seconds = min(asked, default)
     return time.monotonic() + seconds
+
+
+CONVERSATION_HEADER = "x-switchyard-conversation"
+_CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+def take_conversation(request: Request, req: ChatRequest, ctx: CallContext, enabled: bool) -> None:
+    """The conversation a chat call names (``x-switchyard-conversation``, else the body's ``conversation``: an id,
+    or an object with one), taken out of the request (never sent upstream) and set on ``ctx``. A bad id is a 400
+    naming where it came from; naming one on a gateway that keeps none is a 400 too."""
+    where = CONVERSATION_HEADER
+    value: object = request.headers.get(CONVERSATION_HEADER)
+    body = req.extra.pop("conversation", None)
+    if value is None and body is not None:
+        where = "conversation"
+        value = body.get("id") if isinstance(body, dict) else body
+    if value is None:
+        return
+    if not isinstance(value, str) or not _CONVERSATION_ID.match(value):
+        raise InvalidRequest(f"The {'header ' if where != 'conversation' else ''}{where} must be a conversation id "
+                             f"(8 to 64 letters, digits, '_' or '-').", param=where, code="invalid_conversation")
+    if not enabled:
+        raise InvalidRequest("This gateway keeps no conversations (its config has no state: section); send the "
+                             "whole history instead.", param=where, code="conversations_disabled")
+    ctx.conversation = value
 
 
 DATA_CLASS_HEADER = "x-switchyard-data-class"

@@ -112,11 +112,20 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
         from ..governance.feedback import RecentEmbeddings
 
         embeddings = RecentEmbeddings()  # for POST /v1/feedback: the embeddings calls computed, in memory
+    state: Any = None
+    conversation: list[Stage] = []
+    if config.state is not None:
+        from ..state.service import StateService
+        from ..state.stage import ConversationStage
+
+        state = StateService(config.state, config.store)
+        conversation = [ConversationStage(state.store, config.state)]
     stages: list[Stage] = [  # the order of the request path, declared once
         Authenticate(auth),
         telemetry,  # its after unwinds last: it sees the settled record
         AllowList(),
         *([Record(recorder, embeddings)] if recorder is not None else []),
+        *conversation,  # history in before PII scans the request (so it sees what goes upstream)
         *pii,  # scan (and redact, mask or block) before any budget is held and before the policies read
         *policy,  # Cedar policies: narrow the deployments, refuse, check tool calls (switchyard.policy)
         *extra_stages,
@@ -130,6 +139,8 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
     gateway.reloader = Reloader(gateway, config_path)
     if cache is not None:
         gateway.services.append(cache.store)  # started (warmed) and closed with the gateway
+    if state is not None:
+        gateway.state, gateway.conversations = state, state.store
     return gateway
 
 

@@ -17,7 +17,17 @@ from ..protocols import openai_chat, openai_embeddings
 from ..protocols.openai_errors import render_error, render_stream_error
 from ..protocols.validate import parse_body
 from .asgi import StreamResponse, read_body
-from .common import JSON_TYPE, apply_cache_directive, apply_data_class, apply_objective, deadline_for, new_context, peer
+from .common import (
+    CONVERSATION_HEADER,
+    JSON_TYPE,
+    apply_cache_directive,
+    apply_data_class,
+    apply_objective,
+    deadline_for,
+    new_context,
+    peer,
+    take_conversation,
+)
 
 log = logging.getLogger("switchyard.server")
 
@@ -77,6 +87,8 @@ async def _render_stream(chunks: AsyncIterator[Chunk], renderer: openai_chat.Str
 async def _chat(request: Request, gw: Gateway, ctx: CallContext) -> Response | StreamResponse:
     body = await read_body(request, gw.config.server.max_body_bytes)
     req = openai_chat.parse_request(parse_body(body, gw.config.server.max_body_bytes))
+    if "conversation" in req.extra or CONVERSATION_HEADER in request.headers:
+        take_conversation(request, req, ctx, gw.conversations is not None)
     if req.stream:
         chunks = await gw.chat_stream(ctx, req)
         return StreamResponse(_render_stream(chunks, openai_chat.StreamRenderer(req.include_usage)),

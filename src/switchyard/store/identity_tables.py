@@ -49,6 +49,7 @@ teams = Table(
     Column("metadata", JSON, nullable=False),
     Column("data_class", String(16), nullable=True),  # its keys' lowest data class (revision 0005); null: none
     Column("pii_mode", String(8), nullable=True),  # its keys' PII mode unless a key sets one; null: the config's
+    Column("retention", JSON, nullable=True),  # payload retention, e.g. {"conversations": "30d"}; null: none
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     UniqueConstraint("org_id", "name"),
@@ -87,6 +88,7 @@ api_keys = Table(
     Column("logging", String(16), nullable=False),  # none | metadata | full
     Column("data_class", String(16), nullable=True),  # the lowest data class of its calls (revision 0005)
     Column("pii_mode", String(8), nullable=True),  # off | detect | redact | mask | block; null: its team's
+    Column("retention", JSON, nullable=True),  # payload retention per kind (its own wins); null: its team's
     Column("expires_at", UTCDateTime(), nullable=True),
     Column("revoked_at", UTCDateTime(), nullable=True),
     Column("created_by", Text, nullable=True),
