@@ -123,7 +123,8 @@ class Authenticator:
             name = k.name or f"key{i}"
             models = frozenset(k.models) if k.models is not None else None
             self._static[digest(k.key)] = Principal(id=f"key:{name}", name=name, models=models,
-                                                    data_class=k.data_class, pii_mode=k.pii_mode)
+                                                    data_class=k.data_class, pii_mode=k.pii_mode,
+                                                    logging=k.logging)
         self._resolvers = list(resolvers)
         self._peeks: list[KeyPeek] = []
         self.limiter = limiter
