@@ -71,7 +71,7 @@ async def _prepare(request: Request, gw: Gateway, ctx: CallContext) -> tuple[Cha
 
 async def _keep(request: Request, principal: Principal, call: proto.ResponsesCall, obj: dict[str, Any]) -> None:
     """After the reply: store it (when asked and allowed) and append it to its conversation."""
-    if call.store and obj.get("status") in ("completed", "incomplete"):
+    if call.store:
         store = await _store(request).get()
         store.put(Stored(str(obj["id"]), principal.id, principal.org_id, float(obj.get("created_at") or time.time()),
                          call.previous_response_id, call.items, obj))
