@@ -48,8 +48,6 @@ _MODELLED = frozenset({
 })
 _DATA_URL = re.compile(r"^data:([^;,]+)?(;base64)?,(.*)$", re.S)
 _ROLES = {"user": Role.USER, "assistant": Role.ASSISTANT, "system": Role.SYSTEM, "developer": Role.SYSTEM}
-# output item types that continue one assistant turn
-_ASSISTANT_ITEMS = frozenset({"function_call", "reasoning"})
 
 
 @dataclass(slots=True)
@@ -128,46 +126,57 @@ def parse_items(raw: Any, where: str = "input") -> list[Message]:
         raise wrong_type(where, "a string or an array of input items", raw)
     check_count(where, raw, MAX_MESSAGES)
     out: list[Message] = []
-
-    def assistant() -> Message:
-        if out and out[-1].role is Role.ASSISTANT and (out[-1].meta or {}).get("open"):
-            return out[-1]
-        msg = Message(Role.ASSISTANT, [], meta={"open": True})
-        out.append(msg)
-        return msg
-
+    turn: list[Part] | None = None  # the parts of the assistant turn being read (consecutive output items)
     for i, item in enumerate(raw):
         iw = f"{where}[{i}]"
         if not isinstance(item, dict):
             raise wrong_type(iw, "an object", item)
-        r = Reader(item, iw)
-        typ = r.str("type") or ("message" if "role" in item else None)
-        if typ is None:
-            raise missing(f"{iw}.type")
+        typ = item.get("type")
+        if typ is None and "role" in item:
+            typ = "message"
         if typ == "message":
-            role = r.str("role", required=True) or ""
+            role = item.get("role")
             if role not in _ROLES:
+                if role is None:
+                    raise missing(f"{iw}.role")
                 raise invalid_value(f"{iw}.role", f"{role!r} is not one of 'user', 'assistant', 'system', "
                                                   "'developer'.")
             if "content" not in item:
                 raise missing(f"{iw}.content")
-            parts = _content(item["content"], f"{iw}.content", role)
+            content = item["content"]
+            parts: list[Part] = ([TextPart(content)] if type(content) is str
+                                 else _content(content, f"{iw}.content", role))
             if role == "assistant":
-                assistant().parts.extend(parts)
+                if turn is None:
+                    turn = []
+                    out.append(Message(Role.ASSISTANT, turn))
+                turn.extend(parts)
                 continue
-            meta = {"openai_role": "developer"} if role == "developer" else None
-            out.append(Message(_ROLES[role], parts, meta=meta))
-        elif typ == "function_call":
-            call_id = r.str("call_id", required=True) or ""
-            assistant().parts.append(ToolCallPart(id=call_id, name=r.str("name", required=True) or "",
-                                                  arguments=r.str("arguments") or ""))
-        elif typ == "function_call_output":
+            out.append(Message(_ROLES[role], parts, meta={"openai_role": "developer"} if role == "developer"
+                               else None))
+            turn = None
+            continue
+        r = Reader(item, iw)
+        if typ is None:
+            raise missing(f"{iw}.type")
+        if not isinstance(typ, str):
+            raise wrong_type(f"{iw}.type", "a string", typ)
+        if typ == "function_call_output":
             call_id = r.str("call_id", required=True) or ""
             output = item.get("output")
             if output is None:
                 raise missing(f"{iw}.output")
             content = _content(output, f"{iw}.output", "tool")
             out.append(Message(Role.TOOL, [ToolResultPart(tool_call_id=call_id, content=content)]))
+            turn = None
+            continue
+        if typ == "item_reference":
+            raise invalid_value(f"{iw}.type", "item references are not supported; send the item itself, or use "
+                                              "previous_response_id.")
+        part: Part
+        if typ == "function_call":
+            part = ToolCallPart(id=r.str("call_id", required=True) or "", name=r.str("name", required=True) or "",
+                                arguments=r.str("arguments") or "")
         elif typ == "reasoning":
             summary = r.list("summary") or []
             text = "".join(str(s.get("text", "")) for s in summary if isinstance(s, dict))
@@ -175,17 +184,13 @@ def parse_items(raw: Any, where: str = "input") -> list[Message]:
             text = text or "".join(str(c.get("text", "")) for c in content_items if isinstance(c, dict))
             kept: dict[str, JSON] = {"openai_reasoning": {k: item[k] for k in ("id", "encrypted_content")
                                                           if item.get(k) is not None}}
-            assistant().parts.append(ReasoningPart(text=text, meta=kept))
-        elif typ == "item_reference":
-            raise invalid_value(f"{iw}.type", "item references are not supported; send the item itself, or use "
-                                              "previous_response_id.")
+            part = ReasoningPart(text=text, meta=kept)
         else:  # an item only OpenAI's own service runs (a web search call, a computer call, ...): kept whole
-            assistant().parts.append(TextPart("", meta={"openai_item": item}))
-    for m in out:
-        if m.meta is not None and "open" in m.meta:
-            del m.meta["open"]
-            if not m.meta:
-                m.meta = None
+            part = TextPart("", meta={"openai_item": item})
+        if turn is None:
+            turn = []
+            out.append(Message(Role.ASSISTANT, turn))
+        turn.append(part)
     return out
 
 

@@ -9,6 +9,8 @@ A reply from a same-wire upstream (``api: responses``) is sent back as the upstr
 
 from __future__ import annotations
 
+import itertools
+import os
 import secrets
 import time
 from typing import Any
@@ -38,8 +40,25 @@ from ..messages import (
 from .openai_responses import ResponsesCall
 
 
+class _Ids:
+    """Ids of responses and their items: 20 random hex digits drawn once per process (again in a forked child) and a
+    counter, as unique as random ids at the cost of an increment. Knowing an id gives nothing: every read of a stored
+    response is by its id and its owner's key."""
+
+    prefix = secrets.token_hex(10)
+    counter = itertools.count(1)
+
+    @classmethod
+    def reseed(cls) -> None:
+        cls.prefix = secrets.token_hex(10)
+        cls.counter = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_Ids.reseed)
+
+
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(16)}"
+    return f"{prefix}_{_Ids.prefix}{next(_Ids.counter):012x}"
 
 
 def usage_json(u: Usage | None) -> dict[str, JSON] | None:
@@ -165,9 +184,12 @@ class StreamRenderer:
     def _start(self, model: str) -> bytes:
         self._started = True
         self.obj["model"] = model
-        snap = dict(self.obj)
-        return (self._emit("response.created", {"response": snap})
-                + self._emit("response.in_progress", {"response": snap}))
+        snap = orjson.dumps(self.obj)  # one encoding for both events
+        seq = self._seq
+        self._seq = seq + 2
+        return (b'event: response.created\ndata: {"type":"response.created","sequence_number":%d,"response":%b}\n\n'
+                b'event: response.in_progress\ndata: {"type":"response.in_progress","sequence_number":%d,'
+                b'"response":%b}\n\n' % (seq, snap, seq + 1, snap))
 
     def _add(self, item: dict[str, Any]) -> bytes:
         item["_index"] = len(self._items)
@@ -225,18 +247,33 @@ class StreamRenderer:
                 + self._emit("response.output_item.done", {"output_index": idx, "item": _public(item)}))
 
     def feed(self, chunk: Chunk) -> bytes:
+        events = chunk.events
+        if len(events) == 1:  # the common case, one more piece of text: one event, from a template
+            ev = events[0]
+            item = self._open
+            if type(ev) is TextDelta and item is not None and item["type"] == "message" and ev.text and not ev.choice:
+                item["_buf"].append(ev.text)
+                seq = self._seq
+                self._seq = seq + 1
+                return b"".join((item["_delta"], orjson.dumps(ev.text), b',"sequence_number":%d}\n\n' % seq))
         out = bytearray()
-        for ev in chunk.events:
+        for ev in events:
             if isinstance(ev, TextDelta):
                 if ev.choice or not ev.text:
                     continue
-                out += self._ensure_started() + self._open_item("message")
-                assert self._open is not None
-                self._open["_buf"].append(ev.text)
-                out += self._emit("response.output_text.delta", {"item_id": self._open["id"],
-                                                                 "output_index": self._open["_index"],
-                                                                 "content_index": 0, "delta": ev.text,
-                                                                 "logprobs": []})
+                item = self._open
+                if item is None or item["type"] != "message":
+                    out += self._ensure_started() + self._open_item("message")
+                    item = self._open
+                    assert item is not None
+                    item["_delta"] = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+                                      b'"item_id":"' + item["id"].encode() + b'","output_index":'
+                                      + str(item["_index"]).encode() + b',"content_index":0,"logprobs":[],"delta":')
+                item["_buf"].append(ev.text)
+                out += item["_delta"]
+                out += orjson.dumps(ev.text)
+                out += b',"sequence_number":%d}\n\n' % self._seq
+                self._seq += 1
             elif isinstance(ev, ToolCallStart):
                 if ev.choice:
                     continue
@@ -305,8 +342,11 @@ class StreamRenderer:
                 + self._emit("response.failed", {"response": obj}))
 
 
-def _public(item: dict[str, Any]) -> dict[str, JSON]:
-    return {k: v for k, v in item.items() if not k.startswith("_")}
+_PRIVATE = frozenset({"_index", "_buf", "_done", "_delta"})
+
+
+def _public(item: dict[str, Any]) -> dict[str, JSON]:  # without the renderer's own keys
+    return {k: v for k, v in item.items() if k not in _PRIVATE}
 
 
 class PassthroughStream:

@@ -92,7 +92,8 @@ async def _create(request: Request, gw: Gateway, ctx: CallContext) -> Response |
     resp = await gw.chat(ctx, req)
     obj = render.response_object(resp, call)
     obj["store"] = call.store
-    await _keep(request, principal, call, obj)
+    if call.store or "conversation" in call.body:
+        await _keep(request, principal, call, obj)
     return Response(render.render_response(obj), media_type=JSON_TYPE, headers=ctx.response_headers())
 
 
@@ -100,13 +101,14 @@ async def _stream(request: Request, principal: Principal, chunks: AsyncIterator[
                   call: proto.ResponsesCall) -> AsyncIterator[bytes]:
     renderer = render.StreamRenderer(call, render.new_id("resp"))
     passthrough: render.PassthroughStream | None = None
+    feed = renderer.feed
     try:
         async for chunk in chunks:
             if chunk.wire == WIRE_OPENAI_RESPONSES and chunk.raw is not None:
                 passthrough = passthrough or render.PassthroughStream(call)
                 yield passthrough.feed(chunk.raw)
                 continue
-            data = renderer.feed(chunk)
+            data = feed(chunk)
             if data:
                 yield data
     except SwitchyardError as e:
@@ -123,7 +125,7 @@ async def _stream(request: Request, principal: Principal, chunks: AsyncIterator[
     if passthrough is None:
         yield renderer.end()
     final = passthrough.final if passthrough is not None else renderer.final
-    if final is not None:
+    if final is not None and (call.store or "conversation" in call.body):
         try:
             await _keep(request, principal, call, final)
         except Exception:
