@@ -263,6 +263,10 @@ class FakeOpenAI:
             return _error(400, "you must provide a model parameter")
         if method == "POST" and is_chat:
             return self._chat(body)
+        if method == "POST" and path == "/v1/responses":  # OpenAI's Responses API (fake_openai_responses)
+            from .fake_openai_responses import responses
+
+            return responses(self, body)
         if method == "POST" and is_embed:
             return self._embeddings(body)
         model = request.path_params.get("model")

@@ -153,5 +153,5 @@ def create_app(gateway: Gateway, *, store: object | None = None, recorder: Recor
     fast = {("POST", p): openai_routes.chat_completions for p in ("/v1/chat/completions", "/chat/completions")}
     fast.update({("POST", p): openai_routes.embeddings for p in ("/v1/embeddings", "/embeddings")})
     fast[("POST", "/v1/messages")] = anthropic_routes.messages
-    fast[("POST", "/v1/responses")] = responses_routes.create
+    fast.update({("POST", p): responses_routes.create for p in ("/v1/responses", "/responses")})
     return Shell(app, fast, _unexpected)
