@@ -46,7 +46,8 @@ def config(oa: str, an: str) -> dict[str, Any]:
                    "sim": {"type": "simulated", "output_tokens": 4}},
         deployments=[{"name": "gpt-4o-mini", "provider": "oa"},
                      {"name": "claude", "provider": "an", "model": "claude-sonnet-4-5"},
-                     {"name": "sim", "provider": "sim"}],
+                     {"name": "sim", "provider": "sim"},
+                     {"name": "small", "provider": "oa", "model": "gpt-4o-mini", "context_window": 120}],
         keys=[{"key": KEY, "name": "keeper", "logging": "metadata"},
               {"key": OTHER, "name": "other", "logging": "full"},
               {"key": ZDR, "name": "zdr"}],
@@ -281,3 +282,20 @@ def test_upstream_failure_mid_stream_is_response_failed(client: openai.OpenAI, f
     stream = client.responses.create(model="gpt-4o-mini", input="one two three four five", stream=True)
     kinds = [e.type for e in stream]
     assert kinds[-2:] == ["error", "response.failed"]
+
+
+def test_truncation_auto_drops_the_oldest_turns(client: openai.OpenAI, fake_openai: FakeOpenAI) -> None:
+    history: Any = []
+    for i in range(12):
+        history += [{"role": "user", "content": f"question {i} " + "words " * 10},
+                    {"role": "assistant", "content": f"answer {i} " + "words " * 10}]
+    history.append({"role": "user", "content": "the last question"})
+    with pytest.raises(openai.APIStatusError) as e:
+        client.responses.create(model="small", input=history)
+    assert 400 <= e.value.status_code < 500
+    r = client.responses.create(model="small", input=history, instructions="Be brief.", truncation="auto")
+    assert r.output_text == "Echo: the last question" and r.truncation == "auto"
+    sent = fake_openai.last_request.json["messages"]
+    assert sent[0] == {"role": "system", "content": "Be brief."}
+    assert sent[-1]["content"] == "the last question"
+    assert 2 < len(sent) < len(history)

@@ -23,12 +23,13 @@ from starlette.routing import Route
 
 from ..errors import InternalError, InvalidRequest, SwitchyardError
 from ..governance.auth import Principal
-from ..messages import WIRE_OPENAI_RESPONSES, ChatRequest, Chunk
+from ..messages import WIRE_OPENAI_RESPONSES, ChatRequest, Chunk, Role
 from ..pipeline import CallContext, Gateway
 from ..protocols import openai_responses as proto
 from ..protocols import openai_responses_render as render
 from ..protocols.validate import parse_body
 from ..state.responses import HistoryHook, LazyResponseStore, Stored, may_store, not_found, zero_retention
+from ..tokens import estimate_prompt
 from .asgi import StreamResponse, read_body
 from .common import JSON_TYPE
 from .openai_routes import openai_endpoint
@@ -66,7 +67,28 @@ async def _prepare(request: Request, gw: Gateway, ctx: CallContext) -> tuple[Cha
             raise InvalidRequest("conversation is not supported by this gateway yet; use previous_response_id.",
                                  param="conversation", code="unsupported_parameter")
         proto.prepend(req, call, await hook.load(principal, call.body["conversation"]))
+    if call.body.get("truncation") == "auto":
+        _truncate(gw, req)
     return req, call
+
+
+def _truncate(gw: Gateway, req: ChatRequest) -> None:
+    """``truncation: auto``: when the input is longer than the largest context window the model name reaches, drop
+    the oldest turns (a system message and the newest turn stay; a tool call goes with its results) until it fits.
+    A Responses upstream gets the body as sent (``raw``) and truncates by itself."""
+    cat = gw.catalog
+    route = cat.routes.get(req.model)
+    targets = route.targets if route is not None else [d for d in (cat.deployments.get(req.model),) if d]
+    windows = [d.context_window for d in targets]
+    if not windows or None in windows:
+        return
+    limit = max(w for w in windows if w is not None) - (req.max_tokens or 0)
+    msgs = req.messages
+    lead = 1 if msgs and msgs[0].role is Role.SYSTEM else 0
+    while estimate_prompt(req) > limit and len(msgs) - lead > 1:
+        del msgs[lead]
+        while len(msgs) - lead > 1 and msgs[lead].role is Role.TOOL:  # results of a dropped call
+            del msgs[lead]
 
 
 async def _keep(request: Request, principal: Principal, call: proto.ResponsesCall, obj: dict[str, Any]) -> None:
