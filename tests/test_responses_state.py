@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from switchyard.errors import ServiceUnavailable
 from switchyard.messages import Finish, FinishReason, StreamStart, TextDelta, ToolCallDelta, ToolCallStart, UsageUpdate
 from switchyard.protocols import openai_responses as proto
 from switchyard.providers.openai_responses_wire import StreamParser
-from switchyard.state.responses import ResponseStore, Stored
+from switchyard.state.responses import LazyResponseStore, ResponseStore, Stored
 from tests.support.pg import pg_database_url
 
 
@@ -102,3 +103,28 @@ def test_stream_parser_reads_the_documented_sequence() -> None:
     failing = StreamParser()
     failing.feed({"type": "response.failed", "response": {"error": {"message": "boom"}}})
     assert failing.failed == "boom"
+
+
+async def test_an_id_stored_twice_keeps_the_first_and_the_rest_of_the_batch(tmp_path: Path) -> None:
+    s = ResponseStore.open(f"sqlite:///{tmp_path / 'dup.db'}")
+    try:
+        s.put(rec("resp_d", "key:1", text="first"))
+        s.flush()
+        s.put(rec("resp_d", "key:1", text="second"))
+        s.put(rec("resp_e", "key:1", text="other"))
+        s.flush()
+        s.cache.clear()
+        first = await s.get("resp_d", "key:1")
+        assert first is not None and first.input[0]["content"] == "first"
+        assert await s.get("resp_e", "key:1") is not None
+    finally:
+        s.close()
+
+
+async def test_a_store_that_cannot_open_is_a_503() -> None:
+    def broken() -> ResponseStore:
+        raise OSError("disk gone")
+
+    with pytest.raises(ServiceUnavailable) as e:
+        await LazyResponseStore(broken).get()
+    assert e.value.status == 503 and "disk" not in e.value.message

@@ -115,7 +115,10 @@ async def _create(request: Request, gw: Gateway, ctx: CallContext) -> Response |
     obj = render.response_object(resp, call)
     obj["store"] = call.store
     if call.store or "conversation" in call.body:
-        await _keep(request, principal, call, obj)
+        try:
+            await _keep(request, principal, call, obj)
+        except Exception:  # the caller has its answer; a later GET or previous_response_id will say what is missing
+            log.exception("keeping a response failed (request %s)", ctx.request_id)
     return Response(render.render_response(obj), media_type=JSON_TYPE, headers=ctx.response_headers())
 
 

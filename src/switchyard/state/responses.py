@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 import sqlalchemy as sa
 
-from ..errors import InvalidRequest, NotFound
+from ..errors import InvalidRequest, NotFound, ServiceUnavailable
 
 if TYPE_CHECKING:
     from ..governance.auth import Principal
@@ -71,6 +71,11 @@ def zero_retention(param: str) -> InvalidRequest:
     return InvalidRequest("This API key has zero data retention (logging mode 'none'): the gateway stores no "
                           "responses for it, so previous_response_id cannot be used. Send the whole conversation "
                           "as input instead.", param=param, code="zero_data_retention")
+
+
+def unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("The store of responses cannot be reached; try again shortly.",
+                              code="store_unavailable")
 
 
 def not_found(rid: str) -> NotFound:
@@ -132,8 +137,17 @@ class ResponseStore:
                 except queue.Empty:
                     break
             stop = None in ops
+            work = [o for o in ops if o is not None]
             try:
-                self._apply([o for o in ops if o is not None])
+                self._apply(work)
+            except sa.exc.IntegrityError:  # an id stored twice: keep the first, write the others one by one
+                for one in work:
+                    try:
+                        self._apply([one])
+                    except sa.exc.IntegrityError:
+                        log.warning("a response with id %r is stored already", one[1].id if one[0] == "put" else "")
+                    except Exception:
+                        log.exception("storing a response failed")
             except Exception:
                 log.exception("storing %d response operations failed", len(ops))
             if stop:
@@ -200,9 +214,13 @@ class ResponseStore:
         rec = self._cached(rid, owner)
         if rec is not None:
             return rec
-        if not self._queue.empty():  # a write of it may still be queued; a miss must not outrun it
-            await asyncio.to_thread(self.flush)
-        return await asyncio.to_thread(self._read, rid, owner)
+        try:
+            if not self._queue.empty():  # a write of it may still be queued; a miss must not outrun it
+                await asyncio.to_thread(self.flush)
+            return await asyncio.to_thread(self._read, rid, owner)
+        except sa.exc.SQLAlchemyError as e:
+            log.error("reading a stored response failed: %s", type(e).__name__)
+            raise unavailable() from None
 
     async def delete(self, rid: str, owner: str) -> bool:
         rec = await self.get(rid, owner)
@@ -261,7 +279,11 @@ class LazyResponseStore:
             self._opening = asyncio.Lock()
         async with self._opening:
             if self._store is None:
-                self._store = await asyncio.to_thread(self._opener)
+                try:
+                    self._store = await asyncio.to_thread(self._opener)
+                except Exception as e:
+                    log.error("cannot open the store of responses: %s", type(e).__name__)
+                    raise unavailable() from None
         return self._store
 
     def close(self) -> None:
