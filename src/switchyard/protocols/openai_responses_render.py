@@ -121,27 +121,38 @@ def response_object(resp: ChatResponse, call: ResponsesCall, rid: str | None = N
         obj["previous_response_id"] = call.previous_response_id
         return obj
     obj = skeleton(call, rid or new_id("resp"), resp.model, float(resp.created or int(time.time())))
-    output: list[JSON] = []
     choice = resp.choices[0] if resp.choices else None
-    if choice is not None:
-        text: list[str] = []
-        for p in choice.message.parts:
-            if isinstance(p, ReasoningPart):
-                if p.text or (p.meta and "openai_reasoning" in p.meta):
-                    output.append(_reasoning_item(p.text, p))
-            elif isinstance(p, TextPart):
+    if choice is None:
+        obj["status"] = "completed"
+        obj["usage"] = usage_json(resp.usage)
+        return obj
+    output: list[JSON] = []  # reasoning first, then the message, then the calls
+    text: list[str] = []
+    calls: list[JSON] = []
+    for p in choice.message.parts:
+        kind = type(p)
+        if kind is TextPart:
+            assert isinstance(p, TextPart)
+            if p.meta and "openai_item" in p.meta:  # a built-in tool's call, from a Responses upstream
+                calls.append(p.meta["openai_item"])
+            else:
                 text.append(p.text)
-            elif isinstance(p, ToolCallPart):
-                output.append({"id": new_id("fc"), "type": "function_call", "status": "completed",
-                               "call_id": p.id, "name": p.name, "arguments": p.arguments})
-        if text or choice.refusal:
-            msg = _message_item("".join(text))
-            if choice.refusal and not text:
-                msg["content"] = [{"type": "refusal", "refusal": choice.refusal}]
-            calls_at = next((i for i, o in enumerate(output) if o["type"] == "function_call"), len(output))
-            output.insert(calls_at, msg)
+        elif kind is ToolCallPart:
+            assert isinstance(p, ToolCallPart)
+            calls.append({"id": new_id("fc"), "type": "function_call", "status": "completed", "call_id": p.id,
+                          "name": p.name, "arguments": p.arguments})
+        elif kind is ReasoningPart:
+            assert isinstance(p, ReasoningPart)
+            if p.text or (p.meta and "openai_reasoning" in p.meta):
+                output.append(_reasoning_item(p.text, p))
+    if text or choice.refusal:
+        msg = _message_item("".join(text))
+        if choice.refusal and not text:
+            msg["content"] = [{"type": "refusal", "refusal": choice.refusal}]
+        output.append(msg)
+    output.extend(calls)
     obj["output"] = output
-    _finish_status(obj, choice.finish_reason if choice is not None else None)
+    _finish_status(obj, choice.finish_reason)
     obj["usage"] = usage_json(resp.usage)
     return obj
 
