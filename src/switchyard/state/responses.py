@@ -4,7 +4,7 @@
 Off the hot path. A stored response goes into a bounded in-memory cache at once (so that the next turn's
 ``previous_response_id`` finds it without a database read) and onto a queue that one writer thread drains into the
 ``responses`` table in batches, like the spend writer; reading a response the cache no longer holds is one primary
-key lookup on a worker thread. Deletes go through the same queue, so they land after the write they follow.
+key lookup on a worker thread, and a chain the cache no longer holds one recursive query. Deletes go through the same queue, so they land after the write they follow.
 
 Retention: a key whose logging mode is ``none`` (zero retention) keeps nothing. Its ``store: true`` is accepted
 (an OpenAI client sends it by default) and the response says ``"store": false``; a ``previous_response_id`` from such
@@ -231,16 +231,56 @@ class ResponseStore:
         self._send(("delete", (rid, owner)))
         return True
 
+    def _read_chain(self, rid: str, owner: str) -> list[Stored]:
+        """``rid`` and the responses before it, newest first, in one query (a recursive walk of
+        ``previous_response_id``, each step the owner's)."""
+        sql = sa.text(
+            "WITH RECURSIVE chain(id, prev, depth) AS ("
+            " SELECT id, previous_response_id, 0 FROM responses WHERE id = :rid AND owner = :owner"
+            " UNION ALL SELECT r.id, r.previous_response_id, c.depth + 1 FROM responses r"
+            " JOIN chain c ON r.id = c.prev WHERE r.owner = :owner AND c.depth < :cap)"
+            " SELECT r.id, r.owner, r.org_id, r.created_at, r.previous_response_id, r.input, r.response"
+            " FROM responses r JOIN chain c ON r.id = c.id ORDER BY c.depth")
+        with self._guard(), self.engine.connect() as conn:
+            rows = conn.execute(sql, {"rid": rid, "owner": owner, "cap": MAX_CHAIN}).all()
+        out: list[Stored] = []
+        for row in rows:
+            created = row.created_at
+            if isinstance(created, str):  # SQLite hands a text query's timestamps back as text
+                created = datetime.fromisoformat(created)
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=UTC)
+            rec = Stored(row.id, row.owner, row.org_id, created.timestamp(), row.previous_response_id,
+                         orjson.loads(row.input), orjson.loads(row.response))
+            self._remember(rec)
+            out.append(rec)
+        return out
+
+    async def _load_chain(self, rid: str, owner: str) -> dict[str, Stored]:
+        try:
+            if not self._queue.empty():  # a write of it may still be queued; a read must not outrun it
+                await asyncio.to_thread(self.flush)
+            return {r.id: r for r in await asyncio.to_thread(self._read_chain, rid, owner)}
+        except sa.exc.SQLAlchemyError as e:
+            log.error("reading a stored response chain failed: %s", type(e).__name__)
+            raise unavailable() from None
+
     async def chain(self, rid: str, owner: str) -> list[JSON]:
-        """The items of ``rid`` and every response before it (their inputs and outputs), oldest first."""
+        """The items of ``rid`` and every response before it (their inputs and outputs), oldest first. From the
+        cache; at the first response it does not hold, the rest of the chain in one query."""
         turns: list[Stored] = []
         seen: set[str] = set()
+        loaded: dict[str, Stored] | None = None
         cur: str | None = rid
         while cur is not None:
             if cur in seen or len(turns) >= MAX_CHAIN:
                 break
             seen.add(cur)
-            rec = await self.get(cur, owner)
+            rec = self._cached(cur, owner)
+            if rec is None:
+                if loaded is None:
+                    loaded = await self._load_chain(cur, owner)
+                rec = loaded.get(cur)
             if rec is None:
                 if not turns:
                     raise not_found(rid)
