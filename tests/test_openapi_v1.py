@@ -18,7 +18,7 @@ import jsonschema_rs
 import pytest
 from starlette.routing import Route
 
-from switchyard.protocols import anthropic_messages, openai_chat, openai_embeddings
+from switchyard.protocols import anthropic_messages, openai_chat, openai_embeddings, openai_responses
 from switchyard.server.app import create_app
 from tests.support.gateway import MASTER_KEY, RunningGateway, run_gateway
 from tests.support.governance import Admin, gov_config, no_keepalive_client
@@ -87,6 +87,7 @@ def test_document_lists_exactly_the_data_plane_routes(gw: RunningGateway, doc: d
     ("ChatCompletionRequest", openai_chat._MODELLED),
     ("EmbeddingRequest", openai_embeddings._MODELLED),
     ("MessageRequest", anthropic_messages._MODELLED),
+    ("ResponseRequest", openai_responses._MODELLED | {"store", "include", "truncation", "background"}),
 ])
 def test_every_field_the_adapters_read_is_documented(doc: dict[str, Any], schema: str,
                                                      modelled: frozenset[str]) -> None:

@@ -25,6 +25,7 @@ JSON: TypeAlias = Any
 WIRE_OPENAI_CHAT = "openai.chat"
 WIRE_OPENAI_EMBEDDINGS = "openai.embeddings"
 WIRE_ANTHROPIC_MESSAGES = "anthropic.messages"
+WIRE_OPENAI_RESPONSES = "openai.responses"
 
 
 class Role(StrEnum):

@@ -158,6 +158,9 @@ class FakeOpenAI:
     replies: dict[str, str] = field(default_factory=dict)  # per requested model: what it says (over ``reply``)
     chunk_delay: float = 0.0
     stream_piece: int = 0  # when set, a stream's text arrives in pieces of this many characters, not words
+    # when set, a request whose last message is a tool result gets a text answer (as a model that used its tools
+    # does), not another round of tool calls: agents that loop until the model answers then end
+    answer_tool_results: bool = False
     requests: list[RecordedRequest] = field(default_factory=list)
     base_url: str | None = None  # set while ``serve()`` is active
     _failures: deque[tuple[int, Any, dict[str, str]]] = field(default_factory=deque)
@@ -213,6 +216,7 @@ class FakeOpenAI:
         self._breaks.clear()
         self.reply, self.chunk_delay, self.stream_piece = None, 0.0, 0
         self.replies.clear()
+        self.answer_tool_results = False
 
     @property
     def chat_models(self) -> list[str]:
@@ -267,6 +271,10 @@ class FakeOpenAI:
             return _error(400, "you must provide a model parameter")
         if method == "POST" and is_chat:
             return self._chat(body)
+        if method == "POST" and path == "/v1/responses":  # OpenAI's Responses API (fake_openai_responses)
+            from .fake_openai_responses import responses
+
+            return responses(self, body)
         if method == "POST" and is_embed:
             return self._embeddings(body)
         model = request.path_params.get("model")
@@ -292,7 +300,9 @@ class FakeOpenAI:
         """Decide what every choice of a chat completion says (all ``n`` choices are identical)."""
         tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
         choice = body.get("tool_choice")
-        if tools and choice != "none":
+        last = body["messages"][-1] if body.get("messages") else {}
+        answered = self.answer_tool_results and isinstance(last, dict) and last.get("role") == "tool"
+        if tools and choice != "none" and not answered:
             if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
                 wanted = choice["function"].get("name")
                 tools = [t for t in tools if t["function"].get("name") == wanted] or tools
@@ -307,6 +317,8 @@ class FakeOpenAI:
             return _Reply(None, calls, "tool_calls", sum(_count(c["function"]["arguments"]) for c in calls))
         users = [m for m in body["messages"] if isinstance(m, dict) and m.get("role") == "user"]
         user = _text_of(users[-1].get("content")) if users else ""
+        if answered:
+            user = _text_of(last.get("content"))
         scripted = self.replies.get(str(body.get("model")), self.reply)
         text = scripted if scripted is not None else f"Echo: {user}"
         fmt = body.get("response_format") or {}

@@ -90,6 +90,8 @@ class OpenAIProviderConfig(_HTTPProviderBase):
     project: str | None = None
     api_version: str | None = None  # set for Azure OpenAI: adds ?api-version= and uses deployment URLs
     azure: bool | None = None  # inferred from base_url (*.openai.azure.com) or api_version when unset
+    api: Literal["chat", "responses"] = Field("chat", description="the wire API: chat (POST /chat/completions) or "
+                                                                  "responses (POST /responses)")
 
     @property
     def is_azure(self) -> bool:

@@ -90,6 +90,8 @@ class KeyConfig(_Strict):
     models: list[str] | None = None  # deployments and routes this key may use; all when unset
     data_class: str | None = None  # the lowest data class of its requests (public | internal | confidential | ...)
     pii_mode: Literal["off", "detect", "redact", "mask", "block"] | None = None  # None: the config's
+    # payload logging and retention: none (zero retention: no prompt in the audit, no stored responses) | metadata |
+    # full, as for virtual keys
     logging: Literal["none", "metadata", "full"] = "none"  # payload logging, as a virtual key's (none: zero retention)
     retention: dict[str, str] | None = None  # payload retention, e.g. {conversations: "30d"}; None: none
 

@@ -28,15 +28,25 @@ def build_provider(name: str, config: Any) -> Provider:
     return factory(name, config)
 
 
+def _openai(name: str, config: Any) -> Provider:
+    """An ``openai`` provider speaks Chat Completions, or the Responses API with ``api: responses``."""
+    if getattr(config, "api", "chat") == "responses":
+        from .openai_responses import OpenAIResponsesProvider
+
+        return OpenAIResponsesProvider(name, config)
+    from .openai import OpenAIProvider
+
+    return OpenAIProvider(name, config)
+
+
 def _builtins() -> None:
     from .anthropic import AnthropicProvider
     from .bedrock import BedrockProvider  # botocore itself is imported only when a bedrock provider is built
-    from .openai import OpenAIProvider
     from .simulated import SimulatedProvider
 
     register("anthropic", AnthropicProvider)
     register("bedrock", BedrockProvider)
-    register("openai", OpenAIProvider)
+    register("openai", _openai)
     register("gemini", __import__("switchyard.providers.gemini", fromlist=["GeminiProvider"]).GeminiProvider)
     register("simulated", SimulatedProvider)
     register("llamacpp", lambda n, c: __import__(f"{__name__}.llamacpp", fromlist=["_"]).LlamaCppProvider(n, c))

@@ -49,6 +49,7 @@ from ..messages import (
 )
 from ..tokens import estimate_prompt, estimate_text
 from .base import Provider, Target
+from .translate import refuse_openai_only
 
 _WORDS = (
     "switchyard", "routes", "every", "request", "to", "a", "healthy", "model", "and", "keeps", "the", "books",
@@ -130,6 +131,7 @@ class SimulatedProvider(Provider):
 
     async def chat(self, req: ChatRequest, target: Target) -> ChatResponse:
         check_chat(req)
+        refuse_openai_only(req, self.name)
         self._maybe_fail(target)
         words, reason, calls = self._plan(req)
         delay = self.config.ttft_ms / 1000
@@ -151,6 +153,7 @@ class SimulatedProvider(Provider):
 
     async def stream(self, req: ChatRequest, target: Target) -> AsyncIterator[Chunk]:
         check_chat(req)
+        refuse_openai_only(req, self.name)
         self._maybe_fail(target)
         words, reason, calls = self._plan(req)
         if self.config.ttft_ms:

@@ -9,15 +9,19 @@ Anthropic can run (server tools and their result blocks, kept whole in ``meta``)
 from __future__ import annotations
 
 from ..errors import UnsupportedParameter
-from ..messages import ChatRequest
+from ..messages import WIRE_OPENAI_RESPONSES, ChatRequest
 
 # Fields that do not change what the model says: storage, billing tier and cache hints of the client's own vendor.
+# The Responses API's ``include`` (extra output fields) and ``truncation`` (what to do past the context window) only
+# shape what OpenAI returns or keeps; the gateway answers them itself for other providers.
 HARMLESS_EXTRAS = frozenset({"store", "service_tier", "safety_identifier", "prompt_cache_key",
-                             "prompt_cache_retention"})
+                             "prompt_cache_retention", "include", "truncation"})
 
 
 def refuse_foreign_extras(req: ChatRequest, provider: str, wire: str) -> None:
     """Refuse, by name, a field of another protocol that this provider's wire cannot carry."""
+    if wire != WIRE_OPENAI_RESPONSES:
+        refuse_openai_only(req, provider)
     if req.wire == wire:
         return
     for key, value in req.extra.items():
@@ -50,3 +54,21 @@ def refuse_anthropic_only(req: ChatRequest, provider: str) -> None:
 def refuse_untranslatable(req: ChatRequest, provider: str, wire: str) -> None:
     refuse_foreign_extras(req, provider, wire)
     refuse_anthropic_only(req, provider)
+
+
+def refuse_openai_only(req: ChatRequest, provider: str) -> None:
+    """Refuse the Responses API's built-in tools (web search, file search, computer use, code interpreter, ...) and
+    the items they leave in a conversation, for any provider that does not speak the Responses wire."""
+    for t in req.tools or ():
+        if t.meta and "openai_builtin_tool" in t.meta:
+            raise UnsupportedParameter(
+                f"tools: the built-in tool {t.name!r} runs only on OpenAI's Responses API, not on provider "
+                f"{provider!r} (a deployment of an openai provider with api: responses can run it)", param="tools")
+    for m in req.messages:
+        for p in m.parts:
+            if p.meta and "openai_item" in p.meta:
+                item = p.meta["openai_item"]
+                kind = item.get("type") if isinstance(item, dict) else None
+                raise UnsupportedParameter(
+                    f"input: a {kind!r} item cannot be sent to provider {provider!r}: only OpenAI's Responses API "
+                    "runs it", param="input")

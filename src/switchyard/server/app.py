@@ -21,9 +21,19 @@ from starlette.routing import BaseRoute, Route
 from ..errors import InternalError, InvalidRequest, NotFound, SwitchyardError
 from ..pipeline import Gateway
 from ..records import Recorder
+from ..state.responses import LazyResponseStore, ResponseStore
 from ..telemetry.http import metrics_endpoint
 from ..telemetry.stage import Telemetry
-from . import admin, admin_routes, anthropic_routes, conversation_routes, feedback_routes, openai_routes, openapi_v1
+from . import (
+    admin,
+    admin_routes,
+    anthropic_routes,
+    conversation_routes,
+    feedback_routes,
+    openai_routes,
+    openapi_v1,
+    responses_routes,
+)
 from .asgi import Shell
 from .common import JSON_TYPE
 from .openai_routes import openai_error_response
@@ -114,6 +124,7 @@ def create_app(gateway: Gateway, *, store: object | None = None, recorder: Recor
         finally:
             app.state.ready = False
             await gateway.aclose()
+            await asyncio.to_thread(app.state.responses.close)  # writes the stored responses still queued
             stop = getattr(recorder, "stop", None)
             if stop is not None:
                 await stop()
@@ -132,6 +143,7 @@ def create_app(gateway: Gateway, *, store: object | None = None, recorder: Recor
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *anthropic_routes.ROUTES,
         *conversation_routes.ROUTES,
+        *responses_routes.ROUTES,
         *admin_routes.ROUTES,
         *admin.ROUTES,
     ]
@@ -143,10 +155,14 @@ def create_app(gateway: Gateway, *, store: object | None = None, recorder: Recor
     app.state.gateway = gateway
     app.state.metrics = next((s.metrics for s in gateway.chain.stages if isinstance(s, Telemetry)), None)
     app.state.ready = False
+    store_url = gateway.config.store
+    app.state.responses = LazyResponseStore(lambda: ResponseStore.open(store_url))  # opened on first use
+    app.state.conversations = None  # a state.responses.HistoryHook: the conversation parameter of responses
     app.state.started_at = int(time.time())
     ping = getattr(store, "ping", None)
     app.state.store_ok = (lambda: bool(ping())) if ping is not None else (lambda: True)
     fast = {("POST", p): openai_routes.chat_completions for p in ("/v1/chat/completions", "/chat/completions")}
     fast.update({("POST", p): openai_routes.embeddings for p in ("/v1/embeddings", "/embeddings")})
     fast[("POST", "/v1/messages")] = anthropic_routes.messages
+    fast.update({("POST", p): responses_routes.create for p in ("/v1/responses", "/responses")})
     return Shell(app, fast, _unexpected)
