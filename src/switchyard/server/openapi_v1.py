@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..bounds import INT_MAX, INT_MIN, MAX_METADATA_KEY, MAX_METADATA_PAIRS, MAX_METADATA_VALUE
-from . import openapi_conversations, openapi_responses
+from . import openapi_conversations, openapi_feedback, openapi_responses
 
 Schema = dict[str, Any]
 
@@ -441,6 +441,7 @@ def openapi_document() -> dict[str, Any]:
             "type": "object"}}}),
         "/metrics": _metrics(),
         **openapi_conversations.paths(),
+        **openapi_feedback.paths(),
         **openapi_responses.paths(_operation, _json, _sse, _CALL_ERRORS, _READ_ERRORS),
     }
     schemas: dict[str, Schema] = {
@@ -451,7 +452,7 @@ def openapi_document() -> dict[str, Any]:
         "AnthropicMessage": ANTHROPIC_MESSAGE, "OpaqueBlock": OPAQUE_BLOCK, "Message": ANTHROPIC_REPLY,
         "TokenCount": _obj(["input_tokens"], {"input_tokens": {"type": "integer", "minimum": 0}}),
         "AnthropicError": ANTHROPIC_ERROR, "Live": LIVE, "Ready": READY,
-        **openapi_conversations.SCHEMAS, **openapi_responses.SCHEMAS,
+        **openapi_conversations.SCHEMAS, **openapi_responses.SCHEMAS, **openapi_feedback.SCHEMAS,
     }
     return {
         "openapi": "3.1.0",
