@@ -103,6 +103,7 @@ class Gateway:
         self.recorder: Recorder = recorder or NullRecorder()
         self.governance = governance  # virtual keys and audit, for the admin API
         self.ledger = ledger  # budgets and rate limits (its stage holds and settles)
+        self.workflows: Any = None  # switchyard.workflows.registry.Registry, with a workflows: section
         self.services: list[Any] = []  # started after the ledger, closed before it (start() and aclose())
         # streams whose client hung up are read to their end (bounded) and charged for what the upstream produced
         self.drains = Drains(config.ledger.drain_timeout, config.ledger.drain_max_chunks)

@@ -16,6 +16,7 @@ from .policy import PolicyConfig
 from .providers import ProviderConfig
 from .routing import RouteConfig, RoutingConfig, route_problems
 from .telemetry import MetricsConfig, TracingConfig
+from .workflows import WorkflowsConfig
 
 # --- deployments ---
 
@@ -97,6 +98,7 @@ class Config(_Strict):
     pii: PiiConfig | None = None  # personal data: detect, redact, mask or block (docs/pii.md); none: not scanned
     policies: PolicyConfig = Field(default_factory=lambda: PolicyConfig())  # Cedar policies (docs/policy.md)
     cache: CacheConfig | None = None  # the semantic cache (docs/cache.md); none: no cache stage
+    workflows: WorkflowsConfig | None = None  # durable workflows (docs/workflows.md); none: not started
 
     @field_validator("master_key", mode="before")
     @classmethod

@@ -1,0 +1,337 @@
+"""The runner: each run is one DBOS workflow, each step call one DBOS step (checkpointed in DBOS's system database).
+
+A crash (even SIGKILL) loses only the steps in flight: on the next launch DBOS recovers the run, replays it, and
+every step already completed returns its recorded result instead of running again. Runs are started with a
+workflow id derived from the caller's ``Idempotency-Key``, so a retried POST never starts a second run.
+
+The run's progress (each step's status, timings, cost; its output only when the key's logging mode is ``full``)
+is published as the DBOS event ``state`` after every step; the API and the events stream read it.
+This module imports ``dbos``: it is imported only when a ``workflows:`` section is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from dbos import DBOS, DBOSConfig, SetWorkflowAttributes, SetWorkflowID
+
+from .definition import Step, StepBody, Workflow
+from .expressions import search
+from .steps import Env, execute
+
+if TYPE_CHECKING:
+    from ..config.workflows import WorkflowsConfig
+    from ..governance.auth import Principal
+    from ..pipeline import Gateway
+
+log = logging.getLogger("switchyard.workflows")
+
+WORKFLOW_NAME = "switchyard.workflow"
+APP_VERSION = "switchyard-workflows-1"  # pinned, so a restarted process recovers the runs of the one before
+_runtime: Runtime | None = None
+
+
+class Runtime:
+    """DBOS in this process, and what the runs need of it."""
+
+    def __init__(self, gateway: Gateway, config: WorkflowsConfig, store: str) -> None:
+        self.gateway = gateway
+        self.config = config
+        self.database = config.system_database(store)
+        self.launched = False
+
+    async def start(self) -> None:
+        global _runtime
+        _runtime = self
+        url = self.database
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+            d = os.path.dirname(url[len("sqlite:///"):])
+            if d:
+                os.makedirs(d, exist_ok=True)
+        cfg: DBOSConfig = {"name": "switchyard", "system_database_url": url, "application_version": APP_VERSION,
+                           "executor_id": self.config.executor_id or os.environ.get("SWITCHYARD_EXECUTOR_ID")
+                           or "local", "log_level": "WARNING", "notification_listener_polling_interval_sec": 0.05}
+        DBOS(config=cfg)
+        DBOS.launch()  # from the serving loop's thread: recovered runs execute on this loop
+        self.launched = True
+
+    async def aclose(self) -> None:
+        global _runtime
+        if self.launched:
+            await asyncio.to_thread(DBOS.destroy, workflow_completion_timeout_sec=0)
+            self.launched = False
+        if _runtime is self:
+            _runtime = None
+
+
+def run_id_for(principal: Principal, idempotency_key: str | None) -> str:
+    import hashlib
+    import secrets
+
+    if idempotency_key is None:
+        return "run_" + secrets.token_hex(12)
+    return "run_" + hashlib.sha256(f"{principal.id}\n{idempotency_key}".encode()).hexdigest()[:24]
+
+
+async def start_run(wf: Workflow, source: str, value: Any, principal: Principal, run_id: str,
+                    config: WorkflowsConfig) -> bool:
+    """Start the run (False: a run with this id exists already, and nothing was started)."""
+    if await DBOS.get_workflow_status_async(run_id) is not None:
+        return False
+    deadline = time.time() + (wf.deadline_s or config.default_deadline_s)
+    spec = {"run_id": run_id, "workflow": wf.model_dump(by_alias=True, exclude_none=True), "source": source,
+            "input": value, "principal": principal, "deadline": deadline, "retain": principal.logging == "full"}
+    attrs = {"workflow": wf.name, "version": wf.version, "key": principal.id, "org": principal.org_id or "",
+             "team": principal.team_id or ""}
+    with SetWorkflowID(run_id), SetWorkflowAttributes(attrs):
+        await DBOS.start_workflow_async(run_workflow, spec)
+    return True
+
+
+@DBOS.workflow(name=WORKFLOW_NAME)
+async def run_workflow(spec: dict[str, Any]) -> dict[str, Any]:
+    rt = _runtime
+    if rt is None:  # pragma: no cover - DBOS launches only from Runtime.start
+        raise RuntimeError("the workflow runtime is not started")
+    return await Execution(rt, spec).run()
+
+
+class Execution:
+    """One run, replayed deterministically from its recorded steps (nothing here reads the clock)."""
+
+    def __init__(self, rt: Runtime, spec: dict[str, Any]) -> None:
+        self.rt = rt
+        self.wf = Workflow.model_validate(spec["workflow"])
+        self.input = spec["input"]
+        self.retain = bool(spec.get("retain"))
+        self.env = Env(rt.gateway, rt.config, spec["principal"], spec["run_id"], float(spec["deadline"]))
+        self.outputs: dict[str, Any] = {}
+        self.state: dict[str, Any] = {"run_id": spec["run_id"], "workflow": self.wf.name,
+                                      "version": self.wf.version, "status": "running", "cost": 0.0,
+                                      "steps": {s.id: {"status": "pending"} for s in self.wf.steps
+                                                if s.id not in self.wf.fallbacks()}}
+        self.executed = 0
+
+    def data(self, **extra: Any) -> dict[str, Any]:
+        return {"input": self.input, "steps": self.outputs, **extra}
+
+    async def publish(self) -> None:
+        await DBOS.set_event_async("state", self.state)
+
+    def remaining(self, step: StepBody) -> float | None:
+        left = None if self.wf.budget_usd is None else max(0.0, self.wf.budget_usd - self.state["cost"])
+        if step.budget_usd is None:
+            return left
+        return step.budget_usd if left is None else min(left, step.budget_usd)
+
+    async def run(self) -> dict[str, Any]:
+        await self.publish()
+        skipped: set[str] = set()
+        fallbacks = self.wf.fallbacks()
+        by_id = self.wf.by_id()
+        for step in self.wf.order():
+            if step.id in fallbacks:
+                continue
+            rec = self.state["steps"][step.id]
+            if (step.needs and all(n in skipped for n in step.needs)) or self._gated_off(step, skipped):
+                skipped.add(step.id)
+                rec["status"] = "skipped"
+                self.outputs[step.id] = None
+                continue
+            if self.wf.budget_usd is not None and self.state["cost"] >= self.wf.budget_usd:
+                return await self.fail(step.id, "budget_exceeded", f"the workflow's budget "
+                                       f"(${self.wf.budget_usd:g}) is spent before step {step.id!r}")
+            rec["status"] = "running"
+            result = await self.run_step(step)
+            self.account(rec, result)
+            if not result["ok"] and step.on_error not in ("fail", "continue"):
+                fb = by_id[step.on_error]
+                rec["fallback"] = fb.id
+                fb_result = await self.run_step(fb, name=f"{step.id}>{fb.id}")
+                self.account(rec, fb_result, fallback=True)
+                result = fb_result
+            if result["ok"]:
+                self.outputs[step.id] = result["output"]
+                rec["status"] = "completed"
+                if step.type == "condition":
+                    rec["branch"] = "then" if result["output"] else "else"
+            elif step.on_error == "continue":
+                self.outputs[step.id] = None
+                rec["status"] = "failed"
+            else:
+                rec["status"] = "failed"
+                return await self.fail(step.id, result["code"] or "step_failed", result["error"] or "failed")
+            if self.retain:
+                rec["output"] = self.outputs[step.id]
+            await self.publish()
+        output = self.final_output()
+        self.state["status"] = "completed"
+        self.state["output"] = output
+        await self.publish()
+        return {"status": "completed", "output": output, "cost": self.state["cost"]}
+
+    def _gated_off(self, step: Step, skipped: set[str]) -> bool:
+        """A step in the branch its condition did not take."""
+        for n in step.needs:
+            cond = self.wf.by_id().get(n)
+            if cond is None or cond.type != "condition" or n in skipped:
+                continue
+            taken = cond.then if self.outputs.get(n) else cond.else_
+            other = cond.else_ if self.outputs.get(n) else cond.then
+            if step.id in (other or []) and step.id not in (taken or []):
+                return True
+        return False
+
+    def account(self, rec: dict[str, Any], result: dict[str, Any], fallback: bool = False) -> None:
+        self.state["cost"] += result["cost"]
+        prefix = "fallback_" if fallback else ""
+        rec[prefix + "cost"] = result["cost"]
+        rec[prefix + "attempts"] = result["attempts"]
+        rec[prefix + "calls"] = result["calls"]
+        rec.setdefault("started", result["started"])
+        rec["ended"] = result["ended"]
+        rec["duration_ms"] = round((rec["ended"] - rec["started"]) * 1000, 3)
+        if result.get("deployments"):
+            rec[prefix + "deployments"] = result["deployments"]
+        if result.get("items") is not None:
+            rec["items"] = result["items"]
+        if not result["ok"]:
+            rec[prefix + "error"] = result["error"]
+            rec[prefix + "code"] = result["code"]
+
+    async def fail(self, step_id: str, code: str, message: str) -> dict[str, Any]:
+        self.state["status"] = "failed"
+        self.state["error"] = {"step": step_id, "code": code, "message": message}
+        await self.publish()
+        return {"status": "failed", "error": self.state["error"], "cost": self.state["cost"]}
+
+    def final_output(self) -> Any:
+        out = self.wf.output
+        data = self.data()
+        if out is None:
+            last = self.wf.order()[-1]
+            return self.outputs.get(last.id)
+        if isinstance(out, str):
+            return search(out, data)
+        return {k: search(expr, data) for k, expr in out.items()}
+
+    def _count(self, n: int = 1) -> None:
+        self.executed += n
+        if self.executed > self.rt.config.max_steps:
+            raise _TooMany()
+
+    async def run_step(self, step: Step, name: str | None = None) -> dict[str, Any]:
+        name = name or step.id
+        if step.type == "condition":
+            assert step.when is not None
+            value = bool(search(step.when, self.data()))
+            return {"ok": True, "output": value, "error": None, "code": None, "attempts": 1, "cost": 0.0,
+                    "calls": 0, "started": 0.0, "ended": 0.0}
+        if step.type == "map":
+            return await self.run_map(step, name)
+        try:
+            self._count()
+        except _TooMany:
+            return _refused(f"more than {self.rt.config.max_steps} steps in one run", "too_many_steps")
+        return await DBOS.run_step_async({"name": f"step:{name}"}, execute, self.env, name, step, self.data(),
+                                         self.remaining(step))
+
+    async def run_map(self, step: Step, name: str) -> dict[str, Any]:
+        assert step.over is not None and step.step is not None
+        items = search(step.over, self.data())
+        if not isinstance(items, list):
+            return _refused(f"over: {step.over!r} is not a list (it is {type(items).__name__})", "not_a_list")
+        try:
+            self._count(len(items))
+        except _TooMany:
+            return _refused(f"more than {self.rt.config.max_steps} steps in one run", "too_many_steps")
+        body = step.step
+        # the step ids are drawn now, in the items' order, so a replay finds each item's recorded result
+        slots = [DBOS.reserve_step() for _ in items]
+        gate = asyncio.Semaphore(step.concurrency)
+        share = self.remaining(step)
+
+        async def one(i: int, item: Any) -> dict[str, Any]:
+            async with gate:
+                r: dict[str, Any] = await slots[i].run_async({"name": f"step:{name}[{i}]"}, execute, self.env,
+                                                             f"{name}[{i}]", body, self.data(item=item, index=i),
+                                                             share)
+                return r
+
+        results = await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
+        cost = sum(r["cost"] for r in results)
+        failed = [i for i, r in enumerate(results) if not r["ok"]]
+        out: dict[str, Any] = {"ok": True, "error": None, "code": None, "cost": cost,
+                               "attempts": sum(r["attempts"] for r in results),
+                               "calls": sum(r["calls"] for r in results),
+                               "started": min((r["started"] for r in results), default=0.0),
+                               "ended": max((r["ended"] for r in results), default=0.0),
+                               "items": {"total": len(items), "failed": failed}}
+        if failed and step.partial == "fail":
+            first = results[failed[0]]
+            out.update(ok=False, code=first["code"], error=f"item {failed[0]}: {first['error']} "
+                       f"({len(failed)} of {len(items)} items failed)")
+            out["output"] = None
+        elif step.partial == "skip":
+            out["output"] = [r["output"] for r in results if r["ok"]]
+        else:
+            out["output"] = [r["output"] if r["ok"] else None for r in results]
+        return out
+
+
+class _TooMany(Exception):
+    pass
+
+
+def _refused(message: str, code: str) -> dict[str, Any]:
+    return {"ok": False, "output": None, "error": message, "code": code, "attempts": 0, "cost": 0.0, "calls": 0,
+            "started": 0.0, "ended": 0.0}
+
+
+# --- reading runs ---------------------------------------------------------------------------------------------
+
+
+async def read_run(run_id: str) -> dict[str, Any] | None:
+    """The run's status as the API shows it, or None if there is none."""
+    status = await DBOS.get_workflow_status_async(run_id)
+    if status is None:
+        return None
+    state = await DBOS.get_event_async(run_id, "state", timeout_seconds=0) or {}
+    return view(status, state)
+
+
+def view(status: Any, state: dict[str, Any]) -> dict[str, Any]:
+    attrs = getattr(status, "attributes", None) or {}
+    dbos_status = str(status.status)
+    run_status = state.get("status", "queued")
+    if dbos_status == "CANCELLED":
+        run_status = "cancelled"
+    elif dbos_status in ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED") and run_status == "running":
+        run_status = "failed"
+    out = {"id": status.workflow_id, "object": "workflow.run", "workflow": attrs.get("workflow"),
+           "version": attrs.get("version"), "status": run_status, "cost": state.get("cost", 0.0),
+           "steps": state.get("steps", {}), "output": state.get("output"), "error": state.get("error"),
+           "created_at": (status.created_at or 0) / 1000, "updated_at": (status.updated_at or 0) / 1000,
+           "key": attrs.get("key"), "team": attrs.get("team") or None, "org": attrs.get("org") or None}
+    return out
+
+
+async def list_runs(filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    found = await DBOS.list_workflows_async(name=WORKFLOW_NAME, attributes=filters or None, limit=limit,
+                                            sort_desc=True, load_input=False, load_output=False)
+    return [view(s, {}) | {"status": _coarse(str(s.status))} for s in found]
+
+
+def _coarse(s: str) -> str:
+    return {"PENDING": "running", "ENQUEUED": "queued", "SUCCESS": "finished", "CANCELLED": "cancelled"}.get(
+        s, "failed")
+
+
+async def cancel_run(run_id: str) -> None:
+    with contextlib.suppress(Exception):
+        await DBOS.cancel_workflow_async(run_id)
