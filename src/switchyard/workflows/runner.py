@@ -22,6 +22,7 @@ from dbos import DBOS, DBOSConfig, SetWorkflowAttributes, SetWorkflowID
 
 from .definition import Step, StepBody, Workflow
 from .expressions import search
+from .retention import ENDED, scrub
 from .steps import Env, execute
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class Runtime:
         self.config = config
         self.database = config.system_database(store)
         self.launched = False
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         global _runtime
@@ -59,9 +61,35 @@ class Runtime:
         DBOS(config=cfg)
         DBOS.launch()  # from the serving loop's thread: recovered runs execute on this loop
         self.launched = True
+        with contextlib.suppress(Exception):
+            await self.sweep()
+
+    def forget_when_done(self, run_id: str, handle: Any) -> None:
+        """Once the run has ended, clear its step outputs and input (``retention.scrub``)."""
+
+        async def wait() -> None:
+            with contextlib.suppress(BaseException):
+                await handle.get_result()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(scrub, run_id)
+
+        task = asyncio.get_running_loop().create_task(wait())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def sweep(self) -> None:
+        """At launch: scrub the ended runs of keys without retention that a crash left unscrubbed."""
+        ended = await DBOS.list_workflows_async(name=WORKFLOW_NAME, status=list(ENDED), load_output=False,
+                                                load_input=False, limit=1000, sort_desc=True)
+        for s in ended:
+            if not (getattr(s, "attributes", None) or {}).get("retain"):
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(scrub, s.workflow_id)
 
     async def aclose(self) -> None:
         global _runtime
+        for t in list(self.tasks):
+            t.cancel()
         if self.launched:
             await asyncio.to_thread(DBOS.destroy, workflow_completion_timeout_sec=0)
             self.launched = False
@@ -87,9 +115,11 @@ async def start_run(wf: Workflow, source: str, value: Any, principal: Principal,
     spec = {"run_id": run_id, "workflow": wf.model_dump(by_alias=True, exclude_none=True), "source": source,
             "input": value, "principal": principal, "deadline": deadline, "retain": principal.logging == "full"}
     attrs = {"workflow": wf.name, "version": wf.version, "key": principal.id, "org": principal.org_id or "",
-             "team": principal.team_id or ""}
+             "team": principal.team_id or "", "retain": principal.logging == "full"}
     with SetWorkflowID(run_id), SetWorkflowAttributes(attrs):
-        await DBOS.start_workflow_async(run_workflow, spec)
+        handle = await DBOS.start_workflow_async(run_workflow, spec)
+    if not spec["retain"] and _runtime is not None:
+        _runtime.forget_when_done(run_id, handle)
     return True
 
 
@@ -302,7 +332,17 @@ async def read_run(run_id: str) -> dict[str, Any] | None:
     if status is None:
         return None
     state = await DBOS.get_event_async(run_id, "state", timeout_seconds=0) or {}
-    return view(status, state)
+    out = view(status, state)
+    attrs = getattr(status, "attributes", None) or {}
+    ended = str(status.status) in ENDED and not attrs.get("retain") and run_id not in _scrubbed
+    if ended and await asyncio.to_thread(scrub, run_id):  # a run recovered after a crash ends without a waiter
+        _scrubbed[run_id] = None
+        while len(_scrubbed) > 10_000:
+            del _scrubbed[next(iter(_scrubbed))]
+    return out
+
+
+_scrubbed: dict[str, None] = {}  # runs this process has scrubbed (insertion-ordered, bounded)
 
 
 def view(status: Any, state: dict[str, Any]) -> dict[str, Any]:
@@ -321,10 +361,24 @@ def view(status: Any, state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+SQLITE_LIST_WINDOW = 5000  # SQLite cannot filter DBOS attributes: the newest runs are filtered here
+
+
 async def list_runs(filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
-    found = await DBOS.list_workflows_async(name=WORKFLOW_NAME, attributes=filters or None, limit=limit,
-                                            sort_desc=True, load_input=False, load_output=False)
-    return [view(s, {}) | {"status": _coarse(str(s.status))} for s in found]
+    """The newest runs whose attributes match ``filters`` (PostgreSQL filters in SQL; SQLite, the newest
+    ``SQLITE_LIST_WINDOW`` runs in memory)."""
+    sqlite = _runtime is not None and _runtime.database.startswith("sqlite")
+    found = await DBOS.list_workflows_async(name=WORKFLOW_NAME, attributes=None if sqlite else (filters or None),
+                                            limit=SQLITE_LIST_WINDOW if sqlite else limit, sort_desc=True,
+                                            load_input=False, load_output=False)
+    out = []
+    for s in found:
+        attrs = getattr(s, "attributes", None) or {}
+        if all(attrs.get(k) == v for k, v in filters.items()):
+            out.append(view(s, {}) | {"status": _coarse(str(s.status))})
+            if len(out) >= limit:
+                break
+    return out
 
 
 def _coarse(s: str) -> str:
