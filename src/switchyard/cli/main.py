@@ -19,6 +19,7 @@ LAZY_COMMANDS = {
     "spend": "switchyard.cli.spend:spend",
     "pii": "switchyard.cli.pii:pii",
     "policy": "switchyard.cli.policy:policy",
+    "workflow": "switchyard.cli.workflow:workflow",
 }
 
 

@@ -223,9 +223,11 @@ class Execution:
         rec[prefix + "cost"] = result["cost"]
         rec[prefix + "attempts"] = result["attempts"]
         rec[prefix + "calls"] = result["calls"]
-        rec.setdefault("started", result["started"])
-        rec["ended"] = result["ended"]
-        rec["duration_ms"] = round((rec["ended"] - rec["started"]) * 1000, 3)
+        if result["started"]:
+            if not rec.get("started"):
+                rec["started"] = result["started"]
+            rec["ended"] = result["ended"]
+            rec["duration_ms"] = round((rec["ended"] - rec["started"]) * 1000, 3)
         if result.get("deployments"):
             rec[prefix + "deployments"] = result["deployments"]
         if result.get("items") is not None:
@@ -261,7 +263,7 @@ class Execution:
             assert step.when is not None
             value = bool(search(step.when, self.data()))
             return {"ok": True, "output": value, "error": None, "code": None, "attempts": 1, "cost": 0.0,
-                    "calls": 0, "started": 0.0, "ended": 0.0}
+                    "calls": 0, "started": None, "ended": None}  # evaluated in the workflow: no step, no clock
         if step.type == "map":
             return await self.run_map(step, name)
         try:
@@ -299,8 +301,8 @@ class Execution:
         out: dict[str, Any] = {"ok": True, "error": None, "code": None, "cost": cost,
                                "attempts": sum(r["attempts"] for r in results),
                                "calls": sum(r["calls"] for r in results),
-                               "started": min((r["started"] for r in results), default=0.0),
-                               "ended": max((r["ended"] for r in results), default=0.0),
+                               "started": min((r["started"] for r in results), default=None),
+                               "ended": max((r["ended"] for r in results), default=None),
                                "items": {"total": len(items), "failed": failed}}
         if failed and step.partial == "fail":
             first = results[failed[0]]
@@ -320,7 +322,7 @@ class _TooMany(Exception):
 
 def _refused(message: str, code: str) -> dict[str, Any]:
     return {"ok": False, "output": None, "error": message, "code": code, "attempts": 0, "cost": 0.0, "calls": 0,
-            "started": 0.0, "ended": 0.0}
+            "started": None, "ended": None}
 
 
 # --- reading runs ---------------------------------------------------------------------------------------------
