@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import audit_tables, cache_tables, identity_tables, policy_tables, spend_tables  # noqa: F401  (each registers on the shared metadata)
+from . import audit_tables, cache_tables, identity_tables, policy_tables, spend_tables, workflow_tables  # noqa: F401  (each registers on the shared metadata)
 from .db import create_engine_for, migrate, migrate_isolated, normalize_url
 from .tables import request_log
 

@@ -74,7 +74,7 @@ def may_see(p: Principal, run: dict[str, Any]) -> bool:
 
 async def _start(request: Request, p: Principal, registry: Registry) -> Response:
     name = request.path_params["name"]
-    wf, source = registry.get(name, p)
+    wf, source = await registry.get(name, p)
     try:
         body = orjson.loads(await request.body() or b"{}")
     except orjson.JSONDecodeError:

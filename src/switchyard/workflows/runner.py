@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -91,6 +92,11 @@ class Runtime:
         for t in list(self.tasks):
             t.cancel()
         if self.launched:
+            # DBOS made its own pool the loop's default executor: give the loop a fresh one before DBOS shuts its
+            # pool down, so the services closed after this one can still use asyncio.to_thread
+            from concurrent.futures import ThreadPoolExecutor
+
+            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(thread_name_prefix="asyncio"))
             await asyncio.to_thread(DBOS.destroy, workflow_completion_timeout_sec=0)
             self.launched = False
         if _runtime is self:
@@ -112,10 +118,12 @@ async def start_run(wf: Workflow, source: str, value: Any, principal: Principal,
     if await DBOS.get_workflow_status_async(run_id) is not None:
         return False
     deadline = time.time() + (wf.deadline_s or config.default_deadline_s)
+    snapshot = dataclasses.replace(principal, metadata=dict(principal.metadata))  # picklable
+    retain = principal.logging == "full"
     spec = {"run_id": run_id, "workflow": wf.model_dump(by_alias=True, exclude_none=True), "source": source,
-            "input": value, "principal": principal, "deadline": deadline, "retain": principal.logging == "full"}
-    attrs = {"workflow": wf.name, "version": wf.version, "key": principal.id, "org": principal.org_id or "",
-             "team": principal.team_id or "", "retain": principal.logging == "full"}
+            "input": value, "principal": snapshot, "deadline": deadline, "retain": retain}
+    attrs = {"workflow": wf.name, "version": wf.version, "source": source, "key": principal.id,
+             "org": principal.org_id or "", "team": principal.team_id or "", "retain": retain}
     with SetWorkflowID(run_id), SetWorkflowAttributes(attrs):
         handle = await DBOS.start_workflow_async(run_workflow, spec)
     if not spec["retain"] and _runtime is not None:
@@ -356,7 +364,8 @@ def view(status: Any, state: dict[str, Any]) -> dict[str, Any]:
     elif dbos_status in ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED") and run_status == "running":
         run_status = "failed"
     out = {"id": status.workflow_id, "object": "workflow.run", "workflow": attrs.get("workflow"),
-           "version": attrs.get("version"), "status": run_status, "cost": state.get("cost", 0.0),
+           "version": attrs.get("version"), "source": attrs.get("source"), "status": run_status,
+           "cost": state.get("cost", 0.0),
            "steps": state.get("steps", {}), "output": state.get("output"), "error": state.get("error"),
            "created_at": (status.created_at or 0) / 1000, "updated_at": (status.updated_at or 0) / 1000,
            "key": attrs.get("key"), "team": attrs.get("team") or None, "org": attrs.get("org") or None}
