@@ -45,6 +45,10 @@ class WorkflowsConfig(Strict):
     # Unset: the config's store when that is PostgreSQL, else sqlite:///.switchyard/workflows.sqlite
     database: str | None = None
     executor_id: str | None = None  # this process's DBOS executor id; unset: $SWITCHYARD_EXECUTOR_ID or "local"
+    # SQLite only: normal (WAL, no fsync per commit: a run survives a crash of the process, not of the machine)
+    # | full (SQLite's default: an fsync per step)
+    sqlite_synchronous: Literal["normal", "full"] = "normal"
+    pool_size: int = Field(20, ge=2, le=500, description="connections to DBOS's system database")
     tools: dict[str, ToolConfig] = Field(default_factory=dict)
     max_steps: int = Field(200, ge=1, le=10_000, description="steps (and map items) a run may execute")
     default_deadline_s: float = Field(3600.0, gt=0, description="a run's deadline when its workflow sets none")

@@ -95,7 +95,7 @@ async def _start(request: Request, p: Principal, registry: Registry) -> Response
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters.", param="Idempotency-Key",
                              code="invalid_header")
     run_id = runner.run_id_for(p, key)
-    started = await runner.start_run(wf, source, value, p, run_id, registry.config)
+    started = await runner.start_run(wf, source, value, p, run_id, registry.config) is not None
     run = await runner.read_run(run_id)
     assert run is not None
     return _json(run, 202 if started else 200, {"idempotent-replayed": "false" if started else "true"})

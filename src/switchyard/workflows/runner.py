@@ -58,10 +58,15 @@ class Runtime:
                 os.makedirs(d, exist_ok=True)
         cfg: DBOSConfig = {"name": "switchyard", "system_database_url": url, "application_version": APP_VERSION,
                            "executor_id": self.config.executor_id or os.environ.get("SWITCHYARD_EXECUTOR_ID")
-                           or "local", "log_level": "WARNING", "notification_listener_polling_interval_sec": 0.05}
+                           or "local", "log_level": "WARNING", "notification_listener_polling_interval_sec": 0.05,
+                           "sys_db_pool_size": self.config.pool_size}
+        if url.startswith("sqlite:///") and self.config.sqlite_synchronous == "normal":
+            _sqlite_wal(url[len("sqlite:///"):])
         DBOS(config=cfg)
         DBOS.launch()  # from the serving loop's thread: recovered runs execute on this loop
         self.launched = True
+        if url.startswith("sqlite:///") and self.config.sqlite_synchronous == "normal":
+            _sqlite_normal_sync()
         with contextlib.suppress(Exception):
             await self.sweep()
 
@@ -103,6 +108,29 @@ class Runtime:
             _runtime = None
 
 
+def _sqlite_wal(path: str) -> None:
+    """WAL journal (a property of the file, kept across opens): a commit writes the log once."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+def _sqlite_normal_sync() -> None:
+    """``synchronous=NORMAL`` on DBOS's connections: a commit survives a crash of the process (SIGKILL included),
+    not a power loss (``workflows.sqlite_synchronous: full`` keeps SQLite's default)."""
+    from dbos import _dbos
+    from sqlalchemy import event
+
+    engine: Any = _dbos._get_dbos_instance()._sys_db.engine
+
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+
+    event.listen(engine.pool, "connect", on_connect)
+    engine.pool.dispose()  # connections opened so far reopen with it
+
+
 def run_id_for(principal: Principal, idempotency_key: str | None) -> str:
     import hashlib
     import secrets
@@ -113,10 +141,11 @@ def run_id_for(principal: Principal, idempotency_key: str | None) -> str:
 
 
 async def start_run(wf: Workflow, source: str, value: Any, principal: Principal, run_id: str,
-                    config: WorkflowsConfig) -> bool:
-    """Start the run (False: a run with this id exists already, and nothing was started)."""
+                    config: WorkflowsConfig) -> Any:
+    """Start the run; its handle (``await handle.get_result()``), or None when a run with this id exists already
+    (and nothing was started)."""
     if await DBOS.get_workflow_status_async(run_id) is not None:
-        return False
+        return None
     deadline = time.time() + (wf.deadline_s or config.default_deadline_s)
     snapshot = dataclasses.replace(principal, metadata=dict(principal.metadata))  # picklable
     retain = principal.logging == "full"
@@ -128,7 +157,7 @@ async def start_run(wf: Workflow, source: str, value: Any, principal: Principal,
         handle = await DBOS.start_workflow_async(run_workflow, spec)
     if not spec["retain"] and _runtime is not None:
         _runtime.forget_when_done(run_id, handle)
-    return True
+    return handle
 
 
 @DBOS.workflow(name=WORKFLOW_NAME)
@@ -168,11 +197,12 @@ class Execution:
         return step.budget_usd if left is None else min(left, step.budget_usd)
 
     async def run(self) -> dict[str, Any]:
-        await self.publish()
         skipped: set[str] = set()
         fallbacks = self.wf.fallbacks()
         by_id = self.wf.by_id()
-        for step in self.wf.order():
+        order = self.wf.order()
+        last = max((i for i, s in enumerate(order) if s.id not in fallbacks), default=-1)
+        for i, step in enumerate(order):
             if step.id in fallbacks:
                 continue
             rec = self.state["steps"][step.id]
@@ -206,7 +236,8 @@ class Execution:
                 return await self.fail(step.id, result["code"] or "step_failed", result["error"] or "failed")
             if self.retain:
                 rec["output"] = self.outputs[step.id]
-            await self.publish()
+            if i != last:  # the last step's progress goes out with the run's end, in one write
+                await self.publish()
         output = self.final_output()
         self.state["status"] = "completed"
         self.state["output"] = output
@@ -358,7 +389,7 @@ _scrubbed: dict[str, None] = {}  # runs this process has scrubbed (insertion-ord
 def view(status: Any, state: dict[str, Any]) -> dict[str, Any]:
     attrs = getattr(status, "attributes", None) or {}
     dbos_status = str(status.status)
-    run_status = state.get("status", "queued")
+    run_status = state.get("status", "queued" if dbos_status == "ENQUEUED" else "running")
     if dbos_status == "CANCELLED":
         run_status = "cancelled"
     elif dbos_status in ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED") and run_status == "running":

@@ -171,7 +171,7 @@ async def _chat(env: Env, step_id: str, body: StepBody, messages: list[Message],
     ctx = CallContext(request_id=f"{env.run_id}.{step_id}.{next(_ids)}", client_request_id=env.run_id,
                       principal=p, deadline=time.monotonic() + max(0.001, env.deadline - time.time()))
     ctx.data_class = p.data_class
-    req = ChatRequest(model=body.model, messages=messages, wire="neutral", max_tokens=body.max_tokens,
+    req = ChatRequest(model=body.model, messages=messages, wire="openai.chat", max_tokens=body.max_tokens,
                       temperature=body.temperature, response_format=fmt)
     try:
         resp = await env.gateway.chat(ctx, req)
