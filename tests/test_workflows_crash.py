@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import json
 import os
 import signal
 import sys
@@ -93,3 +95,75 @@ def test_a_run_resumes_after_sigkill_without_repeating_completed_steps(tmp_path:
     assert tools.calls["/echo"] == 1  # ... and every other step exactly once
     assert got["output"]["second"] == "Echo: second call 2"
     assert got["output"]["last"] == {"said": "Echo: second call 2"}
+
+
+def test_under_two_workers_on_postgres_each_run_executes_exactly_once(tmp_path: Path) -> None:
+    """``serve --workers 2`` sharing PostgreSQL: runs started on either worker, the same Idempotency-Key sent to
+    both at once, and a worker killed mid-run (its slot restarts and resumes its own runs): no completed step runs
+    twice, and only a call in flight at the kill is made again."""
+    import concurrent.futures
+
+    from tests.support.pg import pg_database_url
+
+    tools = ToolServer()
+    tools.stall["/slow"] = 8.0  # every "b" hangs past the kill
+    flow = {"name": "once", "steps": [
+        {"id": "a", "type": "tool", "tool": "echo", "input": {"run": "input.n", "step": "'a'"}},
+        {"id": "b", "type": "tool", "tool": "slow", "needs": ["a"], "input": {"run": "input.n", "step": "'b'"},
+         "timeout_s": 60}]}
+    (tmp_path / "once.yaml").write_text(yaml.safe_dump(flow))
+    with pg_database_url() as url, tools.serve() as tools_url:
+        host = httpx.URL(tools_url).host
+        tool = {"allow_hosts": [host], "allow_private": True, "timeout_s": 60}
+        cfg = {"store": url, "keys": [{"key": KEY, "name": "crash"}],
+               "workflows": {"files": ["once.yaml"], "tools": {"echo": {"url": f"{tools_url}/echo", **tool},
+                                                              "slow": {"url": f"{tools_url}/slow", **tool}}}}
+        path = tmp_path / "gateway.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "switchyard.cli.main", "serve", "--config", str(path), "--port", str(port),
+               "--workers", "2"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+        with run_process(cmd, f"{base}/health/ready", env=env, timeout=60):
+            pids: set[int] = set()
+            end = time.monotonic() + 20
+            while len(pids) < 2 and time.monotonic() < end:  # both workers are up and answering
+                with httpx.Client() as c:  # a new connection each time: SO_REUSEPORT spreads them
+                    pids.add(c.get(f"{base}/health/live").json()["pid"])
+            assert len(pids) == 2
+
+            def post(n: int, key: str | None = None) -> str:
+                headers = {"authorization": f"Bearer {KEY}", **({"idempotency-key": key} if key else {})}
+                with httpx.Client() as c:
+                    r = c.post(f"{base}/v1/workflows/once/runs", json={"input": {"n": n}}, headers=headers,
+                               timeout=30)
+                assert r.status_code in (200, 202), r.text
+                return str(r.json()["id"])
+
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                same = list(pool.map(lambda _: post(0, "same-key"), range(16)))
+                ids = list(pool.map(post, range(1, 41)))
+            assert len(set(same)) == 1 and len(set(ids)) == 40
+            end = time.monotonic() + 30
+            while tools.calls["/slow"] < 41 and time.monotonic() < end:  # every run is in "b": all "a" are done
+                time.sleep(0.05)
+            assert tools.calls["/echo"] == 41 and tools.calls["/slow"] == 41
+            os.kill(sorted(pids)[0], signal.SIGKILL)  # one worker dies with its runs' "b" calls in flight
+            time.sleep(0.5)
+            tools.stall["/slow"] = 0.0  # the surviving worker's hanging calls still wait out their 8 s
+            headers = {"authorization": f"Bearer {KEY}"}
+            end = time.monotonic() + 90
+            pending = {*ids, same[0]}
+            while pending and time.monotonic() < end:
+                for rid in list(pending):
+                    got = httpx.get(f"{base}/v1/workflows/runs/{rid}", headers=headers, timeout=10).json()
+                    if got["status"] == "completed":
+                        pending.discard(rid)
+                time.sleep(0.2)
+            assert not pending
+    calls = collections.Counter((json.loads(b)["run"], json.loads(b)["step"]) for b in tools.bodies)
+    assert all(calls[(n, "a")] == 1 for n in range(41))  # completed before the kill: never again
+    again = [n for n in range(41) if calls[(n, "b")] == 2]
+    assert all(calls[(n, "b")] in (1, 2) for n in range(41))
+    assert 0 < len(again) < 41  # the killed worker's runs, resumed by its restarted slot; the others ran "b" once

@@ -57,8 +57,8 @@ class Runtime:
             if d:
                 os.makedirs(d, exist_ok=True)
         cfg: DBOSConfig = {"name": "switchyard", "system_database_url": url, "application_version": APP_VERSION,
-                           "executor_id": self.config.executor_id or os.environ.get("SWITCHYARD_EXECUTOR_ID")
-                           or "local", "log_level": "WARNING", "notification_listener_polling_interval_sec": 0.05,
+                           "executor_id": executor_id(self.config.executor_id), "log_level": "WARNING",
+                           "notification_listener_polling_interval_sec": 0.05,
                            "sys_db_pool_size": self.config.pool_size}
         if url.startswith("sqlite:///") and self.config.sqlite_synchronous == "normal":
             _sqlite_wal(url[len("sqlite:///"):])
@@ -106,6 +106,16 @@ class Runtime:
             self.launched = False
         if _runtime is self:
             _runtime = None
+
+
+def executor_id(configured: str | None) -> str:
+    """This process's DBOS executor id: ``workflows.executor_id``, else ``$SWITCHYARD_EXECUTOR_ID``, else
+    ``local``; a worker of ``serve --workers N`` adds its slot (``-w0``, ``-w1``, ...). DBOS recovers, at launch,
+    the unfinished runs of its own executor id only: a restarted worker (or replica) resumes its own runs and never
+    takes over a run that another live process is executing."""
+    base = configured or os.environ.get("SWITCHYARD_EXECUTOR_ID") or "local"
+    slot = os.environ.get("SWITCHYARD_WORKER_INDEX")
+    return f"{base}-w{slot}" if slot else base
 
 
 def _sqlite_wal(path: str) -> None:
