@@ -291,3 +291,27 @@ def test_step_outputs_are_kept_only_for_a_key_that_logs_in_full(tmp_path: Path, 
         assert step_outputs(plain["id"]) and all(o is None for o in step_outputs(plain["id"]))
         assert all(o is not None for o in step_outputs(kept["id"]))
         assert plain["output"]["category"] == "billing"  # the run's own output stays for its caller
+
+
+def test_step_timeouts_retry_and_the_workflow_deadline_ends_a_run(tmp_path: Path, fake_openai: FakeOpenAI,
+                                                                  tools: tuple[ToolServer, str]) -> None:
+    server, url = tools
+    timeouts = {"name": "timeouts", "steps": [
+        {"id": "slow", "type": "tool", "tool": "flaky", "input": {"x": "`1`"}, "timeout_s": 0.3,
+         "retry": {"attempts": 2, "backoff_s": 0.01}}]}
+    deadline = {"name": "deadline", "deadline_s": 1.0, "steps": [
+        {"id": "first", "type": "tool", "tool": "flaky", "input": {"x": "`2`"}},
+        {"id": "second", "type": "transform", "needs": ["first"], "jmespath": "`1`"}]}
+    assert fake_openai.base_url is not None
+    server.stall["/flaky"] = 3.0
+    try:
+        with _gateway(tmp_path, fake_openai.base_url, url, [timeouts, deadline]) as gw, _client(gw) as c:
+            before = server.calls["/flaky"]
+            t = _wait(c, c.post("/v1/workflows/timeouts/runs", json={"input": {}}).json()["id"])
+            d = _wait(c, c.post("/v1/workflows/deadline/runs", json={"input": {}}).json()["id"])
+    finally:
+        server.stall["/flaky"] = 0.0
+    assert t["status"] == "failed" and t["error"]["code"] == "timeout" and t["steps"]["slow"]["attempts"] == 2
+    assert server.calls["/flaky"] - before == 3  # two tries of the first run, one of the second
+    assert d["status"] == "failed" and d["error"]["step"] == "first"
+    assert d["error"]["code"] in ("timeout", "deadline_exceeded") and d["steps"]["second"]["status"] == "pending"
