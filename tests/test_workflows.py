@@ -170,6 +170,8 @@ def test_a_failing_step_fails_the_run_naming_it_and_schema_failures_are_fed_back
         run = _wait(c, c.post("/v1/workflows/strict/runs", json={"input": {}}).json()["id"])
     assert run["status"] == "failed"
     assert run["error"]["step"] == "ask" and run["error"]["code"] == "schema_mismatch"
+    with _gateway(tmp_path, fake_openai.base_url, tools[1], [wf]) as gw, _client(gw) as c:  # the same database
+        assert [r["status"] for r in c.get("/v1/workflows/runs").json()["data"]] == ["failed"]
     assert "at n: 'three' is not of type 'integer'" in run["error"]["message"]
     assert run["steps"]["after"]["status"] == "pending"
     assert len(fake_openai.requests) == 3  # the first try and two retries
@@ -228,7 +230,7 @@ def test_idempotency_listing_events_and_cancel(tmp_path: Path, fake_openai: Fake
         _wait(other, theirs.json()["id"])
         # listing: each key sees its own runs; another key's run is a 404; the master key sees every run
         mine = c.get("/v1/workflows/runs").json()["data"]
-        assert [r["id"] for r in mine] == [first.json()["id"]]
+        assert [(r["id"], r["status"]) for r in mine] == [(first.json()["id"], "completed")]
         assert other.get(f"/v1/workflows/runs/{first.json()['id']}").status_code == 404
         assert c.get("/v1/workflows/runs", params={"scope": "org"}).status_code == 403
         everyone = admin.get("/v1/workflows/runs", params={"scope": "org"}).json()["data"]

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from dbos import DBOS, DBOSConfig, SetWorkflowAttributes, SetWorkflowID
 
@@ -222,7 +222,7 @@ class Execution:
                 self.outputs[step.id] = None
                 continue
             if self.wf.budget_usd is not None and self.state["cost"] >= self.wf.budget_usd:
-                return await self.fail(step.id, "budget_exceeded", f"the workflow's budget "
+                await self.fail(step.id, "budget_exceeded", f"the workflow's budget "
                                        f"(${self.wf.budget_usd:g}) is spent before step {step.id!r}")
             rec["status"] = "running"
             result = await self.run_step(step)
@@ -243,7 +243,7 @@ class Execution:
                 rec["status"] = "failed"
             else:
                 rec["status"] = "failed"
-                return await self.fail(step.id, result["code"] or "step_failed", result["error"] or "failed")
+                await self.fail(step.id, result["code"] or "step_failed", result["error"] or "failed")
             if self.retain:
                 rec["output"] = self.outputs[step.id]
             if i != last:  # the last step's progress goes out with the run's end, in one write
@@ -285,11 +285,12 @@ class Execution:
             rec[prefix + "error"] = result["error"]
             rec[prefix + "code"] = result["code"]
 
-    async def fail(self, step_id: str, code: str, message: str) -> dict[str, Any]:
+    async def fail(self, step_id: str, code: str, message: str) -> NoReturn:
+        """Publish the failure, then raise it: DBOS records the run as ERROR (what a listing shows)."""
         self.state["status"] = "failed"
         self.state["error"] = {"step": step_id, "code": code, "message": message}
         await self.publish()
-        return {"status": "failed", "error": self.state["error"], "cost": self.state["cost"]}
+        raise RunFailed(step_id, code, message)
 
     def final_output(self) -> Any:
         out = self.wf.output
@@ -365,6 +366,17 @@ class Execution:
         return out
 
 
+class RunFailed(Exception):
+    """A run that ended in failure (its state says which step, with what code)."""
+
+    def __init__(self, step: str, code: str, message: str) -> None:
+        super().__init__(f"step {step!r} failed ({code})")  # DBOS logs it: no values from the run here
+        self.step, self.code, self.message = step, code, message
+
+    def __reduce__(self) -> tuple[Any, ...]:  # DBOS pickles the error it records
+        return (RunFailed, (self.step, self.code, self.message))
+
+
 class _TooMany(Exception):
     pass
 
@@ -434,7 +446,7 @@ async def list_runs(filters: dict[str, Any], limit: int) -> list[dict[str, Any]]
 
 
 def _coarse(s: str) -> str:
-    return {"PENDING": "running", "ENQUEUED": "queued", "SUCCESS": "finished", "CANCELLED": "cancelled"}.get(
+    return {"PENDING": "running", "ENQUEUED": "queued", "SUCCESS": "completed", "CANCELLED": "cancelled"}.get(
         s, "failed")
 
 
