@@ -42,6 +42,7 @@ $(VENV)/.bench-installed: pyproject.toml $(VENV)/.dev-installed
 bench: $(VENV)/.bench-installed
 	$(PY) -m benchmarks.run
 	PYTHONPATH=src $(PY) -m benchmarks.policy_micro
+	PYTHONPATH=src $(PY) -m benchmarks.workflows_micro
 
 clean:
 	rm -rf $(VENV) .switchyard .pytest_cache .mypy_cache .ruff_cache
