@@ -12,8 +12,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.gateway import RunningGateway, run_gateway
+from tests.support.gateway import MASTER_KEY, RunningGateway, run_gateway
 from tests.support.governance import Admin, gov_config, store_url
+from tests.support.tool_server import ToolServer
 
 
 def _flow(text: str) -> str:
@@ -22,21 +23,32 @@ def _flow(text: str) -> str:
         {"id": "out", "type": "transform", "needs": ["ask"], "template": text + ": {{ steps.ask }}"}]})
 
 
+TOOLS = ToolServer()
+REVOCABLE = {"name": "revocable", "steps": [
+    {"id": "wait", "type": "tool", "tool": "slow", "input": {}},
+    {"id": "ask", "type": "model", "model": "sim-a", "needs": ["wait"],
+     "messages": [{"role": "user", "content": "hi"}]}]}
+
+
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
     tmp = tmp_path_factory.mktemp("wforg")
-    with store_url("sqlite", tmp) as url, run_gateway(gov_config(url, workflows={
-            "database": f"sqlite:///{tmp}/wf.sqlite"})) as running:
+    (tmp / "revocable.yaml").write_text(yaml.safe_dump(REVOCABLE))
+    with TOOLS.serve() as tools_url, store_url("sqlite", tmp) as url, run_gateway(gov_config(url, workflows={
+            "database": f"sqlite:///{tmp}/wf.sqlite", "files": [str(tmp / "revocable.yaml")],
+            "tools": {"slow": {"url": f"{tools_url}/slow", "allow_hosts": ["127.0.0.1"],
+                               "allow_private": True}}})) as running:
         yield running
 
 
-def _run(gw: RunningGateway, key: str, name: str = "greet") -> dict[str, Any]:
+def _run(gw: RunningGateway, key: str, name: str = "greet", wait_as: str | None = None) -> dict[str, Any]:
     h = {"authorization": f"Bearer {key}"}
     r = httpx.post(f"{gw.url}/v1/workflows/{name}/runs", json={"input": {}}, headers=h, timeout=10)
     assert r.status_code == 202, r.text
     end = time.monotonic() + 15
     while True:
-        run = httpx.get(f"{gw.url}/v1/workflows/runs/{r.json()['id']}", headers=h, timeout=10).json()
+        headers = {"authorization": f"Bearer {wait_as}"} if wait_as else h
+        run = httpx.get(f"{gw.url}/v1/workflows/runs/{r.json()['id']}", headers=headers, timeout=10).json()
         if run["status"] not in ("running", "queued") or time.monotonic() > end:
             return run  # type: ignore[no-any-return]
         time.sleep(0.05)
@@ -94,5 +106,35 @@ def test_org_definitions_are_versioned_validated_and_scoped(gw: RunningGateway, 
         for key, status in ((member, 200), (lead, 200), (boss, 200), (teammate, 404), (stranger, 404)):
             got = httpx.get(f"{gw.url}/v1/workflows/runs/{run1['id']}", headers={"authorization": f"Bearer {key}"})
             assert got.status_code == status, key
+    finally:
+        admin.close()
+
+
+def test_a_key_revoked_mid_run_makes_no_further_model_call(gw: RunningGateway) -> None:
+    admin = Admin(gw.url)
+    try:
+        org = admin.org()["id"]
+        user = admin.user("member", org_id=org)
+        key = admin.new_key(user_id=user["id"])
+        TOOLS.stall["/slow"] = 1.5
+        before = TOOLS.calls["/slow"]
+        import threading
+
+        def revoke_when_waiting() -> None:
+            end = time.monotonic() + 10
+            while TOOLS.calls["/slow"] == before and time.monotonic() < end:
+                time.sleep(0.02)
+            admin.post(f"/admin/keys/{key['id']}/revoke", expect=200)
+
+        t = threading.Thread(target=revoke_when_waiting)
+        t.start()
+        try:
+            run = _run(gw, key["secret"], "revocable", wait_as=MASTER_KEY)
+        finally:
+            t.join()
+            TOOLS.stall["/slow"] = 0.0
+        assert run["status"] == "failed" and run["error"]["step"] == "ask", run
+        assert run["error"]["code"] == "key_revoked" and "has been revoked" in run["error"]["message"]
+        assert run["steps"]["wait"]["status"] == "completed"
     finally:
         admin.close()

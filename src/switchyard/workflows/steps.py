@@ -147,6 +147,26 @@ async def _model(env: Env, step_id: str, body: StepBody, data: dict[str, Any], s
     raise StepError(f"the reply did not match its output_schema after {tries} tries: {last}", "schema_mismatch")
 
 
+def _key_problem(db: Any, key_id: str) -> str | None:
+    """Why a virtual key may no longer call (revoked, expired, gone), or None. One indexed read."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from ..store.identity_tables import api_keys
+
+    with db.read() as conn:
+        row = conn.execute(sa.select(api_keys.c.revoked_at, api_keys.c.expires_at)
+                           .where(api_keys.c.id == key_id)).first()
+    if row is None:
+        return "no longer exists"
+    if row.revoked_at is not None:
+        return "has been revoked"
+    if row.expires_at is not None and row.expires_at <= dt.datetime.now(dt.UTC):
+        return "has expired"
+    return None
+
+
 def _check_json(text: str, schema: dict[str, Any]) -> tuple[str | None, Any]:
     import jsonschema
 
@@ -167,6 +187,11 @@ async def _chat(env: Env, step_id: str, body: StepBody, messages: list[Message],
     p = env.principal
     if p.expires_at is not None and p.expires_at <= time.time():
         raise StepError("the run's key has expired", "key_expired")
+    gov = env.gateway.governance
+    if p.key_id is not None and gov is not None:  # a virtual key: revoked (or deleted) since the run started?
+        problem = await gov.db.run(_key_problem, gov.db, p.key_id)
+        if problem is not None:
+            raise StepError(f"the run's key {problem}", "key_revoked")
     assert body.model is not None
     ctx = CallContext(request_id=f"{env.run_id}.{step_id}.{next(_ids)}", client_request_id=env.run_id,
                       principal=p, deadline=time.monotonic() + max(0.001, env.deadline - time.time()))
