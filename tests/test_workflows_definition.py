@@ -69,11 +69,18 @@ def test_validate_checks_tool_names_against_a_config_and_accepts_a_good_file(tmp
     assert code == 2 and "not valid YAML" in out
 
 
-def test_the_example_is_valid() -> None:
+def test_the_example_is_valid_and_check_validates_workflow_files(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1] / "examples" / "workflows"
     result = CliRunner().invoke(main, ["workflow", "validate", str(root / "triage.yaml"), "--config",
                                        str(root / "gateway.yaml")])
     assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["check", str(root / "gateway.yaml")])
+    assert result.exit_code == 0 and "1 workflows" in result.output, result.output
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump({"name": "w", "steps": [
+        {"id": "t", "type": "tool", "tool": "missing"}]}))
+    (tmp_path / "gw.yaml").write_text(yaml.safe_dump({"workflows": {"files": ["w.yaml"]}}))
+    result = CliRunner().invoke(main, ["check", str(tmp_path / "gw.yaml")])
+    assert result.exit_code == 2 and "steps[0] (t).tool: unknown tool 'missing'" in result.output
 
 
 def test_a_gateway_with_an_invalid_workflow_file_does_not_start(tmp_path: Path) -> None:
