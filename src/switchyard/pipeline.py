@@ -106,6 +106,7 @@ class Gateway:
         self.recorder: Recorder = recorder or NullRecorder()
         self.governance = governance  # virtual keys and audit, for the admin API
         self.ledger = ledger  # budgets and rate limits (its stage holds and settles)
+        self.workflows: Any = None  # switchyard.workflows.registry.Registry, with a workflows: section
         self.services: list[Any] = []  # started after the ledger, closed before it (start() and aclose())
         self.recent_embeddings: Any = None  # governance.feedback.RecentEmbeddings, when calls are recorded
         self.state: Any = None  # switchyard.state.service.StateService, with a state: section (set by the factory)

@@ -21,6 +21,7 @@ LAZY_COMMANDS = {
     "policy": "switchyard.cli.policy:policy",
     "router": "switchyard.cli.router:router",
     "models": "switchyard.cli.models:models",
+    "workflow": "switchyard.cli.workflow:workflow",
 }
 
 
@@ -70,9 +71,25 @@ def check(config_path: str) -> None:
             click.echo(f"  {e}", err=True)
             sys.exit(2)
         policies = f", {len(engine.policies)} policies"
+    workflows = ""
+    if cfg.workflows is not None and cfg.workflows.enabled and cfg.workflows.files:
+        import os
+
+        from ..workflows.definition import WorkflowInvalid, load_workflow_file
+
+        base = os.path.dirname(os.path.abspath(config_path))
+        for f in cfg.workflows.files:
+            try:
+                load_workflow_file(os.path.join(base, f), set(cfg.workflows.tools))
+            except WorkflowInvalid as e:
+                click.secho(f"{config_path}: invalid workflow {e.source}", fg="red", err=True)
+                for problem in e.problems:
+                    click.echo(f"  {problem}", err=True)
+                sys.exit(2)
+        workflows = f", {len(cfg.workflows.files)} workflows"
     enabled = [n for n, p in cfg.providers.items() if p.enabled]
     click.echo(f"{config_path}: OK ({len(enabled)} providers, {len(cfg.deployments)} deployments, "
-               f"{len(cfg.routes)} routes{policies})")
+               f"{len(cfg.routes)} routes{policies}{workflows})")
 
 
 main.add_command(serve_command(_load))

@@ -192,7 +192,9 @@ def _supervise(cmd: list[str], workers: int) -> None:
                     _worker_gone(c.pid)
                     time.sleep(min(5.0, max(0.0, restarts[i] + 1.0 - time.monotonic())))
                 restarts[i] = time.monotonic()
-                children[i] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+                # its slot, kept across restarts: a restarted worker recovers its own workflow runs (DBOS)
+                env = {**os.environ, "SWITCHYARD_WORKER_INDEX": str(i)}
+                children[i] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         if stopping:
             break
         time.sleep(0.2)

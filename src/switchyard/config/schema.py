@@ -17,6 +17,7 @@ from .providers import ProviderConfig
 from .routing import RouteConfig, RoutingConfig, route_problems
 from .state import StateConfig, parse_retention
 from .telemetry import MetricsConfig, TracingConfig
+from .workflows import WorkflowsConfig
 
 # --- deployments ---
 
@@ -134,6 +135,7 @@ class Config(_Strict):
     policies: PolicyConfig = Field(default_factory=lambda: PolicyConfig())  # Cedar policies (docs/policy.md)
     cache: CacheConfig | None = None  # the semantic cache (docs/cache.md); none: no cache stage
     state: StateConfig | None = None  # conversations kept by the gateway (docs/state.md); none: not kept
+    workflows: WorkflowsConfig | None = None  # durable workflows (docs/workflows.md); none: not started
 
     @field_validator("master_key", mode="before")
     @classmethod

@@ -27,6 +27,7 @@ from ..store.identity_tables import (
     users,
 )
 from ..store.policy_tables import org_policies
+from ..store.workflow_tables import workflow_definitions
 from .audit import AuditEntry, AuditLog, utcnow
 from .errors import Conflict
 from .keys import KeyHasher, display_prefix, new_id, new_key
@@ -195,6 +196,7 @@ def delete_org(conn: sa.Connection, ops: Ops, org_id: str) -> None:
         raise Conflict(f"The organization still has {n_teams} teams and {n_users} users; delete them first.")
     changes = _revoke_where(conn, api_keys.c.org_id == org_id) + _drop_limits(conn, "org", org_id)
     conn.execute(sa.delete(org_policies).where(org_policies.c.org_id == org_id))  # its policy sets go with it
+    conn.execute(sa.delete(workflow_definitions).where(workflow_definitions.c.org_id == org_id))
     conn.execute(sa.delete(orgs).where(orgs.c.id == org_id))
     bump(conn, ops, [*changes, ("org", org_id)])
     ops.record(conn, "org.delete", org_id, Owner(org_id))

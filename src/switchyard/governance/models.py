@@ -512,3 +512,35 @@ class AuditQuery(_In):
 
 class NoQuery(_In):
     pass
+
+
+# --- org workflow definitions (switchyard.workflows) ----------------------------------------------------------
+
+MAX_WORKFLOW_CHARS = 256 * 1024
+
+
+class OrgWorkflowPut(_In):
+    definition: str = Field(min_length=1, max_length=MAX_WORKFLOW_CHARS,
+                            description="the workflow, as YAML (or JSON); its name must match the path's")
+    comment: str | None = Field(None, max_length=1000, description="why this version (kept with it)")
+
+
+class OrgWorkflow(_Out):
+    object: Literal["workflow_definition"] = "workflow_definition"
+    org_id: str
+    name: str
+    version: int = Field(description="1, 2, ... per org and name")
+    definition: str
+    comment: str | None
+    sha256: str
+    created_at: dt.datetime
+    created_by: str | None
+
+
+class OrgWorkflowList(_Out):
+    object: Literal["list"] = "list"
+    data: list[OrgWorkflow] = Field(description="the newest version of each of the org's workflows")
+
+
+class WorkflowVersionQuery(_In):
+    version: int | None = Field(None, ge=1, le=2**31 - 1, description="an earlier version; default: the latest")

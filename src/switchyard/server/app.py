@@ -147,12 +147,17 @@ def create_app(gateway: Gateway, *, store: object | None = None, recorder: Recor
         *admin_routes.ROUTES,
         *admin.ROUTES,
     ]
+    if gateway.workflows is not None:
+        from ..workflows.api import ROUTES as WORKFLOW_ROUTES
+
+        routes.extend(WORKFLOW_ROUTES)
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.state.workflows = gateway.workflows
     app.state.metrics = next((s.metrics for s in gateway.chain.stages if isinstance(s, Telemetry)), None)
     app.state.ready = False
     store_url = gateway.config.store

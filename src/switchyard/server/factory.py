@@ -141,6 +141,17 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
         gateway.services.append(cache.store)  # started (warmed) and closed with the gateway
     if state is not None:
         gateway.state, gateway.conversations = state, state.store
+    if config.workflows is not None and config.workflows.enabled:
+        from ..config import ConfigError
+        from ..workflows.definition import WorkflowInvalid
+        from ..workflows.registry import Registry  # DBOS itself loads when the registry starts
+
+        try:
+            gateway.workflows = Registry(gateway, config.workflows, config_path)
+        except WorkflowInvalid as e:
+            problems = [f"workflows.files: {e.source}: {p}" for p in e.problems]
+            raise ConfigError(config_path or "<config>", problems) from None
+        gateway.services.append(gateway.workflows)
     return gateway
 
 

@@ -24,6 +24,7 @@ from . import (  # noqa: F401  (each registers on the shared metadata)
     responses_tables,
     spend_tables,
     state_tables,
+    workflow_tables,
 )
 from .db import create_engine_for, migrate, migrate_isolated, normalize_url
 from .tables import request_log

@@ -234,7 +234,7 @@ def answer_text(resp: ChatResponse) -> str:
 
 
 def _validator(schema: Mapping[str, Any]) -> Any:
-    import jsonschema  # type: ignore[import-untyped]  # only for cascades with a schema check
+    import jsonschema  # only for cascades with a schema check
 
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)

@@ -23,6 +23,7 @@ from . import (  # noqa: F401
     policy_routes,
     routes_health,
     spend,
+    workflow_routes,
 )
 from .api import OPERATIONS, json_response, openapi_document, operation, routes
 
