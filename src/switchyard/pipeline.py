@@ -108,6 +108,7 @@ class Gateway:
         self.ledger = ledger  # budgets and rate limits (its stage holds and settles)
         self.services: list[Any] = []  # started after the ledger, closed before it (start() and aclose())
         self.recent_embeddings: Any = None  # governance.feedback.RecentEmbeddings, when calls are recorded
+        self.prompts: Any = None  # switchyard.prompts.stage.PromptStage, under governance (managed prompts)
         # streams whose client hung up are read to their end (bounded) and charged for what the upstream produced
         self.drains = Drains(config.ledger.drain_timeout, config.ledger.drain_max_chunks)
         self._admit = self.chain.admit

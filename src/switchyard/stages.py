@@ -81,6 +81,8 @@ class CallContext:
     cache: Any = None  # the cache stage's state of this call (switchyard.cache.stage)
     embedding: Any = None  # the prompt's embedding, if a stage computed one (auto routing, the semantic cache)
     objective: str | None = None  # the caller's x-switchyard-objective (cheapest | balanced | best), for auto
+    session: str | None = None  # the caller's x-switchyard-session (sticky experiment assignment)
+    headers: dict[str, str] | None = None  # response headers a stage adds (x-switchyard-prompt, -variant)
 
     def rewrite(self, request: Request) -> None:
         """Replace the neutral request. Its ``raw`` is dropped: the provider renders it from the neutral fields."""
@@ -117,6 +119,8 @@ class CallContext:
             h["x-switchyard-policy"] = header_safe(",".join(self.policy_ids))
         if self.cache_status is not None:
             h["x-switchyard-cache"] = self.cache_status
+        if self.headers is not None:
+            h.update(self.headers)
         return h
 
 

@@ -13,6 +13,7 @@ from .governance import GovernanceConfig
 from .ledger import LedgerConfig
 from .pii import PiiConfig
 from .policy import PolicyConfig
+from .prompts import PromptsConfig
 from .providers import ProviderConfig
 from .routing import RouteConfig, RoutingConfig, route_problems
 from .telemetry import MetricsConfig, TracingConfig
@@ -124,6 +125,7 @@ class Config(_Strict):
     pii: PiiConfig | None = None  # personal data: detect, redact, mask or block (docs/pii.md); none: not scanned
     policies: PolicyConfig = Field(default_factory=lambda: PolicyConfig())  # Cedar policies (docs/policy.md)
     cache: CacheConfig | None = None  # the semantic cache (docs/cache.md); none: no cache stage
+    prompts: PromptsConfig = Field(default_factory=lambda: PromptsConfig())  # managed prompts (docs/prompts.md)
 
     @field_validator("master_key", mode="before")
     @classmethod

@@ -112,9 +112,19 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
         from ..governance.feedback import RecentEmbeddings
 
         embeddings = RecentEmbeddings()  # for POST /v1/feedback: the embeddings calls computed, in memory
+    prompts: list[Stage] = []
+    if governance is not None and config.prompts.enabled:
+        from ..governance.rbac import Actor
+        from ..prompts.stage import PromptStage
+
+        gov_ = governance
+        prompts.append(PromptStage(governance.db, config.prompts.refresh_s,
+                                   {k: m.model_dump() for k, m in config.prompts.metrics.items()},
+                                   lambda: gov_.ops(Actor(id="system:experiments", super=True), "experiments")))
     stages: list[Stage] = [  # the order of the request path, declared once
         Authenticate(auth),
         telemetry,  # its after unwinds last: it sees the settled record
+        *prompts,  # managed prompts (one dict lookup without "prompt"): before the allow-list checks the model
         AllowList(),
         *([Record(recorder, embeddings)] if recorder is not None else []),
         *pii,  # scan (and redact, mask or block) before any budget is held and before the policies read
@@ -127,6 +137,7 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
     gateway = Gateway(config, catalog, Chain(stages), auth=auth, recorder=recorder, governance=governance,
                       ledger=ledger, router=router, tracing=tracing)
     gateway.recent_embeddings = embeddings
+    gateway.prompts = prompts[0] if prompts else None
     gateway.reloader = Reloader(gateway, config_path)
     if cache is not None:
         gateway.services.append(cache.store)  # started (warmed) and closed with the gateway
