@@ -29,7 +29,8 @@ SPEC = {
     "parameters": {"temperature": 0.25, "max_tokens": 50},
     "variables": {"type": "object", "properties": {"customer": {"type": "string"}, "tone": {"enum": ["warm", "dry"]}},
                   "required": ["customer"]},
-    "messages": [{"role": "system", "content": "You help {{ customer }}.\n{% if tone is defined %}Be {{ tone }}.{% endif %}"}],
+    "messages": [{"role": "system",
+                  "content": "You help {{ customer }}.\n{% if tone is defined %}Be {{ tone }}.{% endif %}"}],
 }
 METRICS = {"helpful": {"type": "boolean"}, "stars": {"type": "numeric", "min": 1, "max": 5}}
 
@@ -203,7 +204,7 @@ def test_template_errors_are_named_at_publish(gw: tuple[RunningGateway, Store, S
 def test_members_read_and_only_admins_publish(gw: tuple[RunningGateway, Store, Seen]) -> None:
     running, _, _ = gw
     root = Admin(running.url)
-    admin, _, _, prompt = _setup(running)
+    _, _, _, prompt = _setup(running)
     member_key = root.new_key(user_id=root.user(role="member", org_id=prompt["org_id"],
                                                 team_id=prompt["team_id"])["id"])["secret"]
     member = root.as_key(member_key)
