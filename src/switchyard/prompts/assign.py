@@ -83,11 +83,13 @@ class Running:
             return None
         variants = self.variants
         names = [v["name"] for v in variants]
-        if self.allocation is None:
-            name = pick(names, [float(v.get("weight", 1.0)) for v in variants], point(self.id, sticky))
-        else:
-            name = self.remembered.get(sticky) or pick(names, [self.allocation.get(n, 0.0) + 1e-9 for n in names],
-                                                       point(self.id, sticky))
+        bandit = self.spec.get("allocation") == "bandit"
+        name = self.remembered.get(sticky) if bandit else None
+        if name is None:
+            weights = ([self.allocation.get(n, 0.0) + 1e-9 for n in names] if self.allocation is not None
+                       else [float(v.get("weight", 1.0)) for v in variants])
+            name = pick(names, weights, point(self.id, sticky))
+        if bandit:  # the allocation moves: remember the first pick, from the fixed phase on
             self.remembered[sticky] = name
             self.remembered.move_to_end(sticky)
             if len(self.remembered) > STICKY_MEMORY:
