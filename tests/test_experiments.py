@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import orjson
 import openai
+import orjson
 import pytest
 import sqlalchemy as sa
 
