@@ -21,6 +21,8 @@ LAZY_COMMANDS = {
     "policy": "switchyard.cli.policy:policy",
     "router": "switchyard.cli.router:router",
     "models": "switchyard.cli.models:models",
+    "prompts": "switchyard.cli.prompts:prompts",
+    "experiments": "switchyard.cli.experiments:experiments",
 }
 
 
