@@ -163,3 +163,72 @@ def test_bad_experiments_are_4xx_and_write_nothing(gw: tuple[RunningGateway, Sto
     # a stopped experiment no longer overlaps
     admin.post("/admin/experiments", {"name": "three", "prompt": name, "variants": [
         {"name": "A", "version": 1}, {"name": "B", "version": 2}]})
+
+
+class HeldWriter(SpendWriter):
+    """A spend writer whose shipping can be held back: the call's record is not in the store yet."""
+
+    held = False
+
+    async def flush(self) -> bool:
+        return False if self.held else await super().flush()
+
+
+def test_feedback_before_the_record_is_stored_is_pending_then_matched(tmp_path: Any) -> None:
+    from switchyard.prompts.report import match_pending
+    from switchyard.store.prompt_tables import feedback_metrics
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    store = Store.open(url)
+    writer = HeldWriter(store.engine, SpoolSettings(dir=str(tmp_path / "spool"), flush_interval=3600))
+    try:
+        with run_gateway(gov_config(url, prompts={"metrics": METRICS}), recorder=writer) as running:
+            _, secret, name, _ = _prompt(running)
+            writer.held = True
+            with openai.OpenAI(base_url=running.openai_base, api_key=secret, max_retries=0,
+                               http_client=sdk_http_client()) as client:
+                r = client.chat.completions.with_raw_response.create(
+                    model="prompt", messages=[], extra_headers={"x-request-id": "my-call-1"},
+                    extra_body={"prompt": {"name": name, "variables": {"q": "hi"}}})
+                r.parse()
+            body = {"request_id": "my-call-1", "metric": "stars", "value": 5}
+            posted = httpx.post(running.url + "/v1/feedback", json=body,
+                                headers={"authorization": f"Bearer {secret}"})
+            assert posted.status_code == 202 and posted.json()["pending"] is True, posted.text
+            other = httpx.post(running.url + "/v1/feedback", json={**body, "request_id": "never-made"},
+                               headers={"authorization": f"Bearer {secret}"})
+            assert other.status_code == 404  # a request this gateway never served is still unknown
+            writer.held = False
+        with store.engine.begin() as conn:  # the gateway stopped: its spool is shipped
+            assert match_pending(conn) == 1
+            row = conn.execute(sa.select(feedback_metrics)).one()
+        assert row.pending is False and row.request_id.startswith("req_")  # our id, matched by the caller's
+        assert row.value == 5.0
+    finally:
+        store.close()
+
+
+def test_a_fixed_horizon_stops_the_experiment(gw: tuple[RunningGateway, Store]) -> None:
+    running, store = gw
+    admin, secret, name, _ = _prompt(running)
+    exp = admin.post("/admin/experiments", {"name": "horizon", "prompt": name, "stop": {"max_requests": 4},
+                                            "variants": [{"name": "A", "version": 1}, {"name": "B", "version": 2}]})
+    headers: list[str | None] = []
+    with openai.OpenAI(base_url=running.openai_base, api_key=secret, max_retries=0,
+                       http_client=sdk_http_client()) as client:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            r = client.chat.completions.with_raw_response.create(
+                model="prompt", messages=[], extra_body={"prompt": {"name": name, "variables": {"q": "x"}}})
+            r.parse()
+            headers.append(r.headers.get("x-switchyard-variant"))
+            if headers[-1] is None:
+                break
+            time.sleep(0.05)
+    assert headers[0] is not None and headers[-1] is None  # served by variants, then by the label again
+    got = admin.get(f"/admin/experiments/{exp['id']}")
+    assert got["status"] == "stopped" and got["stop_reason"].startswith("horizon")
+    with store.engine.connect() as conn:
+        actor = conn.execute(sa.select(audit_log.c.actor).where(audit_log.c.target == exp["id"],
+                                                                audit_log.c.action == "experiment.stop")).scalar()
+    assert actor == "system:experiments"
