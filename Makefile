@@ -46,6 +46,7 @@ bench: $(VENV)/.bench-installed
 	PYTHONPATH=src $(PY) -m benchmarks.pii_speed
 	PYTHONPATH=src $(PY) -m benchmarks.pii_accuracy
 	PYTHONPATH=src $(PY) -m benchmarks.cache_micro
+	PYTHONPATH=src $(PY) -m benchmarks.prompts_micro
 
 clean:
 	rm -rf $(VENV) .switchyard .pytest_cache .mypy_cache .ruff_cache
