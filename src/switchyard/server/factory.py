@@ -13,6 +13,8 @@ no recorder, no Record; no ``pii:`` section, no PII (:mod:`switchyard.pii.stage`
 is always there, its metrics only when ``metrics.enabled``.
 The PII stage and then the Policy stage (``policies.files``) sit after Record, so their refusals are
 recorded, PII first (it sets ``call.pii_types`` and raises ``call.data_class``, which the policies read).
+The Prompt stage (managed prompts, :mod:`switchyard.prompts.stage`; under governance) sits before AllowList, which
+then checks the model the prompt chose.
 Extra stages (``extra_stages``) sit after them and before Reserve: what they refuse or answer is recorded, and a
 call they answer holds no budget. The semantic cache (``cache:``, :mod:`switchyard.cache`) is the last of them.
 """
