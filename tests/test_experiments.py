@@ -24,7 +24,7 @@ from switchyard.store import Store
 from switchyard.store.audit_tables import audit_log
 from switchyard.store.prompt_tables import experiments
 from tests.support.gateway import RunningGateway, run_gateway
-from tests.support.governance import Admin, gov_config, sdk_http_client, unique
+from tests.support.governance import BACKENDS, Admin, gov_config, sdk_http_client, store_url, unique
 
 METRICS = {"helpful": {"type": "boolean"}, "stars": {"type": "numeric", "min": 1, "max": 5}}
 RATE = {"A": 0.3, "B": 0.85}  # the simulated users' chance of finding an answer helpful
@@ -35,17 +35,18 @@ def spec(model: str, text: str) -> dict[str, Any]:
             "messages": [{"role": "system", "content": text}, {"role": "user", "content": "{{ q }}"}]}
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, Store]]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway,
+                                                                                                   Store]]:
     tmp = tmp_path_factory.mktemp("experiments")
-    url = f"sqlite:///{tmp}/s.db"
-    store = Store.open(url)
-    writer = SpendWriter(store.engine, SpoolSettings(dir=str(tmp / "spool"), flush_interval=0.05))
-    try:
-        with run_gateway(gov_config(url, prompts={"metrics": METRICS, "refresh_s": 0.2}), recorder=writer) as r:
-            yield r, store
-    finally:
-        store.close()
+    with store_url(request.param, tmp) as url:
+        store = Store.open(url)
+        writer = SpendWriter(store.engine, SpoolSettings(dir=str(tmp / "spool"), flush_interval=0.05))
+        try:
+            with run_gateway(gov_config(url, prompts={"metrics": METRICS, "refresh_s": 0.2}), recorder=writer) as r:
+                yield r, store
+        finally:
+            store.close()
 
 
 def _prompt(running: RunningGateway) -> tuple[Admin, str, str, dict[str, Any]]:
