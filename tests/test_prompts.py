@@ -243,3 +243,16 @@ def test_metric_feedback(gw: tuple[RunningGateway, Store, Seen]) -> None:
         rows = {r.metric: r.value for r in conn.execute(sa.select(feedback_metrics)
                                                         .where(feedback_metrics.c.request_id == rid))}
     assert rows == {"stars": 4.0, "helpful": 1.0}
+
+
+def test_a_streamed_call_names_the_prompt_too(gw: tuple[RunningGateway, Store, Seen]) -> None:
+    running, _, seen = gw
+    _, name, secret, _ = _setup(running)
+    with openai.OpenAI(base_url=running.openai_base, api_key=secret, max_retries=0,
+                       http_client=sdk_http_client()) as c:
+        r = c.chat.completions.with_raw_response.create(
+            model="prompt", messages=[], stream=True,
+            extra_body={"prompt": {"name": name, "variables": {"customer": "Flo"}}})
+        chunks = list(r.parse())
+    assert chunks and r.headers["x-switchyard-prompt"] == f"{name}@1"
+    assert [m.role for m in seen.requests[-1].messages] == ["system"]
