@@ -47,6 +47,7 @@ bench: $(VENV)/.bench-installed
 	PYTHONPATH=src $(PY) -m benchmarks.pii_accuracy
 	PYTHONPATH=src $(PY) -m benchmarks.cache_micro
 	PYTHONPATH=src $(PY) -m benchmarks.workflows_micro
+	PYTHONPATH=src $(PY) -m benchmarks.prompts_micro
 
 clean:
 	rm -rf $(VENV) .switchyard .pytest_cache .mypy_cache .ruff_cache

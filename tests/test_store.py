@@ -107,6 +107,7 @@ def test_migrations_create_request_log_and_rerun_is_a_noop(store: Store, db_url:
         "provider", "status",
         "http_status", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
         "cost", "latency_ms", "ttft_ms", "attempts", "error",
+        "prompt", "experiment_id", "variant",  # 0011_prompts: the managed prompt and the experiment variant
         "key_id", "user_id", "team_id", "org_id", "tags",  # 0004_spend: who each request belongs to
     }
     indexed = {tuple(ix["column_names"]) for ix in insp.get_indexes("request_log")}

@@ -111,6 +111,7 @@ class Gateway:
         self.recent_embeddings: Any = None  # governance.feedback.RecentEmbeddings, when calls are recorded
         self.state: Any = None  # switchyard.state.service.StateService, with a state: section (set by the factory)
         self.conversations: Any = None  # its ConversationStore (the conversation stage and /v1/conversations)
+        self.prompts: Any = None  # switchyard.prompts.stage.PromptStage, under governance (managed prompts)
         # streams whose client hung up are read to their end (bounded) and charged for what the upstream produced
         self.drains = Drains(config.ledger.drain_timeout, config.ledger.drain_max_chunks)
         self._admit = self.chain.admit

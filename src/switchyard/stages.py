@@ -84,6 +84,8 @@ class CallContext:
     conversation: str | None = None  # the conversation the call continues (x-switchyard-conversation), if any
     turn: Any = None  # the conversation stage's pending turn (switchyard.state.stage)
     surcharge: float = 0.0  # USD of work a stage did for the call (a conversation summary), charged with it
+    session: str | None = None  # the caller's x-switchyard-session (sticky experiment assignment)
+    headers: dict[str, str] | None = None  # response headers a stage adds (x-switchyard-prompt, -variant)
 
     def rewrite(self, request: Request) -> None:
         """Replace the neutral request. Its ``raw`` is dropped: the provider renders it from the neutral fields."""
@@ -120,6 +122,8 @@ class CallContext:
             h["x-switchyard-policy"] = header_safe(",".join(self.policy_ids))
         if self.cache_status is not None:
             h["x-switchyard-cache"] = self.cache_status
+        if self.headers is not None:
+            h.update(self.headers)
         return h
 
 

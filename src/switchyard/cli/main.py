@@ -22,6 +22,8 @@ LAZY_COMMANDS = {
     "router": "switchyard.cli.router:router",
     "models": "switchyard.cli.models:models",
     "workflow": "switchyard.cli.workflow:workflow",
+    "prompts": "switchyard.cli.prompts:prompts",
+    "experiments": "switchyard.cli.experiments:experiments",
 }
 
 

@@ -13,6 +13,7 @@ from .governance import GovernanceConfig
 from .ledger import LedgerConfig
 from .pii import PiiConfig
 from .policy import PolicyConfig
+from .prompts import PromptsConfig
 from .providers import ProviderConfig
 from .routing import RouteConfig, RoutingConfig, route_problems
 from .state import StateConfig, parse_retention
@@ -136,6 +137,7 @@ class Config(_Strict):
     cache: CacheConfig | None = None  # the semantic cache (docs/cache.md); none: no cache stage
     state: StateConfig | None = None  # conversations kept by the gateway (docs/state.md); none: not kept
     workflows: WorkflowsConfig | None = None  # durable workflows (docs/workflows.md); none: not started
+    prompts: PromptsConfig = Field(default_factory=lambda: PromptsConfig())  # managed prompts (docs/prompts.md)
 
     @field_validator("master_key", mode="before")
     @classmethod

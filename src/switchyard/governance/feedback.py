@@ -50,10 +50,55 @@ class FeedbackBody:
     comment: str | None
 
 
-def parse_feedback(body: Any) -> FeedbackBody:
-    """The request body, or a 400 naming the parameter."""
+@dataclass(frozen=True)
+class MetricBody:
+    """``{"request_id", "metric", "value", "comment"?}``: a value of a metric declared in ``prompts.metrics``."""
+
+    request_id: str
+    metric: str
+    value: float
+    comment: str | None
+
+
+def parse_metric(body: dict[str, Any], metrics: Mapping[str, Any]) -> MetricBody:
+    """A metric's value, checked against its declaration (boolean, or numeric within its range), or a 400."""
+    unknown = sorted(set(body) - {"request_id", "metric", "value", "comment"})
+    if unknown:
+        raise InvalidRequest(f"Unknown parameter {unknown[0]!r}.", param=unknown[0], code="unknown_parameter")
+    rid = body.get("request_id")
+    if not isinstance(rid, str) or not rid or len(rid) > 255:
+        raise InvalidRequest("'request_id' must be a non-empty string (the x-request-id of the call).",
+                             param="request_id")
+    name = body.get("metric")
+    decl = metrics.get(name) if isinstance(name, str) else None
+    if decl is None:
+        known = ", ".join(sorted(metrics)) or "none are declared"
+        raise InvalidRequest(f"Unknown metric {str(name)[:64]!r} (declared under prompts.metrics: {known}).",
+                             param="metric", code="unknown_metric")
+    v = body.get("value")
+    if decl["type"] == "boolean":
+        if not isinstance(v, bool):
+            raise InvalidRequest(f"'value' of the boolean metric {name!r} must be true or false.", param="value")
+        value = float(v)
+    else:
+        lo, hi = float(decl["min"]), float(decl["max"])
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not lo <= v <= hi:
+            raise InvalidRequest(f"'value' of the metric {name!r} must be a number in [{lo:g}, {hi:g}].",
+                                 param="value")
+        value = float(v)
+    comment = body.get("comment")
+    if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_COMMENT):
+        raise InvalidRequest(f"'comment' must be a string of at most {MAX_COMMENT} characters.", param="comment")
+    return MetricBody(rid, str(name), value, comment)
+
+
+def parse_feedback(body: Any, metrics: Mapping[str, Any] | None = None) -> FeedbackBody | MetricBody:
+    """The request body (a score or label; or, with ``metric``, a declared metric's value), or a 400 naming the
+    parameter."""
     if not isinstance(body, dict):
         raise InvalidRequest("The body must be a JSON object.", param="body")
+    if "metric" in body or "value" in body:
+        return parse_metric(body, metrics or {})
     unknown = sorted(set(body) - {"request_id", "score", "label", "comment"})
     if unknown:
         raise InvalidRequest(f"Unknown parameter {unknown[0]!r}.", param=unknown[0], code="unknown_parameter")
@@ -171,6 +216,22 @@ def store_feedback(conn: sa.Connection, call: Mapping[str, Any], fb: FeedbackBod
     conn.execute(ins.values(**row).on_conflict_do_update(
         index_elements=["request_id"], set_={k: v for k, v in row.items() if k != "request_id"}))
     return {"prompt": prompt is not None, "embedding": embedding is not None, "comment": row["comment"] is not None}
+
+
+def store_metric(conn: sa.Connection, request_id: str, fb: MetricBody, principal_id: str, logging: str,
+                 pending: bool) -> None:
+    """Insert (or replace: one value per request, metric and rater) a metric's value. ``pending``: the call's record
+    is not stored yet; ``request_id`` is then the id the caller gave, matched later
+    (:func:`switchyard.prompts.report.match_pending`)."""
+    from ..store.prompt_tables import feedback_metrics
+
+    row = {"request_id": request_id, "metric": fb.metric, "value": fb.value, "ts": datetime.now(UTC),
+           "principal_id": principal_id, "comment": fb.comment if logging != "none" else None, "pending": pending}
+    ins = (postgresql.insert(feedback_metrics) if conn.dialect.name == "postgresql"
+           else sqlite.insert(feedback_metrics))
+    conn.execute(ins.values(**row).on_conflict_do_update(
+        index_elements=["request_id", "metric", "principal_id"],
+        set_={k: v for k, v in row.items() if k not in ("request_id", "metric", "principal_id")}))
 
 
 def read_feedback(conn: sa.Connection, weak: str) -> list[tuple[str | None, bytes | None, float, str]]:

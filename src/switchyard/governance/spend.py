@@ -81,8 +81,17 @@ def log_row(d: Stored) -> dict[str, Any]:
         "reasoning_tokens": int(d.reasoning_tokens), "cost": Decimal(int(d.cost)).scaleb(-8),
         "latency_ms": float(d.latency_ms), "ttft_ms": d.ttft_ms, "attempts": int(d.attempts),
         "error": clip(d.error), "key_id": d.key_id, "user_id": d.user_id, "team_id": d.team_id,
-        "org_id": d.org_id, "tags": d.tags,
+        "org_id": d.org_id, "tags": d.tags, **_prompt_columns(d.decisions),
     }
+
+
+def _prompt_columns(decisions: dict[str, Any] | None) -> dict[str, Any]:
+    """The managed prompt (name@version) and the experiment's variant that served, from the call's decisions."""
+    prompt = (decisions or {}).get("prompt")
+    exp = (decisions or {}).get("experiment")
+    return {"prompt": clip(prompt, 255) if isinstance(prompt, str) else None,
+            "experiment_id": str(exp["id"])[:40] if isinstance(exp, dict) and exp.get("id") else None,
+            "variant": str(exp["variant"])[:64] if isinstance(exp, dict) and exp.get("variant") else None}
 
 
 # --- shipping (on a worker thread) --------------------------------------------------------------------------------

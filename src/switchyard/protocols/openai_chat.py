@@ -220,7 +220,7 @@ def parse_request(data: dict[str, Any]) -> ChatRequest:
     r = Reader(data)
     model = r.str("model", required=True) or ""
     raw_messages = r.list("messages", required=True) or []
-    if not raw_messages:
+    if not raw_messages and data.get("prompt") is None:  # a managed prompt (switchyard.prompts) brings its own
         raise invalid_value("messages", "the array must hold at least one message.")
     check_count("messages", raw_messages, MAX_MESSAGES)
     messages = [_message(m, i) for i, m in enumerate(raw_messages)]

@@ -78,10 +78,15 @@ def take_conversation(request: Request, req: ChatRequest, ctx: CallContext, enab
 
 DATA_CLASS_HEADER = "x-switchyard-data-class"
 OBJECTIVE_HEADER = "x-switchyard-objective"
+SESSION_HEADER = "x-switchyard-session"
 
 
 def apply_objective(request: Request, ctx: CallContext) -> None:
-    """``x-switchyard-objective``: the auto strategy's objective for this call; a bad value is a 400."""
+    """``x-switchyard-objective``: the auto strategy's objective for this call; a bad value is a 400. And
+    ``x-switchyard-session``, which keeps an experiment's assignment sticky (switchyard.prompts.experiments)."""
+    session = request.headers.get(SESSION_HEADER)
+    if session:
+        ctx.session = session[:200]
     value = request.headers.get(OBJECTIVE_HEADER)
     if value is None:
         return

@@ -13,6 +13,8 @@ no recorder, no Record; no ``pii:`` section, no PII (:mod:`switchyard.pii.stage`
 is always there, its metrics only when ``metrics.enabled``.
 The PII stage and then the Policy stage (``policies.files``) sit after Record, so their refusals are
 recorded, PII first (it sets ``call.pii_types`` and raises ``call.data_class``, which the policies read).
+The Prompt stage (managed prompts, :mod:`switchyard.prompts.stage`; under governance) sits before AllowList, which
+then checks the model the prompt chose.
 Extra stages (``extra_stages``) sit after them and before Reserve: what they refuse or answer is recorded, and a
 call they answer holds no budget. The semantic cache (``cache:``, :mod:`switchyard.cache`) is the last of them.
 """
@@ -120,9 +122,19 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
 
         state = StateService(config.state, config.store)
         conversation = [ConversationStage(state.store, config.state)]
+    prompts: list[Stage] = []
+    if governance is not None and config.prompts.enabled:
+        from ..governance.rbac import Actor
+        from ..prompts.stage import PromptStage
+
+        gov_ = governance
+        prompts.append(PromptStage(governance.db, config.prompts.refresh_s,
+                                   {k: m.model_dump() for k, m in config.prompts.metrics.items()},
+                                   lambda: gov_.ops(Actor(id="system:experiments", super=True), "experiments")))
     stages: list[Stage] = [  # the order of the request path, declared once
         Authenticate(auth),
         telemetry,  # its after unwinds last: it sees the settled record
+        *prompts,  # managed prompts (one dict lookup without "prompt"): before the allow-list checks the model
         AllowList(),
         *([Record(recorder, embeddings)] if recorder is not None else []),
         *conversation,  # history in before PII scans the request (so it sees what goes upstream)
@@ -136,6 +148,7 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
     gateway = Gateway(config, catalog, Chain(stages), auth=auth, recorder=recorder, governance=governance,
                       ledger=ledger, router=router, tracing=tracing)
     gateway.recent_embeddings = embeddings
+    gateway.prompts = prompts[0] if prompts else None
     gateway.reloader = Reloader(gateway, config_path)
     if cache is not None:
         gateway.services.append(cache.store)  # started (warmed) and closed with the gateway

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import NotFound, ServiceUnavailable
-from ..governance.feedback import find_call, parse_feedback, store_feedback
+from ..governance.feedback import MetricBody, find_call, parse_feedback, store_feedback, store_metric
 from ..pipeline import CallContext, Gateway
 from ..protocols.validate import parse_body
 from .asgi import read_body
@@ -29,7 +29,8 @@ def _not_found(request_id: str) -> NotFound:
 async def _feedback(request: Request, gw: Gateway, ctx: CallContext) -> Response:
     p = ctx.principal
     assert p is not None
-    fb = parse_feedback(parse_body(await read_body(request, MAX_BODY), MAX_BODY))
+    metrics = {k: m.model_dump() for k, m in gw.config.prompts.metrics.items()}
+    fb = parse_feedback(parse_body(await read_body(request, MAX_BODY), MAX_BODY), metrics)
     gov = gw.governance
     if gov is None:
         raise ServiceUnavailable("Feedback needs the store (governance is disabled).", code="feedback_unavailable")
@@ -45,6 +46,8 @@ async def _feedback(request: Request, gw: Gateway, ctx: CallContext) -> Response
         if flush is not None:
             await flush()
             call = await db.run(lookup)
+    if isinstance(fb, MetricBody):
+        return await _metric(gw, fb, p.id, p.logging, call)
     if call is None:
         raise _not_found(fb.request_id)
     call_map = dict(call)
@@ -59,6 +62,28 @@ async def _feedback(request: Request, gw: Gateway, ctx: CallContext) -> Response
     kept = await db.run(write)
     body = {"object": "feedback", "request_id": rid, "score": fb.score, "label": fb.label, "stored": kept}
     return Response(orjson.dumps(body), media_type=JSON_TYPE)
+
+
+async def _metric(gw: Gateway, fb: MetricBody, principal_id: str, logging: str,
+                  call: Mapping[str, Any] | None) -> Response:
+    """A metric's value. A call this replica served with a managed prompt whose record is not stored yet (even
+    after shipping the spool once) is accepted as pending, and matched when its record lands."""
+    pending = call is None
+    if pending:
+        recent = getattr(gw.prompts, "recent", None) or {}
+        if recent.get(fb.request_id) != principal_id:
+            raise _not_found(fb.request_id)
+    rid = fb.request_id if call is None else str(call["request_id"])
+    assert gw.governance is not None
+    db = gw.governance.db
+
+    def write() -> None:
+        with db.write() as conn:
+            store_metric(conn, rid, fb, principal_id, logging, pending)
+
+    await db.run(write)
+    body = {"object": "feedback", "request_id": rid, "metric": fb.metric, "value": fb.value, "pending": pending}
+    return Response(orjson.dumps(body), status_code=202 if pending else 200, media_type=JSON_TYPE)
 
 
 feedback_endpoint = openai_endpoint(_feedback)

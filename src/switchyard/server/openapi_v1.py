@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..bounds import INT_MAX, INT_MIN, MAX_METADATA_KEY, MAX_METADATA_PAIRS, MAX_METADATA_VALUE
-from . import openapi_conversations, openapi_feedback, openapi_responses
+from . import openapi_conversations, openapi_responses
 
 Schema = dict[str, Any]
 
@@ -415,6 +415,29 @@ def _metrics() -> dict[str, Any]:
         }}}
 
 
+_FEEDBACK_REQUEST = _obj(["request_id"], {
+    "request_id": {"type": "string", "minLength": 1, "maxLength": 255,
+                   "description": "the call's x-request-id (ours, or the one the caller sent)"},
+    "score": {"type": "number", "minimum": 0, "maximum": 1},
+    "label": {"type": ["boolean", "string"], "description": "true/false, good/bad, pass/fail, ..."},
+    "metric": {"type": "string", "description": "a metric declared under prompts.metrics"},
+    "value": {"type": ["boolean", "number"], "description": "the metric's value (boolean, or within its range)"},
+    "comment": {"type": "string", "maxLength": 4000}}, closed=True,
+    description="exactly one of score and label; or metric with value")
+_FEEDBACK = {"type": "object", "required": ["object", "request_id"], "properties": {
+    "object": _const("feedback"), "request_id": STRING}, "additionalProperties": True}
+
+
+def _feedback() -> dict[str, Any]:
+    """``POST /v1/feedback`` (server/feedback_routes.py): a 202 when a metric's value is kept pending."""
+    op = _operation("createFeedback", "Rate one of the key's own requests", body="FeedbackRequest",
+                    ok=_json("Feedback"), errors=(400, 401, 404, 503))
+    op["responses"]["404"]["description"] = "No request of this key with that id (another key's is the same 404)"
+    op["responses"]["202"] = {"description": "Accepted as pending: the call's record is not stored yet",
+                              "headers": _REQUEST_ID, "content": _json("Feedback")}
+    return {"post": op}
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the data plane: every path that ``server.app`` serves outside ``/admin``."""
     stream = _sse("with stream: Anthropic's events, message_start to message_stop")
@@ -441,8 +464,8 @@ def openapi_document() -> dict[str, Any]:
             "type": "object"}}}),
         "/metrics": _metrics(),
         **openapi_conversations.paths(),
-        **openapi_feedback.paths(),
         **openapi_responses.paths(_operation, _json, _sse, _CALL_ERRORS, _READ_ERRORS),
+        "/v1/feedback": _feedback(),
     }
     schemas: dict[str, Schema] = {
         "ChatCompletionRequest": CHAT_REQUEST, "ChatMessage": CHAT_MESSAGE, "ChatCompletion": CHAT_COMPLETION,
@@ -452,7 +475,8 @@ def openapi_document() -> dict[str, Any]:
         "AnthropicMessage": ANTHROPIC_MESSAGE, "OpaqueBlock": OPAQUE_BLOCK, "Message": ANTHROPIC_REPLY,
         "TokenCount": _obj(["input_tokens"], {"input_tokens": {"type": "integer", "minimum": 0}}),
         "AnthropicError": ANTHROPIC_ERROR, "Live": LIVE, "Ready": READY,
-        **openapi_conversations.SCHEMAS, **openapi_responses.SCHEMAS, **openapi_feedback.SCHEMAS,
+        **openapi_conversations.SCHEMAS, **openapi_responses.SCHEMAS,
+        "FeedbackRequest": _FEEDBACK_REQUEST, "Feedback": _FEEDBACK,
     }
     return {
         "openapi": "3.1.0",

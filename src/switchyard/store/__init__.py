@@ -21,6 +21,7 @@ from . import (  # noqa: F401  (each registers on the shared metadata)
     feedback_tables,
     identity_tables,
     policy_tables,
+    prompt_tables,
     responses_tables,
     spend_tables,
     state_tables,

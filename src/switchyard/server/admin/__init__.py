@@ -21,6 +21,7 @@ from . import (  # noqa: F401
     identity_routes,
     limits_routes,
     policy_routes,
+    prompt_routes,
     routes_health,
     spend,
     workflow_routes,
