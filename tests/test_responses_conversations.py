@@ -132,3 +132,21 @@ def test_refusals(gw: RunningGateway, fakes: dict[str, Any]) -> None:
     assert len(fakes["openai"].requests) == n  # no refused call went upstream
     with oai(gw) as c:
         assert listed(c, conv.id) == []  # and none was stored
+
+
+def test_a_tool_call_and_its_output_keep_their_call_id(gw: RunningGateway, fakes: dict[str, Any]) -> None:
+    tool = {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {
+        "q": {"type": "string"}}, "required": ["q"]}}
+    with oai(gw) as c:
+        conv = c.conversations.create()
+        r1 = c.responses.create(model="m-openai", conversation=conv.id, input="Look it up.", tools=[tool])  # type: ignore[list-item]
+        call = next(o for o in r1.output if o.type == "function_call")
+        c.responses.create(model="m-openai", conversation=conv.id,
+                           input=[{"type": "function_call_output", "call_id": call.call_id, "output": "42"}])
+        sent = fakes["openai"].requests[-1].json["messages"]
+        assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+        assert sent[1]["tool_calls"][0]["id"] == call.call_id and sent[2]["tool_call_id"] == call.call_id
+        types = [i.type for i in c.conversations.items.list(conv.id, order="asc")]
+        assert types[:3] == ["message", "function_call", "function_call_output"]
+        got = next(i for i in c.conversations.items.list(conv.id, order="asc") if i.type == "function_call")
+        assert got.call_id == call.call_id  # type: ignore[union-attr]
