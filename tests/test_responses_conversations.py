@@ -71,6 +71,12 @@ def test_two_turns_prepend_and_append(gw: RunningGateway, fakes: dict[str, Any])
         # the items, as the Conversations API lists them (instructions are not part of the conversation)
         assert listed(c, conv.id) == [("user", "My name is Ada."), ("assistant", "Echo: My name is Ada."),
                                       ("user", "What is my name?"), ("assistant", "Echo: What is my name?")]
+        # the next turn on another provider gets the same history
+        r3 = c.responses.create(model="m-anthropic", conversation=conv.id, input="And now?")
+        assert r3.output_text
+        sent_an = fakes["anthropic"].requests[-1].json["messages"]
+        assert [m["role"] for m in sent_an] == ["user", "assistant", "user", "assistant", "user"]
+        assert len(listed(c, conv.id)) == 6
 
 
 def test_items_added_by_the_conversations_api_are_prepended(gw: RunningGateway, fakes: dict[str, Any]) -> None:
