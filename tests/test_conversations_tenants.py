@@ -84,6 +84,7 @@ def test_another_org_gets_404(env: Env) -> None:
         conv = a.conversations.create(items=[{"type": "message", "role": "user", "content": "org A private"}])
         a.chat.completions.create(model="sim-a", extra_headers={"x-switchyard-conversation": conv.id},
                                   messages=[{"role": "user", "content": "hello"}])
+        a.responses.create(model="sim-a", conversation=conv.id, input="and the Responses API")
         item_id = next(iter(a.conversations.items.list(conv.id))).id
     with oai(env, key_b) as b:
         for call in (lambda: b.conversations.retrieve(conv.id),
@@ -94,7 +95,8 @@ def test_another_org_gets_404(env: Env) -> None:
                      lambda: b.conversations.update(conv.id, metadata={"a": "b"}),
                      lambda: b.conversations.delete(conv.id),
                      lambda: b.chat.completions.create(model="sim-a", messages=[{"role": "user", "content": "x"}],
-                                                       extra_headers={"x-switchyard-conversation": conv.id})):
+                                                       extra_headers={"x-switchyard-conversation": conv.id}),
+                     lambda: b.responses.create(model="sim-a", conversation=conv.id, input="x")):
             with pytest.raises(openai.NotFoundError):
                 call()
     r = httpx.get(f"{env.gw.openai_base}/conversations/{conv.id}/state",
@@ -105,7 +107,7 @@ def test_another_org_gets_404(env: Env) -> None:
         b2.messages.create(model="sim-a", max_tokens=20, extra_headers={"x-switchyard-conversation": conv.id},
                            messages=[{"role": "user", "content": "x"}])
     with oai(env, key_a) as a:  # untouched for its owner
-        assert len(list(a.conversations.items.list(conv.id))) == 3
+        assert len(list(a.conversations.items.list(conv.id))) == 5
 
 
 def test_the_ttl_worker_deletes_expired_conversations(env: Env) -> None:

@@ -163,6 +163,10 @@ def create_app(gateway: Gateway, *, store: object | None = None, recorder: Recor
     store_url = gateway.config.store
     app.state.responses = LazyResponseStore(lambda: ResponseStore.open(store_url))  # opened on first use
     app.state.conversations = None  # a state.responses.HistoryHook: the conversation parameter of responses
+    if gateway.conversations is not None:  # a state: section
+        from ..state.responses_hook import ConversationHistory
+
+        app.state.conversations = ConversationHistory(gateway.conversations)
     app.state.started_at = int(time.time())
     ping = getattr(store, "ping", None)
     app.state.store_ok = (lambda: bool(ping())) if ping is not None else (lambda: True)

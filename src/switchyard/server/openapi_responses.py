@@ -88,7 +88,9 @@ RESPONSE_REQUEST: Schema = _obj(["model", "input"], {
     "metadata": _null({"type": "object", "maxProperties": 16, "additionalProperties": _null(
         {"type": "string", "maxLength": 512}), "propertyNames": {"maxLength": 64}}),
     "previous_response_id": _null(_STRING),
-    "conversation": {"description": "not served yet: a 400 names it"},
+    "conversation": _null({"description": "a stored conversation to continue (needs a state: section): its id, or "
+                                          "an object with its id", "anyOf": [
+        _STRING, _obj(["id"], {"id": _STRING})]}),
     "store": _null({"type": "boolean"}),
     "include": _null({"type": "array", "items": _STRING}),
     "truncation": _null({"type": "string", "enum": ["auto", "disabled"]}),

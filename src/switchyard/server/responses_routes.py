@@ -53,12 +53,11 @@ async def _prepare(request: Request, gw: Gateway, ctx: CallContext) -> tuple[Cha
     assert principal is not None
     keep = may_store(principal)
     call.store = call.store and keep
+    if call.previous_response_id is not None and call.body.get("conversation") is not None:
+        raise InvalidRequest("Send either previous_response_id or conversation, not both.", param="conversation")
     if call.previous_response_id is not None:
         if not keep:
             raise zero_retention("previous_response_id")
-        if "conversation" in call.body:
-            raise InvalidRequest("Send either previous_response_id or conversation, not both.",
-                                 param="conversation")
         store = await _store(request).get()
         proto.prepend(req, call, await store.chain(call.previous_response_id, principal.id))
     elif call.body.get("conversation") is not None:
@@ -67,6 +66,8 @@ async def _prepare(request: Request, gw: Gateway, ctx: CallContext) -> tuple[Cha
             raise InvalidRequest("conversation is not supported by this gateway yet; use previous_response_id.",
                                  param="conversation", code="unsupported_parameter")
         proto.prepend(req, call, await hook.load(principal, call.body["conversation"]))
+        if req.raw is not None:  # a same-wire upstream gets the history in its input, not the gateway's id
+            req.raw = {k: v for k, v in req.raw.items() if k != "conversation"}
     if call.body.get("truncation") == "auto":
         _truncate(gw, req)
     return req, call
@@ -92,15 +93,23 @@ def _truncate(gw: Gateway, req: ChatRequest) -> None:
 
 
 async def _keep(request: Request, principal: Principal, call: proto.ResponsesCall, obj: dict[str, Any]) -> None:
-    """After the reply: store it (when asked and allowed) and append it to its conversation."""
+    """After the reply: store it (when asked and allowed)."""
     if call.store:
         store = await _store(request).get()
         store.put(Stored(str(obj["id"]), principal.id, principal.org_id, float(obj.get("created_at") or time.time()),
                          call.previous_response_id, call.items, obj))
+
+
+async def _converse(request: Request, ctx: CallContext, call: proto.ResponsesCall, obj: dict[str, Any]) -> None:
+    """After the reply: append the turn (this call's input items, the response's output items) to the conversation
+    it names, in one transaction."""
     conversation = call.body.get("conversation")
     hook = _hook(request)
-    if conversation is not None and hook is not None:
-        await hook.append(principal, conversation, call.items, list(obj.get("output") or []))
+    if conversation is None or hook is None or ctx.principal is None:
+        return
+    dep = ctx.deployment
+    await hook.append(ctx.principal, conversation, call.items, list(obj.get("output") or []),
+                      dep.provider.type if dep is not None else None)
 
 
 async def _create(request: Request, gw: Gateway, ctx: CallContext) -> Response | StreamResponse:
@@ -109,21 +118,24 @@ async def _create(request: Request, gw: Gateway, ctx: CallContext) -> Response |
     assert principal is not None
     if req.stream:
         chunks = await gw.chat_stream(ctx, req)
-        return StreamResponse(_stream(request, principal, chunks, call), ctx.response_headers(),
+        return StreamResponse(_stream(request, ctx, chunks, call), ctx.response_headers(),
                               linger=gw.drain_linger(ctx))
     resp = await gw.chat(ctx, req)
     obj = render.response_object(resp, call)
     obj["store"] = call.store
-    if call.store or "conversation" in call.body:
+    if call.store:
         try:
             await _keep(request, principal, call, obj)
         except Exception:  # the caller has its answer; a later GET or previous_response_id will say what is missing
             log.exception("keeping a response failed (request %s)", ctx.request_id)
+    await _converse(request, ctx, call, obj)  # a turn the conversation could not keep is an error, not forgotten
     return Response(render.render_response(obj), media_type=JSON_TYPE, headers=ctx.response_headers())
 
 
-async def _stream(request: Request, principal: Principal, chunks: AsyncIterator[Chunk],
+async def _stream(request: Request, ctx: CallContext, chunks: AsyncIterator[Chunk],
                   call: proto.ResponsesCall) -> AsyncIterator[bytes]:
+    principal = ctx.principal
+    assert principal is not None
     renderer = render.StreamRenderer(call, render.new_id("resp"))
     passthrough: render.PassthroughStream | None = None
     feed = renderer.feed
@@ -150,11 +162,16 @@ async def _stream(request: Request, principal: Principal, chunks: AsyncIterator[
     if passthrough is None:
         yield renderer.end()
     final = passthrough.final if passthrough is not None else renderer.final
-    if final is not None and (call.store or "conversation" in call.body):
+    if final is not None and call.store:
         try:
             await _keep(request, principal, call, final)
         except Exception:
             log.exception("keeping a streamed response failed")
+    if final is not None:
+        try:
+            await _converse(request, ctx, call, final)
+        except Exception:  # response.completed is sent: the stream has nowhere to say it
+            log.exception("appending a streamed response to its conversation failed (request %s)", ctx.request_id)
 
 
 async def _owned(request: Request, ctx: CallContext) -> Stored:

@@ -60,7 +60,9 @@ class HistoryHook(Protocol):
     async def load(self, principal: Principal, conversation: JSON) -> list[JSON]: ...
 
     async def append(self, principal: Principal, conversation: JSON, input_items: list[JSON],
-                     output_items: list[JSON]) -> None: ...
+                     output_items: list[JSON], origin: str | None = None) -> None:
+        """Store the turn atomically; ``origin``: the provider type that wrote the output (None: not known)."""
+        ...
 
 
 def may_store(principal: Principal) -> bool:
