@@ -158,6 +158,9 @@ class FakeOpenAI:
     replies: dict[str, str] = field(default_factory=dict)  # per requested model: what it says (over ``reply``)
     chunk_delay: float = 0.0
     stream_piece: int = 0  # when set, a stream's text arrives in pieces of this many characters, not words
+    # when set, a request with tools calls exactly these (name, arguments) instead of every tool, and answers in
+    # text once the last message is a tool result: one scripted agent step
+    script_tools: list[tuple[str, dict[str, Any]]] | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
     base_url: str | None = None  # set while ``serve()`` is active
     _failures: deque[tuple[int, Any, dict[str, str]]] = field(default_factory=deque)
@@ -292,6 +295,18 @@ class FakeOpenAI:
         """Decide what every choice of a chat completion says (all ``n`` choices are identical)."""
         tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
         choice = body.get("tool_choice")
+        if self.script_tools is not None and tools:
+            last = body["messages"][-1] if body.get("messages") else {}
+            if not (isinstance(last, dict) and last.get("role") == "tool"):
+                calls = []
+                for i, (name, args) in enumerate(self.script_tools):
+                    call_id = "call_" + hashlib.sha1(f"{self._seq}-{i}".encode()).hexdigest()[:24]
+                    calls.append({"id": call_id, "type": "function",
+                                  "function": {"name": name, "arguments": json.dumps(args)}})
+                return _Reply(None, calls, "tool_calls", sum(_count(c["function"]["arguments"]) for c in calls))
+            tools = []
+        results = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "tool"]
+        echo_results = self.script_tools is not None and bool(results)  # a scripted step answers its results
         if tools and choice != "none":
             if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
                 wanted = choice["function"].get("name")
@@ -307,6 +322,8 @@ class FakeOpenAI:
             return _Reply(None, calls, "tool_calls", sum(_count(c["function"]["arguments"]) for c in calls))
         users = [m for m in body["messages"] if isinstance(m, dict) and m.get("role") == "user"]
         user = _text_of(users[-1].get("content")) if users else ""
+        if echo_results:
+            user = _text_of(results[-1].get("content"))
         scripted = self.replies.get(str(body.get("model")), self.reply)
         text = scripted if scripted is not None else f"Echo: {user}"
         fmt = body.get("response_format") or {}

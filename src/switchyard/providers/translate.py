@@ -12,8 +12,11 @@ from ..errors import UnsupportedParameter
 from ..messages import ChatRequest
 
 # Fields that do not change what the model says: storage, billing tier and cache hints of the client's own vendor.
+# Also Anthropic's ``context_management`` (server-side context editing, which Claude Code sends with the
+# ``context-management-*`` beta): it only trims what the upstream keeps of a long conversation; a translated request
+# carries the whole conversation instead, so the answer is the same and only the token count differs.
 HARMLESS_EXTRAS = frozenset({"store", "service_tier", "safety_identifier", "prompt_cache_key",
-                             "prompt_cache_retention"})
+                             "prompt_cache_retention", "context_management"})
 
 
 def refuse_foreign_extras(req: ChatRequest, provider: str, wire: str) -> None:
