@@ -119,7 +119,10 @@ def _auto(ex: Explanation, out: Console) -> None:
 
 
 def render(ex: Explanation, out: Console) -> None:
-    what = f"route [bold]{ex.requested}[/bold]" if ex.route else f"deployment [bold]{ex.requested}[/bold]"
+    name = ex.alias.split(" -> ", 1)[1] if ex.alias else ex.requested
+    what = f"route [bold]{name}[/bold]" if ex.route else f"deployment [bold]{name}[/bold]"
+    if ex.alias:
+        out.print(f"{ex.requested!r} matches the alias {ex.alias}", highlight=False)
     if ex.error is not None and not ex.strategy:
         out.print(f"[red]{ex.error}[/red]")
         return
@@ -139,7 +142,7 @@ def render(ex: Explanation, out: Console) -> None:
         for col in ("#", "deployment", "provider", "from", "why", *(("zdr/tags",) if labelled else ())):
             table.add_column(col)
         for i, c in enumerate(ex.candidates, 1):
-            origin = c.group if c.group == ex.requested else f"fallback {c.group}"
+            origin = c.group if c.group == name else f"fallback {c.group}"
             labels = (", ".join([*(["zdr"] if c.zdr else []), *c.tags]),) if labelled else ()
             table.add_row(str(i), c.deployment, c.provider, origin, c.why + (" (half-open probe)" if c.probe else ""),
                           *labels)
