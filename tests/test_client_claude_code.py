@@ -49,13 +49,14 @@ def claude_version(binary: Path) -> str:
                           check=True).stdout.split()[0]
 
 
-def run_claude(binary: Path, gw: RunningGateway, workdir: Path, prompt: str, model: str) -> dict[str, Any]:
+def run_claude(binary: Path, gw: RunningGateway, workdir: Path, prompt: str, model: str | None) -> dict[str, Any]:
+    """``model`` None: Claude Code sends its own default model ids, which the gateway must map by alias."""
     home = workdir / "home"
     home.mkdir(exist_ok=True)
     env = {
         "PATH": os.environ["PATH"], "HOME": str(home), "TERM": "dumb",
         "ANTHROPIC_BASE_URL": gw.url, "ANTHROPIC_API_KEY": USER_KEY,
-        "ANTHROPIC_MODEL": model, "ANTHROPIC_DEFAULT_HAIKU_MODEL": model,
+        **({"ANTHROPIC_MODEL": model, "ANTHROPIC_DEFAULT_HAIKU_MODEL": model} if model else {}),
         "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     }
@@ -107,10 +108,11 @@ def test_tool_loop_through_openai_wire(claude: Path, workdir: Path) -> None:
     fake = FakeOpenAI(script_tools=[("Read", {"file_path": str(workdir / "notes.txt")})])
     with fake.serve() as url:
         cfg = base_config(providers={"oai": {"type": "openai", "api_key": "sk-fake", "base_url": url + "/v1"}},
-                          deployments=[{"name": "claude-gw", "provider": "oai", "model": "gpt-4o",
-                                        "capabilities": CAPS}])
+                          deployments=[{"name": "smart", "provider": "oai", "model": "gpt-4o",
+                                        "capabilities": CAPS}],
+                          aliases={"claude-*": "smart"})  # whatever Claude Code's default model is today
         with run_gateway(cfg) as gw:
-            out = run_claude(claude, gw, workdir, "What does notes.txt say?", "claude-gw")
+            out = run_claude(claude, gw, workdir, "What does notes.txt say?", None)
     assert out["is_error"] is False and SECRET in out["result"]
     bodies = [r.json for r in fake.requests if r.path.endswith("/chat/completions")]
     assert bodies and all(b["model"] == "gpt-4o" for b in bodies)
