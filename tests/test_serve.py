@@ -24,7 +24,9 @@ PROVIDER_KEYS = ("OPENAI_API_KEY", "GROQ_API_KEY", "DEEPSEEK_API_KEY", "MISTRAL_
 def test_quickstart_serves_on_the_embedded_default(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in PROVIDER_KEYS}
-    cmd = [sys.executable, "-m", "switchyard.cli.main", "serve", "--config", str(QUICKSTART), "--port", str(port)]
+    config = tmp_path / "quickstart.yaml"  # its SQLite store resolves beside it (examples/.switchyard otherwise)
+    config.write_text(QUICKSTART.read_text())
+    cmd = [sys.executable, "-m", "switchyard.cli.main", "serve", "--config", str(config), "--port", str(port)]
     base = f"http://127.0.0.1:{port}"
     with run_process(cmd, f"{base}/health/ready", cwd=tmp_path, env=env, timeout=30) as proc:
         printed = proc.output()

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..config import Config, ConfigError, load_config
+from ..config import Config, ConfigError, default_config_path, load_config
 from .serve import serve_command
 
 #: Subcommands imported only when they run (or --help lists them): `serve` starts without the others' imports.
@@ -54,9 +54,12 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
-def check(config_path: str) -> None:
-    """Validate a config file; each problem names the exact key."""
+@click.argument("config_path", metavar="[CONFIG]", required=False, type=click.Path(dir_okay=False))
+def check(config_path: str | None) -> None:
+    """Validate a config file; each problem names the exact key.
+
+    CONFIG defaults to $SWITCHYARD_CONFIG, else ./switchyard.yaml."""
+    config_path = config_path or default_config_path()
     cfg = _load(config_path)
     policies = ""
     if cfg.policies.enabled:

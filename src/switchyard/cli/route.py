@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..catalog import Catalog
+from ..config import default_config_path
 from ..messages import ChatRequest, ChatResponse, Chunk, ImagePart, Message, ResponseFormat, Role, TextPart, Tool
 from ..providers import Provider, Target
 from ..routing import Router
@@ -54,7 +55,8 @@ def route() -> None:
 
 
 @route.command("explain")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="the YAML config")
+@click.option("--config", "config_path", default=default_config_path, type=click.Path(dir_okay=False),
+              help="the YAML config (default: $SWITCHYARD_CONFIG, else ./switchyard.yaml)")
 @click.option("--model", required=True, help="a route or deployment name, as a client would send it")
 @click.option("--prompt-tokens", default=0, type=click.IntRange(min=0), help="the prompt's size")
 @click.option("--max-tokens", default=None, type=click.IntRange(min=1), help="the request's max_tokens")

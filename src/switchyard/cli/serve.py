@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from ..config import Config
+from ..config import Config, default_config_path
 
 log = logging.getLogger("switchyard.serve")
 
@@ -226,7 +226,8 @@ def _require_shared_ledger(cfg: Config, config_path: str, workers: int) -> None:
 
 def serve_command(load: Any) -> click.Command:
     @click.command("serve")
-    @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="the YAML config")
+    @click.option("--config", "config_path", default=default_config_path, type=click.Path(dir_okay=False),
+              help="the YAML config (default: $SWITCHYARD_CONFIG, else ./switchyard.yaml)")
     @click.option("--host", default=None, help="overrides server.host")
     @click.option("--port", default=None, type=int, help="overrides server.port")
     @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
