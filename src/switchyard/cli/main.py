@@ -73,9 +73,39 @@ def check(config_path: str | None) -> None:
             click.echo(f"  {e}", err=True)
             sys.exit(2)
         policies = f", {len(engine.policies)} policies"
-    enabled = [n for n, p in cfg.providers.items() if p.enabled]
-    click.echo(f"{config_path}: OK ({len(enabled)} providers, {len(cfg.deployments)} deployments, "
-               f"{len(cfg.routes)} routes{policies})")
+    problems = _provider_problems(cfg)
+    if problems:
+        click.secho(f"{config_path}: serve would refuse it", fg="red", err=True)
+        for problem in problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(2)
+    enabled = {n for n, p in cfg.providers.items() if p.enabled}
+    deployments = [d for d in cfg.deployments if d.provider in enabled]
+    off = len(cfg.deployments) - len(deployments)
+    routes = [r for r in cfg.routes.values() if any(d.name in r.target_names for d in deployments)]
+    skipped = f"; {off} deployments of disabled providers left out" if off else ""
+    click.echo(f"{config_path}: OK ({len(enabled)} providers, {len(deployments)} deployments, "
+               f"{len(routes)} routes{policies}{skipped})")
+
+
+def _provider_problems(cfg: Config) -> list[str]:
+    """Build every enabled provider as ``serve`` does, and close it: a missing extra (botocore for bedrock,
+    llama-cpp-python for llamacpp) or a missing model file is reported here rather than at start-up."""
+    import asyncio
+
+    from ..providers import build_provider
+
+    problems: list[str] = []
+    for name, pc in cfg.providers.items():
+        if not pc.enabled:
+            continue
+        try:
+            provider = build_provider(name, pc)
+        except ValueError as e:
+            problems.append(str(e))
+            continue
+        asyncio.run(provider.aclose())
+    return problems
 
 
 main.add_command(serve_command(_load))

@@ -152,8 +152,7 @@ def _skips(router: Router, model: str, needs: set[str], prompt_tokens: int, max_
     from .router import NARROWED, unfit_reason
 
     spec = router.specs[model] if model in router.specs else router.auto_spec()
-    if endpoint == "embeddings":
-        needs = needs | {"embeddings"}
+    needs = needs | {"embeddings" if endpoint == "embeddings" else "chat"}
     out = []
     for g in [spec.group, *spec.fallbacks]:
         for e in g.entries:

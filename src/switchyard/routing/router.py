@@ -243,8 +243,7 @@ class Router:
             raise ModelNotFound(f"The model {model!r} does not exist or you do not have access to it.",
                                 param="model", headers={"x-switchyard-attempts": "0", "x-switchyard-route-reason":
                                                         header_safe(f"no deployment or route named {model!r}")})
-        if endpoint == "embeddings":
-            needs = needs | {"embeddings"}
+        needs = needs | {"embeddings" if endpoint == "embeddings" else "chat"}  # a deployment serves its endpoints
         plan = Plan(model, spec, endpoint, stream, needs, prompt_tokens, max_tokens, [], [], [], spec.fallbacks)
         plan.request, plan.objective = request, objective
         if allowed is not None:
@@ -333,8 +332,8 @@ class Router:
         if spec.direct:
             d = spec.group.entries[0].deployment
             missing = sorted(plan.needs - d.capabilities)
-            if plan.endpoint == "embeddings" and "embeddings" in missing:
-                return InvalidRequest(f"Deployment {d.name!r} does not serve embeddings.", param="model",
+            if plan.endpoint in missing:  # an embeddings deployment asked to chat, or the other way round
+                return InvalidRequest(f"Deployment {d.name!r} does not serve {plan.endpoint}.", param="model",
                                       code="unsupported_model", headers=self._headers(plan))
             why = unfit_reason(d, plan.needs, plan.prompt_tokens, plan.max_tokens) or ""
             param = _CAP_PARAM.get(missing[0], "messages") if missing else "messages"
