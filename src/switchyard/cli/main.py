@@ -21,6 +21,10 @@ LAZY_COMMANDS = {
     "policy": "switchyard.cli.policy:policy",
     "router": "switchyard.cli.router:router",
     "models": "switchyard.cli.models:models",
+    "orgs": "switchyard.cli.limits:orgs",
+    "users": "switchyard.cli.limits:users",
+    "budgets": "switchyard.cli.limits:budgets",
+    "rate-limits": "switchyard.cli.limits:rate_limits",
 }
 
 

@@ -23,7 +23,7 @@ from ..pipeline import Gateway
 from ..records import Recorder
 from ..telemetry.http import metrics_endpoint
 from ..telemetry.stage import Telemetry
-from . import admin, admin_routes, anthropic_routes, feedback_routes, openai_routes, openapi_v1
+from . import admin, admin_routes, anthropic_routes, feedback_routes, me_routes, openai_routes, openapi_v1
 from .asgi import Shell
 from .common import JSON_TYPE
 from .openai_routes import openai_error_response
@@ -125,6 +125,7 @@ def create_app(gateway: Gateway, *, store: object | None = None, recorder: Recor
         Route("/embeddings", openai_routes.embeddings, methods=["POST"]),
         Route("/v1/models", openai_routes.list_models, methods=["GET"]),
         Route("/v1/feedback", feedback_routes.feedback_endpoint, methods=["POST"]),
+        Route("/v1/me", me_routes.me, methods=["GET"]),
         Route("/v1/models/{model:path}", openai_routes.get_model, methods=["GET"]),
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
