@@ -35,6 +35,9 @@ def test_quickstart_serves_on_the_embedded_default(tmp_path: Path) -> None:
             assert name in printed
         assert "deployment gpt-4.1" not in printed  # no OpenAI key in the environment: no OpenAI deployments
         assert "disabled providers" in printed and "openai" in printed
+        assert "every answer is simulated: no provider key is set" in printed and "(simulated)" in printed
+        assert f"key: {KEY}" in printed and f"curl -s http://127.0.0.1:{port}/v1/chat/completions" in printed
+        assert "from openai import OpenAI" in printed and "admin API: set master_key" in printed
 
         with openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0) as client:
             reply = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hello"}])
