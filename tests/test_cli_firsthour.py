@@ -83,3 +83,18 @@ def test_spend_report_json_and_csv(confdir: Path) -> None:
     assert code == 0 and json.loads(outp) == []
     code, outp, _ = run("spend", "report", "--csv", "--group-by", "team", env=env)
     assert code == 0 and outp.splitlines()[0].startswith("team")
+
+
+def test_key_and_team_lists_in_csv_and_whole_ids(confdir: Path) -> None:
+    env = {"SWITCHYARD_CONFIG": str(confdir / "switchyard.yaml")}
+    assert run("teams", "create", "a-team-with-a-rather-long-name", "--org", "acme", env=env)[0] == 0
+    assert run("users", "create", "ann@example.com", "--team", "a-team-with-a-rather-long-name", env=env)[0] == 0
+    code, outp, _ = run("keys", "create", "--user", "ann@example.com", "--json", env=env)
+    assert code == 0
+    key_id = json.loads(outp)["id"]
+    code, outp, _ = run("keys", "list", "--csv", env=env)
+    assert code == 0 and outp.splitlines()[0].startswith("id,prefix") and key_id in outp
+    code, outp, _ = run("teams", "list", "--csv", env=env)
+    assert code == 0 and "a-team-with-a-rather-long-name" in outp
+    r = CliRunner().invoke(main, ["keys", "list"], env=env, terminal_width=40)  # a narrow terminal
+    assert r.exit_code == 0 and key_id in r.stdout  # the id is whole, not cut

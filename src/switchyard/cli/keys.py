@@ -32,7 +32,7 @@ from ..store.identity_tables import teams, users
 
 T = TypeVar("T")
 err = Console(stderr=True)
-out = Console()
+out = Console() if sys.stdout.isatty() else Console(width=100_000)  # a pipe or a file gets whole tables: no id cut
 
 config_option = click.option("--config", "config_path", default=default_config_path, type=click.Path(dir_okay=False),
                              help="the gateway's YAML config, whose store and secrets are used (default: "
@@ -194,8 +194,9 @@ def create(config_path: str, user_ref: str | None, team_ref: str | None, name: s
 @click.option("--user", "user_ref", help="only this user's keys (id or email)")
 @click.option("--all", "include_revoked", is_flag=True, help="include revoked keys")
 @json_option
+@click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
 def list_(config_path: str, org_id: str | None, team_ref: str | None, user_ref: str | None, include_revoked: bool,
-          as_json: bool) -> None:
+          as_json: bool, as_csv: bool) -> None:
     """List keys: prefixes only, never secrets or hashes."""
     with governance(config_path) as gov:
         with gov.db.read() as conn:
@@ -205,6 +206,16 @@ def list_(config_path: str, org_id: str | None, team_ref: str | None, user_ref: 
         rows = operate(gov, identity.list_keys, q)
     if as_json:
         _print_json([k.model_dump(mode="json") for k in rows])
+        return
+    if as_csv:
+        import csv
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["id", "prefix", "name", "user_id", "team_id", "models", "tags", "logging", "expires_at", "status"])
+        for k in rows:
+            w.writerow([k.id, k.prefix, k.name or "", k.user_id or "", k.team_id or "",
+                        " ".join(k.models) if k.models is not None else "all", " ".join(k.tags), k.logging,
+                        k.expires_at.isoformat() if k.expires_at else "", k.status])
         return
     table = Table()
     for col in ("id", "prefix", "name", "owner", "models", "tags", "logging", "expires", "status"):
