@@ -551,3 +551,28 @@ def test_parse_keeps_meta_for_a_same_wire_provider() -> None:
     assert req.tools[1].meta == {"anthropic_server_tool": body["tools"][1]}
     count = parse_request({k: v for k, v in body.items() if k != "max_tokens"}, count_only=True)
     assert count.max_tokens is None and len(count.messages) == 4
+
+
+def test_mid_conversation_system_messages(client: anthropic.Anthropic, fake_openai: FakeOpenAI) -> None:
+    """The SDK's SystemMessageParam (Claude Code sends them between turns) lands in place on an OpenAI upstream."""
+    msg = client.messages.create(
+        model="gpt-4o-mini", max_tokens=50, system="Be brief.",
+        messages=[{"role": "user", "content": "hello there"},
+                  {"role": "system", "content": [{"type": "text", "text": "Tools: none today."}]},
+                  {"role": "assistant", "content": "Hi!"},
+                  {"role": "system", "content": "Remember: French."},
+                  {"role": "user", "content": "how are you"}],
+    )
+    assert msg.content[0].type == "text" and msg.content[0].text == "Echo: how are you"
+    assert fake_openai.last_request.json["messages"] == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there"},
+        {"role": "system", "content": "Tools: none today."}, {"role": "assistant", "content": "Hi!"},
+        {"role": "system", "content": "Remember: French."}, {"role": "user", "content": "how are you"}]
+
+
+def test_context_management_is_dropped_for_translation(client: anthropic.Anthropic, fake_openai: FakeOpenAI) -> None:
+    client.messages.create(model="gpt-4o-mini", max_tokens=50, messages=[{"role": "user", "content": "hi"}],
+                           extra_body={"context_management": {"edits": [{"type": "clear_thinking_20251015"}]}},
+                           extra_headers={"anthropic-beta": "context-management-2025-06-27"})
+    body = fake_openai.last_request.json
+    assert "context_management" not in body and "anthropic-beta" not in fake_openai.last_request.headers

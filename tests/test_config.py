@@ -158,8 +158,15 @@ def test_quickstart_adds_real_providers_whose_key_is_set() -> None:
     cfg = load_config(ROOT / "examples" / "quickstart.yaml", env={"OPENAI_API_KEY": "sk-x", "GROQ_API_KEY": "g"})
     cat = Catalog.from_config(cfg)
     assert {"gpt-4.1-mini", "gpt-4.1", "text-embedding-3-small", "groq-llama-3.3-70b"} <= set(cat.deployments)
-    assert [t.name for t in cat.routes["fast"].targets] == ["gpt-4.1-mini", "groq-llama-3.3-70b", "sim-small"]
-    assert "deepseek-chat" not in cat.deployments
+    # the simulators are standby: a route with a real deployment never mixes simulated answers in
+    assert [t.name for t in cat.routes["fast"].targets] == ["gpt-4.1-mini", "groq-llama-3.3-70b"]
+    assert [t.name for t in cat.routes["smart"].targets] == ["gpt-4.1"]
+    assert [t.name for t in cat.routes["embed"].targets] == ["text-embedding-3-small"]
+    assert "deepseek-chat" not in cat.deployments and "sim-small" in cat.deployments  # by name, still there
+    cfg = load_config(ROOT / "examples" / "quickstart.yaml", env={"GROQ_API_KEY": "g"})
+    cat = Catalog.from_config(cfg)
+    assert [t.name for t in cat.routes["fast"].targets] == ["groq-llama-3.3-70b"]
+    assert [t.name for t in cat.routes["smart"].targets] == ["sim-large"]  # no real deployment in smart: simulated
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

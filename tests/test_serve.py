@@ -24,7 +24,9 @@ PROVIDER_KEYS = ("OPENAI_API_KEY", "GROQ_API_KEY", "DEEPSEEK_API_KEY", "MISTRAL_
 def test_quickstart_serves_on_the_embedded_default(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in PROVIDER_KEYS}
-    cmd = [sys.executable, "-m", "switchyard.cli.main", "serve", "--config", str(QUICKSTART), "--port", str(port)]
+    config = tmp_path / "quickstart.yaml"  # its SQLite store resolves beside it (examples/.switchyard otherwise)
+    config.write_text(QUICKSTART.read_text())
+    cmd = [sys.executable, "-m", "switchyard.cli.main", "serve", "--config", str(config), "--port", str(port)]
     base = f"http://127.0.0.1:{port}"
     with run_process(cmd, f"{base}/health/ready", cwd=tmp_path, env=env, timeout=30) as proc:
         printed = proc.output()
@@ -33,6 +35,9 @@ def test_quickstart_serves_on_the_embedded_default(tmp_path: Path) -> None:
             assert name in printed
         assert "deployment gpt-4.1" not in printed  # no OpenAI key in the environment: no OpenAI deployments
         assert "disabled providers" in printed and "openai" in printed
+        assert "every answer is simulated: no provider key is set" in printed and "(simulated)" in printed
+        assert f"key: {KEY}" in printed and f"curl -s http://127.0.0.1:{port}/v1/chat/completions" in printed
+        assert "from openai import OpenAI" in printed and "admin API: set master_key" in printed
 
         with openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0) as client:
             reply = client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hello"}])

@@ -249,7 +249,7 @@ async def test_admin_spend_report_groups_within_each_roles_view(tmp_path: Path) 
                                            "--from", "2020-01-01", "--csv"])
             assert res.exit_code == 0, res.output
             got = {x["team"]: x for x in csv.DictReader(io.StringIO(res.output))}
-            assert got[b["team"]]["cost_usd"] == "0.10000000" and got[b["team"]]["requests"] == "2"
+            assert got[b["team"]]["cost_usd"] == "0.10" and got[b["team"]]["requests"] == "2"
             assert Decimal(got[a["team"]]["cost_usd"]) == Decimal(str(by_team[a["team"]]))
             table = CliRunner().invoke(cli, ["spend", "report", "--config", str(config), "--group-by",
                                              "deployment", "--from", "2020-01-01"])

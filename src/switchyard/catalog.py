@@ -75,6 +75,8 @@ class Catalog:
         routes: dict[str, Route] = {}
         for name, r in config.routes.items():
             targets = [deployments[t] for t in r.target_names if t in deployments]
+            live = [t for t in targets if not config.providers[t.provider_name].standby]
+            targets = live or targets  # standby deployments serve a route only when nothing else can
             if not targets:
                 log.debug("route %s skipped: none of its deployments is enabled", name)
                 continue

@@ -161,6 +161,8 @@ class UpstreamError(SwitchyardError):
         if upstream_status == 429:
             self.status = 429
             self.kind = "rate_limit"
+            if code is None:
+                self.code = "rate_limit_exceeded"  # as docs/api.md promises; the error still names the provider
             if retry_after is not None:
                 self.headers["retry-after"] = str(max(1, int(retry_after + 0.999)))
         elif upstream_status is not None and 400 <= upstream_status < 500 and upstream_status not in (401, 403, 408):

@@ -34,6 +34,7 @@ from .messages import (
 )
 from .records import CallRecord, NullRecorder, Recorder
 from .routing import Executor, Plan, Router, StreamLease
+from .routing.aliases import is_pattern
 from .routing.drain import Drains, estimate_usage, tally
 from .routing.health import Outcome as Health
 from .stages import ANSWERS, CallContext, Chain, Outcome, Request, replay
@@ -195,6 +196,9 @@ class Gateway:
         executor's ``call`` or ``open_stream``) with ``send(deployment, request)``. Returns what ``execute``
         returns, or a stage's answer (``ctx.short_circuited``). Any failure finishes the call (its after hooks
         run) and raises."""
+        g = ctx.generation
+        if g is not None and g.router.aliases:
+            req.model = g.router.resolve(req.model)  # an alias: every stage sees its target
         ctx.request = req
         try:
             for s in self._before:
@@ -413,7 +417,19 @@ class Gateway:
         for name in self.catalog.routes:
             if principal.may_use(name):
                 out.append((name, "switchyard"))
+        usable = {n for n, _ in out}
+        for name, target in self.config.aliases.items():  # exact aliases; a pattern names no one model
+            if not is_pattern(name) and target in usable:
+                out.append((name, "switchyard"))
         return out
+
+    def model_for(self, principal: Principal, name: str) -> tuple[str, str] | None:
+        """(name, owner) of one model the principal may use: a deployment, route, or a name an alias maps."""
+        models = dict(self.models_for(principal))
+        if name in models:
+            return name, models[name]
+        target = self.router.resolve(name)
+        return (name, "switchyard") if target != name and target in models else None
 
 
 def _send_chat(d: Deployment, req: ChatRequest) -> Awaitable[ChatResponse]:

@@ -138,6 +138,9 @@ class FakeAnthropic:
     chunk_delay: float = 0.0
     stream_piece: int = 0  # when set, a stream's text arrives in pieces of this many characters, not words
     extra_usage: dict[str, int] = field(default_factory=dict)  # usage fields to override, e.g. cache reads
+    # when set, a request with tools calls exactly these (name, input) instead of every tool, and answers in text
+    # once the last user turn holds tool results: one scripted agent step, as a real model would take it
+    script_tools: list[tuple[str, dict[str, Any]]] | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
     sent: list[Any] = field(default_factory=list)  # each reply body, or each stream's (event, data) list
     violations: list[str] = field(default_factory=list)  # frames that failed the SDK-type checks
@@ -278,6 +281,15 @@ class FakeAnthropic:
         tools = [t for t in body.get("tools") or [] if t.get("type") in (None, "custom")]
         choice = body.get("tool_choice") or {"type": "auto"}
         forced = choice.get("type") in ("any", "tool")
+        if self.script_tools is not None and tools and not after_results:
+            names = {t["name"] for t in tools}
+            for name, args in self.script_tools:
+                if name not in names:
+                    raise _Invalid(f"scripted tool {name!r} is not among the request's tools")
+                blocks.append({"type": "tool_use", "id": _id("toolu_"), "name": name, "input": args})
+            return _Plan(blocks, "tool_use", None)
+        if self.script_tools is not None:
+            forced = False
         if tools and choice.get("type") != "none" and (forced or not after_results):
             if choice.get("type") == "tool":
                 tools = [t for t in tools if t["name"] == choice.get("name")] or tools[:1]
@@ -473,9 +485,14 @@ def _check_request(body: dict[str, Any]) -> None:
     pending: set[str] = set()  # tool_use ids the next user message must answer
     for i, m in enumerate(messages):
         role = m.get("role") if isinstance(m, dict) else None
-        if role not in ("user", "assistant"):
-            raise _Invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+        if role not in ("user", "assistant", "system"):
+            raise _Invalid(f"messages.{i}.role: Input should be 'user', 'assistant' or 'system'")
         content = m.get("content")
+        if role == "system":  # SystemMessageParam: a string or text blocks, mid-conversation
+            if not isinstance(content, str) and (not isinstance(content, list) or any(
+                    not isinstance(b, dict) or b.get("type") != "text" for b in content)):
+                raise _Invalid(f"messages.{i}.content: a system message holds a string or text blocks")
+            continue
         blocks = content if isinstance(content, list) else []
         if not isinstance(content, str | list):
             raise _Invalid(f"messages.{i}.content: expected a string or an array of content blocks")

@@ -161,6 +161,9 @@ class FakeOpenAI:
     # when set, a request whose last message is a tool result gets a text answer (as a model that used its tools
     # does), not another round of tool calls: agents that loop until the model answers then end
     answer_tool_results: bool = False
+    # when set, a request with tools calls exactly these (name, arguments) instead of every tool, and answers in
+    # text once the last message is a tool result: one scripted agent step
+    script_tools: list[tuple[str, dict[str, Any]]] | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
     base_url: str | None = None  # set while ``serve()`` is active
     _failures: deque[tuple[int, Any, dict[str, str]]] = field(default_factory=deque)
@@ -217,6 +220,7 @@ class FakeOpenAI:
         self.reply, self.chunk_delay, self.stream_piece = None, 0.0, 0
         self.replies.clear()
         self.answer_tool_results = False
+        self.script_tools = None
 
     @property
     def chat_models(self) -> list[str]:
@@ -302,6 +306,17 @@ class FakeOpenAI:
         choice = body.get("tool_choice")
         last = body["messages"][-1] if body.get("messages") else {}
         answered = self.answer_tool_results and isinstance(last, dict) and last.get("role") == "tool"
+        if self.script_tools is not None and tools:
+            if not (isinstance(last, dict) and last.get("role") == "tool"):
+                calls = []
+                for i, (name, args) in enumerate(self.script_tools):
+                    call_id = "call_" + hashlib.sha1(f"{self._seq}-{i}".encode()).hexdigest()[:24]
+                    calls.append({"id": call_id, "type": "function",
+                                  "function": {"name": name, "arguments": json.dumps(args)}})
+                return _Reply(None, calls, "tool_calls", sum(_count(c["function"]["arguments"]) for c in calls))
+            tools = []
+        results = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "tool"]
+        echo_results = self.script_tools is not None and bool(results)  # a scripted step answers its results
         if tools and choice != "none" and not answered:
             if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
                 wanted = choice["function"].get("name")
@@ -319,6 +334,8 @@ class FakeOpenAI:
         user = _text_of(users[-1].get("content")) if users else ""
         if answered:
             user = _text_of(last.get("content"))
+        if echo_results:
+            user = _text_of(results[-1].get("content"))
         scripted = self.replies.get(str(body.get("model")), self.reply)
         text = scripted if scripted is not None else f"Echo: {user}"
         fmt = body.get("response_format") or {}

@@ -12,6 +12,7 @@ import getpass
 import re
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from ..config import Config, ConfigError, load_config
+from ..config import Config, ConfigError, default_config_path, load_config
 from ..errors import SwitchyardError
 from ..governance import identity
 from ..governance.identity import Ops
@@ -31,10 +32,11 @@ from ..store.identity_tables import teams, users
 
 T = TypeVar("T")
 err = Console(stderr=True)
-out = Console()
+out = Console() if sys.stdout.isatty() else Console(width=100_000)  # a pipe or a file gets whole tables: no id cut
 
-config_option = click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-                             help="the gateway's YAML config (its store and secrets are used)")
+config_option = click.option("--config", "config_path", default=default_config_path, type=click.Path(dir_okay=False),
+                             help="the gateway's YAML config, whose store and secrets are used (default: "
+                                  "$SWITCHYARD_CONFIG, else ./switchyard.yaml)")
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 
 
@@ -54,6 +56,7 @@ def governance(config_path: str) -> Iterator[Any]:
     from ..governance.runtime import Governance
 
     cfg = load(config_path)
+    warn_if_new_store(cfg, config_path)
     gov = Governance(cfg)
     try:
         migrate(gov.db.engine)
@@ -61,11 +64,41 @@ def governance(config_path: str) -> Iterator[Any]:
     except SwitchyardError as e:
         err.print(f"[red]error:[/red] {e.message}", highlight=False)
         sys.exit(1)
+    except sa.exc.IntegrityError as e:
+        err.print(f"[red]error (409 conflict):[/red] {conflict_message(e)}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except sa.exc.OperationalError as e:
         err.print(f"[red]error:[/red] the store is unreachable ({gov.db.describe(e)})", highlight=False)
         sys.exit(1)
     finally:
         gov.db.engine.dispose()
+
+
+def warn_if_new_store(cfg: Config, config_path: str) -> None:
+    """Say so when a SQLite store does not exist yet: the command is about to create an empty one, which is
+    seldom what was meant (a wrong ``--config``, or a relative path that points elsewhere)."""
+    prefix = "sqlite:///"
+    if not cfg.store.startswith(prefix):
+        return
+    path = cfg.store[len(prefix):].partition("?")[0]
+    if path and path != ":memory:" and not Path(path).exists():
+        err.print(f"[yellow]warning:[/yellow] no store at {path}: creating a new, empty one (the store of "
+                  f"{config_path}; is this the config the gateway runs with?)", highlight=False, soft_wrap=True)
+
+
+_UNIQUE = re.compile(r"UNIQUE constraint failed: (\w+)\.|Key \(([^)]*)\)=\(([^)]*)\) already exists"
+                     r"|violates unique constraint \W*(\w+)")
+
+
+def conflict_message(e: sa.exc.IntegrityError) -> str:
+    """One line for a uniqueness clash, in the admin API's words, never the driver's exception."""
+    text = str(e.orig or e)
+    m = _UNIQUE.search(text)
+    if m and m.group(1):
+        return f"a {m.group(1).rstrip('s').replace('_', ' ')} with that name already exists"
+    if m and m.group(2):
+        return f"{m.group(2)} {m.group(3)!r} is already taken"
+    return "that name is already taken" if m else "the change conflicts with existing data"
 
 
 def operate(gov: Any, fn: Callable[..., T], *args: Any) -> T:
@@ -161,8 +194,9 @@ def create(config_path: str, user_ref: str | None, team_ref: str | None, name: s
 @click.option("--user", "user_ref", help="only this user's keys (id or email)")
 @click.option("--all", "include_revoked", is_flag=True, help="include revoked keys")
 @json_option
+@click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
 def list_(config_path: str, org_id: str | None, team_ref: str | None, user_ref: str | None, include_revoked: bool,
-          as_json: bool) -> None:
+          as_json: bool, as_csv: bool) -> None:
     """List keys: prefixes only, never secrets or hashes."""
     with governance(config_path) as gov:
         with gov.db.read() as conn:
@@ -172,6 +206,16 @@ def list_(config_path: str, org_id: str | None, team_ref: str | None, user_ref: 
         rows = operate(gov, identity.list_keys, q)
     if as_json:
         _print_json([k.model_dump(mode="json") for k in rows])
+        return
+    if as_csv:
+        import csv
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["id", "prefix", "name", "user_id", "team_id", "models", "tags", "logging", "expires_at", "status"])
+        for k in rows:
+            w.writerow([k.id, k.prefix, k.name or "", k.user_id or "", k.team_id or "",
+                        " ".join(k.models) if k.models is not None else "all", " ".join(k.tags), k.logging,
+                        k.expires_at.isoformat() if k.expires_at else "", k.status])
         return
     table = Table()
     for col in ("id", "prefix", "name", "owner", "models", "tags", "logging", "expires", "status"):

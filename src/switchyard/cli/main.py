@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..config import Config, ConfigError, load_config
+from ..config import Config, ConfigError, default_config_path, load_config
 from .serve import serve_command
 
 #: Subcommands imported only when they run (or --help lists them): `serve` starts without the others' imports.
@@ -24,6 +24,10 @@ LAZY_COMMANDS = {
     "workflow": "switchyard.cli.workflow:workflow",
     "prompts": "switchyard.cli.prompts:prompts",
     "experiments": "switchyard.cli.experiments:experiments",
+    "orgs": "switchyard.cli.limits:orgs",
+    "users": "switchyard.cli.limits:users",
+    "budgets": "switchyard.cli.limits:budgets",
+    "rate-limits": "switchyard.cli.limits:rate_limits",
 }
 
 
@@ -57,9 +61,12 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
-def check(config_path: str) -> None:
-    """Validate a config file; each problem names the exact key."""
+@click.argument("config_path", metavar="[CONFIG]", required=False, type=click.Path(dir_okay=False))
+def check(config_path: str | None) -> None:
+    """Validate a config file; each problem names the exact key.
+
+    CONFIG defaults to $SWITCHYARD_CONFIG, else ./switchyard.yaml."""
+    config_path = config_path or default_config_path()
     cfg = _load(config_path)
     policies = ""
     if cfg.policies.enabled:
@@ -89,9 +96,39 @@ def check(config_path: str) -> None:
                     click.echo(f"  {problem}", err=True)
                 sys.exit(2)
         workflows = f", {len(cfg.workflows.files)} workflows"
-    enabled = [n for n, p in cfg.providers.items() if p.enabled]
-    click.echo(f"{config_path}: OK ({len(enabled)} providers, {len(cfg.deployments)} deployments, "
-               f"{len(cfg.routes)} routes{policies}{workflows})")
+    problems = _provider_problems(cfg)
+    if problems:
+        click.secho(f"{config_path}: serve would refuse it", fg="red", err=True)
+        for problem in problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(2)
+    enabled = {n for n, p in cfg.providers.items() if p.enabled}
+    deployments = [d for d in cfg.deployments if d.provider in enabled]
+    off = len(cfg.deployments) - len(deployments)
+    routes = [r for r in cfg.routes.values() if any(d.name in r.target_names for d in deployments)]
+    skipped = f"; {off} deployments of disabled providers left out" if off else ""
+    click.echo(f"{config_path}: OK ({len(enabled)} providers, {len(deployments)} deployments, "
+               f"{len(routes)} routes{policies}{workflows}{skipped})")
+
+
+def _provider_problems(cfg: Config) -> list[str]:
+    """Build every enabled provider as ``serve`` does, and close it: a missing extra (botocore for bedrock,
+    llama-cpp-python for llamacpp) or a missing model file is reported here rather than at start-up."""
+    import asyncio
+
+    from ..providers import build_provider
+
+    problems: list[str] = []
+    for name, pc in cfg.providers.items():
+        if not pc.enabled:
+            continue
+        try:
+            provider = build_provider(name, pc)
+        except ValueError as e:
+            problems.append(str(e))
+            continue
+        asyncio.run(provider.aclose())
+    return problems
 
 
 main.add_command(serve_command(_load))

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..catalog import Catalog
+from ..config import default_config_path
 from ..messages import ChatRequest, ChatResponse, Chunk, ImagePart, Message, ResponseFormat, Role, TextPart, Tool
 from ..providers import Provider, Target
 from ..routing import Router
@@ -54,7 +55,8 @@ def route() -> None:
 
 
 @route.command("explain")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="the YAML config")
+@click.option("--config", "config_path", default=default_config_path, type=click.Path(dir_okay=False),
+              help="the YAML config (default: $SWITCHYARD_CONFIG, else ./switchyard.yaml)")
 @click.option("--model", required=True, help="a route or deployment name, as a client would send it")
 @click.option("--prompt-tokens", default=0, type=click.IntRange(min=0), help="the prompt's size")
 @click.option("--max-tokens", default=None, type=click.IntRange(min=1), help="the request's max_tokens")
@@ -119,7 +121,10 @@ def _auto(ex: Explanation, out: Console) -> None:
 
 
 def render(ex: Explanation, out: Console) -> None:
-    what = f"route [bold]{ex.requested}[/bold]" if ex.route else f"deployment [bold]{ex.requested}[/bold]"
+    name = ex.alias.split(" -> ", 1)[1] if ex.alias else ex.requested
+    what = f"route [bold]{name}[/bold]" if ex.route else f"deployment [bold]{name}[/bold]"
+    if ex.alias:
+        out.print(f"{ex.requested!r} matches the alias {ex.alias}", highlight=False)
     if ex.error is not None and not ex.strategy:
         out.print(f"[red]{ex.error}[/red]")
         return
@@ -139,7 +144,7 @@ def render(ex: Explanation, out: Console) -> None:
         for col in ("#", "deployment", "provider", "from", "why", *(("zdr/tags",) if labelled else ())):
             table.add_column(col)
         for i, c in enumerate(ex.candidates, 1):
-            origin = c.group if c.group == ex.requested else f"fallback {c.group}"
+            origin = c.group if c.group == name else f"fallback {c.group}"
             labels = (", ".join([*(["zdr"] if c.zdr else []), *c.tags]),) if labelled else ()
             table.add_row(str(i), c.deployment, c.provider, origin, c.why + (" (half-open probe)" if c.probe else ""),
                           *labels)

@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from ..config import Config
+from ..config import Config, default_config_path
 
 log = logging.getLogger("switchyard.serve")
 
@@ -41,17 +41,76 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
 
 def _banner(cfg: Config, host: str, port: int, store: Any, workers: int, deployments: dict[str, Any],
             routes: dict[str, Any]) -> None:
+    """What a new user needs, printed once the port is bound: where, with which key, what answers (real or
+    simulated), a request to copy, and how to reach the admin API."""
     suffix = f", {workers} workers" if workers > 1 else ""
-    click.echo(click.style("Switchyard", bold=True) + " listening on " + click.style(f"http://{host}:{port}", fg="cyan")
-               + f" (OpenAI base URL: http://{host}:{port}/v1{suffix})")
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+    base = f"http://{shown}:{port}"
+    click.echo(click.style("Switchyard", bold=True) + " listening on " + click.style(base, fg="cyan")
+               + f" (OpenAI base URL: {base}/v1, Anthropic base URL: {base}{suffix})")
     click.echo(f"store: {store!r}")
+
+    def kind(d: Any) -> str:
+        return "simulated" if getattr(d.provider, "type", "") == "simulated" else "real"
+
     for name, d in deployments.items():
-        click.echo(f"  deployment {click.style(name, fg='green')} -> {d.provider_name}/{d.target.model}")
+        click.echo(f"  deployment {click.style(name, fg='green')} -> {d.provider_name}/{d.target.model} ({kind(d)})")
     for name, r in routes.items():
-        click.echo(f"  route {click.style(name, fg='green')} -> {', '.join(t.name for t in r.targets)}")
+        kinds = {kind(t) for t in r.targets}
+        label = kinds.pop() if len(kinds) == 1 else "real and simulated"
+        click.echo(f"  route {click.style(name, fg='green')} -> {', '.join(t.name for t in r.targets)} ({label})")
     disabled = [n for n, p in cfg.providers.items() if not p.enabled]
     if disabled:
         click.secho(f"  disabled providers (set their key to enable them): {', '.join(disabled)}", dim=True)
+    if deployments and all(kind(d) == "simulated" for d in deployments.values()):
+        click.secho("  every answer is simulated: no provider key is set", fg="yellow")
+    key = cfg.keys[0].key if cfg.keys else None
+    shown_key = key or "<a virtual key: switchyard keys create --user EMAIL>"
+    if key:
+        click.echo(f"key: {click.style(key, bold=True)} (static key {cfg.keys[0].name!r} from the config)")
+    elif cfg.master_key:
+        click.echo("key: the master key, or a virtual key (switchyard keys create --user EMAIL)")
+        shown_key = "$SWITCHYARD_MASTER_KEY"
+    else:
+        click.echo("key: none configured yet: create one with  switchyard keys create --user EMAIL")
+    model = next(iter(routes), None) or next((n for n, d in deployments.items() if "chat" in d.capabilities), "MODEL")
+    click.echo("try it:")
+    click.echo(f"  curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {shown_key}' \\\n"
+               f"    -H 'Content-Type: application/json' -d '{{\"model\": \"{model}\", \"messages\": "
+               f"[{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'")
+    click.echo(f"  python -c \"from openai import OpenAI; c = OpenAI(base_url='{base}/v1', api_key='{shown_key}'); "
+               f"print(c.chat.completions.create(model='{model}', messages=[{{'role': 'user', 'content': "
+               f"'Hello'}}]).choices[0].message.content)\"")
+    if not cfg.governance.enabled or not cfg.governance.admin.enabled:
+        click.echo("admin API: off (set governance.enabled and governance.admin.enabled)")
+    elif cfg.master_key:
+        click.echo(f"admin API: {base}/admin with the master key as bearer (docs: {base}/admin/openapi.json)")
+    else:
+        click.echo("admin API: set master_key (e.g. SWITCHYARD_MASTER_KEY=... in the quickstart) to call "
+                   f"{base}/admin, or use the CLI (switchyard keys|teams|budgets ...)")
+
+
+def _require_key_secret(cfg: Config, config_path: str, store: Any) -> None:
+    """Refuse to start, in plain words, when the store holds virtual keys that no configured secret can check."""
+    if not cfg.governance.enabled:
+        return
+    from ..governance.keys import key_secret
+    from ..governance.principals import count_keys
+
+    if key_secret(cfg) is not None:
+        return
+    try:
+        with store.engine.connect() as conn:
+            n = count_keys(conn)
+    except Exception:  # an unreachable store is reported by the gateway itself
+        return
+    if n:
+        click.secho(f"{config_path}: the store holds {n} virtual keys, but no key secret is configured", fg="red",
+                    err=True)
+        click.echo("  Virtual keys are checked against HMACs made with the secret they were created under. Set it "
+                   "as SWITCHYARD_KEY_SECRET (or governance.key_secret), or set SWITCHYARD_MASTER_KEY (master_key) "
+                   "to the master key they were created under; or point store at another database.", err=True)
+        sys.exit(2)
 
 
 def _open_store(cfg: Config, config_path: str, *, migrate: bool) -> Any:
@@ -104,6 +163,7 @@ def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: 
     sys.setswitchinterval(0.0005)
     background.configure(cfg.server.background_priority)
     store = _open_store(cfg, config_path, migrate=migrate)
+    _require_key_secret(cfg, config_path, store)
     writer = SpendWriter.for_config(cfg, store.engine)  # the request log, through the durable spend spool
     app = build(cfg, catalog=catalog, recorder=writer, store=store, freeze_gc=True, config_path=config_path)
     reloader = app.state.gateway.reloader
@@ -111,10 +171,14 @@ def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: 
     if reuse_port:  # a worker of `serve --workers N`: a reload through the admin API reloads every worker
         supervisor = os.getppid()
         reloader.notify = lambda: os.kill(supervisor, signal.SIGHUP)
-    if not quiet:
-        _banner(cfg, host, port, store, 1, catalog.deployments, catalog.routes)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                           lifespan="on", ws="none"))
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and not quiet:  # the port is bound and the app started: only now say where
+                _banner(cfg, host, port, store, 1, catalog.deployments, catalog.routes)
+
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                   lifespan="on", ws="none"))
     try:
         if reuse_port:
             server.run(sockets=[_reuse_port_socket(host, port)])
@@ -228,7 +292,8 @@ def _require_shared_ledger(cfg: Config, config_path: str, workers: int) -> None:
 
 def serve_command(load: Any) -> click.Command:
     @click.command("serve")
-    @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="the YAML config")
+    @click.option("--config", "config_path", default=default_config_path, type=click.Path(dir_okay=False),
+              help="the YAML config (default: $SWITCHYARD_CONFIG, else ./switchyard.yaml)")
     @click.option("--host", default=None, help="overrides server.host")
     @click.option("--port", default=None, type=int, help="overrides server.port")
     @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),

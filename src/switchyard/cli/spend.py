@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import click
+import orjson
 import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
@@ -20,7 +21,7 @@ from rich.table import Table
 from ..errors import SwitchyardError
 from ..governance.spend_report import SpendQuery, clean_filters, headers_for, parse_group_by, report, time_range
 from ..store.db import create_engine_for, migrate
-from .keys import config_option, load
+from .keys import config_option, load, warn_if_new_store
 
 err = Console(stderr=True)
 
@@ -54,10 +55,12 @@ def spend() -> None:
 @click.option("--model", default=None)
 @click.option("--tag", default=None)
 @click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 def report_command(config_path: str, group_by: str, start: str | None, end: str | None, as_csv: bool,
-                   **filters: str | None) -> None:
+                   as_json: bool, **filters: str | None) -> None:
     """Spend grouped as asked, from the hourly rollups (the range is rounded out to whole hours)."""
     cfg = load(config_path)
+    warn_if_new_store(cfg, config_path)
     try:
         groups = parse_group_by(group_by)
         s, e = time_range(_when(start, "--from"), _when(end, "--to"))
@@ -76,11 +79,15 @@ def report_command(config_path: str, group_by: str, start: str | None, end: str 
         err.print(f"[red]error:[/red] the store is unreachable ({type(ex.orig or ex).__name__})", highlight=False)
         sys.exit(1)
     cols = headers_for(groups)
+    if as_json:
+        click.echo(orjson.dumps([{c: plain(r.get(c)) for c in cols} for r in rows],
+                                option=orjson.OPT_INDENT_2).decode())
+        return
     if as_csv:
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(cols)
         for r in rows:
-            w.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
+            w.writerow(["" if r.get(c) is None else plain(r.get(c)) for c in cols])
         return
     _table(rows, groups, cols, s, e)
 
@@ -97,6 +104,17 @@ def _table(rows: list[dict[str, Any]], groups: list[str], cols: list[str], s: dt
     out.print(t)
     out.print(f"{len(rows)} rows; {sum(r['requests'] for r in rows):,} requests; total ${total_cost:,.2f}",
               highlight=False)
+
+
+def plain(v: Any) -> Any:
+    """A value for CSV or JSON: a Decimal as fixed-point text (``0.00`` for zero, never ``0E-8``)."""
+    if isinstance(v, Decimal):
+        whole, _, frac = format(v, "f").partition(".")
+        frac = frac.rstrip("0")
+        return f"{whole}.{frac.ljust(2, '0')}" if v != 0 else "0.00"  # 1.50000000 -> 1.50; 0.00012 stays
+    if isinstance(v, dt.datetime | dt.date):
+        return v.isoformat()
+    return v
 
 
 def _cell(col: str, v: Any) -> str:

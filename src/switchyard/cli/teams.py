@@ -50,7 +50,8 @@ def create(config_path: str, name: str, org_ref: str, models: tuple[str, ...], a
 @config_option
 @click.option("--org", "org_ref", help="only this org's teams (id or name)")
 @json_option
-def list_(config_path: str, org_ref: str | None, as_json: bool) -> None:
+@click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
+def list_(config_path: str, org_ref: str | None, as_json: bool, as_csv: bool) -> None:
     """List teams."""
     with governance(config_path) as gov:
         org_id = None
@@ -62,6 +63,16 @@ def list_(config_path: str, org_ref: str | None, as_json: bool) -> None:
         rows = operate(gov, identity.list_teams, TeamQuery(org_id=org_id, limit=1000))
     if as_json:
         _print_json([t.model_dump(mode="json") for t in rows])
+        return
+    if as_csv:
+        import csv
+        import sys
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["id", "name", "org_id", "models", "created_at"])
+        for t in rows:
+            w.writerow([t.id, t.name, t.org_id, " ".join(t.models) if t.models is not None else "all",
+                        t.created_at.isoformat()])
         return
     table = Table("id", "name", "org", "models", "created")
     for t in rows:

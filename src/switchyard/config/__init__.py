@@ -1,4 +1,4 @@
-from .loader import ConfigError, interpolate, load_config, parse_config
+from .loader import ConfigError, default_config_path, interpolate, load_config, parse_config
 from .providers import (
     AnthropicProviderConfig,
     BedrockProviderConfig,
@@ -26,6 +26,7 @@ __all__ = [
     "RouteConfig",
     "ServerConfig",
     "SimulatedProviderConfig",
+    "default_config_path",
     "interpolate",
     "load_config",
     "parse_config",

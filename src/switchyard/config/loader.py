@@ -133,4 +133,26 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         raise ConfigError(str(p), [f"{where}not valid YAML ({getattr(e, 'problem', None) or e})"]) from None
-    return parse_config(data, str(p), env)
+    cfg = parse_config(data, str(p), env)
+    store = sqlite_beside(cfg.store, p.parent)
+    return cfg if store == cfg.store else cfg.model_copy(update={"store": store})
+
+
+def sqlite_beside(url: str, base: Path) -> str:
+    """A relative ``sqlite:///path`` made absolute against ``base`` (the config file's directory), so that
+    ``serve`` and every CLI command open the same file wherever they run; other URLs are returned as they are."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return url
+    path, sep, query = url[len(prefix):].partition("?")
+    if not path or path == ":memory:" or path.startswith("/") or path.startswith("file:"):
+        return url
+    return prefix + str((base / path).resolve()) + sep + query
+
+
+DEFAULT_CONFIG = "switchyard.yaml"
+
+
+def default_config_path() -> str:
+    """``$SWITCHYARD_CONFIG``, else ``./switchyard.yaml``: where a command finds its config without ``--config``."""
+    return os.environ.get("SWITCHYARD_CONFIG") or DEFAULT_CONFIG

@@ -22,6 +22,9 @@ def _http_url(v: str) -> str:
 
 class _ProviderBase(_Strict):
     enabled: bool = True
+    # a stand-in (the quickstart's simulators): its deployments serve in a route only when no other deployment of
+    # that route is enabled, so that its answers never mix with real ones; by name they always answer
+    standby: bool = False
     timeout: float = Field(600.0, gt=0, description="total seconds for one upstream call")
     connect_timeout: float = Field(10.0, gt=0)
     max_connections: int = Field(1000, ge=1)

@@ -126,6 +126,8 @@ class Config(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     deployments: list[DeploymentConfig] = Field(default_factory=list)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    # model names and wildcard patterns clients send → a deployment or route (routing/aliases.py, docs/routing.md)
+    aliases: dict[str, str] = Field(default_factory=dict)
     routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig())
     keys: list[KeyConfig] = Field(default_factory=list)
     governance: GovernanceConfig = Field(default_factory=lambda: GovernanceConfig())
@@ -162,6 +164,13 @@ class Config(_Strict):
                 errors.append(f"deployments[{i}].name: {d.name!r} is already used by deployments[{seen[d.name]}]")
             seen.setdefault(d.name, i)
         errors.extend(route_problems(self.routes, seen, self.routing))
+        for name, target in self.aliases.items():
+            if not name:
+                errors.append("aliases: an alias name must not be empty")
+            elif name in seen or name in self.routes:
+                errors.append(f"aliases.{name}: a deployment or route has this name; an alias cannot shadow it")
+            if target not in seen and target not in self.routes and target != "auto":
+                errors.append(f"aliases.{name}: unknown deployment or route {target!r}")
         for i, k in enumerate(self.keys):
             for j, m in enumerate(k.models or []):
                 if m not in seen and m not in self.routes:

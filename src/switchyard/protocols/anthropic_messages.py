@@ -7,7 +7,9 @@ https://docs.anthropic.com/en/api/messages-count-tokens, and the ``anthropic`` S
 Mapping onto the neutral model (``messages``):
 
 * ``system`` (a string or text blocks) becomes a leading SYSTEM message; each block's ``cache_control`` stays in
-  its part's ``meta``.
+  its part's ``meta``. A ``{"role": "system"}`` entry inside ``messages`` (the SDK's ``SystemMessageParam``, which
+  Claude Code sends mid-conversation) becomes a SYSTEM message at its place; a same-wire provider forwards it in
+  ``raw``, a translating one places it as its wire allows (OpenAI in place, Anthropic-wire merged into ``system``).
 * Content blocks: ``text`` → TextPart; ``image`` (base64 / url source) → ImagePart, (file source) → FilePart with
   ``meta["anthropic_block"] == "image"``; ``document`` (base64 PDF, url, file) → FilePart, (plain ``text`` source)
   → FilePart of the text base64-encoded with media type ``text/plain``, (``content`` source) → its text and image
@@ -206,25 +208,24 @@ def _message(item: Any, i: int) -> Message:
         raise wrong_type(where, "an object", item)
     r = Reader(item, where)
     role = r.str("role", required=True)
-    if role not in ("user", "assistant"):
-        hint = " Put system prompts in the top-level 'system' parameter." if role == "system" else ""
-        raise invalid_value(r.name("role"), f"{role!r} is not one of 'user', 'assistant'.{hint}")
+    if role not in ("user", "assistant", "system"):
+        raise invalid_value(r.name("role"), f"{role!r} is not one of 'user', 'assistant', 'system'.")
     if item.get("content") is None:
         raise missing(r.name("content"))
+    if role == "system":  # a mid-conversation system message (SystemMessageParam): a string or text blocks
+        return Message(Role.SYSTEM, _system_parts(item["content"], r.name("content")))
     parts = _blocks(item["content"], r.name("content"), role)
     return Message(Role.USER if role == "user" else Role.ASSISTANT, parts)
 
 
-def _system(value: Any) -> Message | None:
-    if value is None:
-        return None
+def _system_parts(value: Any, name: str) -> list[Part]:
     if isinstance(value, str):
-        return Message(Role.SYSTEM, [TextPart(value)]) if value else None
+        return [TextPart(value)] if value else []
     if not isinstance(value, list):
-        raise wrong_type("system", "a string or an array of text blocks", value)
+        raise wrong_type(name, "a string or an array of text blocks", value)
     parts: list[Part] = []
     for i, block in enumerate(value):
-        where = f"system[{i}]"
+        where = f"{name}[{i}]"
         if not isinstance(block, dict):
             raise wrong_type(where, "an object", block)
         r = Reader(block, where)
@@ -232,6 +233,13 @@ def _system(value: Any) -> Message | None:
         if typ != "text":
             raise invalid_value(r.name("type"), f"{typ!r} is not allowed in the system prompt; use 'text'.")
         parts.append(TextPart(r.str("text", required=True) or "", meta=_meta(block)))
+    return parts
+
+
+def _system(value: Any) -> Message | None:
+    if value is None:
+        return None
+    parts = _system_parts(value, "system")
     return Message(Role.SYSTEM, parts) if parts else None
 
 

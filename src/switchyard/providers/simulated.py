@@ -1,6 +1,8 @@
 """The ``simulated`` provider type: answers from inside the gateway, for demos and load tests.
 
-Its text is deterministic (a function of the prompt and the seed); its time to first token, pace, length and
+Its text is deterministic (a function of the whole conversation and the seed); it never reports more output
+tokens than ``max_tokens``; it calls the request's tools unless the last turn holds their results (so agent loops
+end); its time to first token, pace, length and
 failure rate come from the config. Every response it serves carries ``x-switchyard-simulated: true``.
 
 It builds every reply in memory, so it checks each request against ``switchyard.bounds`` itself (a 400 naming the
@@ -44,6 +46,7 @@ from ..messages import (
     ToolCallDelta,
     ToolCallPart,
     ToolCallStart,
+    ToolResultPart,
     Usage,
     UsageUpdate,
 )
@@ -81,6 +84,33 @@ def _sample(schema: JSON) -> JSON:
     return "sample"
 
 
+_CALL_TOKENS = 8  # the output tokens one simulated tool call counts for
+
+
+def _conversation(req: ChatRequest) -> str:
+    """The conversation's text (tool results included): the same prompt gives the same answer."""
+    out: list[str] = []
+    for m in req.messages:
+        out.append(m.role.value)
+        for p in m.parts:
+            if isinstance(p, TextPart):
+                out.append(p.text)
+            elif isinstance(p, ToolResultPart):
+                out.extend(q.text for q in p.content if isinstance(q, TextPart))
+            elif isinstance(p, ToolCallPart):
+                out.append(p.name + p.arguments)
+    return "\x1f".join(out)
+
+
+def _after_tool_results(req: ChatRequest) -> bool:
+    """Whether the last turn (system messages aside) answers tool calls."""
+    for m in reversed(req.messages):
+        if m.role is Role.SYSTEM:
+            continue
+        return m.role is Role.TOOL or any(isinstance(p, ToolResultPart) for p in m.parts)
+    return False
+
+
 class SimulatedProvider(Provider):
     type = "simulated"
     wire = "simulated"
@@ -100,9 +130,12 @@ class SimulatedProvider(Provider):
                                 retryable=True)
 
     def _plan(self, req: ChatRequest) -> tuple[list[str], FinishReason, list[ToolCallPart]]:
-        """The words of the reply, why it ends, and any tool calls: all a function of the prompt and seed."""
-        prompt = req.messages[-1].text() if req.messages else ""
-        digest = hashlib.blake2b(f"{self.config.seed}:{prompt}".encode(), digest_size=8).digest()
+        """The words of the reply, why it ends, and any tool calls: all a function of the prompt and seed.
+
+        Tools are called unless ``tool_choice`` is none, or the conversation's last turn holds tool results and the
+        choice does not force a call (so an agent loop ends). Tool calls cost ``_CALL_TOKENS`` each: when
+        ``max_tokens`` cannot hold them, the reply is cut (finish reason length) without them."""
+        digest = hashlib.blake2b(f"{self.config.seed}:{_conversation(req)}".encode(), digest_size=8).digest()
         start = int.from_bytes(digest, "big")
         n = self.config.output_tokens
         reason = FinishReason.STOP
@@ -111,10 +144,14 @@ class SimulatedProvider(Provider):
         words = [_WORDS[(start + i * 7) % len(_WORDS)] for i in range(n)]
         calls: list[ToolCallPart] = []
         tc = req.tool_choice
-        if req.tools and (tc is None or tc.mode != "none"):
+        forced = tc is not None and tc.mode in ("required", "tool")
+        answered = _after_tool_results(req)
+        if req.tools and (tc is None or tc.mode != "none") and (forced or not answered):
             tools = [t for t in req.tools if tc is None or tc.mode != "tool" or t.name == tc.name] or req.tools[:1]
             if req.parallel_tool_calls is False:
                 tools = tools[:1]
+            if req.max_tokens is not None and req.max_tokens < len(tools) * _CALL_TOKENS:
+                return words[:1], FinishReason.LENGTH, []  # no room for the calls: cut short, as a model would
             for i, t in enumerate(tools):
                 args = orjson.dumps(_sample(t.parameters or {"type": "object"})).decode()
                 calls.append(ToolCallPart(id=f"call_sim{start % 10**8:08d}{i}", name=t.name, arguments=args))
@@ -122,8 +159,17 @@ class SimulatedProvider(Provider):
         rf = req.response_format
         if rf is not None and rf.type != "text":
             value = _sample(rf.schema) if rf.schema else {"reply": " ".join(words)}
-            return [orjson.dumps(value).decode()], reason if reason is FinishReason.LENGTH else FinishReason.STOP, []
+            text = orjson.dumps(value).decode()
+            if req.max_tokens is not None and estimate_text(text) > req.max_tokens:
+                return [text[: req.max_tokens * 4]], FinishReason.LENGTH, []  # cut, like a real model at the cap
+            return [text], reason if reason is FinishReason.LENGTH else FinishReason.STOP, []
         return [w if i == 0 else " " + w for i, w in enumerate(words)], reason, []
+
+    @staticmethod
+    def _output_tokens(req: ChatRequest, words: list[str], calls: list[ToolCallPart]) -> int:
+        """Output tokens of one choice: never more than ``max_tokens``, which the gateway's budget relies on."""
+        out = (estimate_text(words[0]) if len(words) == 1 else len(words)) + len(calls) * _CALL_TOKENS
+        return min(out, req.max_tokens) if req.max_tokens is not None else out
 
     def _next_id(self) -> str:
         self._counter += 1
@@ -146,7 +192,7 @@ class SimulatedProvider(Provider):
             parts: list[Part] = [TextPart(text)] if text else []
             parts.extend(calls)
             choices.append(Choice(index=i, message=Message(Role.ASSISTANT, parts), finish_reason=reason))
-        out_tokens = (estimate_text(text) if len(words) == 1 else len(words)) + len(calls) * 8
+        out_tokens = self._output_tokens(req, words, calls)
         usage = Usage(input_tokens=estimate_prompt(req), output_tokens=out_tokens * n)
         return ChatResponse(id=self._next_id(), model=target.model, created=int(time.time()), choices=choices,
                             usage=usage)
@@ -173,7 +219,7 @@ class SimulatedProvider(Provider):
                 events.append(ToolCallDelta(index=i, arguments=call.arguments, choice=c))
             yield Chunk(events)
         yield Chunk([Finish(reason, choice=c) for c in range(n)])
-        out = (estimate_text(words[0]) if len(words) == 1 else len(words)) + len(calls) * 8
+        out = self._output_tokens(req, words, calls)
         yield Chunk([UsageUpdate(Usage(input_tokens=estimate_prompt(req), output_tokens=out * n))])
 
     async def embed(self, req: EmbeddingRequest, target: Target) -> EmbeddingResponse:

@@ -14,8 +14,11 @@ from ..messages import WIRE_OPENAI_RESPONSES, ChatRequest
 # Fields that do not change what the model says: storage, billing tier and cache hints of the client's own vendor.
 # The Responses API's ``include`` (extra output fields) and ``truncation`` (what to do past the context window) only
 # shape what OpenAI returns or keeps; the gateway answers them itself for other providers.
+# Also Anthropic's ``context_management`` (server-side context editing, which Claude Code sends with the
+# ``context-management-*`` beta): it only trims what the upstream keeps of a long conversation; a translated request
+# carries the whole conversation instead, so the answer is the same and only the token count differs.
 HARMLESS_EXTRAS = frozenset({"store", "service_tier", "safety_identifier", "prompt_cache_key",
-                             "prompt_cache_retention", "include", "truncation"})
+                             "prompt_cache_retention", "include", "truncation", "context_management"})
 
 
 def refuse_foreign_extras(req: ChatRequest, provider: str, wire: str) -> None:

@@ -65,6 +65,7 @@ class Explanation:
     profile: dict[str, object] | None = None  # auto: the request's task profile
     decision: dict[str, object] | None = None  # auto: the objective, each candidate's scores, why the winner won
     cascade: list[str] = field(default_factory=list)  # cascade: each step and its check
+    alias: str | None = None  # the alias (name or pattern) that mapped the requested name, if one did
 
 
 def explain(router: Router, model: str, needs: set[str], prompt_tokens: int = 0, max_tokens: int | None = None,
@@ -73,12 +74,18 @@ def explain(router: Router, model: str, needs: set[str], prompt_tokens: int = 0,
             ) -> Explanation:
     """What the router would do with such a request now: every candidate in order (fallbacks expanded), and why.
     ``allowed`` and ``narrowed_by``: as a stage narrowed the request (see ``CallContext.narrow``)."""
+    requested = model
+    model = router.resolve(model)
+    alias = None
+    if model != requested:
+        hit = router.aliases.match(requested)
+        alias = f"{hit[0]} -> {hit[1]}" if hit is not None else None
     spec = router.specs.get(model)
     if spec is None and model == AUTO and endpoint == "chat":
         spec = router.auto_spec()
     if spec is None:
-        return Explanation(model, None, "", error=f"no deployment or route is named {model!r}")
-    out = Explanation(model, None if spec.direct else spec.name, spec.group.strategy.name)
+        return Explanation(requested, None, "", error=f"no deployment or route is named {model!r}", alias=alias)
+    out = Explanation(requested, None if spec.direct else spec.name, spec.group.strategy.name, alias=alias)
     if allowed is not None:
         out.narrowed_by = list(narrowed_by or ("by a stage",))
     if spec.cascade is not None:
@@ -145,8 +152,7 @@ def _skips(router: Router, model: str, needs: set[str], prompt_tokens: int, max_
     from .router import NARROWED, unfit_reason
 
     spec = router.specs[model] if model in router.specs else router.auto_spec()
-    if endpoint == "embeddings":
-        needs = needs | {"embeddings"}
+    needs = needs | {"embeddings" if endpoint == "embeddings" else "chat"}
     out = []
     for g in [spec.group, *spec.fallbacks]:
         for e in g.entries:

@@ -20,6 +20,7 @@ from ..catalog import Catalog, Deployment
 from ..config import Config
 from ..config.routing import HedgeConfig, RetryConfig, RoutingConfig, TimeoutConfig, breaker_settings, merged
 from ..errors import InvalidRequest, ModelNotFound
+from .aliases import Aliases
 from .health import Clock, Health, HealthRegistry, RetryBudget
 from .strategies import Entry, Priority, Strategy, make_strategy
 
@@ -152,6 +153,7 @@ class Router:
                                                routing.breaker, clock)
         self.specs: dict[str, RouteSpec] = {}
         self._auto: RouteSpec | None = None
+        self.aliases = Aliases(config.aliases if config is not None else {})
         for name, d in catalog.deployments.items():
             entry = Entry(d, d.weight, 0, self._health_of(name))
             group = Group(name, [entry], Priority([entry], self._rng))
@@ -202,6 +204,12 @@ class Router:
                 retries, merged(routing.timeouts, rc.timeouts if rc else None), hedge, RetryBudget(retries, clock),
                 context + [g for g in fallbacks if g not in context], cascade)
 
+    def resolve(self, model: str) -> str:
+        """The deployment or route a model name means: itself, or its alias's target (``routing/aliases.py``)."""
+        if not self.aliases or model == AUTO:
+            return model
+        return self.aliases.resolve(model, self.specs)
+
     def _health_of(self, deployment: str) -> dict[str, Health]:
         return {ep: self.health.get(deployment, ep) for ep in ("chat", "embeddings")}
 
@@ -227,6 +235,7 @@ class Router:
         """``allowed``: only these deployment names may be tried (a stage narrowed the request, for the reasons
         ``narrowed_by``, which the plan's reason shows); the others are skipped as narrowed out. ``request``: the
         chat request, which the auto strategy profiles; ``objective``: the caller's ``x-switchyard-objective``."""
+        model = self.resolve(model)
         spec = self.specs.get(model)
         if spec is None and model == AUTO and endpoint == "chat":
             spec = self.auto_spec()
@@ -234,8 +243,7 @@ class Router:
             raise ModelNotFound(f"The model {model!r} does not exist or you do not have access to it.",
                                 param="model", headers={"x-switchyard-attempts": "0", "x-switchyard-route-reason":
                                                         header_safe(f"no deployment or route named {model!r}")})
-        if endpoint == "embeddings":
-            needs = needs | {"embeddings"}
+        needs = needs | {"embeddings" if endpoint == "embeddings" else "chat"}  # a deployment serves its endpoints
         plan = Plan(model, spec, endpoint, stream, needs, prompt_tokens, max_tokens, [], [], [], spec.fallbacks)
         plan.request, plan.objective = request, objective
         if allowed is not None:
@@ -324,8 +332,8 @@ class Router:
         if spec.direct:
             d = spec.group.entries[0].deployment
             missing = sorted(plan.needs - d.capabilities)
-            if plan.endpoint == "embeddings" and "embeddings" in missing:
-                return InvalidRequest(f"Deployment {d.name!r} does not serve embeddings.", param="model",
+            if plan.endpoint in missing:  # an embeddings deployment asked to chat, or the other way round
+                return InvalidRequest(f"Deployment {d.name!r} does not serve {plan.endpoint}.", param="model",
                                       code="unsupported_model", headers=self._headers(plan))
             why = unfit_reason(d, plan.needs, plan.prompt_tokens, plan.max_tokens) or ""
             param = _CAP_PARAM.get(missing[0], "messages") if missing else "messages"

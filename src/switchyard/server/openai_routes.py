@@ -118,9 +118,9 @@ async def _models(request: Request, gw: Gateway, ctx: CallContext) -> Response:
 async def _model(request: Request, gw: Gateway, ctx: CallContext) -> Response:
     assert ctx.principal is not None
     name = request.path_params["model"]
-    for n, o in gw.models_for(ctx.principal):
-        if n == name:
-            return Response(orjson.dumps(_model_obj(n, o, request.app.state.started_at)), media_type=JSON_TYPE)
+    found = gw.model_for(ctx.principal, name)
+    if found is not None:
+        return Response(orjson.dumps(_model_obj(*found, request.app.state.started_at)), media_type=JSON_TYPE)
     raise ModelNotFound(f"The model {name!r} does not exist or you do not have access to it.", param="model")
 
 

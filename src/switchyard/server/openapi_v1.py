@@ -452,6 +452,10 @@ def openapi_document() -> dict[str, Any]:
             "retrieveModel", "One model the key may use", body=None, ok=_json("Model"), errors=(*_READ_ERRORS, 404),
             params=[{"name": "model", "in": "path", "required": True, "schema": STRING,
                      "description": "a deployment or route name (it may contain '/')"}])},
+        "/v1/me": {"get": _operation("getMe", "The calling key: its models, rate limits, and each budget's spent, "
+                                     "held, remaining and reset time", body=None,
+                                     ok={"application/json": {"schema": {"type": "object"}}},
+                                     errors=_READ_ERRORS)},
         "/v1/messages": {"post": _operation("createMessage", "Create a message", body="MessageRequest",
                                             ok={**_json("Message"), **stream}, errors=_CALL_ERRORS,
                                             anthropic=True, tag="anthropic")},

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ...errors import InvalidRequest
+from ...governance import budget_status as budget_state
 from ...governance import limits
+from ...governance.budget_status import BudgetStatus
 from ...governance.models import (
     Budget,
     BudgetCreate,
@@ -56,6 +58,21 @@ async def create_budget(ctx: AdminContext, body: BudgetCreate) -> Budget:
 async def get_budget(ctx: AdminContext) -> Budget:
     bid = ctx.params["budget_id"]
     return await run(ctx, "budget.read", limits.get_budget, bid, target=bid)
+
+
+@operation("GET", "/admin/budgets/{budget_id}/status", summary="Where a budget stands: spent, held, remaining, reset",
+           tag="budgets", action="budget.read", response=BudgetStatus)
+async def budget_status(ctx: AdminContext) -> BudgetStatus:
+    bid = ctx.params["budget_id"]
+    budget = await run(ctx, "budget.read", limits.get_budget, bid, target=bid)
+    tz = ctx.gov.config.ledger.budget_timezone
+    ledger = ctx.gw.ledger if ctx.gw is not None else None
+    live = budget_state.live_bucket(ledger, budget, tz)
+    if live is not None:
+        return budget_state.status(None, budget, tz, live=live)
+    holds_known = ledger is not None and ledger.memory is not None
+    return await ctx.gov.transact(ctx.ops(), lambda conn, _ops: budget_state.status(conn, budget, tz,
+                                                                                   holds_known=holds_known))
 
 
 @operation("PATCH", "/admin/budgets/{budget_id}", summary="Change a budget", tag="budgets", action="budget.update",
