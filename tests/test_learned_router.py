@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from switchyard.cli.main import main
 from switchyard.routing.auto.learned import LearnedRouter, RouterFormatError, train
 from switchyard.routing.auto.metrics import apgr, cpt, curve, summary
-from switchyard.routing.auto.outcomes import OutcomesError, read_outcomes
+from switchyard.routing.auto.outcomes import OutcomesError, read_excluded, read_outcomes
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm-mmlu"
 STRONG, WEAK = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
@@ -122,3 +122,21 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "cannot be read" in r.output and "Traceback" not in r.output
     r = runner.invoke(main, ["router", "score", "--router", str(tmp_path / "none.npz"), "--prompts", "-"])
     assert r.exit_code == 1 and "not a router file" in r.output
+
+
+def test_excluded_prompts_are_left_out(tmp_path: Path) -> None:
+    f = tmp_path / "fam.csv"
+    rows = "".join(f"q{i},{i % 2 == 0},True\n" for i in range(30))
+    f.write_text("prompt,weak,strong\n" + rows)
+    ex = tmp_path / "contaminated.jsonl"
+    ex.write_text('{"train_prompt": "x", "eval_prompt": "q3", "train_idx": 1, "eval_idx": 3}\n\n{"prompt": "q4"}\n'
+                  '{"eval_prompt": "not in the data"}\n')
+    out = read_outcomes([f], "strong", "weak").without(read_excluded(ex))
+    assert len(out) == 28 and "q3" not in out.prompts and "q4" not in out.prompts and "q5" in out.prompts
+    r = CliRunner().invoke(main, ["router", "eval", "--outcomes", str(f), "--strong", "strong", "--weak", "weak",
+                                  "--exclude", str(ex), "--no-families", "--bootstrap", "10", "--json"])
+    assert r.exit_code == 0, r.output
+    assert "left out 2 of 30 prompts" in r.output
+    ex.write_text('{"eval_prompt": 3}\n')
+    with pytest.raises(OutcomesError, match=r"contaminated.jsonl:1: expected an object"):
+        read_excluded(ex)
