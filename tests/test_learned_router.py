@@ -78,6 +78,19 @@ def test_train_score_calibrate_save_load(files: list[str], tmp_path: Path) -> No
     again = LearnedRouter.load(path)
     assert again.threshold == r.threshold and again.meta["families"] == [Path(f).stem for f in files]
     assert np.allclose(again.score(o.prompts[:20]), s[:20], atol=1e-3)
+    # the stack's weights were fitted (inner folds) and kept; the word models come back with their vocabulary
+    assert set(again.meta["weights"]) == {"ridge", "knn", "term_gain", "family"}
+    assert any(w > 0 for w in again.meta["weights"].values())
+    assert again.words.vocab == r.words.vocab and again.words.nb_logp is not None
+    # a file of another format version is refused by name, never half-read
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = orjson.loads(bytes(arrays["header"]))
+    arrays["header"] = np.frombuffer(orjson.dumps({**header, "version": 1}), dtype=np.uint8)
+    old = tmp_path / "old.npz"
+    np.savez(old, **arrays)
+    with pytest.raises(RouterFormatError, match="version 1"):
+        LearnedRouter.load(old)
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a router")
     with pytest.raises(RouterFormatError):
