@@ -112,6 +112,7 @@ class LearnedRouter:
     threshold: float = 0.5
     meta: dict[str, Any] = field(default_factory=dict)
     embedder: Embedder | None = field(default=None, repr=False, compare=False)
+    _reference32: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
 
     # --- scoring ------------------------------------------------------------------------------------------------
 
@@ -138,7 +139,9 @@ class LearnedRouter:
         out = np.zeros((len(z), len(COMPONENTS)))
         out[:, 0] = z @ self.ridge_w + self.ridge_b
         if len(self.reference):
-            out[:, 1] = _knn_mean(emb, self.reference, self.reference_gain, self.k, False)
+            if self._reference32 is None:  # converted once: per call it would cost more than the rest of a score
+                self._reference32 = self.reference.astype(np.float32)
+            out[:, 1] = _knn_mean(emb, self._reference32, self.reference_gain, self.k)
         out[:, 2:] = self.words.scores(list(texts) if texts is not None else [None] * len(z))
         return out
 
@@ -241,17 +244,12 @@ def _features(emb: Floats, texts: Sequence[str | None] | None, mean: Floats) -> 
     return np.hstack([emb, cheap])
 
 
-def _knn_mean(emb: Floats, ref: npt.NDArray[np.float16], gain: Floats, k: int, exclude_self: bool) -> Floats:
-    """The mean gain of each row's ``k`` nearest reference rows (cosine); ``exclude_self``: the rows are the
-    reference itself, and each row's own entry is skipped."""
-    r = ref.astype(np.float32)
-    k = max(1, min(k, len(r) - (1 if exclude_self else 0)))
+def _knn_mean(emb: Floats, ref: npt.NDArray[np.float32], gain: Floats, k: int) -> Floats:
+    """The mean gain of each row's ``k`` nearest reference rows (cosine)."""
+    k = max(1, min(k, len(ref)))
     out = np.empty(len(emb))
     for start in range(0, len(emb), CHUNK):
-        sims = emb[start:start + CHUNK].astype(np.float32) @ r.T
-        if exclude_self:
-            rows = np.arange(start, min(start + CHUNK, len(emb)))
-            sims[rows - start, rows] = -np.inf
+        sims = emb[start:start + CHUNK].astype(np.float32) @ ref.T
         idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         out[start:start + CHUNK] = gain[idx].mean(axis=1)
     return out

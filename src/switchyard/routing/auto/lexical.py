@@ -9,11 +9,13 @@ embedding. Numpy only, and cheap per request (a regular expression and a few hun
   square root of the prompt's word count, so that a long prompt is not over-confident).
 
 Terms seen in fewer than ``MIN_DF`` training prompts are dropped: they carry almost nothing after shrinkage, and
-the vocabulary stays small (it is saved with the router, as text).
+the vocabulary stays small (it is saved with the router, as text). Of a long text only its head and tail count,
+as for the embedding.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections import Counter
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from .embedder import clip_text
 
 Floats = npt.NDArray[np.float64]
 
@@ -32,8 +36,9 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 
 def terms(text: str) -> list[str]:
-    """The words of ``text`` (lower-cased letters and digits) and its pairs of adjacent words."""
-    w = _WORD.findall(text.lower())
+    """The words of ``text`` (lower-cased letters and digits) and its pairs of adjacent words; of a long text, only
+    its head and tail (what the embedder sees too), which bounds the cost per request."""
+    w = _WORD.findall(clip_text(text).lower())
     return w + [f"{a}_{b}" for a, b in itertools.pairwise(w)]
 
 
@@ -46,11 +51,16 @@ class WordModels:
     nb_prior: Floats | None  # (families,) log P(family)
     family_gain: Floats | None  # (families,) shrunk mean gain
 
+    @functools.cached_property
+    def means(self) -> tuple[float, float]:
+        """What a text without known terms scores: the mean term gain and the mean family gain."""
+        return (float(self.term_gain.mean()) if len(self.term_gain) else 0.0,
+                float(self.family_gain.mean()) if self.family_gain is not None else 0.0)
+
     def scores(self, texts: Sequence[str | None]) -> Floats:
         """(rows, 2): term gain and family posterior for each text; a missing text scores the means."""
         out = np.zeros((len(texts), 2))
-        mean_gain = float(self.term_gain.mean()) if len(self.term_gain) else 0.0
-        fam_mean = float(self.family_gain.mean()) if self.family_gain is not None else 0.0
+        mean_gain, fam_mean = self.means
         for i, t in enumerate(texts):
             counts = Counter(self.vocab[w] for w in terms(t or "") if w in self.vocab)
             if not counts:
