@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from switchyard.cli.main import main
 from switchyard.routing.auto.learned import LearnedRouter, RouterFormatError, train
 from switchyard.routing.auto.metrics import apgr, cpt, curve, summary
-from switchyard.routing.auto.outcomes import OutcomesError, read_outcomes
+from switchyard.routing.auto.outcomes import OutcomesError, read_excluded, read_outcomes
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm-mmlu"
 STRONG, WEAK = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
@@ -78,6 +78,19 @@ def test_train_score_calibrate_save_load(files: list[str], tmp_path: Path) -> No
     again = LearnedRouter.load(path)
     assert again.threshold == r.threshold and again.meta["families"] == [Path(f).stem for f in files]
     assert np.allclose(again.score(o.prompts[:20]), s[:20], atol=1e-3)
+    # the stack's weights were fitted (inner folds) and kept; the word models come back with their vocabulary
+    assert set(again.meta["weights"]) == {"ridge", "knn", "term_gain", "family"}
+    assert any(w > 0 for w in again.meta["weights"].values())
+    assert again.words.vocab == r.words.vocab and again.words.nb_logp is not None
+    # a file of another format version is refused by name, never half-read
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = orjson.loads(bytes(arrays["header"]))
+    arrays["header"] = np.frombuffer(orjson.dumps({**header, "version": 1}), dtype=np.uint8)
+    old = tmp_path / "old.npz"
+    np.savez(old, **arrays)
+    with pytest.raises(RouterFormatError, match="version 1"):
+        LearnedRouter.load(old)
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a router")
     with pytest.raises(RouterFormatError):
@@ -122,3 +135,21 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "cannot be read" in r.output and "Traceback" not in r.output
     r = runner.invoke(main, ["router", "score", "--router", str(tmp_path / "none.npz"), "--prompts", "-"])
     assert r.exit_code == 1 and "not a router file" in r.output
+
+
+def test_excluded_prompts_are_left_out(tmp_path: Path) -> None:
+    f = tmp_path / "fam.csv"
+    rows = "".join(f"q{i},{i % 2 == 0},True\n" for i in range(30))
+    f.write_text("prompt,weak,strong\n" + rows)
+    ex = tmp_path / "contaminated.jsonl"
+    ex.write_text('{"train_prompt": "x", "eval_prompt": "q3", "train_idx": 1, "eval_idx": 3}\n\n{"prompt": "q4"}\n'
+                  '{"eval_prompt": "not in the data"}\n')
+    out = read_outcomes([f], "strong", "weak").without(read_excluded(ex))
+    assert len(out) == 28 and "q3" not in out.prompts and "q4" not in out.prompts and "q5" in out.prompts
+    r = CliRunner().invoke(main, ["router", "eval", "--outcomes", str(f), "--strong", "strong", "--weak", "weak",
+                                  "--exclude", str(ex), "--no-families", "--bootstrap", "10", "--json"])
+    assert r.exit_code == 0, r.output
+    assert "left out 2 of 30 prompts" in r.output
+    ex.write_text('{"eval_prompt": 3}\n')
+    with pytest.raises(OutcomesError, match=r"contaminated.jsonl:1: expected an object"):
+        read_excluded(ex)

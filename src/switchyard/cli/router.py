@@ -30,10 +30,13 @@ def router() -> None:
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="the router file to write")
 @click.option("--strong-share", default=0.3, show_default=True, type=click.FloatRange(0, 1),
               help="the threshold sends this share of the training prompts to the strong model")
+@click.option("--exclude", "exclude", default=None, type=click.Path(dir_okay=False),
+              help='JSON lines {"eval_prompt": ...} (RouteLLM\'s contaminated_prompts.jsonl) or {"prompt": ...}: '
+                   "prompts to leave out")
 @click.option("--from-store", "config_path", default=None, type=click.Path(dir_okay=False),
               help="train from the feedback stored by the gateway of this config instead of CSVs")
 def train_command(paths: tuple[str, ...], more: tuple[str, ...], strong: str, weak: str, out_path: str,
-                  strong_share: float, config_path: str | None) -> None:
+                  strong_share: float, exclude: str | None, config_path: str | None) -> None:
     """Train P(strong model needed | prompt) from recorded outcomes."""
     import numpy as np
 
@@ -42,7 +45,7 @@ def train_command(paths: tuple[str, ...], more: tuple[str, ...], strong: str, we
     if config_path is not None:
         outcomes, emb, texts = _from_store(config_path, weak)
     else:
-        outcomes, emb, texts = _read(paths + more, strong, weak), None, None
+        outcomes, emb, texts = _read(paths + more, strong, weak, exclude), None, None
     try:
         r = train(outcomes, emb, texts=texts, meta={"strong": strong, "weak": weak})
     except ValueError as e:
@@ -54,15 +57,23 @@ def train_command(paths: tuple[str, ...], more: tuple[str, ...], strong: str, we
                f"threshold {r.threshold:.4f} sends {float(np.mean(scores >= r.threshold)):.0%} to {strong}")
 
 
-def _read(paths: tuple[str, ...], strong: str, weak: str) -> Any:
-    from ..routing.auto.outcomes import OutcomesError, read_outcomes
+def _read(paths: tuple[str, ...], strong: str, weak: str, exclude: str | None = None) -> Any:
+    from ..routing.auto.outcomes import OutcomesError, read_excluded, read_outcomes
 
     if not paths:
         _fail("give the outcome files: --outcomes A.csv [B.csv ...]")
     try:
-        return read_outcomes(paths, strong, weak)
+        outcomes = read_outcomes(paths, strong, weak)
+        if exclude is not None:
+            dropped = read_excluded(exclude)
+            kept = outcomes.without(dropped)
+            err(f"--exclude: left out {len(outcomes) - len(kept)} of {len(outcomes)} prompts", err=True)
+            outcomes = kept
     except OutcomesError as e:
         _fail(str(e))
+    if len(outcomes) == 0:
+        _fail("--exclude left no prompts")
+    return outcomes
 
 
 def _from_store(config_path: str, weak: str) -> Any:
@@ -138,6 +149,9 @@ def score_command(router_path: str, prompts_path: str) -> None:
 @click.argument("more", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--strong", required=True, help="the strong model's column")
 @click.option("--weak", required=True, help="the weak model's column")
+@click.option("--exclude", "exclude", default=None, type=click.Path(dir_okay=False),
+              help='JSON lines {"eval_prompt": ...} (RouteLLM\'s contaminated_prompts.jsonl) or {"prompt": ...}: '
+                   "prompts to leave out")
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 100))
 @click.option("--families/--no-families", default=True, show_default=True,
               help="also hold out whole families (outcome files), when there are at least --folds of them")
@@ -146,14 +160,15 @@ def score_command(router_path: str, prompts_path: str) -> None:
 @click.option("--plot", "plot_path", default=None, type=click.Path(dir_okay=False),
               help="write the cost-quality curves as a PNG (needs matplotlib: the bench extra)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
-def eval_command(paths: tuple[str, ...], more: tuple[str, ...], strong: str, weak: str, folds: int,
+def eval_command(paths: tuple[str, ...], more: tuple[str, ...], strong: str, weak: str, exclude: str | None,
+                 folds: int,
                  families: bool, rounds: int, seed: int, plot_path: str | None, as_json: bool) -> None:
     """Cross-validate the learned router against random, prompt length and the oracle: APGR, CPT(50%),
     CPT(80%), with bootstrap 95% intervals."""
     from ..routing.auto.embedder import default_embedder
     from ..routing.auto.evaluate import cross_validate, plot
 
-    outcomes = _read(paths + more, strong, weak)
+    outcomes = _read(paths + more, strong, weak, exclude)
     if outcomes.strong.mean() == outcomes.weak.mean():
         _fail("the two models have the same quality on these outcomes: there is no gap to recover")
     emb = default_embedder().embed(outcomes.prompts)

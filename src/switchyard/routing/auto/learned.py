@@ -1,16 +1,20 @@
 """The learned router: P(the strong model is needed | prompt), trained from recorded outcomes.
 
-The score blends three small models over the prompt's features (its embedding from the offline embedder, and the
-cheap features of :mod:`.features`), each predicting the **gain** of the strong model over the weak one:
+The score blends four small models of the prompt, each predicting the **gain** of the strong model over the weak
+one (``strong - weak``, whose expectation is what ranking for the routing metrics needs):
 
-* a ridge regression over the standardised features;
+* a ridge regression over the standardised features (the embedding from the offline embedder, and the cheap
+  features of :mod:`.features`);
 * the mean gain of the ``k`` training prompts nearest in embedding (cosine), kept as float16 rows;
-* a family prior: a softmax classifier of the prompt's family (the outcome file it came from), weighing each
-  family's mean gain by its probability. With one family it is left out.
+* the term gain of :mod:`.lexical`: the shrunk mean gain of the training prompts holding each of its words and
+  word pairs;
+* a family prior (:mod:`.lexical`): a naive Bayes classifier of the prompt's family (the outcome file it came
+  from) weighing each family's mean gain by its posterior. With one family it is left out.
 
-Each component is standardised on the training set and the three are summed; a logistic (Platt) fit of the sum to
-the label (the weak model fails where the strong one succeeds) makes it a probability. Ranking, which is all the
-routing metrics see, depends only on the sum.
+The blend is a **stack**: each component is standardised, and their weights are a ridge fit to the gain of the
+components' out-of-fold predictions by an inner cross-validation on the training set only (``STACK_FOLDS``). A
+logistic (Platt) fit of the blend to the label (the weak model fails where the strong one succeeds) makes it a
+probability; ranking depends only on the blend.
 
 The saved router is one ``.npz`` file of plain arrays and a JSON header (format name and version, the models'
 names, the training set's size, the threshold); it is loaded with ``allow_pickle=False``: never pickle.
@@ -32,12 +36,16 @@ import numpy.typing as npt
 from .embedder import Embedder, default_embedder
 from .features import NAMES as FEATURE_NAMES
 from .features import cheap_features
+from .lexical import WordModels, fit_words
 from .outcomes import Outcomes
 
 Floats = npt.NDArray[np.float64]
 
 FORMAT = "switchyard-learned-router"
-VERSION = 1
+VERSION = 2
+COMPONENTS = ("ridge", "knn", "term_gain", "family")
+STACK_FOLDS = 5
+STACK_LAMBDA = 0.01  # times the number of training rows
 RIDGE_LAMBDA = 1.0  # times the number of training rows
 KNN_K = 100
 MAX_REFERENCE = 20_000  # training rows kept for the nearest-neighbour component
@@ -63,27 +71,6 @@ def _ridge(z: Floats, target: Floats, lam: float) -> tuple[Floats, float]:
     bias = float(target.mean())
     a = z.T @ z + lam * np.eye(z.shape[1])
     return np.asarray(np.linalg.solve(a, z.T @ (target - bias)), dtype=np.float64), bias
-
-
-def _softmax_fit(z: Floats, labels: npt.NDArray[np.int64], k: int, *, l2: float = 1e-2, steps: int = 200,
-                 rate: float = 0.3) -> Floats:
-    """A multinomial logistic regression by gradient descent with momentum; returns (features + 1, k) weights."""
-    zb = np.hstack([z, np.ones((len(z), 1))])
-    onehot = np.eye(k)[labels]
-    w = np.zeros((zb.shape[1], k))
-    velocity = np.zeros_like(w)
-    for _ in range(steps):
-        p = _softmax(zb @ w)
-        grad = zb.T @ (p - onehot) / len(zb) + l2 * w
-        velocity = 0.9 * velocity + grad
-        w -= rate * velocity
-    return w
-
-
-def _softmax(a: Floats) -> Floats:
-    a = a - a.max(axis=1, keepdims=True)
-    e = np.exp(a)
-    return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float64)
 
 
 def _platt(x: Floats, y: Floats) -> tuple[float, float]:
@@ -117,14 +104,15 @@ class LearnedRouter:
     reference: npt.NDArray[np.float16]  # (rows, dim) L2-normalised embeddings for the nearest neighbours
     reference_gain: Floats
     k: int
-    family_w: Floats | None  # (features + 1, families)
-    family_gain: Floats | None
-    component_mean: Floats  # (3,) standardisation of each component; scale 0 leaves it out
+    words: WordModels
+    component_mean: Floats  # (4,) standardisation of each component; scale 0 leaves it out
     component_scale: Floats
+    component_weight: Floats  # (4,) the stack's weights
     platt: tuple[float, float]
     threshold: float = 0.5
     meta: dict[str, Any] = field(default_factory=dict)
     embedder: Embedder | None = field(default=None, repr=False, compare=False)
+    _reference32: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
 
     # --- scoring ------------------------------------------------------------------------------------------------
 
@@ -144,17 +132,17 @@ class LearnedRouter:
         """The sum of the standardised components (the score before calibration; what ranking uses)."""
         emb = np.asarray(embeddings, dtype=np.float64)
         z = (_features(emb, texts, self.mean) - self.mean) / self.scale
-        comps = self._components(z, emb)
-        return _combine(comps, self.component_mean, self.component_scale)
+        comps = self._components(z, emb, texts)
+        return _combine(comps, self.component_mean, self.component_scale, self.component_weight)
 
-    def _components(self, z: Floats, emb: Floats, exclude_self: bool = False) -> Floats:
-        out = np.zeros((len(z), 3))
+    def _components(self, z: Floats, emb: Floats, texts: Sequence[str | None] | None) -> Floats:
+        out = np.zeros((len(z), len(COMPONENTS)))
         out[:, 0] = z @ self.ridge_w + self.ridge_b
         if len(self.reference):
-            out[:, 1] = _knn_mean(emb, self.reference, self.reference_gain, self.k, exclude_self)
-        if self.family_w is not None and self.family_gain is not None:
-            p = _softmax(np.hstack([z, np.ones((len(z), 1))]) @ self.family_w)
-            out[:, 2] = p @ self.family_gain
+            if self._reference32 is None:  # converted once: per call it would cost more than the rest of a score
+                self._reference32 = self.reference.astype(np.float32)
+            out[:, 1] = _knn_mean(emb, self._reference32, self.reference_gain, self.k)
+        out[:, 2:] = self.words.scores(list(texts) if texts is not None else [None] * len(z))
         return out
 
     def _embedder(self) -> Embedder:
@@ -201,16 +189,15 @@ class LearnedRouter:
     def save(self, path: str | Path) -> None:
         header = {"format": FORMAT, "version": VERSION, "threshold": self.threshold, "k": self.k,
                   "ridge_b": self.ridge_b, "platt": list(self.platt), "features": list(FEATURE_NAMES),
+                  "components": list(COMPONENTS),
                   "dim": int(self.reference.shape[1]) if self.reference.ndim == 2 else 0, **self.meta}
         arrays: dict[str, Any] = {
             "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
             "mean": self.mean, "scale": self.scale, "ridge_w": self.ridge_w, "reference": self.reference,
             "reference_gain": self.reference_gain.astype(np.float32), "component_mean": self.component_mean,
-            "component_scale": self.component_scale,
+            "component_scale": self.component_scale, "component_weight": self.component_weight,
+            **self.words.arrays(),
         }
-        if self.family_w is not None and self.family_gain is not None:
-            arrays["family_w"] = self.family_w
-            arrays["family_gain"] = self.family_gain
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         Path(path).write_bytes(buf.getvalue())
@@ -231,16 +218,17 @@ class LearnedRouter:
         if header.get("version") != VERSION:
             raise RouterFormatError(f"{path}: router format version {header.get('version')!r}; this gateway reads "
                                     f"version {VERSION}")
-        if header.get("features") != list(FEATURE_NAMES):
+        if header.get("features") != list(FEATURE_NAMES) or header.get("components") != list(COMPONENTS):
             raise RouterFormatError(f"{path}: trained with other cheap features; train it again")
-        meta = {k: v for k, v in header.items()
-                if k not in ("format", "version", "threshold", "k", "ridge_b", "platt", "features", "dim")}
+        known = ("format", "version", "threshold", "k", "ridge_b", "platt", "features", "components", "dim")
+        meta = {k: v for k, v in header.items() if k not in known}
         try:
             a, b = header["platt"]
             return cls(arrays["mean"], arrays["scale"], arrays["ridge_w"], float(header["ridge_b"]),
                        arrays["reference"].astype(np.float16), arrays["reference_gain"].astype(np.float64),
-                       int(header["k"]), arrays.get("family_w"), arrays.get("family_gain"), arrays["component_mean"],
-                       arrays["component_scale"], (float(a), float(b)), float(header["threshold"]), meta)
+                       int(header["k"]), WordModels.from_arrays(arrays), arrays["component_mean"],
+                       arrays["component_scale"], arrays["component_weight"], (float(a), float(b)),
+                       float(header["threshold"]), meta)
         except (KeyError, TypeError, ValueError) as e:
             raise RouterFormatError(f"{path}: an incomplete router file ({e})") from None
 
@@ -256,41 +244,27 @@ def _features(emb: Floats, texts: Sequence[str | None] | None, mean: Floats) -> 
     return np.hstack([emb, cheap])
 
 
-def _knn_mean(emb: Floats, ref: npt.NDArray[np.float16], gain: Floats, k: int, exclude_self: bool) -> Floats:
-    """The mean gain of each row's ``k`` nearest reference rows (cosine); ``exclude_self``: the rows are the
-    reference itself, and each row's own entry is skipped."""
-    r = ref.astype(np.float32)
-    k = max(1, min(k, len(r) - (1 if exclude_self else 0)))
+def _knn_mean(emb: Floats, ref: npt.NDArray[np.float32], gain: Floats, k: int) -> Floats:
+    """The mean gain of each row's ``k`` nearest reference rows (cosine)."""
+    k = max(1, min(k, len(ref)))
     out = np.empty(len(emb))
     for start in range(0, len(emb), CHUNK):
-        sims = emb[start:start + CHUNK].astype(np.float32) @ r.T
-        if exclude_self:
-            rows = np.arange(start, min(start + CHUNK, len(emb)))
-            sims[rows - start, rows] = -np.inf
+        sims = emb[start:start + CHUNK].astype(np.float32) @ ref.T
         idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         out[start:start + CHUNK] = gain[idx].mean(axis=1)
     return out
 
 
-def _combine(comps: Floats, mean: Floats, scale: Floats) -> Floats:
+def _combine(comps: Floats, mean: Floats, scale: Floats, weight: Floats) -> Floats:
     used = scale > 0
-    return np.asarray(((comps[:, used] - mean[used]) / scale[used]).sum(axis=1), dtype=np.float64)
+    return np.asarray(((comps[:, used] - mean[used]) / scale[used]) @ weight[used], dtype=np.float64)
 
 
-def train(outcomes: Outcomes, embeddings: npt.ArrayLike | None = None, *, texts: Sequence[str | None] | None = None,
-          embedder: Embedder | None = None, k: int = KNN_K, ridge_lambda: float = RIDGE_LAMBDA,
-          max_reference: int = MAX_REFERENCE, seed: int = 0, meta: dict[str, Any] | None = None) -> LearnedRouter:
-    """Train a router on ``outcomes``. ``embeddings``: the prompts' rows, if already computed; ``texts``: the
-    prompts for the cheap features (default: ``outcomes.prompts``; None in a place where only an embedding is
-    known, as in feedback kept under zero retention)."""
+def _fit(outcomes: Outcomes, emb: Floats, texts: Sequence[str | None], k: int, ridge_lambda: float,
+         max_reference: int, seed: int) -> LearnedRouter:
+    """The components fitted on these rows, blended with equal weights (the stack sets the weights)."""
     n = len(outcomes)
-    if n < 10:
-        raise ValueError(f"too few outcomes to train on ({n}; at least 10)")
-    if embeddings is None:
-        embeddings = (embedder or default_embedder()).embed(outcomes.prompts)
-    emb = np.asarray(embeddings, dtype=np.float64)
     gain = outcomes.gain
-    texts = outcomes.prompts if texts is None else texts
     x = np.hstack([emb, np.zeros((n, len(FEATURE_NAMES)))])
     have = [i for i, t in enumerate(texts) if t is not None]
     if have:
@@ -301,23 +275,66 @@ def train(outcomes: Outcomes, embeddings: npt.ArrayLike | None = None, *, texts:
     ridge_w, ridge_b = _ridge(z, gain, ridge_lambda * n)
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.choice(n, max_reference, replace=False)) if n > max_reference else np.arange(n)
-    reference = emb[keep].astype(np.float16)
-    family_w = family_gain = None
-    fams = np.unique(outcomes.family)
-    if len(fams) >= 2:
-        remap = np.searchsorted(fams, outcomes.family)
-        family_w = _softmax_fit(z, remap, len(fams))
-        counts = np.bincount(remap, minlength=len(fams))
-        family_gain = np.bincount(remap, weights=gain, minlength=len(fams)) / (counts + 5.0)  # shrunk to 0
-    router = LearnedRouter(mean, scale, ridge_w, ridge_b, reference, gain[keep], k, family_w, family_gain,
-                           np.zeros(3), np.ones(3), (1.0, 0.0))
-    comps = router._components(z, emb, exclude_self=len(keep) == n)
-    router.component_mean = comps.mean(axis=0)
+    fams, remap = np.unique(outcomes.family, return_inverse=True)
+    words = fit_words(texts, gain, remap.astype(np.int64), len(fams))
+    return LearnedRouter(mean, scale, ridge_w, ridge_b, emb[keep].astype(np.float16), gain[keep], k, words,
+                         np.zeros(len(COMPONENTS)), np.ones(len(COMPONENTS)), np.ones(len(COMPONENTS)), (1.0, 0.0))
+
+
+def _stack_weights(comps: Floats, gain: Floats) -> tuple[Floats, Floats, Floats]:
+    """Standardisation and ridge weights of the components' out-of-fold predictions against the gain."""
+    mean = comps.mean(axis=0)
     sd = comps.std(axis=0)
-    router.component_scale = np.where(sd > 1e-12, sd, 0.0)
-    blended = _combine(comps, router.component_mean, router.component_scale)
+    scale = np.where(sd > 1e-12, sd, 0.0)
+    used = scale > 0
+    weight = np.zeros(comps.shape[1])
+    if used.any():
+        zc = (comps[:, used] - mean[used]) / scale[used]
+        a = zc.T @ zc + STACK_LAMBDA * len(zc) * np.eye(int(used.sum()))
+        weight[used] = np.linalg.solve(a, zc.T @ (gain - gain.mean()))
+    if not np.any(weight > 0):  # a degenerate stack: fall back to equal weights
+        weight = used.astype(np.float64)
+    return mean, scale, weight
+
+
+def train(outcomes: Outcomes, embeddings: npt.ArrayLike | None = None, *, texts: Sequence[str | None] | None = None,
+          embedder: Embedder | None = None, k: int = KNN_K, ridge_lambda: float = RIDGE_LAMBDA,
+          max_reference: int = MAX_REFERENCE, stack_folds: int = STACK_FOLDS, seed: int = 0,
+          meta: dict[str, Any] | None = None) -> LearnedRouter:
+    """Train a router on ``outcomes``. ``embeddings``: the prompts' rows, if already computed; ``texts``: the
+    prompts for the cheap features and the word models (default: ``outcomes.prompts``; None in a place where only
+    an embedding is known, as in feedback kept under zero retention). The stack's weights come from
+    ``stack_folds`` inner folds of these rows (fewer than 2: equal weights)."""
+    n = len(outcomes)
+    if n < 10:
+        raise ValueError(f"too few outcomes to train on ({n}; at least 10)")
+    if embeddings is None:
+        embeddings = (embedder or default_embedder()).embed(outcomes.prompts)
+    emb = np.asarray(embeddings, dtype=np.float64)
+    texts = list(outcomes.prompts if texts is None else texts)
+    rng = np.random.default_rng(seed)
+    folds = min(stack_folds, n // 5)
+    oof = np.zeros((n, len(COMPONENTS)))
+    if folds >= 2:
+        inner = rng.permutation(n) % folds
+        for j in range(folds):
+            tr, te = np.flatnonzero(inner != j), np.flatnonzero(inner == j)
+            part = _fit(outcomes.subset(tr), emb[tr], [texts[i] for i in tr], k, ridge_lambda, max_reference, seed)
+            te_texts = [texts[i] for i in te]
+            zt = (_features(emb[te], te_texts, part.mean) - part.mean) / part.scale
+            oof[te] = part._components(zt, emb[te], te_texts)
+    router = _fit(outcomes, emb, texts, k, ridge_lambda, max_reference, seed)
+    if folds < 2:
+        z = (_features(emb, texts, router.mean) - router.mean) / router.scale
+        oof = router._components(z, emb, texts)
+    router.component_mean, router.component_scale, router.component_weight = _stack_weights(oof, outcomes.gain)
+    if folds < 2:
+        router.component_weight = (router.component_scale > 0).astype(np.float64)
+    blended = _combine(oof, router.component_mean, router.component_scale, router.component_weight)
     router.platt = _platt(blended, outcomes.label)
+    fams = np.unique(outcomes.family)
     router.meta = {"rows": n, "families": [outcomes.families[i] for i in fams] if outcomes.families else [],
+                   "weights": dict(zip(COMPONENTS, np.round(router.component_weight, 6).tolist(), strict=True)),
                    "trained_at": int(time.time()), **(meta or {})}
     router.embedder = embedder
     router.calibrate(router.score_vectors(emb, texts), strong_share=0.5)

@@ -9,6 +9,7 @@ prior per family, and ``router eval`` holds whole families out to check that it 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import sys
 from collections.abc import Sequence
@@ -56,6 +57,37 @@ class Outcomes:
         idx = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows
         return Outcomes([self.prompts[i] for i in idx], self.weak[idx], self.strong[idx], self.family[idx],
                         self.families)
+
+
+    def without(self, prompts: frozenset[str] | set[str]) -> Outcomes:
+        """These outcomes less the rows whose prompt is one of ``prompts`` (compared exactly)."""
+        return self.subset(np.asarray([p not in prompts for p in self.prompts], dtype=np.bool_))
+
+
+def read_excluded(path: str | Path) -> frozenset[str]:
+    """Prompts to leave out of training and evaluation, from JSON lines: each an object with ``eval_prompt`` (the
+    format of RouteLLM's ``contaminated_prompts.jsonl``: benchmark prompts found in its training data) or
+    ``prompt``. Raises :class:`OutcomesError`."""
+    p = Path(path)
+    out: set[str] = set()
+    try:
+        with p.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    raise OutcomesError(f"{p}:{n}: not JSON") from None
+                text = obj.get("eval_prompt", obj.get("prompt")) if isinstance(obj, dict) else None
+                if not isinstance(text, str):
+                    raise OutcomesError(f'{p}:{n}: expected an object with a string "eval_prompt" or "prompt"')
+                out.add(text)
+    except OSError as e:
+        raise OutcomesError(f"{p}: cannot be read ({e.strerror or type(e).__name__})") from None
+    except UnicodeDecodeError:
+        raise OutcomesError(f"{p}: not UTF-8 text") from None
+    return frozenset(out)
 
 
 def parse_outcome(value: str) -> float:
