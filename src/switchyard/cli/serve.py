@@ -39,6 +39,10 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+#: keys that are public by design (the quickstart's documented demo key): the banner may print them whole
+PUBLIC_KEYS = frozenset({"sk-switchyard-quickstart"})
+
+
 def _banner(cfg: Config, host: str, port: int, store: Any, workers: int, deployments: dict[str, Any],
             routes: dict[str, Any]) -> None:
     """What a new user needs, printed once the port is bound: where, with which key, what answers (real or
@@ -66,7 +70,11 @@ def _banner(cfg: Config, host: str, port: int, store: Any, workers: int, deploym
         click.secho("  every answer is simulated: no provider key is set", fg="yellow")
     key = cfg.keys[0].key if cfg.keys else None
     shown_key = key or "<a virtual key: switchyard keys create --user EMAIL>"
-    if key:
+    if key and key not in PUBLIC_KEYS:  # a secret never reaches the output: its first and last characters only
+        shown_key = "$SWITCHYARD_KEY"
+        click.echo(f"key: {key[:6]}…{key[-4:]} (static key {cfg.keys[0].name!r} from the config; below as "
+                   "$SWITCHYARD_KEY)")
+    elif key:
         click.echo(f"key: {click.style(key, bold=True)} (static key {cfg.keys[0].name!r} from the config)")
     elif cfg.master_key:
         click.echo("key: the master key, or a virtual key (switchyard keys create --user EMAIL)")

@@ -28,7 +28,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import InvalidRequest
-from ..messages import Message, TextPart
+from ..messages import Message, Role, TextPart
 
 ROLES = ("system", "user", "assistant")
 PARAMETERS = frozenset({"temperature", "top_p", "max_tokens", "stop", "seed", "presence_penalty",
@@ -93,7 +93,7 @@ class Compiled:
             except Exception as e:  # a filter on a wrong type and the like: the caller's variables are at fault
                 raise PromptError(f"Prompt {self.ref}: the variables do not render: {type(e).__name__}: {e}",
                                   param="prompt.variables", code="invalid_prompt_variables") from None
-            out.append(Message(role=role, parts=[TextPart(text)]))  # type: ignore[arg-type]
+            out.append(Message(role=Role(role), parts=[TextPart(text)]))
         return out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..bounds import INT_MAX, INT_MIN, MAX_METADATA_KEY, MAX_METADATA_PAIRS, MAX_METADATA_VALUE
+from ..governance.feedback import BAD_LABELS, GOOD_LABELS
 from . import openapi_conversations, openapi_responses
 
 Schema = dict[str, Any]
@@ -415,15 +416,21 @@ def _metrics() -> dict[str, Any]:
         }}}
 
 
-_FEEDBACK_REQUEST = _obj(["request_id"], {
-    "request_id": {"type": "string", "minLength": 1, "maxLength": 255,
-                   "description": "the call's x-request-id (ours, or the one the caller sent)"},
-    "score": {"type": "number", "minimum": 0, "maximum": 1},
-    "label": {"type": ["boolean", "string"], "description": "true/false, good/bad, pass/fail, ..."},
-    "metric": {"type": "string", "description": "a metric declared under prompts.metrics"},
-    "value": {"type": ["boolean", "number"], "description": "the metric's value (boolean, or within its range)"},
-    "comment": {"type": "string", "maxLength": 4000}}, closed=True,
-    description="exactly one of score and label; or metric with value")
+_FB_RID = {"type": "string", "minLength": 1, "maxLength": 255,
+           "description": "the call's x-request-id (ours, or the one the caller sent)"}
+_FB_COMMENT = {"type": "string", "maxLength": 4000}
+_FEEDBACK_REQUEST = {"oneOf": [  # exactly the shapes governance/feedback.py takes
+    _obj(["request_id", "score"], {"request_id": _FB_RID, "score": {"type": "number", "minimum": 0, "maximum": 1},
+                                   "comment": _FB_COMMENT}, closed=True),
+    _obj(["request_id", "label"], {"request_id": _FB_RID, "comment": _FB_COMMENT, "label": {
+        "anyOf": [{"type": "boolean"}, {"type": "string", "enum": sorted(GOOD_LABELS | BAD_LABELS)}],
+        "description": "true/false, good/bad, pass/fail, ..."}}, closed=True),
+    _obj(["request_id", "metric", "value"], {
+        "request_id": _FB_RID, "comment": _FB_COMMENT,
+        "metric": {"type": "string", "description": "a metric declared under prompts.metrics"},
+        "value": {"type": ["boolean", "number"], "description": "the metric's value (boolean, or within its range)"}},
+        closed=True),
+], "description": "a score (in [0, 1]), a label, or a declared metric's value"}
 _FEEDBACK = {"type": "object", "required": ["object", "request_id"], "properties": {
     "object": _const("feedback"), "request_id": STRING}, "additionalProperties": True}
 
