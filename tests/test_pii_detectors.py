@@ -44,13 +44,14 @@ HITS = [
     ("IP_ADDRESS", "2001:db8:85a3::8a2e:370:7334"),
     ("IP_ADDRESS", "fe80::1"),
     ("IP_ADDRESS", "::ffff:10.0.0.1"),
-    ("SECRET", "sk-proj-Ab3dEf6hIj9kLmN0pQrStUvWxYz123456"),
-    ("SECRET", "sk-ant-api03-Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0Fe"),
-    ("SECRET", "AKIAIOSFODNN7EXAMPLE"),
-    ("SECRET", "ghp_16C7e42F292c6912E7710c838347Ae178B4a"),
-    ("SECRET", "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx"),
-    ("SECRET", "xoxp-2134-5678-abcdefghijk"),
-    ("SECRET", "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo\n-----END RSA PRIVATE KEY-----"),
+    ("SECRET", "sk-" + "proj-Ab3dEf6hIj9kLmN0pQrStUvWxYz123456"),  # made up: built so that no file holds a key
+    ("SECRET", "sk-" + "ant-api03-Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0Fe"),
+    ("SECRET", "AKIA" + "IOSFODNN7EXAMPLE"),  # AWS's documented example id
+    ("SECRET", "ghp_" + "16C7e42F292c6912E7710c838347Ae178B4a"),
+    ("SECRET", "xoxb" + "-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx"),
+    ("SECRET", "xoxp" + "-2134-5678-abcdefghijk"),
+    ("SECRET", "-----BEGIN RSA " + "PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo\n"
+               "-----END RSA " + "PRIVATE KEY-----"),
     ("SECRET", "q8Zr2Lw7Xv4Nt9Kp3Hs6Jd1Fm5Bc0Gy"),
 ]
 

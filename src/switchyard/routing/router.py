@@ -10,6 +10,7 @@ only if the executor runs out of candidates, so a request that succeeds on its f
 
 from __future__ import annotations
 
+import importlib
 import random
 import time
 from collections.abc import Container, Sequence
@@ -167,10 +168,8 @@ class Router:
                        for i, d in enumerate(route.targets)]
             exploration = rc.exploration if rc is not None and rc.exploration is not None else routing.exploration
             strategy: Strategy
-            if route.strategy == "auto":
-                from .auto.strategy import Auto  # numpy and the embedder only for configs that use auto
-
-                strategy = Auto(entries, self._rng, exploration, rc, routing.auto)
+            if route.strategy == "auto":  # numpy and the embedder only for configs that use auto
+                strategy = _auto_module("strategy").Auto(entries, self._rng, exploration, rc, routing.auto)
             else:
                 strategy = make_strategy(route.strategy, entries, self._rng, exploration)
             groups[rname] = Group(rname, entries, strategy)
@@ -194,9 +193,7 @@ class Router:
 
             cascade = None
             if rc is not None and rc.strategy == "cascade":
-                from .auto.cascade import CascadeSpec
-
-                cascade = CascadeSpec.build(rc, catalog.deployments, rc.router)
+                cascade = _auto_module("cascade").CascadeSpec.build(rc, catalog.deployments, rc.router)
             fallbacks = resolve(rc.fallbacks) if rc else []
             context = resolve(rc.context_window_fallbacks) if rc else []
             self.specs[rname] = RouteSpec(
@@ -219,7 +216,7 @@ class Router:
         """``model: "auto"``: every chat deployment under the auto strategy (built on first use)."""
         spec = self._auto
         if spec is None:
-            from .auto.strategy import Auto
+            Auto = _auto_module("strategy").Auto
 
             routing = self.defaults
             entries = [Entry(d, d.weight, i, self._health_of(d.name))
@@ -353,6 +350,13 @@ class Router:
     @staticmethod
     def _headers(plan: Plan) -> dict[str, str]:
         return {"x-switchyard-attempts": "0", "x-switchyard-route-reason": header_safe(plan.reason)}
+
+
+def _auto_module(name: str) -> Any:
+    """``switchyard.routing.auto.<name>``, loaded by name when a route first needs it: the auto strategy and cascades
+    sit above the router (they read its plans), and only configurations that use them load them (numpy, the
+    embedder)."""
+    return importlib.import_module(f"{__package__}.auto.{name}")
 
 
 def header_safe(text: str) -> str:

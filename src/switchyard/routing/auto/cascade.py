@@ -21,9 +21,9 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...config.routing import CheckConfig, RouteConfig
 from ...errors import SwitchyardError
@@ -46,9 +46,21 @@ from ...messages import (
 
 if TYPE_CHECKING:
     from ...catalog import Deployment
-    from ...stages import CallContext
     from ..executor import Attempt, Executor
-    from ..router import Router
+    from ..router import Plan, Router
+
+
+class CallContext(Protocol):
+    """What a cascade reads and writes of the call (:class:`switchyard.stages.CallContext` is one); a protocol, so
+    that routing never imports the stages."""
+
+    plan: Plan | None
+    decisions: dict[str, Any] | None
+    allowed: Container[str] | None
+    narrowed_by: list[str] | None
+    attempts: list[Attempt]
+    deadline: float | None
+    started: float
 
 log = logging.getLogger("switchyard.routing")
 
