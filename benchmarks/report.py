@@ -245,7 +245,8 @@ CAVEATS = [
     "- **Added latency** is the time Switchyard adds between a client and an upstream on this machine: parsing "
     "and validating the request, authentication, routing, re-encoding it for the provider, its HTTP client's "
     "round trip on loopback, parsing and re-rendering the reply, and queuing the request-log record (the "
-    "SQLite writer runs in the background, as in production). Governance (budgets, rate limits) is off.",
+    "SQLite writer runs in the background, as in production). Metrics are on, and each call writes a JSON request "
+    "log line (as an operator runs it). Governance (budgets, rate limits) is off.",
     "- **The fake upstream** (`benchmarks/fake_upstream.py`) is a raw asyncio + httptools server on uvloop, so "
     "that the upstream costs little next to the gateway: `python -m benchmarks.fake_compare` measured about half "
     "the CPU per reply of the same replies from a bare ASGI callable under uvicorn (17 against 32 µs for a plain "
