@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from ..router import Plan, Router
 
 
-class CallContext(Protocol):
+class CascadeCall(Protocol):
     """What a cascade reads and writes of the call (:class:`switchyard.stages.CallContext` is one); a protocol, so
     that routing never imports the stages."""
 
@@ -98,7 +98,7 @@ class CascadeSpec:
         verifiers = sorted({s.check.verifier for s in steps if s.check is not None and s.check.verifier})
         return cls(steps, [deployments[v] for v in verifiers if v in deployments], router_path)
 
-    async def run(self, ctx: CallContext, router: Router, executor: Executor, req: ChatRequest,
+    async def run(self, ctx: CascadeCall, router: Router, executor: Executor, req: ChatRequest,
                   send_chat: Callable[[Deployment, ChatRequest], Awaitable[ChatResponse]],
                   send_stream: Callable[[Deployment, ChatRequest], AsyncIterator[Chunk]]) -> Any:
         """Run the steps; return what the executor would: (deployment, reply), or for a stream (deployment, first
@@ -182,7 +182,7 @@ class CascadeSpec:
         return p < threshold, f"router score {p:.3f} {'<' if p < threshold else '>='} {threshold:.3f}"
 
     async def _check(self, check: CheckConfig, step: Step, req: ChatRequest, resp: ChatResponse,
-                     ctx: CallContext, router: Router, executor: Executor,
+                     ctx: CascadeCall, router: Router, executor: Executor,
                      send_chat: Callable[[Deployment, ChatRequest], Awaitable[ChatResponse]]) -> tuple[bool, str]:
         text = answer_text(resp)
         if check.type == "json_schema":
@@ -200,7 +200,7 @@ class CascadeSpec:
         verdict = await self._verify(check, req, text, ctx, router, executor, send_chat)
         return verdict
 
-    async def _verify(self, check: CheckConfig, req: ChatRequest, answer: str, ctx: CallContext, router: Router,
+    async def _verify(self, check: CheckConfig, req: ChatRequest, answer: str, ctx: CascadeCall, router: Router,
                       executor: Executor,
                       send_chat: Callable[[Deployment, ChatRequest], Awaitable[ChatResponse]]) -> tuple[bool, str]:
         assert check.verifier is not None
