@@ -158,11 +158,17 @@ class _Enqueue(logging.Handler):
 
 class LogWriter(threading.Thread):
     """Writes what :class:`_Enqueue` queued, in batches: every record waiting is formatted and goes out in one
-    write. Stopped (after writing all that waits) at exit, so that no line is lost on a clean shutdown."""
+    write. Stopped (after writing all that waits) at exit, so that no line is lost on a clean shutdown.
 
-    def __init__(self, handler: logging.Handler) -> None:
+    Once a record arrives, the thread waits ``linger`` seconds for more before it writes: at a low request rate a
+    thread woken for every line costs each request a thread switch and a write (about a tenth of a millisecond of
+    CPU at 100 req/s); with the linger it wakes at most ``1 / linger`` times a second, whatever the rate. A line
+    reaches the log at most ``linger`` late."""
+
+    def __init__(self, handler: logging.Handler, linger: float = 0.05) -> None:
         super().__init__(name="switchyard-log-writer", daemon=True)
         self.handler = handler
+        self.linger = linger
         self.queue: SimpleQueue[logging.LogRecord | None] = SimpleQueue()
 
     def run(self) -> None:
@@ -170,6 +176,8 @@ class LogWriter(threading.Thread):
         get, get_nowait = self.queue.get, self.queue.get_nowait
         while True:
             batch = [get()]
+            if batch[0] is not None and self.linger:
+                time.sleep(self.linger)
             with contextlib.suppress(Empty):
                 while len(batch) < 2048:
                     batch.append(get_nowait())
