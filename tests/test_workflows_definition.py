@@ -49,6 +49,20 @@ def _model(sid: str, text: str = "hi", **kw: Any) -> dict[str, Any]:
     ([{"id": "a", "type": "model"}], "steps[0] (a).model: a model step needs it"),
     ([{"id": "a", "type": "modle"}], "steps[0] (a).type: Input should be 'model'"),
     ([_model("a", retry={"attempts": 0})], "steps[0] (a).retry.attempts: Input should be greater than or equal to 1"),
+    ([{"id": "a", "type": "model", "model": "m"}], "steps[0] (a).messages: a model step needs messages or a prompt"),
+    ([{"id": "a", "type": "transform", "jmespath": "input", "prompt": {"name": "p"}}],
+     "steps[0] (a).prompt: only a model step has one"),
+    ([{"id": "a", "type": "model", "prompt": {"name": "p", "label": "x", "version": 2}}],
+     "steps[0] (a).prompt.version: give a label or a version, not both"),
+    ([_model("a"), {"id": "b", "type": "model", "prompt": {"name": "p", "variables": {"v": "steps.a"}}}],
+     "steps[1] (b).prompt.variables.v: references step 'a', which is not among its needs"),
+    ([{"id": "a", "type": "model", "prompt": {"name": "p", "variables": {"v": "input.["}}}],
+     "steps[0] (a).prompt.variables.v: not a valid JMESPath"),
+    ([{"id": "a", "type": "model", "prompt": {"name": "p", "colour": "red"}}],
+     "steps[0] (a).prompt.colour: Extra inputs are not permitted"),
+    ([_model("a", conversation="short")], "steps[0] (a).conversation: not a conversation id"),
+    ([_model("a"), _model("b", conversation="c-{{ steps.a }}-xyz")],
+     "steps[1] (b).conversation: references step 'a', which is not among its needs"),
 ])
 def test_validate_names_the_step_and_field(tmp_path: Path, steps: list[dict[str, Any]], problem: str) -> None:
     code, out = _validate(tmp_path, {"name": "w", "steps": steps})
