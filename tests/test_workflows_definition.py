@@ -112,6 +112,20 @@ def test_tool_config_schema_is_checked() -> None:
     assert any("workflows.tools.t.input_schema" in p and "not a valid JSON schema" in p for p in e.value.problems)
 
 
+def test_the_lease_outlasts_two_touches() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config({"workflows": {"recovery_interval_s": 5, "lease_s": 8}}, "<test>", {})
+    assert any("lease_s must be at least twice recovery_interval_s" in p for p in e.value.problems), e.value.problems
+
+
+def test_a_conversation_on_a_gateway_without_state_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"name": "c", "steps": [_model("a", conversation="conv-1234")]}))
+    cfg = parse_config({"workflows": {"files": [str(tmp_path / "c.yaml")]}}, "<test>", {})
+    with pytest.raises(ConfigError) as e:
+        build_gateway(cfg, config_path=str(tmp_path / "gw.yaml"))
+    assert any("steps[0] (a).conversation: this gateway keeps no conversations" in p for p in e.value.problems)
+
+
 def test_parse_workflow_rejects_a_non_mapping() -> None:
     with pytest.raises(WorkflowInvalid) as e:
         parse_workflow(["a"])

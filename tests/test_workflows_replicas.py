@@ -1,7 +1,8 @@
 """Two gateway replicas (two ``serve`` processes, each its own executor id) sharing one PostgreSQL database: a run
 whose replica is killed mid-run is taken over by the other, live, replica; a killed replica that restarts at once
 races the takeover, and still every run executes exactly once; a third process that claims a live replica's
-executor id refuses to start (``switchyard.workflows.liveness``)."""
+executor id refuses to start; and when every replica dies and comes back under new executor ids (replaced pods),
+their runs complete (``switchyard.workflows.liveness``)."""
 
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ def test_a_dead_replicas_runs_are_taken_over_once(tmp_path: Path) -> None:
 
         # 1. A dies with a run in its second step; B, alive, takes the run over and completes it
         tools.stall["/slow"] = 30.0
-        with _replica(cfg, port_a, "replica-a") as a, _replica(cfg, port_b, "replica-b"):
+        with _replica(cfg, port_a, "replica-a") as a, _replica(cfg, port_b, "replica-b") as b:
             first = _start(port_a, 1)
             _until(lambda: tools.calls["/slow"] == 1)
             _kill(a)
@@ -116,7 +117,7 @@ def test_a_dead_replicas_runs_are_taken_over_once(tmp_path: Path) -> None:
                 _until(lambda: tools.calls["/slow"] == 1 + 1 + 8)  # run 1's two calls, then one per new run
                 _kill(a2)
             tools.stall["/slow"] = 0.0
-            with _replica(cfg, port_a, "replica-a"):
+            with _replica(cfg, port_a, "replica-a") as a3:
                 runs = _wait_all(port_b, ids)
                 assert all(r["status"] == "completed" for r in runs.values()), runs
 
@@ -127,7 +128,18 @@ def test_a_dead_replicas_runs_are_taken_over_once(tmp_path: Path) -> None:
                 assert out.returncode != 0
                 assert "'replica-b' is held by another live process" in out.stdout + out.stderr
 
+                # 4. every replica dies with runs in flight, and they come back under new names (pods replaced)
+                tools.stall["/slow"] = 30.0
+                last = [_start(port_a, 20), _start(port_a, 21), _start(port_b, 22), _start(port_b, 23)]
+                _until(lambda: tools.calls["/slow"] == 10 + 8 + 4)
+                _kill(a3)
+                _kill(b)
+        tools.stall["/slow"] = 0.0
+        with _replica(cfg, port_c, "replica-c"), _replica(cfg, port_b, "replica-d"):
+            runs = _wait_all(port_c, last)
+            assert all(r["status"] == "completed" for r in runs.values()), runs
+
     calls = collections.Counter((json.loads(b)["run"], json.loads(b)["step"]) for b in tools.bodies)
-    for n in [1, *range(10, 18)]:
+    for n in [1, *range(10, 18), *range(20, 24)]:
         # completed before a kill: never again; the call in flight at the kill: made once more, by one replica
         assert (calls[(n, "a")], calls[(n, "b")], calls[(n, "c")]) == (1, 2, 1), (n, calls)
