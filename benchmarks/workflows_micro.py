@@ -1,7 +1,10 @@
 """Workflows on DBOS, in process: the overhead per step (DBOS's checkpoint and the progress event included), and
-the throughput of many small workflows, on SQLite and (with --postgres URL) on PostgreSQL.
+the throughput of many small workflows, on SQLite and on PostgreSQL.
 
-    PYTHONPATH=src python -m benchmarks.workflows_micro [--runs 1000] [--postgres postgresql://postgres@127.0.0.1/x]
+    PYTHONPATH=src python -m benchmarks.workflows_micro [--runs 1000] [--pg postgresql://postgres@127.0.0.1:5432/test]
+
+On PostgreSQL the benchmark creates a database of its own on the ``--pg`` server (``sy_bench_<hex>``) for DBOS's
+tables and drops it afterwards; the case is skipped (and says so) when nothing listens there. ``--pg ''`` skips it.
 
 * overhead per step: a run of N transform steps, timed end to end, less the same steps' work done directly
   (``steps.execute`` without DBOS), divided by N; and a model step on a simulated deployment (no latency), through
@@ -134,12 +137,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=15)
-    ap.add_argument("--postgres", default=None, help="a PostgreSQL URL (its database is used for DBOS's tables)")
+    ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test",
+                    help="a PostgreSQL server: the benchmark creates (and drops) a database of its own there; '' "
+                         "skips the PostgreSQL case")
     args = ap.parse_args()
+    print("(in process, on this machine's CPU and disk; numbers from a shared or busy machine vary run to run)")
     with tempfile.TemporaryDirectory() as tmp:
         report("SQLite", asyncio.run(bench(f"sqlite:///{tmp}/wf.sqlite", args.runs, args.repeat)))
-    if args.postgres:
-        report("PostgreSQL", asyncio.run(bench(args.postgres, args.runs, args.repeat)))
+    if args.pg:
+        from benchmarks.state_micro import pg_database  # a throwaway database, dropped afterwards
+
+        with pg_database(args.pg) as url:
+            if url is not None:
+                report("PostgreSQL", asyncio.run(bench(url, args.runs, args.repeat)))
 
 
 if __name__ == "__main__":

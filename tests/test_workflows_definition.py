@@ -49,6 +49,20 @@ def _model(sid: str, text: str = "hi", **kw: Any) -> dict[str, Any]:
     ([{"id": "a", "type": "model"}], "steps[0] (a).model: a model step needs it"),
     ([{"id": "a", "type": "modle"}], "steps[0] (a).type: Input should be 'model'"),
     ([_model("a", retry={"attempts": 0})], "steps[0] (a).retry.attempts: Input should be greater than or equal to 1"),
+    ([{"id": "a", "type": "model", "model": "m"}], "steps[0] (a).messages: a model step needs messages or a prompt"),
+    ([{"id": "a", "type": "transform", "jmespath": "input", "prompt": {"name": "p"}}],
+     "steps[0] (a).prompt: only a model step has one"),
+    ([{"id": "a", "type": "model", "prompt": {"name": "p", "label": "x", "version": 2}}],
+     "steps[0] (a).prompt.version: give a label or a version, not both"),
+    ([_model("a"), {"id": "b", "type": "model", "prompt": {"name": "p", "variables": {"v": "steps.a"}}}],
+     "steps[1] (b).prompt.variables.v: references step 'a', which is not among its needs"),
+    ([{"id": "a", "type": "model", "prompt": {"name": "p", "variables": {"v": "input.["}}}],
+     "steps[0] (a).prompt.variables.v: not a valid JMESPath"),
+    ([{"id": "a", "type": "model", "prompt": {"name": "p", "colour": "red"}}],
+     "steps[0] (a).prompt.colour: Extra inputs are not permitted"),
+    ([_model("a", conversation="short")], "steps[0] (a).conversation: not a conversation id"),
+    ([_model("a"), _model("b", conversation="c-{{ steps.a }}-xyz")],
+     "steps[1] (b).conversation: references step 'a', which is not among its needs"),
 ])
 def test_validate_names_the_step_and_field(tmp_path: Path, steps: list[dict[str, Any]], problem: str) -> None:
     code, out = _validate(tmp_path, {"name": "w", "steps": steps})
@@ -96,6 +110,20 @@ def test_tool_config_schema_is_checked() -> None:
         parse_config({"workflows": {"tools": {"t": {"url": "https://x.example", "input_schema": {"type": 5}}}}},
                      "<test>", {})
     assert any("workflows.tools.t.input_schema" in p and "not a valid JSON schema" in p for p in e.value.problems)
+
+
+def test_the_lease_outlasts_two_touches() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config({"workflows": {"recovery_interval_s": 5, "lease_s": 8}}, "<test>", {})
+    assert any("lease_s must be at least twice recovery_interval_s" in p for p in e.value.problems), e.value.problems
+
+
+def test_a_conversation_on_a_gateway_without_state_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"name": "c", "steps": [_model("a", conversation="conv-1234")]}))
+    cfg = parse_config({"workflows": {"files": [str(tmp_path / "c.yaml")]}}, "<test>", {})
+    with pytest.raises(ConfigError) as e:
+        build_gateway(cfg, config_path=str(tmp_path / "gw.yaml"))
+    assert any("steps[0] (a).conversation: this gateway keeps no conversations" in p for p in e.value.problems)
 
 
 def test_parse_workflow_rejects_a_non_mapping() -> None:

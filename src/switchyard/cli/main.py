@@ -84,12 +84,13 @@ def check(config_path: str | None) -> None:
     if cfg.workflows is not None and cfg.workflows.enabled and cfg.workflows.files:
         import os
 
-        from ..workflows.definition import WorkflowInvalid, load_workflow_file
+        from ..workflows.definition import Known, WorkflowInvalid, load_workflow_file
 
         base = os.path.dirname(os.path.abspath(config_path))
         for f in cfg.workflows.files:
             try:
-                load_workflow_file(os.path.join(base, f), set(cfg.workflows.tools))
+                load_workflow_file(os.path.join(base, f), Known(tools=set(cfg.workflows.tools),
+                                                                conversations=cfg.state is not None))
             except WorkflowInvalid as e:
                 click.secho(f"{config_path}: invalid workflow {e.source}", fg="red", err=True)
                 for problem in e.problems:

@@ -6,9 +6,12 @@ a running gateway (``--url``, ``$SWITCHYARD_URL``; the key: ``--key`` or ``$SWIT
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -26,26 +29,61 @@ def workflow() -> None:
 @workflow.command()
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="a gateway config: its tools are then checked by name too")
-def validate(path: str, config_path: str | None) -> None:
+              help="a gateway config: its tools, its managed prompts (in its store) and conversations are then "
+                   "checked too")
+@click.option("--org", "org_id", default=None, help="with --config: look prompts up as this org's keys would")
+def validate(path: str, config_path: str | None, org_id: str | None) -> None:
     """Check a workflow file: each problem names the step and the field."""
-    from ..workflows.definition import WorkflowInvalid, load_workflow_file
+    from ..workflows.definition import Known, WorkflowInvalid, load_workflow_file
 
-    tools = None
-    if config_path is not None:
-        from .main import _load
+    with contextlib.ExitStack() as stack:
+        known = None
+        if config_path is not None:
+            from .main import _load
 
-        cfg = _load(config_path)
-        tools = set(cfg.workflows.tools) if cfg.workflows is not None else set()
-    try:
-        wf = load_workflow_file(path, tools)
-    except WorkflowInvalid as e:
-        click.secho(f"{e.source}: invalid workflow", fg="red", err=True)
-        for p in e.problems:
-            click.echo(f"  {p}", err=True)
-        sys.exit(2)
+            cfg = _load(config_path)
+            known = Known(tools=set(cfg.workflows.tools) if cfg.workflows is not None else set(),
+                          prompts=stack.enter_context(_prompts(cfg.store, org_id)),
+                          conversations=cfg.state is not None)
+        try:
+            wf = load_workflow_file(path, known)
+        except WorkflowInvalid as e:
+            click.secho(f"{e.source}: invalid workflow", fg="red", err=True)
+            for p in e.problems:
+                click.echo(f"  {p}", err=True)
+            sys.exit(2)
     order = " -> ".join(s.id for s in wf.order())
     click.echo(f"{path}: workflow {wf.name!r} version {wf.version} is valid ({len(wf.steps)} steps: {order})")
+
+
+@contextlib.contextmanager
+def _prompts(store: str, org_id: str | None) -> Iterator[Any]:
+    """A prompt lookup on the config's store, read only. A store that does not exist (or was never migrated) has
+    no prompts: each prompt reference is then reported unknown."""
+    import sqlalchemy as sa
+
+    from ..store.db import create_engine_for
+    from ..workflows.definition import PromptMissing
+    from ..workflows.prompt_lookup import prompt_lookup
+
+    path = store[len("sqlite:///"):].partition("?")[0] if store.startswith("sqlite:///") else None
+    if path is not None and (path == ":memory:" or not os.path.exists(path)):
+        yield lambda name, label, version: PromptMissing("name", f"unknown prompt {name!r} (the store {store} "
+                                                                 "does not exist)")
+        return
+    engine = create_engine_for(store)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("prompts"):
+                yield lambda name, label, version: PromptMissing("name", f"unknown prompt {name!r} (the store has "
+                                                                         "no prompts)")
+            else:
+                yield prompt_lookup(conn, org_id)
+    except sa.exc.OperationalError as e:
+        click.secho(f"cannot read the store to check prompts: {e.orig or e}", fg="red", err=True)
+        sys.exit(1)
+    finally:
+        engine.dispose()
 
 
 def _call(method: str, url: str, key: str, path: str, **kwargs: Any) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import Strict
 
@@ -44,7 +44,12 @@ class WorkflowsConfig(Strict):
     # DBOS's system database: sqlite:///path (one host) or postgresql://... (replicas and --workers share it).
     # Unset: the config's store when that is PostgreSQL, else sqlite:///.switchyard/workflows.sqlite
     database: str | None = None
-    executor_id: str | None = None  # this process's DBOS executor id; unset: $SWITCHYARD_EXECUTOR_ID or "local"
+    # this process's DBOS executor id; unset: $SWITCHYARD_EXECUTOR_ID, else the host name (PostgreSQL) or "local"
+    executor_id: str | None = Field(None, min_length=1, max_length=128)
+    # PostgreSQL: how often a replica touches its lease and looks for dead replicas' runs to take over, and how
+    # long a replica's session may stay silent before it is presumed dead (docs/workflows.md#durability-and-scale)
+    recovery_interval_s: float = Field(5.0, gt=0, le=300)
+    lease_s: float = Field(30.0, ge=2, le=3600)
     # SQLite only: normal (WAL, no fsync per commit: a run survives a crash of the process, not of the machine)
     # | full (SQLite's default: an fsync per step)
     sqlite_synchronous: Literal["normal", "full"] = "normal"
@@ -53,6 +58,12 @@ class WorkflowsConfig(Strict):
     max_steps: int = Field(200, ge=1, le=10_000, description="steps (and map items) a run may execute")
     default_deadline_s: float = Field(3600.0, gt=0, description="a run's deadline when its workflow sets none")
     event_poll_s: float = Field(0.2, gt=0, description="how often the events stream looks for progress")
+
+    @model_validator(mode="after")
+    def _lease(self) -> WorkflowsConfig:
+        if self.lease_s < 2 * self.recovery_interval_s:
+            raise ValueError("lease_s must be at least twice recovery_interval_s (the lease is touched that often)")
+        return self
 
     @field_validator("database")
     @classmethod

@@ -54,11 +54,12 @@ def list_workflows(conn: sa.Connection, ops: Ops, org_id: str) -> OrgWorkflowLis
     return OrgWorkflowList(data=[_out(r) for r in conn.execute(q)])
 
 
-def check_definition(name: str, text: str) -> None:
-    """Parse and validate; a 400 ``invalid_workflow`` listing every problem (step and field) otherwise."""
+def check_definition(name: str, text: str, conn: sa.Connection | None = None, org_id: str | None = None) -> None:
+    """Parse and validate; a 400 ``invalid_workflow`` listing every problem (step and field) otherwise. With
+    ``conn``, the managed prompts its model steps name are looked up too (the org's, else gateway-wide)."""
     import yaml
 
-    from ..workflows.definition import WorkflowInvalid, parse_workflow
+    from ..workflows.definition import Known, WorkflowInvalid, parse_workflow
 
     try:
         data = yaml.safe_load(text)
@@ -66,7 +67,12 @@ def check_definition(name: str, text: str) -> None:
         raise InvalidRequest(f"The definition is not valid YAML: {e}", param="definition",
                              code="invalid_workflow") from None
     try:
-        wf = parse_workflow(data, name)
+        known = None
+        if conn is not None:
+            from ..workflows.prompt_lookup import prompt_lookup
+
+            known = Known(prompts=prompt_lookup(conn, org_id))
+        wf = parse_workflow(data, name, known)
     except WorkflowInvalid as e:
         raise InvalidRequest("The workflow is not valid: " + "; ".join(e.problems), param="definition",
                              code="invalid_workflow") from None
@@ -80,7 +86,7 @@ def put_workflow(conn: sa.Connection, ops: Ops, org_id: str, name: str, body: Or
     _org(conn, ops, org_id, lock=True)
     if not manages_org(ops.actor, org_id):
         raise forbid("change this organization's workflows")
-    check_definition(name, body.definition)
+    check_definition(name, body.definition, conn, org_id)
     last = conn.execute(sa.select(sa.func.max(wd.c.version))
                         .where(wd.c.org_id == org_id, wd.c.name == name)).scalar_one_or_none()
     version = int(last or 0) + 1

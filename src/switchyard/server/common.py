@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import time
 
 from starlette.requests import Request
@@ -13,6 +12,7 @@ from ..config.routing import OBJECTIVES
 from ..errors import InvalidRequest
 from ..messages import ChatRequest
 from ..pipeline import CallContext
+from ..state import CONVERSATION_ID
 
 JSON_TYPE = "application/json"
 
@@ -52,7 +52,6 @@ def deadline_for(request: Request, default: float) -> float:
 
 
 CONVERSATION_HEADER = "x-switchyard-conversation"
-_CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
 def take_conversation(request: Request, req: ChatRequest, ctx: CallContext, enabled: bool) -> None:
@@ -67,7 +66,7 @@ def take_conversation(request: Request, req: ChatRequest, ctx: CallContext, enab
         value = body.get("id") if isinstance(body, dict) else body
     if value is None:
         return
-    if not isinstance(value, str) or not _CONVERSATION_ID.match(value):
+    if not isinstance(value, str) or not CONVERSATION_ID.match(value):
         raise InvalidRequest(f"The {'header ' if where != 'conversation' else ''}{where} must be a conversation id "
                              f"(8 to 64 letters, digits, '_' or '-').", param=where, code="invalid_conversation")
     if not enabled:

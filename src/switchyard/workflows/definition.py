@@ -15,7 +15,9 @@ holds may name only those steps (or their ancestors), so the data flow is explic
         output_schema: {...}   # the reply must be JSON that validates; a failure is fed back, schema_retries times
       - id: answer
         needs: [classify]
-        ...
+        type: model            # a managed prompt (its model, unless the step names one), and a stored conversation
+        prompt: {name: support, label: production, variables: {category: "steps.classify.category"}}
+        conversation: "ticket-{{ input.id }}"
     output: {category: "steps.classify.category"}   # JMESPath over {input, steps}
 
 Validation problems read ``steps[1] (answer).messages[0].content: references step 'x', which is not among its
@@ -24,10 +26,13 @@ needs``: the step's index and id, the field, and what is wrong.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..state import CONVERSATION_ID
 from .expressions import compile_jmespath, parse_template, referenced_steps
 
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
@@ -58,13 +63,24 @@ class Message(_Model):
     content: str  # a sandboxed Jinja2 template over {input, steps, item, index}
 
 
+class PromptRef(_Model):
+    """A managed prompt (:mod:`switchyard.prompts`), rendered by the gateway's prompt stage as for a client call."""
+
+    name: str = Field(min_length=1)
+    label: str | None = None  # neither label nor version: the label ``production``
+    version: int | None = Field(None, ge=1)
+    variables: dict[str, str] = Field(default_factory=dict)  # variable -> JMESPath over {input, steps, item, index}
+
+
 class StepBody(_Model):
     """What a step does; a map step's ``step`` is one of these too (without an id)."""
 
     type: StepType
     # model
-    model: str | None = None
-    messages: list[Message] | None = None
+    model: str | None = None  # unset with a prompt: the prompt's version chooses it
+    messages: list[Message] | None = None  # after the prompt's messages, when there is a prompt
+    prompt: PromptRef | None = None
+    conversation: str | None = None  # a template: the id of the stored conversation the call continues
     output_schema: dict[str, Any] | None = None
     schema_retries: int = Field(2, ge=0, le=10)
     max_tokens: int | None = Field(None, ge=1)
@@ -134,6 +150,35 @@ class Workflow(_Model):
         return out
 
 
+class PromptInfo(NamedTuple):
+    """A managed prompt's version, as validation sees it."""
+
+    ref: str  # name@version
+    model: str | None
+    variables: dict[str, Any] | None  # its variables' JSON schema
+
+
+class PromptMissing(NamedTuple):
+    """Why a prompt reference names nothing: ``field`` is ``name``, ``label`` or ``version``."""
+
+    field: str
+    message: str
+
+
+PromptLookup = Callable[[str, str | None, int | None], PromptInfo | PromptMissing]
+
+
+@dataclass(frozen=True)
+class Known:
+    """What validation checks beyond the definition itself; None: not checked (the gateway's config and store are
+    not at hand). ``tools``: the registered tools; ``prompts``: looks a prompt reference up in the store;
+    ``conversations``: whether the gateway keeps conversations (a ``state:`` section)."""
+
+    tools: set[str] | None = None
+    prompts: PromptLookup | None = None
+    conversations: bool | None = None
+
+
 def _where(wf_steps: list[Any], loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     i = 0
@@ -151,7 +196,7 @@ def _where(wf_steps: list[Any], loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "<root>"
 
 
-def parse_workflow(data: Any, source: str = "<workflow>", tools: set[str] | None = None) -> Workflow:
+def parse_workflow(data: Any, source: str = "<workflow>", known: Known | None = None) -> Workflow:
     """The definition in ``data`` (parsed YAML), checked; :class:`WorkflowInvalid` lists every problem."""
     if not isinstance(data, dict):
         raise WorkflowInvalid(source, ["<root>: a workflow is a mapping (name, steps, ...)"])
@@ -165,7 +210,7 @@ def parse_workflow(data: Any, source: str = "<workflow>", tools: set[str] | None
             loc = tuple(x for x in err["loc"] if x not in ("function-after",))
             problems.append(f"{_where(raw_steps, loc)}: {err['msg']}")
         raise WorkflowInvalid(source, problems) from None
-    problems = check_graph(wf, tools)
+    problems = check_graph(wf, known)
     if problems:
         raise WorkflowInvalid(source, problems)
     return wf
@@ -175,14 +220,21 @@ def _label(i: int, s: Step) -> str:
     return f"steps[{i}] ({s.id})"
 
 
-def _check_body(where: str, body: StepBody, tools: set[str] | None, problems: list[str],
+def _check_body(where: str, body: StepBody, known: Known, problems: list[str],
                 refs: list[tuple[str, str]]) -> None:
     """The fields its type needs, and its expressions and templates; ``refs`` gets (field, step id) pairs."""
-    need = {"model": ("model", "messages"), "tool": ("tool",), "transform": (), "condition": ("when",),
+    need = {"model": (), "tool": ("tool",), "transform": (), "condition": ("when",),
             "map": ("over", "step")}[body.type]
     for f in need:
         if getattr(body, f) is None:
             problems.append(f"{where}.{f}: a {body.type} step needs it")
+    if body.type == "model":
+        _check_model(where, body, known, problems, refs)
+    else:
+        for f in ("prompt", "conversation"):
+            if getattr(body, f) is not None:
+                problems.append(f"{where}.{f}: only a model step has one")
+    tools = known.tools
     if body.type == "transform" and (body.jmespath is None) == (body.template is None):
         problems.append(f"{where}.jmespath: a transform step has exactly one of jmespath and template")
     if body.type == "tool" and body.tool is not None and tools is not None and body.tool not in tools:
@@ -207,7 +259,47 @@ def _check_body(where: str, body: StepBody, tools: set[str] | None, problems: li
     if body.step is not None:
         if body.step.type in ("map", "condition"):
             problems.append(f"{where}.step.type: a map's step is a model, tool or transform step")
-        _check_body(f"{where}.step", body.step, tools, problems, refs)
+        _check_body(f"{where}.step", body.step, known, problems, refs)
+
+
+def _check_model(where: str, body: StepBody, known: Known, problems: list[str], refs: list[tuple[str, str]]) -> None:
+    """A model step: messages or a prompt, a model (its own or the prompt's), the prompt and conversation."""
+    p = body.prompt
+    if body.messages is None and p is None:
+        problems.append(f"{where}.messages: a model step needs messages or a prompt")
+    if body.model is None and p is None:
+        problems.append(f"{where}.model: a model step needs it (or a prompt whose version names one)")
+    if body.conversation is not None:
+        _template(f"{where}.conversation", body.conversation, problems, refs)
+        if "{" not in body.conversation and not CONVERSATION_ID.match(body.conversation):
+            problems.append(f"{where}.conversation: not a conversation id (8 to 64 letters, digits, '_' or '-')")
+        if known.conversations is False:
+            problems.append(f"{where}.conversation: this gateway keeps no conversations (its config has no "
+                            "state: section)")
+    if p is None:
+        return
+    for k, expr in p.variables.items():
+        _jmespath(f"{where}.prompt.variables.{k}", expr, problems, refs)
+    if p.label is not None and p.version is not None:
+        problems.append(f"{where}.prompt.version: give a label or a version, not both")
+        return
+    if known.prompts is None:
+        return
+    found = known.prompts(p.name, p.label, p.version)
+    if isinstance(found, PromptMissing):
+        problems.append(f"{where}.prompt.{found.field}: {found.message}")
+        return
+    if body.model is None and found.model is None:
+        problems.append(f"{where}.model: neither the step nor prompt {found.ref} names a model")
+    schema = found.variables or {}
+    for name in schema.get("required") or []:
+        if name not in p.variables:
+            problems.append(f"{where}.prompt.variables: prompt {found.ref} requires the variable {name!r}")
+    declared = schema.get("properties")
+    if schema.get("additionalProperties") is False and isinstance(declared, dict):
+        for name in p.variables:
+            if name not in declared:
+                problems.append(f"{where}.prompt.variables.{name}: prompt {found.ref} has no variable {name!r}")
 
 
 def _template(where: str, text: str, problems: list[str], refs: list[tuple[str, str]]) -> None:
@@ -228,8 +320,10 @@ def _jmespath(where: str, expr: str, problems: list[str], refs: list[tuple[str, 
     refs.extend((where, r) for r in referenced_steps(expr))
 
 
-def check_graph(wf: Workflow, tools: set[str] | None = None) -> list[str]:
-    """Duplicate ids, unknown references (needs, branches, fallbacks, tools, expressions), bad schemas, cycles."""
+def check_graph(wf: Workflow, known: Known | None = None) -> list[str]:
+    """Duplicate ids, unknown references (needs, branches, fallbacks, tools, prompts, expressions), bad schemas,
+    cycles."""
+    known = known or Known()
     problems: list[str] = []
     index: dict[str, int] = {}
     for i, s in enumerate(wf.steps):
@@ -262,7 +356,7 @@ def check_graph(wf: Workflow, tools: set[str] | None = None) -> list[str]:
             elif s.on_error == s.id:
                 problems.append(f"{where}.on_error: a step cannot be its own fallback")
         refs: list[tuple[str, str]] = []
-        _check_body(where, s, tools, problems, refs)
+        _check_body(where, s, known, problems, refs)
         ancestors = _ancestors(wf, s.id, index)
         for field, ref in refs:
             if ref not in index:
@@ -331,7 +425,7 @@ def _cycle(wf: Workflow, index: dict[str, int]) -> list[str] | None:
     return None
 
 
-def load_workflow_file(path: str, tools: set[str] | None = None) -> Workflow:
+def load_workflow_file(path: str, known: Known | None = None) -> Workflow:
     import yaml
 
     try:
@@ -341,4 +435,4 @@ def load_workflow_file(path: str, tools: set[str] | None = None) -> Workflow:
         raise WorkflowInvalid(path, [f"<file>: cannot read it ({e.strerror})"]) from None
     except yaml.YAMLError as e:
         raise WorkflowInvalid(path, [f"<file>: not valid YAML ({e})"]) from None
-    return parse_workflow(data, path, tools)
+    return parse_workflow(data, path, known)

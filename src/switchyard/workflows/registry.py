@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound
-from .definition import Workflow, load_workflow_file
+from .definition import Known, Workflow, load_workflow_file
 
 if TYPE_CHECKING:
     from ..config.workflows import WorkflowsConfig
@@ -22,10 +22,11 @@ class Registry:
         self.config = config
         base = os.path.dirname(os.path.abspath(config_path)) if config_path else os.getcwd()
         self.workflows: dict[str, tuple[Workflow, str]] = {}
-        tools = set(config.tools)
+        # prompts are not looked up here: they live in the store, and may be published after the gateway starts
+        self.known = Known(tools=set(config.tools), conversations=gateway.config.state is not None)
         for f in config.files:
             path = f if os.path.isabs(f) else os.path.join(base, f)
-            wf = load_workflow_file(path, tools)
+            wf = load_workflow_file(path, self.known)
             self.workflows[wf.name] = (wf, f"file:{f}")
         self.runtime: Any = None
         self._org_cache: dict[tuple[str, str, int], tuple[Workflow, str]] = {}
@@ -58,7 +59,7 @@ class Registry:
         key = (org_id, name, version)
         if key not in self._org_cache:
             try:
-                wf = parse_workflow(yaml.safe_load(text), f"org:{org_id}/{name}", set(self.config.tools))
+                wf = parse_workflow(yaml.safe_load(text), f"org:{org_id}/{name}", self.known)
             except WorkflowInvalid as e:
                 from ..errors import InvalidRequest
 

@@ -1,7 +1,8 @@
 """The runner: each run is one DBOS workflow, each step call one DBOS step (checkpointed in DBOS's system database).
 
-A crash (even SIGKILL) loses only the steps in flight: on the next launch DBOS recovers the run, replays it, and
-every step already completed returns its recorded result instead of running again. Runs are started with a
+A crash (even SIGKILL) loses only the steps in flight: on the next launch DBOS recovers the run (on PostgreSQL, a
+live replica takes it over sooner: ``liveness``), replays it, and every step already completed returns its
+recorded result instead of running again. Runs are started with a
 workflow id derived from the caller's ``Idempotency-Key``, so a retried POST never starts a second run.
 
 The run's progress (each step's status, timings, cost; its output only when the key's logging mode is ``full``)
@@ -47,6 +48,9 @@ class Runtime:
         self.database = config.system_database(store)
         self.launched = False
         self.tasks: set[asyncio.Task[None]] = set()
+        self.executor_id = executor_id(config.executor_id, self.database.startswith("postgresql"))
+        self.lease: Any = None  # liveness.Lease on PostgreSQL
+        self.takeover: Any = None  # the Worker that runs its ticks
 
     async def start(self) -> None:
         global _runtime
@@ -56,8 +60,14 @@ class Runtime:
             d = os.path.dirname(url[len("sqlite:///"):])
             if d:
                 os.makedirs(d, exist_ok=True)
+        if url.startswith("postgresql"):  # this process's lease on its executor id, before DBOS recovers its runs
+            from .liveness import Lease
+
+            self.lease = Lease(url, self.executor_id, APP_VERSION, interval=self.config.recovery_interval_s,
+                               lease_s=self.config.lease_s)
+            await asyncio.to_thread(self.lease.acquire)
         cfg: DBOSConfig = {"name": "switchyard", "system_database_url": url, "application_version": APP_VERSION,
-                           "executor_id": executor_id(self.config.executor_id), "log_level": "WARNING",
+                           "executor_id": self.executor_id, "log_level": "WARNING",
                            "notification_listener_polling_interval_sec": 0.05,
                            "sys_db_pool_size": self.config.pool_size}
         if url.startswith("sqlite:///") and self.config.sqlite_synchronous == "normal":
@@ -69,6 +79,13 @@ class Runtime:
             _sqlite_normal_sync()
         with contextlib.suppress(Exception):
             await self.sweep()
+        if self.lease is not None:
+            from ..worker import Worker
+
+            self.takeover = Worker("workflow-takeover", self.lease.tick, interval=self.config.recovery_interval_s,
+                                   backoff_initial=min(1.0, self.config.recovery_interval_s),
+                                   backoff_max=self.config.recovery_interval_s, jitter=0.2)
+            self.takeover.start()
 
     def forget_when_done(self, run_id: str, handle: Any) -> None:
         """Once the run has ended, clear its step outputs and input (``retention.scrub``)."""
@@ -96,6 +113,9 @@ class Runtime:
         global _runtime
         for t in list(self.tasks):
             t.cancel()
+        if self.takeover is not None:
+            await self.takeover.stop()
+            self.takeover = None
         if self.launched:
             # DBOS made its own pool the loop's default executor: give the loop a fresh one before DBOS shuts its
             # pool down, so the services closed after this one can still use asyncio.to_thread
@@ -104,16 +124,23 @@ class Runtime:
             asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(thread_name_prefix="asyncio"))
             await asyncio.to_thread(DBOS.destroy, workflow_completion_timeout_sec=0)
             self.launched = False
+        if self.lease is not None:  # last: the runs left pending here go to the other replicas from now on
+            await asyncio.to_thread(self.lease.close)
+            self.lease = None
         if _runtime is self:
             _runtime = None
 
 
-def executor_id(configured: str | None) -> str:
-    """This process's DBOS executor id: ``workflows.executor_id``, else ``$SWITCHYARD_EXECUTOR_ID``, else
-    ``local``; a worker of ``serve --workers N`` adds its slot (``-w0``, ``-w1``, ...). DBOS recovers, at launch,
-    the unfinished runs of its own executor id only: a restarted worker (or replica) resumes its own runs and never
-    takes over a run that another live process is executing."""
-    base = configured or os.environ.get("SWITCHYARD_EXECUTOR_ID") or "local"
+def executor_id(configured: str | None, postgres: bool = False) -> str:
+    """This process's DBOS executor id: ``workflows.executor_id``, else ``$SWITCHYARD_EXECUTOR_ID``, else the host's
+    name on PostgreSQL (replicas on several hosts differ by default) and ``local`` on SQLite (one host); a worker of
+    ``serve --workers N`` adds its slot (``-w0``, ``-w1``, ...). DBOS recovers, at launch, the unfinished runs of
+    its own executor id only: a restarted worker (or replica) resumes its own runs and never takes over a run that
+    another live process is executing. The runs of one that does not come back are taken over by a live one
+    (``liveness``)."""
+    import socket
+
+    base = configured or os.environ.get("SWITCHYARD_EXECUTOR_ID") or (socket.gethostname() if postgres else "local")
     slot = os.environ.get("SWITCHYARD_WORKER_INDEX")
     return f"{base}-w{slot}" if slot else base
 

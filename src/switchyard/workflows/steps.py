@@ -2,14 +2,17 @@
 :func:`execute` as one DBOS step, so its result is checkpointed once it returns, and never computed again.
 
 A model step goes through the gateway's own pipeline, under the caller's principal: the same stages as a client
-call (allow-list, policy, PII, budgets, audit, spend), never around them. Its output is the reply's text, or, with
-an ``output_schema``, the parsed JSON; a reply that fails the schema is sent back to the model with the
-validation error, ``schema_retries`` times at most.
+call (allow-list, policy, PII, budgets, audit, spend), never around them. A managed ``prompt`` travels as a client
+call's ``prompt`` field (the prompt stage renders it, with variables read from earlier steps' outputs), and a
+``conversation`` as the call's conversation (the conversation stage prepends its history and stores the turn).
+Its output is the reply's text, or, with an ``output_schema``, the parsed JSON; a reply that fails the schema is
+sent back to the model with the validation error, ``schema_retries`` times at most.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import random
@@ -122,10 +125,50 @@ async def _once(env: Env, step_id: str, body: StepBody, data: dict[str, Any], sp
     raise StepError(f"a {body.type} step is not run as a call")
 
 
+@dataclass
+class Ask:
+    """One model call of a step: what the gateway's stages get besides the messages."""
+
+    model: str
+    prompt: dict[str, Any] | None  # the request's ``prompt`` field, for the prompt stage
+    conversation: str | None  # the conversation the call continues, for the conversation stage
+
+
+def _ask(env: Env, body: StepBody, data: dict[str, Any]) -> Ask:
+    """The step's prompt (its variables read from the earlier steps' outputs) and conversation, as a client call
+    would name them; refused here when the gateway lacks the stage that would honour them."""
+    prompt = None
+    model = body.model
+    if body.prompt is not None:
+        if env.gateway.prompts is None:
+            raise StepError("this gateway has no managed prompts (they need governance and prompts.enabled)",
+                            "prompts_disabled")
+        from ..prompts.stage import PLACEHOLDER
+
+        p = body.prompt
+        prompt = {"name": p.name, "variables": {k: search(expr, data) for k, expr in p.variables.items()},
+                  **({"label": p.label} if p.label is not None else {}),
+                  **({"version": p.version} if p.version is not None else {})}
+        model = model or PLACEHOLDER  # the prompt's version chooses the model
+    conversation = None
+    if body.conversation is not None:
+        from ..state import CONVERSATION_ID
+
+        if env.gateway.conversations is None:
+            raise StepError("this gateway keeps no conversations (its config has no state: section)",
+                            "conversations_disabled")
+        conversation = render(body.conversation, data).strip()
+        if not CONVERSATION_ID.match(conversation):
+            raise StepError(f"conversation: {conversation[:80]!r} is not a conversation id (8 to 64 letters, digits, "
+                            "'_' or '-')", "invalid_conversation")
+    assert model is not None
+    return Ask(model, prompt, conversation)
+
+
 async def _model(env: Env, step_id: str, body: StepBody, data: dict[str, Any], spend: Spend,
                  budget: float | None) -> Any:
-    assert body.model is not None and body.messages is not None
-    messages = [Message(Role(m.role), [TextPart(render(m.content, data))]) for m in body.messages]
+    ask = _ask(env, body, data)
+    messages = [Message(Role(m.role), [TextPart(render(m.content, data))]) for m in body.messages or []]
     fmt = None
     if body.output_schema is not None:
         fmt = ResponseFormat("json_schema", name=f"{step_id}_output"[:64], schema=body.output_schema)
@@ -134,16 +177,20 @@ async def _model(env: Env, step_id: str, body: StepBody, data: dict[str, Any], s
     for _ in range(tries):
         if budget is not None and spend.cost >= budget:
             raise StepError(f"the step's budget (${budget:g}) is spent", "budget_exceeded")
-        text = await _chat(env, step_id, body, messages, fmt, spend)
+        text = await _chat(env, step_id, ask, body, messages, fmt, spend)
         if body.output_schema is None:
             return text
         problem, value = _check_json(text, body.output_schema)
         if problem is None:
             return value
         last = problem
-        messages = [*messages, Message(Role.ASSISTANT, [TextPart(text)]),
-                    Message(Role.USER, [TextPart(f"Your reply does not match the required JSON schema: {problem}. "
-                                              "Reply again with only the corrected JSON.")])]
+        fix = Message(Role.USER, [TextPart(f"Your reply does not match the required JSON schema: {problem}. "
+                                           "Reply again with only the corrected JSON.")])
+        if ask.conversation is not None:  # the conversation holds the turn (the prompt's, the reply) already
+            ask = dataclasses.replace(ask, prompt=None)
+            messages = [fix]
+        else:
+            messages = [*messages, Message(Role.ASSISTANT, [TextPart(text)]), fix]
     raise StepError(f"the reply did not match its output_schema after {tries} tries: {last}", "schema_mismatch")
 
 
@@ -182,8 +229,8 @@ def _check_json(text: str, schema: dict[str, Any]) -> tuple[str | None, Any]:
     return None, value
 
 
-async def _chat(env: Env, step_id: str, body: StepBody, messages: list[Message], fmt: ResponseFormat | None,
-                spend: Spend) -> str:
+async def _chat(env: Env, step_id: str, ask: Ask, body: StepBody, messages: list[Message],
+                fmt: ResponseFormat | None, spend: Spend) -> str:
     p = env.principal
     if p.expires_at is not None and p.expires_at <= time.time():
         raise StepError("the run's key has expired", "key_expired")
@@ -192,12 +239,13 @@ async def _chat(env: Env, step_id: str, body: StepBody, messages: list[Message],
         problem = await gov.db.run(_key_problem, gov.db, p.key_id)
         if problem is not None:
             raise StepError(f"the run's key {problem}", "key_revoked")
-    assert body.model is not None
     ctx = CallContext(request_id=f"{env.run_id}.{step_id}.{next(_ids)}", client_request_id=env.run_id,
                       principal=p, deadline=time.monotonic() + max(0.001, env.deadline - time.time()))
     ctx.data_class = p.data_class
-    req = ChatRequest(model=body.model, messages=messages, wire="openai.chat", max_tokens=body.max_tokens,
-                      temperature=body.temperature, response_format=fmt)
+    ctx.conversation = ask.conversation
+    req = ChatRequest(model=ask.model, messages=messages, wire="openai.chat", max_tokens=body.max_tokens,
+                      temperature=body.temperature, response_format=fmt,
+                      extra={"prompt": ask.prompt} if ask.prompt is not None else {})
     try:
         resp = await env.gateway.chat(ctx, req)
     finally:
