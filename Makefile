@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint typecheck unit local bench clean
+.PHONY: run test lint typecheck unit local bench check-deploy clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench: $(VENV)/.bench-installed
 	PYTHONPATH=src $(PY) -m benchmarks.prompts_micro
 	PYTHONPATH=src $(PY) -m benchmarks.responses_micro
 	PYTHONPATH=src $(PY) -m benchmarks.state_micro
+
+# hadolint, helm lint and template, schema validation of the chart (docs/deploy.md); says what it had to skip
+check-deploy: $(VENV)/.dev-installed
+	PY=$(PY) scripts/check-deploy.sh
 
 clean:
 	rm -rf $(VENV) .switchyard .pytest_cache .mypy_cache .ruff_cache

@@ -29,6 +29,7 @@ from . import (
     admin_routes,
     anthropic_routes,
     conversation_routes,
+    docs_routes,
     feedback_routes,
     me_routes,
     openai_routes,
@@ -148,6 +149,7 @@ def create_app(gateway: Gateway, *, store: object | None = None, recorder: Recor
         *responses_routes.ROUTES,
         *admin_routes.ROUTES,
         *admin.ROUTES,
+        *docs_routes.ROUTES,
     ]
     if gateway.workflows is not None:
         from ..workflows.api import ROUTES as WORKFLOW_ROUTES

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..bounds import INT_MAX, INT_MIN, MAX_METADATA_KEY, MAX_METADATA_PAIRS, MAX_METADATA_VALUE
 from ..governance.feedback import BAD_LABELS, GOOD_LABELS
-from . import openapi_conversations, openapi_responses
+from . import docs_routes, openapi_conversations, openapi_responses
 
 Schema = dict[str, Any]
 
@@ -477,6 +477,7 @@ def openapi_document() -> dict[str, Any]:
         **openapi_conversations.paths(),
         **openapi_responses.paths(_operation, _json, _sse, _CALL_ERRORS, _READ_ERRORS),
         "/v1/feedback": _feedback(),
+        **docs_routes.openapi_paths(_REQUEST_ID, {"application/json": {"schema": _ref("OpenAIError")}}),
     }
     schemas: dict[str, Schema] = {
         "ChatCompletionRequest": CHAT_REQUEST, "ChatMessage": CHAT_MESSAGE, "ChatCompletion": CHAT_COMPLETION,
