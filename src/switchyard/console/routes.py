@@ -1,0 +1,38 @@
+"""The console's URL map (all under ``/ui``)."""
+
+from __future__ import annotations
+
+from starlette.responses import RedirectResponse
+from starlette.routing import BaseRoute, Mount, Route
+
+from . import activity, keys, pages, signin, web
+from .session import PATH
+
+
+async def _to_slash(_request: object) -> RedirectResponse:
+    return RedirectResponse(f"{PATH}/", status_code=307)
+
+
+ROUTES: list[BaseRoute] = [
+    Route(PATH, _to_slash, methods=["GET"]),
+    Mount(PATH, routes=[
+        Route("/", web.page(pages.overview), methods=["GET"]),
+        Route("/overview/stats", web.page(pages.overview_stats), methods=["GET"]),
+        Route("/sign-in", signin.sign_in_form, methods=["GET"]),
+        Route("/sign-in", signin.sign_in, methods=["POST"]),
+        Route("/sign-out", web.page(signin.sign_out, change=True), methods=["POST"]),
+        Route("/spend", web.page(pages.spend), methods=["GET"]),
+        Route("/budgets", web.page(pages.budgets), methods=["GET"]),
+        Route("/keys", web.page(keys.keys), methods=["GET"]),
+        Route("/keys", web.page(keys.create, change=True), methods=["POST"]),
+        Route("/keys/{key_id}/revoke", web.page(keys.revoke, change=True), methods=["POST"]),
+        Route("/keys/{key_id}", web.page(keys.revoke, change=True), methods=["DELETE"]),
+        Route("/deployments", web.page(pages.deployments), methods=["GET"]),
+        Route("/requests", web.page(activity.requests), methods=["GET"]),
+        Route("/requests/{request_id}", web.page(activity.request_detail), methods=["GET"]),
+        Route("/audit", web.page(activity.audit), methods=["GET"]),
+        Route("/audit/verify", web.page(activity.verify_chain, change=True), methods=["POST"]),
+        Route("/static/{name}", web.static, methods=["GET"]),
+        Route("/{rest:path}", web.not_found),
+    ]),
+]
