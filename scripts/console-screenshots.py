@@ -26,11 +26,11 @@ import openai  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from PIL import Image  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
-
-from switchyard.store.spend_tables import spend_hourly  # noqa: E402
 from tests.support.console import console_gateway  # noqa: E402
 from tests.support.gateway import MASTER_KEY  # noqa: E402
 from tests.support.governance import Admin, sdk_http_client  # noqa: E402
+
+from switchyard.store.spend_tables import spend_hourly  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 PAGES = ["sign-in", "overview", "spend", "budgets", "keys", "deployments", "requests", "audit"]

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from starlette.responses import RedirectResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from . import activity, keys, pages, signin, web
 from .session import PATH
 
-
-async def _to_slash(_request: object) -> RedirectResponse:
-    return RedirectResponse(f"{PATH}/", status_code=307)
-
-
+# One Mount (``/ui`` itself redirects to ``/ui/``: Starlette's redirect_slashes)
 ROUTES: list[BaseRoute] = [
-    Route(PATH, _to_slash, methods=["GET"]),
     Mount(PATH, routes=[
         Route("/", web.page(pages.overview), methods=["GET"]),
         Route("/overview/stats", web.page(pages.overview_stats), methods=["GET"]),
