@@ -245,7 +245,9 @@ def test_revoking_the_sign_in_key_ends_the_session(env: tuple[RunningGateway, Ad
     key_id = admin.get("/admin/keys", user_id=user["id"])["data"][0]["id"]
     admin.post(f"/admin/keys/{key_id}/revoke", expect=200)
     r = console.get("/ui/keys")
-    assert r.status_code == 303 and "revoked" in r.headers["location"]
+    assert r.status_code == 303 and r.headers["location"] == "/ui/sign-in?reason=ended"
+    assert "key you signed in with was revoked" in console.get("/ui/sign-in?reason=ended").text
+    assert "phish" not in console.get("/ui/sign-in?reason=phish").text  # no free text from the URL
     # a role taken away ends it too
     user2, secret2 = admin.user_with_key("org_admin", org_id=t.org["id"])
     console.sign_in(secret2)

@@ -19,15 +19,25 @@ from ..pipeline import Gateway
 from ..server.common import peer
 from . import auth
 from .session import COOKIE, LOGIN_COOKIE, PATH, cookie_header, login_ok, login_token
-from .web import SECURITY_HEADERS, View, _same_origin, clear_cookie, console_of, read_form, render, secure
+from .web import (
+    SECURITY_HEADERS,
+    SIGN_IN_REASONS,
+    View,
+    clear_cookie,
+    console_of,
+    read_form,
+    render,
+    same_origin,
+    secure,
+)
 
 log = logging.getLogger("switchyard.console")
 
 
 def _form(request: Request, status: int = 200, error: str | None = None) -> Response:
     token = login_token()
-    reason = request.query_params.get("reason")
-    resp = render("sign_in.html", status, login=token, error=error or (reason[:200] if reason else None))
+    reason = SIGN_IN_REASONS.get(request.query_params.get("reason") or "")
+    resp = render("sign_in.html", status, login=token, error=error or reason)
     resp.headers.append("set-cookie", cookie_header(LOGIN_COOKIE, token, max_age=3600, secure=secure(request)))
     return resp
 
@@ -60,7 +70,7 @@ async def sign_in(request: Request) -> Response:
     except SwitchyardError as e:
         return _form(request, e.status, e.message)
     given = (form.get("login") or [""])[0]
-    if not _same_origin(request) or not login_ok(request.cookies.get(LOGIN_COOKIE), given):
+    if not same_origin(request) or not login_ok(request.cookies.get(LOGIN_COOKIE), given):
         return _form(request, 403, "The sign-in form expired; try again.")
     key = (form.get("key") or [""])[0]
     rid = str(request.state.request_id)

@@ -83,15 +83,18 @@ def environment() -> Environment:
 
 
 @functools.cache
+def _static_files() -> dict[str, tuple[bytes, str]]:
+    """The package's static/ folder, read once: name -> (bytes, ETag)."""
+    out = {}
+    for f in resources.files("switchyard.console").joinpath("static").iterdir():
+        if f.is_file() and not f.name.startswith("."):
+            data = f.read_bytes()
+            out[f.name] = (data, hashlib.sha256(data).hexdigest()[:16])
+    return out
+
+
 def _static_file(name: str) -> tuple[bytes, str] | None:
-    """A file of the package's static/ folder and its ETag (None: no such file)."""
-    if "/" in name or name.startswith("."):
-        return None
-    f = resources.files("switchyard.console").joinpath("static", name)
-    if not f.is_file():
-        return None
-    data = f.read_bytes()
-    return data, hashlib.sha256(data).hexdigest()[:16]
+    return _static_files().get(name)
 
 
 def static_url(name: str) -> str:
@@ -169,14 +172,16 @@ class View:
 Handler = Callable[[View], Awaitable[Response]]
 
 
-def _same_origin(request: Request) -> bool:
+def same_origin(request: Request) -> bool:
     """A change must come from a page of ours: its Origin (sent by browsers on every POST), when present, is this
-    host. (The CSRF token is the real check; this is a second one that costs nothing.)"""
+    host (as the client addressed it: ``Host``, or ``X-Forwarded-Host`` from a proxy that rewrites it; a cross-site
+    form cannot set either). The CSRF token is the real check; this is a second one that costs nothing."""
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None
-    host = request.headers.get("host", "")
-    return urllib.parse.urlsplit(origin).netloc == host
+    if origin is None:
+        return True
+    netloc = urllib.parse.urlsplit(origin).netloc
+    hosts = {request.headers.get("host", ""), request.headers.get("x-forwarded-host", "").split(",")[0].strip()}
+    return origin != "null" and netloc in hosts - {""}
 
 
 def secure(request: Request) -> bool:
@@ -188,8 +193,13 @@ def clear_cookie(request: Request) -> str:
     return cookie_header(COOKIE, "", max_age=0, secure=secure(request))
 
 
+SIGN_IN_REASONS = {"ended": "Your session ended: the key you signed in with was revoked, expired or changed. "
+                             "Sign in again."}
+
+
 def to_sign_in(request: Request, reason: str | None = None) -> Response:
-    target = f"{PATH}/sign-in" + (f"?reason={urllib.parse.quote(reason)}" if reason else "")
+    """Back to the sign-in form (``reason``: a key of ``SIGN_IN_REASONS``, never free text in the URL)."""
+    target = f"{PATH}/sign-in" + (f"?reason={reason}" if reason in SIGN_IN_REASONS else "")
     headers = {**SECURITY_HEADERS, "set-cookie": clear_cookie(request)}
     if request.headers.get("hx-request") == "true":
         return Response(status_code=401, headers={**headers, "hx-redirect": target})
@@ -240,12 +250,12 @@ def page(handler: Handler, *, change: bool = False) -> Callable[[Request], Await
             if change:
                 form = await read_form(request)
                 given = request.headers.get(CSRF_HEADER) or next(iter(form.get("csrf", [])), None)
-                if not _same_origin(request) or not c.sessions.csrf_ok(s, given):
+                if not same_origin(request) or not c.sessions.csrf_ok(s, given):
                     raise PermissionDenied("This change did not come with the console's CSRF token; reload the "
                                            "page and try again.", code="csrf_failed")
             return await handler(View(request, c, actor, s, csrf, form))
-        except AuthenticationFailed as e:
-            return to_sign_in(request, e.message)
+        except AuthenticationFailed:
+            return to_sign_in(request, "ended")
         except SwitchyardError as e:
             return error_response(request, e, actor, csrf)
         except Exception:
