@@ -6,7 +6,10 @@ The browser test (a real Chromium, driven by Playwright) is tests/test_console_b
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -336,6 +339,17 @@ def test_the_console_is_off_when_asked_or_without_the_admin_api(overrides: dict[
     with run_gateway(base_config(**overrides)) as gw:
         r = httpx.get(f"{gw.url}/ui/sign-in")
         assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_url"
+
+
+def test_a_console_nobody_opens_is_never_loaded() -> None:
+    """The app holds one Mount for /ui; the console's pages, templates and Jinja2 environment load on its first
+    request (checked in a fresh interpreter, since this one has loaded them)."""
+    code = ("import sys; from switchyard.config import parse_config; from switchyard.server.factory import build; "
+            "build(parse_config({'master_key': 'sk-test-master-0123456789', 'store': 'sqlite:///:memory:'}, 't', {}));"
+            "print(sorted(m for m in sys.modules if m.startswith('switchyard.console')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip() == "['switchyard.console']", out.stdout + out.stderr
 
 
 def test_the_console_needs_governance() -> None:

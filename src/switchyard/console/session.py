@@ -28,9 +28,12 @@ from typing import Any
 
 import orjson
 
+from . import PATH
+
+__all__ = ["COOKIE", "CSRF_HEADER", "LOGIN_COOKIE", "PATH", "Session", "Sessions"]
+
 COOKIE = "sy_console"  # the session
 LOGIN_COOKIE = "sy_console_login"  # sign-in's double-submit CSRF value
-PATH = "/ui"
 CSRF_HEADER = "x-csrf-token"
 _VERSION = "v1"
 _MAX_SIGNED_OUT = 100_000
