@@ -20,15 +20,16 @@ import pytest
 from switchyard.config import ConfigError, parse_config
 from tests.support.console import Console, Tenant, console_gateway, token_in
 from tests.support.gateway import MASTER_KEY, USER_KEY, RunningGateway, base_config, run_gateway
-from tests.support.governance import Admin, sdk_http_client
+from tests.support.governance import BACKENDS, Admin, sdk_http_client
 from tests.support.ledger import wait_for
 
 HI: Any = [{"role": "user", "content": "hi"}]
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, Admin, Tenant]]:
-    with console_gateway(tmp_path_factory.mktemp("console")) as running:
+@pytest.fixture(scope="module", params=BACKENDS)
+def env(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, Admin, Tenant]]:
+    with console_gateway(tmp_path_factory.mktemp("console"), request.param) as running:
         yield running
 
 

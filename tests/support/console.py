@@ -34,10 +34,12 @@ class Tenant:
 
 
 @contextlib.contextmanager
-def console_gateway(tmp: Path, **overrides: Any) -> Iterator[tuple[RunningGateway, Admin, Tenant]]:
-    """A gateway on a fresh SQLite store with the durable spend writer (the request log and hourly rollups fill in
-    as ``switchyard serve`` fills them) and a tenant built through the admin API."""
-    with store_url("sqlite", tmp) as url:
+def console_gateway(tmp: Path, backend: str = "sqlite",
+                    **overrides: Any) -> Iterator[tuple[RunningGateway, Admin, Tenant]]:
+    """A gateway on a fresh store (SQLite, or a throwaway PostgreSQL database) with the durable spend writer (the
+    request log and hourly rollups fill in as ``switchyard serve`` fills them) and a tenant built through the admin
+    API."""
+    with store_url(backend, tmp) as url:
         store = Store.open(url)
         cfg = gov_config(url, ledger={"spool": {"dir": str(tmp / "spool"), "flush_interval": 0.05}}, **overrides)
         writer = SpendWriter(store.engine, SpoolSettings(dir=str(tmp / "spool"), flush_interval=0.05))
