@@ -9,6 +9,7 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 from ..classification import parse_data_class
 from .base import Strict as _Strict
 from .cache import CacheConfig
+from .console import ConsoleConfig
 from .governance import GovernanceConfig
 from .ledger import LedgerConfig
 from .pii import PiiConfig
@@ -140,6 +141,7 @@ class Config(_Strict):
     state: StateConfig | None = None  # conversations kept by the gateway (docs/state.md); none: not kept
     workflows: WorkflowsConfig | None = None  # durable workflows (docs/workflows.md); none: not started
     prompts: PromptsConfig = Field(default_factory=lambda: PromptsConfig())  # managed prompts (docs/prompts.md)
+    console: ConsoleConfig = Field(default_factory=lambda: ConsoleConfig())  # the web console at /ui (docs/console.md)
 
     @field_validator("master_key", mode="before")
     @classmethod
@@ -180,6 +182,8 @@ class Config(_Strict):
             errors.append(f"state.summarize_deployment: unknown deployment {self.state.summarize_deployment!r}")
         if self.metrics.enabled and self.metrics.access == "key" and not (self.metrics.key or self.master_key):
             errors.append("metrics.access: 'key' needs metrics.key (or a master_key)")
+        if self.console.enabled and not (self.governance.enabled and self.governance.admin.enabled):
+            errors.append("console.enabled: the console needs governance.enabled and governance.admin.enabled")
         if errors:
             raise ValueError("\n".join(errors))
         return self

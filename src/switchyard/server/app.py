@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..console import routes as console_routes
 from ..errors import InternalError, InvalidRequest, NotFound, SwitchyardError
 from ..pipeline import Gateway
 from ..records import Recorder
@@ -150,6 +151,7 @@ def create_app(gateway: Gateway, *, store: object | None = None, recorder: Recor
         *admin_routes.ROUTES,
         *admin.ROUTES,
         *docs_routes.ROUTES,
+        *console_routes(gateway.config),  # the web console at /ui (none when console.enabled is false)
     ]
     if gateway.workflows is not None:
         from ..workflows.api import ROUTES as WORKFLOW_ROUTES
