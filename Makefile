@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint typecheck unit local bench check-deploy clean
+.PHONY: run test lint typecheck unit local browser bench check-deploy clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ typecheck: $(VENV)/.dev-installed
 local: $(VENV)/.dev-installed
 	@scripts/install-local.sh
 
-unit: $(VENV)/.dev-installed local
+# Debian's chromium (the browser tests) and nginx (the compose test), when missing
+browser:
+	@scripts/install-browser.sh
+
+unit: $(VENV)/.dev-installed local browser
 	$(PY) -m pytest -n 2
 
 test: lint typecheck unit

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -227,17 +228,22 @@ def _spend_page(gw: RunningGateway, key: str) -> str:
 
 
 def _request_id_of(gw: RunningGateway, key: str, key_name: str) -> str:
+    """The id of a request of ``key_name`` on the requests page (polled: the request log is shipped in batches)."""
     c = Console(gw.url)
     c.sign_in(key)
+    deadline = time.monotonic() + 30
     try:
-        page = c.get("/ui/requests").text
+        while True:
+            page = c.get("/ui/requests").text
+            for row in page.split("<tr")[1:]:
+                m = re.search(r'href="/ui/requests/(req_[0-9a-f]+)"', row)
+                if m and key_name in row:
+                    return m.group(1)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no request of {key_name}")
+            time.sleep(0.2)
     finally:
         c.close()
-    for row in page.split("<tr")[1:]:
-        m = re.search(r'href="/ui/requests/(req_[0-9a-f]+)"', row)
-        if m and key_name in row:
-            return m.group(1)
-    raise AssertionError(f"no request of {key_name}")
 
 
 def test_revoking_the_sign_in_key_ends_the_session(env: tuple[RunningGateway, Admin, Tenant],
