@@ -7,7 +7,7 @@ set -euo pipefail
 
 VERSION="${1:?usage: scripts/vendor-htmx.sh VERSION}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-STATIC="$ROOT/src/switchyard/console/static"
+STATIC="$ROOT/src/switchyard/server/ui/static"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && npm pack --silent "htmx.org@$VERSION" >/dev/null && tar xzf "htmx.org-$VERSION.tgz")

@@ -353,10 +353,10 @@ def test_a_console_nobody_opens_is_never_loaded() -> None:
     request (checked in a fresh interpreter, since this one has loaded them)."""
     code = ("import sys; from switchyard.config import parse_config; from switchyard.server.factory import build; "
             "build(parse_config({'master_key': 'sk-test-master-0123456789', 'store': 'sqlite:///:memory:'}, 't', {}));"
-            "print(sorted(m for m in sys.modules if m.startswith('switchyard.console')))")
+            "print(sorted(m for m in sys.modules if m.startswith('switchyard.server.ui')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    assert out.stdout.strip() == "['switchyard.console']", out.stdout + out.stderr
+    assert out.stdout.strip() == "['switchyard.server.ui']", out.stdout + out.stderr
 
 
 def test_the_console_needs_governance() -> None:

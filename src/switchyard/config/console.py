@@ -1,4 +1,4 @@
-"""The ``console:`` section: the web console at ``/ui`` (switchyard.console; docs/console.md)."""
+"""The ``console:`` section: the web console at ``/ui`` (switchyard.server.ui; docs/console.md)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..console import routes as console_routes
 from ..errors import InternalError, InvalidRequest, NotFound, SwitchyardError
 from ..pipeline import Gateway
 from ..records import Recorder
@@ -40,6 +39,7 @@ from . import (
 from .asgi import Shell
 from .common import JSON_TYPE
 from .openai_routes import openai_error_response
+from .ui import routes as console_routes
 
 log = logging.getLogger("switchyard.server")
 

@@ -23,20 +23,20 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from ..errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied, SwitchyardError
-from ..governance.rbac import Actor
-from ..pipeline import Gateway
-from ..server.asgi import read_body
+from ...errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied, SwitchyardError
+from ...governance.rbac import Actor
+from ...pipeline import Gateway
+from ..asgi import read_body
 from . import auth
 from .session import COOKIE, CSRF_HEADER, PATH, Session, Sessions, cookie_header
 
 if TYPE_CHECKING:
     from jinja2 import Environment
 
-    from ..governance.runtime import Governance
-    from ..server.admin.api import AdminContext
+    from ...governance.runtime import Governance
+    from ..admin.api import AdminContext
 
-log = logging.getLogger("switchyard.console")
+log = logging.getLogger("switchyard.server.ui")
 
 MAX_FORM = 64 * 1024
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -74,7 +74,7 @@ def environment() -> Environment:
 
     from . import charts
 
-    env = Environment(loader=PackageLoader("switchyard.console", "templates"),
+    env = Environment(loader=PackageLoader("switchyard.server.ui", "templates"),
                       autoescape=select_autoescape(["html"], default_for_string=True),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(usd=charts.usd, num=charts.num, ms=charts.ms, when=charts.when)
@@ -86,7 +86,7 @@ def environment() -> Environment:
 def _static_files() -> dict[str, tuple[bytes, str]]:
     """The package's static/ folder, read once: name -> (bytes, ETag)."""
     out = {}
-    for f in resources.files("switchyard.console").joinpath("static").iterdir():
+    for f in resources.files("switchyard.server.ui").joinpath("static").iterdir():
         if f.is_file() and not f.name.startswith("."):
             data = f.read_bytes()
             out[f.name] = (data, hashlib.sha256(data).hexdigest()[:16])
@@ -160,7 +160,7 @@ class View:
 
     def admin(self, params: dict[str, str] | None = None, query: Any = None) -> AdminContext:
         """An admin API context for this actor: the console calls the admin API's own operations with it."""
-        from ..server.admin.api import AdminContext
+        from ..admin.api import AdminContext
 
         return AdminContext(actor=self.actor, gov=self.gov, request_id=self.request_id, params=params or {},
                             query=query, gw=self.gw)

@@ -18,11 +18,11 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from ..governance.rbac import Actor, not_found, sees_audit, sees_team
-from ..governance.spend_report import SpendQuery, report
-from ..store.audit_tables import audit_log
-from ..store.identity_tables import api_keys, orgs, teams, users
-from ..store.spend_tables import request_log
+from ...governance.rbac import Actor, not_found, sees_audit, sees_team
+from ...governance.spend_report import SpendQuery, report
+from ...store.audit_tables import audit_log
+from ...store.identity_tables import api_keys, orgs, teams, users
+from ...store.spend_tables import request_log
 from .stats import quantile
 
 Bound = dict[str, str]  # column -> value, as server.admin.spend.visible gives it ({} : everything)

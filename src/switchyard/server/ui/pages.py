@@ -15,13 +15,13 @@ from typing import Any
 
 from starlette.responses import Response
 
-from ..governance import budget_status as budget_state
-from ..governance import limits
-from ..governance.identity import Ops
-from ..governance.models import LimitQuery
-from ..governance.rbac import Actor
-from ..routing.explain import health_report
-from ..server.admin.spend import visible
+from ...governance import budget_status as budget_state
+from ...governance import limits
+from ...governance.identity import Ops
+from ...governance.models import LimitQuery
+from ...governance.rbac import Actor
+from ...routing.explain import health_report
+from ..admin.spend import visible
 from . import charts, data, stats
 from .web import View
 

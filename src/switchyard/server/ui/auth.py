@@ -14,13 +14,13 @@ import time
 
 import sqlalchemy as sa
 
-from ..errors import AuthenticationFailed, PermissionDenied
-from ..governance.auth import Principal
-from ..governance.principals import REVOKED, load_principals
-from ..governance.rbac import AUDITOR, ORG_ADMIN, TEAM_ADMIN, Actor
-from ..governance.runtime import Governance
-from ..pipeline import Gateway
-from ..store.identity_tables import api_keys
+from ...errors import AuthenticationFailed, PermissionDenied
+from ...governance.auth import Principal
+from ...governance.principals import REVOKED, load_principals
+from ...governance.rbac import AUDITOR, ORG_ADMIN, TEAM_ADMIN, Actor
+from ...governance.runtime import Governance
+from ...pipeline import Gateway
+from ...store.identity_tables import api_keys
 from .session import Session, Sessions
 
 ROLES = (ORG_ADMIN, TEAM_ADMIN, AUDITOR)

@@ -12,11 +12,11 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.responses import RedirectResponse, Response
 
-from ..errors import InvalidRequest, NotFound, PermissionDenied, SwitchyardError
-from ..governance import identity
-from ..governance.models import Key, KeyCreate, KeyQuery, TeamQuery, UserQuery
-from ..server.admin import identity_routes
-from ..server.admin.api import validation_error
+from ...errors import InvalidRequest, NotFound, PermissionDenied, SwitchyardError
+from ...governance import identity
+from ...governance.models import Key, KeyCreate, KeyQuery, TeamQuery, UserQuery
+from ..admin import identity_routes
+from ..admin.api import validation_error
 from . import data
 from .pages import bound_of
 from .session import PATH

@@ -12,11 +12,11 @@ from typing import Any
 import sqlalchemy as sa
 from starlette.responses import Response
 
-from ..errors import RateLimited
-from ..governance.audit_verify import verify
-from ..governance.identity import Ops
-from ..governance.models import VerifyReport
-from ..governance.rbac import AUDITOR, ORG_ADMIN, Owner, forbid, sees_audit
+from ...errors import RateLimited
+from ...governance.audit_verify import verify
+from ...governance.identity import Ops
+from ...governance.models import VerifyReport
+from ...governance.rbac import AUDITOR, ORG_ADMIN, Owner, forbid, sees_audit
 from . import data
 from .pages import bound_of
 from .web import View

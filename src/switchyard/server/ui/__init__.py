@@ -17,7 +17,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Mount
 from starlette.types import Receive, Scope, Send
 
-from ..config import Config
+from ...config import Config
 
 PATH = "/ui"
 

@@ -13,10 +13,10 @@ import logging
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from ..errors import AuthenticationFailed, PermissionDenied, RateLimited, SwitchyardError
-from ..governance.rbac import Actor, Owner
-from ..pipeline import Gateway
-from ..server.common import peer
+from ...errors import AuthenticationFailed, PermissionDenied, RateLimited, SwitchyardError
+from ...governance.rbac import Actor, Owner
+from ...pipeline import Gateway
+from ..common import peer
 from . import auth
 from .session import COOKIE, LOGIN_COOKIE, PATH, cookie_header, login_ok, login_token
 from .web import (
