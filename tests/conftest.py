@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.clients import client_gw, client_upstreams  # noqa: F401  (fixtures, re-exported)
+from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_openai import FakeOpenAI, make_fake_openai
 from tests.support.steady import steady_url  # noqa: F401  (a session fixture, re-exported)
 
@@ -27,6 +29,20 @@ def fake_openai(fake_openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
     fake_openai_server.reset()
     yield fake_openai_server
     fake_openai_server.reset()
+
+
+@pytest.fixture(scope="module")
+def fake_anthropic_server() -> Iterator[FakeAnthropic]:
+    fake = FakeAnthropic()
+    with fake.serve():
+        yield fake
+
+
+@pytest.fixture
+def fake_anthropic(fake_anthropic_server: FakeAnthropic) -> Iterator[FakeAnthropic]:
+    fake_anthropic_server.reset()
+    yield fake_anthropic_server
+    fake_anthropic_server.reset()
 
 
 # A thread left blocked (a store call in a worker pool, say) would hang the interpreter's exit after the summary,

@@ -39,20 +39,6 @@ def no_value_in(obj: Any) -> None:
         assert v not in text, f"{v!r} leaked"
 
 
-@pytest.fixture(scope="module")
-def fake_anthropic_server() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic()
-    with fake.serve():
-        yield fake
-
-
-@pytest.fixture
-def fake_anthropic(fake_anthropic_server: FakeAnthropic) -> Iterator[FakeAnthropic]:
-    fake_anthropic_server.reset()
-    yield fake_anthropic_server
-    fake_anthropic_server.reset()
-
-
 def config(oa: FakeOpenAI, an: FakeAnthropic, mode: str | None, **pii: Any) -> dict[str, Any]:
     cfg = base_config(
         providers={"oa": {"type": "openai", "base_url": f"{oa.base_url}/v1", "api_key": "sk-upstream-openai"},

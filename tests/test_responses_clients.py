@@ -22,20 +22,6 @@ MODELS = ["gpt-4o-mini", "claude"]
 
 
 @pytest.fixture(scope="module")
-def fake_anthropic_server() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic()
-    with fake.serve():
-        yield fake
-
-
-@pytest.fixture
-def fake_anthropic(fake_anthropic_server: FakeAnthropic) -> Iterator[FakeAnthropic]:
-    fake_anthropic_server.reset()
-    yield fake_anthropic_server
-    fake_anthropic_server.reset()
-
-
-@pytest.fixture(scope="module")
 def gw(fake_openai_server: FakeOpenAI, fake_anthropic_server: FakeAnthropic) -> Iterator[RunningGateway]:
     assert fake_openai_server.base_url and fake_anthropic_server.base_url
     with run_gateway(config(fake_openai_server.base_url, fake_anthropic_server.base_url)) as running:
@@ -55,20 +41,12 @@ def _paths(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic) -> list[str]:
 @pytest.mark.parametrize("model", MODELS)
 async def test_agents_sdk_tool_agent_over_several_turns(gw: RunningGateway, model: str,
                                                         upstreams: tuple[FakeOpenAI, FakeAnthropic]) -> None:
-    from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+    from agents import OpenAIResponsesModel, Runner
 
-    set_tracing_disabled(True)
-    calls: list[str] = []
-
-    @function_tool
-    def get_weather(city: str) -> str:
-        """The weather in a city."""
-        calls.append(city)
-        return f"sunny in {city}"
+    from tests.support.weather_agent import weather_agent
 
     client = openai.AsyncOpenAI(base_url=gw.openai_base, api_key=KEY, max_retries=0)
-    agent = Agent(name="helper", instructions="Use your tools.", tools=[get_weather],
-                  model=OpenAIResponsesModel(model=model, openai_client=client))
+    agent, calls = weather_agent(OpenAIResponsesModel(model=model, openai_client=client))
     first = await Runner.run(agent, "What is the weather in Paris?")
     assert calls == ["x"]  # the fakes call a tool with a sample of its schema
     assert first.final_output == "Echo: sunny in x"

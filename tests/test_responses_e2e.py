@@ -25,20 +25,6 @@ WEATHER: Any = {"type": "function", "name": "get_weather", "description": "Curre
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 
 
-@pytest.fixture(scope="module")
-def fake_anthropic_server() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic()
-    with fake.serve():
-        yield fake
-
-
-@pytest.fixture
-def fake_anthropic(fake_anthropic_server: FakeAnthropic) -> Iterator[FakeAnthropic]:
-    fake_anthropic_server.reset()
-    yield fake_anthropic_server
-    fake_anthropic_server.reset()
-
-
 def config(oa: str, an: str) -> dict[str, Any]:
     return base_config(
         providers={"oa": {"type": "openai", "base_url": f"{oa}/v1", "api_key": "sk-upstream-openai"},

@@ -187,6 +187,7 @@ class FakeAnthropic:
         self.extra_usage.clear()
         self.reply, self.stop_reason, self.redact_thinking, self.chunk_delay = None, None, False, 0.0
         self.stream_piece = 0
+        self.script_tools = None
 
     @property
     def last_request(self) -> RecordedRequest:

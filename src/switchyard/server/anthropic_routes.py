@@ -1,4 +1,5 @@
-"""The Anthropic-compatible endpoints: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``.
+"""The Anthropic-compatible endpoints: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens`` (and the same
+without ``/v1``).
 
 Wire format: https://docs.anthropic.com/en/api/messages, https://docs.anthropic.com/en/api/messages-count-tokens
 and https://docs.anthropic.com/en/api/errors. Clients authenticate with ``x-api-key`` (what the ``anthropic`` SDK
@@ -140,7 +141,11 @@ async def _count_tokens(request: Request, gw: Gateway, ctx: CallContext) -> Resp
 messages = anthropic_endpoint(_messages)
 count_tokens = anthropic_endpoint(_count_tokens)
 
+# Unprefixed twins too: ``$ANTHROPIC_BASE_URL`` is the bare host for the Anthropic SDKs and Claude Code, which append
+# ``/v1/messages``, and the base with ``/v1`` for the Vercel AI SDK, which appends ``/messages``: one value serves all.
 ROUTES: list[BaseRoute] = [
     Route("/v1/messages", messages, methods=["POST"]),
     Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+    Route("/messages", messages, methods=["POST"]),
+    Route("/messages/count_tokens", count_tokens, methods=["POST"]),
 ]

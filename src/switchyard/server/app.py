@@ -178,6 +178,6 @@ def create_app(gateway: Gateway, *, store: object | None = None, recorder: Recor
     app.state.store_ok = (lambda: bool(ping())) if ping is not None else (lambda: True)
     fast = {("POST", p): openai_routes.chat_completions for p in ("/v1/chat/completions", "/chat/completions")}
     fast.update({("POST", p): openai_routes.embeddings for p in ("/v1/embeddings", "/embeddings")})
-    fast[("POST", "/v1/messages")] = anthropic_routes.messages
+    fast.update({("POST", p): anthropic_routes.messages for p in ("/v1/messages", "/messages")})
     fast.update({("POST", p): responses_routes.create for p in ("/v1/responses", "/responses")})
     return Shell(app, fast, _unexpected)

@@ -390,6 +390,18 @@ def _embeddings(op_id: str) -> dict[str, Any]:
                                errors=_CALL_ERRORS)}
 
 
+def _messages(op_id: str) -> dict[str, Any]:
+    stream = _sse("with stream: Anthropic's events, message_start to message_stop")
+    return {"post": _operation(op_id, "Create a message", body="MessageRequest", ok={**_json("Message"), **stream},
+                               errors=_CALL_ERRORS, anthropic=True, tag="anthropic")}
+
+
+def _count_tokens(op_id: str) -> dict[str, Any]:
+    return {"post": _operation(op_id, "Estimate a message's input tokens", body="CountTokensRequest",
+                               ok=_json("TokenCount"), errors=(400, 401, 403, 404, 429, 503), anthropic=True,
+                               tag="anthropic")}
+
+
 def _public(op_id: str, summary: str, ok: dict[str, Any], *extra: int) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": {"description": "OK", "headers": _REQUEST_ID, "content": ok}}
     for status in extra:
@@ -447,7 +459,6 @@ def _feedback() -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the data plane: every path that ``server.app`` serves outside ``/admin``."""
-    stream = _sse("with stream: Anthropic's events, message_start to message_stop")
     paths: dict[str, Any] = {
         "/v1/chat/completions": _chat("createChatCompletion"),
         "/chat/completions": _chat("createChatCompletionUnprefixed"),
@@ -463,12 +474,10 @@ def openapi_document() -> dict[str, Any]:
                                      "held, remaining and reset time", body=None,
                                      ok={"application/json": {"schema": {"type": "object"}}},
                                      errors=_READ_ERRORS)},
-        "/v1/messages": {"post": _operation("createMessage", "Create a message", body="MessageRequest",
-                                            ok={**_json("Message"), **stream}, errors=_CALL_ERRORS,
-                                            anthropic=True, tag="anthropic")},
-        "/v1/messages/count_tokens": {"post": _operation(
-            "countMessageTokens", "Estimate a message's input tokens", body="CountTokensRequest",
-            ok=_json("TokenCount"), errors=(400, 401, 403, 404, 429, 503), anthropic=True, tag="anthropic")},
+        "/v1/messages": _messages("createMessage"),
+        "/messages": _messages("createMessageUnprefixed"),
+        "/v1/messages/count_tokens": _count_tokens("countMessageTokens"),
+        "/messages/count_tokens": _count_tokens("countMessageTokensUnprefixed"),
         "/health/live": _public("live", "The process is up", _json("Live")),
         "/health/ready": _public("ready", "Started, and the store answers", _json("Ready"), 503),
         "/v1/openapi.json": _public("openapi", "This document", {"application/json": {"schema": {
