@@ -17,7 +17,9 @@ from rich.table import Table
 
 from ..prompts import experiments as exps
 from ..prompts.models import Promote, Report
-from .keys import _print_json, config_option, err, governance, json_option, load, operate, out
+from .keys import config_option, err, governance, load, operate, out
+from .output import json_option
+from .output import print_json as _print_json
 
 
 @click.group()

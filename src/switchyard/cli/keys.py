@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import orjson
 import sqlalchemy as sa
 from rich.console import Console
-from rich.table import Table
 
 from ..config import Config, ConfigError, default_config_path, load_config
 from ..errors import SwitchyardError
@@ -29,6 +27,8 @@ from ..governance.models import KeyCreate, KeyQuery
 from ..governance.rbac import Actor
 from ..store.db import migrate
 from ..store.identity_tables import teams, users
+from .output import csv_option, emit, json_option
+from .output import print_json as _print_json
 
 T = TypeVar("T")
 err = Console(stderr=True)
@@ -37,7 +37,6 @@ out = Console() if sys.stdout.isatty() else Console(width=100_000)  # a pipe or 
 config_option = click.option("--config", "config_path", default=default_config_path, type=click.Path(dir_okay=False),
                              help="the gateway's YAML config, whose store and secrets are used (default: "
                                   "$SWITCHYARD_CONFIG, else ./switchyard.yaml)")
-json_option = click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 
 
 def load(path: str) -> Config:
@@ -138,10 +137,6 @@ def _csv(values: tuple[str, ...]) -> list[str]:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
-def _print_json(data: Any) -> None:
-    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
-
-
 @click.group()
 def keys() -> None:
     """Virtual keys: create (the secret is shown once), list (never the secret), revoke."""
@@ -194,7 +189,7 @@ def create(config_path: str, user_ref: str | None, team_ref: str | None, name: s
 @click.option("--user", "user_ref", help="only this user's keys (id or email)")
 @click.option("--all", "include_revoked", is_flag=True, help="include revoked keys")
 @json_option
-@click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
+@csv_option
 def list_(config_path: str, org_id: str | None, team_ref: str | None, user_ref: str | None, include_revoked: bool,
           as_json: bool, as_csv: bool) -> None:
     """List keys: prefixes only, never secrets or hashes."""
@@ -204,27 +199,16 @@ def list_(config_path: str, org_id: str | None, team_ref: str | None, user_ref: 
             user_id = find_user(conn, user_ref) if user_ref else None
         q = KeyQuery(org_id=org_id, team_id=team_id, user_id=user_id, include_revoked=include_revoked, limit=1000)
         rows = operate(gov, identity.list_keys, q)
-    if as_json:
-        _print_json([k.model_dump(mode="json") for k in rows])
+        with gov.db.read() as conn:
+            emails = {r.id: r.email for r in conn.execute(sa.select(users.c.id, users.c.email).where(
+                users.c.id.in_(sorted({k.user_id for k in rows if k.user_id}))))}
+    if as_json:  # the admin API's objects, with the owner's email beside its id
+        _print_json([{**k.model_dump(mode="json"), "user_email": emails.get(k.user_id or "")} for k in rows])
         return
-    if as_csv:
-        import csv
-
-        w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(["id", "prefix", "name", "user_id", "team_id", "models", "tags", "logging", "expires_at", "status"])
-        for k in rows:
-            w.writerow([k.id, k.prefix, k.name or "", k.user_id or "", k.team_id or "",
-                        " ".join(k.models) if k.models is not None else "all", " ".join(k.tags), k.logging,
-                        k.expires_at.isoformat() if k.expires_at else "", k.status])
-        return
-    table = Table()
-    for col in ("id", "prefix", "name", "owner", "models", "tags", "logging", "expires", "status"):
-        table.add_column(col, no_wrap=col in ("id", "prefix", "status"))
-    for k in rows:
-        table.add_row(k.id, k.prefix, k.name or "", k.user_id or f"team {k.team_id}",
-                      ", ".join(k.models) if k.models is not None else "all", ", ".join(k.tags), k.logging,
-                      k.expires_at.strftime("%Y-%m-%d %H:%M") if k.expires_at else "never", k.status)
-    out.print(table)
+    emit([{**k.model_dump(mode="json"), "owner": emails.get(k.user_id or "") or k.user_id or f"team {k.team_id}",
+           "models": k.models if k.models is not None else "all"} for k in rows],
+         ["id", "prefix", "name", "owner", "user_id", "team_id", "models", "tags", "logging", "expires_at", "status"],
+         False, as_csv)
 
 
 @keys.command("revoke")

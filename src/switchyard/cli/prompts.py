@@ -22,7 +22,9 @@ from ..governance.rbac import not_found
 from ..prompts import registry
 from ..prompts.models import PromptCreate, VersionPublish
 from ..prompts.template import SPEC_KEYS
-from .keys import _print_json, config_option, err, governance, json_option, operate, out
+from .keys import config_option, err, governance, operate, out
+from .output import json_option
+from .output import print_json as _print_json
 
 FILE_KEYS = frozenset({"name", "org", "team", "description", "labels"})
 

@@ -4,7 +4,8 @@
 ``GET /v1/me``), which includes what is settled but not yet written to the store; else the store's ``budget_spend``
 row (the CLI). ``held`` is what calls in flight have reserved and not settled yet: known to the gateway's in-memory
 ledger, and to none else (with Redis, each replica sees only its own holds; the CLI sees none), so it is ``null``
-when unknown. ``remaining`` is the limit less spent and held, never below zero.
+when unknown. ``remaining`` is the limit less spent and held, never below zero. A team's member budget (scope
+``members``) lists each member's copy under ``members``, with their total as its ``spent``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import time
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel
 
 from ..store.spend_tables import budget_spend
+from . import member_budget
 from .auth import BudgetDef
 from .ledger_model import period_bounds
 
@@ -42,6 +45,9 @@ class BudgetStatus(BaseModel):
     held_tokens: int | None
     remaining_tokens: int | None
     resets_at: dt.datetime | None  # null: a total budget, which never resets
+    template_id: str | None = None  # a member's copy: the team's member budget it follows
+    email: str | None = None  # a member's copy, in its template's status: whose it is
+    members: list[BudgetStatus] | None = None  # a member budget (scope members): each member's copy
 
 
 Live = tuple[int, int, int, int]  # spent usd e8, spent tokens, held usd e8, held tokens
@@ -76,12 +82,34 @@ def status(conn: sa.Connection | None, b: BudgetDef | Any, default_tz: str, *, n
     limit_e8 = None if b.max_usd is None else int((Decimal(str(b.max_usd)) / E8).to_integral_value())
     remaining_usd = None if limit_e8 is None else usd(max(limit_e8 - spent_usd - (held_usd or 0), 0))
     remaining_tokens = None if b.max_tokens is None else max(b.max_tokens - spent_tokens - (held_tokens or 0), 0)
+    if b.scope == member_budget.SCOPE and conn is not None:
+        return _template(conn, b, default_tz, now, key, end)
     return BudgetStatus(
         budget_id=b.id, name=b.name, scope=b.scope, scope_id=b.scope_id, period=b.period, period_key=key,
         timezone=tz, max_usd=None if limit_e8 is None else usd(limit_e8), spent_usd=usd(spent_usd),
         held_usd=None if held_usd is None else usd(held_usd), remaining_usd=remaining_usd, max_tokens=b.max_tokens,
         spent_tokens=spent_tokens, held_tokens=held_tokens, remaining_tokens=remaining_tokens,
-        resets_at=None if end is None else dt.datetime.fromtimestamp(end, dt.UTC))
+        resets_at=None if end is None else dt.datetime.fromtimestamp(end, dt.UTC),
+        template_id=getattr(b, "template_id", None))
+
+
+def _template(conn: sa.Connection, b: Any, default_tz: str, now: float, key: str, end: float | None) -> BudgetStatus:
+    """A team's member budget: each member's copy (from the store), and their total as ``spent``. Remaining is
+    per member, so the template's own is null."""
+    copies = []
+    for user_id, email, _name in member_budget.members(conn, b.scope_id):
+        copy = SimpleNamespace(id=member_budget.copy_id(b.id, user_id), name=b.name, scope="user", scope_id=user_id,
+                               period=b.period, timezone=b.timezone, max_usd=b.max_usd, max_tokens=b.max_tokens,
+                               template_id=b.id)
+        copies.append(status(conn, copy, default_tz, now=now).model_copy(update={"email": email}))
+    limit = None if b.max_usd is None else usd(int((Decimal(str(b.max_usd)) / E8).to_integral_value()))
+    return BudgetStatus(
+        budget_id=b.id, name=b.name, scope=b.scope, scope_id=b.scope_id, period=b.period, period_key=key,
+        timezone=b.timezone or default_tz, max_usd=limit,
+        spent_usd=usd(sum(int((Decimal(c.spent_usd) / E8).to_integral_value()) for c in copies)), held_usd=None,
+        remaining_usd=None, max_tokens=b.max_tokens, spent_tokens=sum(c.spent_tokens for c in copies),
+        held_tokens=None, remaining_tokens=None,
+        resets_at=None if end is None else dt.datetime.fromtimestamp(end, dt.UTC), members=copies)
 
 
 def live_bucket(ledger: Any, b: BudgetDef | Any, default_tz: str, now: float | None = None) -> Live | None:
