@@ -40,6 +40,9 @@ config_option = click.option("--config", "config_path", default=default_config_p
 
 
 def load(path: str) -> Config:
+    from .main import require_file
+
+    require_file(path)
     try:
         return load_config(path)
     except ConfigError as e:

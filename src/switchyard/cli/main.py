@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -44,7 +45,16 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
+def require_file(path: str) -> None:
+    """A config file that is not there: say where commands look for one, in one line."""
+    if not os.path.exists(path):
+        click.secho(f"{path}: no such config file: pass --config FILE, or set $SWITCHYARD_CONFIG (the quickstart's "
+                    "is examples/quickstart.yaml)", fg="red", err=True)
+        sys.exit(2)
+
+
 def _load(path: str) -> Config:
+    require_file(path)
     try:
         return load_config(path)
     except ConfigError as e:
