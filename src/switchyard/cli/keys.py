@@ -31,7 +31,7 @@ from .output import csv_option, emit, json_option
 from .output import print_json as _print_json
 
 T = TypeVar("T")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error or warning stays on one line, however long
 out = Console() if sys.stdout.isatty() else Console(width=100_000)  # a pipe or a file gets whole tables: no id cut
 
 config_option = click.option("--config", "config_path", default=default_config_path, type=click.Path(dir_okay=False),
@@ -114,7 +114,7 @@ def find_team(conn: sa.Connection, ref: str) -> str:
     """A team id from an id or a unique name."""
     rows = conn.execute(sa.select(teams.c.id).where(sa.or_(teams.c.id == ref, teams.c.name == ref))).scalars().all()
     if len(rows) != 1:
-        raise click.UsageError(f"no team {ref!r}" if not rows else f"several teams are called {ref!r}: use the id")
+        raise click.ClickException(f"no team {ref!r}" if not rows else f"several teams are called {ref!r}: use the id")
     return str(rows[0])
 
 
@@ -122,7 +122,8 @@ def find_user(conn: sa.Connection, ref: str) -> str:
     """A user id from an id or a unique email."""
     rows = conn.execute(sa.select(users.c.id).where(sa.or_(users.c.id == ref, users.c.email == ref))).scalars().all()
     if len(rows) != 1:
-        raise click.UsageError(f"no user {ref!r}" if not rows else f"several users have the email {ref!r}: use the id")
+        raise click.ClickException(f"no user {ref!r}" if not rows else
+                                   f"several users have the email {ref!r}: use the id")
     return str(rows[0])
 
 

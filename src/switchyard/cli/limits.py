@@ -56,7 +56,7 @@ def find_org(conn: sa.Connection, ref: str) -> str:
     rows = conn.execute(sa.select(orgs_table.c.id).where(
         sa.or_(orgs_table.c.id == ref, orgs_table.c.name == ref))).scalars().all()
     if len(rows) != 1:
-        raise click.UsageError(f"no org {ref!r}" if not rows else f"several orgs are called {ref!r}: use the id")
+        raise click.ClickException(f"no org {ref!r}" if not rows else f"several orgs are called {ref!r}: use the id")
     return str(rows[0])
 
 

@@ -152,6 +152,7 @@ def _require_key_secret(cfg: Config, config_path: str, store: Any) -> None:
         return
     from ..governance.keys import key_secret
     from ..governance.principals import count_keys
+    from ..store.db import normalize_url
 
     if key_secret(cfg) is not None:
         return
@@ -165,7 +166,8 @@ def _require_key_secret(cfg: Config, config_path: str, store: Any) -> None:
                     err=True)
         click.echo("  Virtual keys are checked against HMACs made with the secret they were created under. Set it "
                    "as SWITCHYARD_KEY_SECRET (or governance.key_secret), or set SWITCHYARD_MASTER_KEY (master_key) "
-                   "to the master key they were created under; or point store at another database.", err=True)
+                   "to the master key they were created under; or point store at another database (this one: "
+                   f"{normalize_url(store.url).render_as_string(hide_password=True)}).", err=True)
         sys.exit(2)
 
 

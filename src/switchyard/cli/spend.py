@@ -35,7 +35,7 @@ from .output import console, plain
 
 __all__ = ["plain", "spend"]
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error or warning stays on one line, however long
 
 
 def _when(value: str | None, name: str) -> dt.datetime | None:

@@ -63,7 +63,7 @@ def list_(config_path: str, org_ref: str | None, as_json: bool, as_csv: bool) ->
             with gov.db.read() as conn:
                 org_id = _find_org(conn, org_ref)
             if org_id is None:
-                raise click.UsageError(f"no org {org_ref!r}")
+                raise click.ClickException(f"no org {org_ref!r}")
         rows = operate(gov, identity.list_teams, TeamQuery(org_id=org_id, limit=1000))
         with gov.db.read() as conn:
             org_names = {r.id: r.name for r in conn.execute(sa.select(orgs.c.id, orgs.c.name))}
