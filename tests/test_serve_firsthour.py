@@ -62,7 +62,7 @@ def test_virtual_keys_without_a_secret_is_one_clear_message(tmp_path: Path) -> N
     config.write_text(CONFIG)  # the secret is gone, the keys are not
     proc = serve(config, free_port())
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "the store holds 1 virtual keys, but no key secret is configured" in proc.stderr
+    assert "the store holds 1 virtual key, but no key secret is configured" in proc.stderr
     assert "SWITCHYARD_KEY_SECRET" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
 
 

@@ -162,7 +162,8 @@ def _require_key_secret(cfg: Config, config_path: str, store: Any) -> None:
     except Exception:  # an unreachable store is reported by the gateway itself
         return
     if n:
-        click.secho(f"{config_path}: the store holds {n} virtual keys, but no key secret is configured", fg="red",
+        keys = f"{n} virtual key" + ("s" if n != 1 else "")
+        click.secho(f"{config_path}: the store holds {keys}, but no key secret is configured", fg="red",
                     err=True)
         click.echo("  Virtual keys are checked against HMACs made with the secret they were created under. Set it "
                    "as SWITCHYARD_KEY_SECRET (or governance.key_secret), or set SWITCHYARD_MASTER_KEY (master_key) "
