@@ -1,7 +1,7 @@
 """How the store commands print: a table that never cuts a cell, ``--json`` or ``--csv``; decimals fixed-point.
 
-A table on a terminal keeps each id on one line when it fits and folds it when the terminal is too narrow (a
-folded id is still whole, never ``vk_3f2a…``); a pipe or a file gets the whole table on as wide a line as it
+A table on a terminal keeps each id on one line when the ids fit and folds them when the terminal is too narrow
+(a folded id is still whole, never ``vk_3f2a…``); a pipe or a file gets the whole table on as wide a line as it
 needs. Amounts are fixed-point text in tables and CSV: ``0.00``, never ``0E-8``; JSON keeps the API's own values.
 """
 
@@ -80,13 +80,23 @@ def emit(rows: Sequence[dict[str, Any]], cols: Sequence[str], as_json: bool, as_
         for r in rows:
             w.writerow(["" if r.get(c) is None else _text(cell(c, r.get(c)), " ") for c in cols])
         return
+    out = console()
+    keep = unwrapped(out, cols, rows, [c for c in cols if _is_id(c)])
     table = Table()
     for c in cols:
-        table.add_column(c, overflow="fold", no_wrap=_is_id(c) or not sys.stdout.isatty(),
-                         justify="right" if c in money else "left")
+        table.add_column(c, overflow="fold", no_wrap=c in keep, justify="right" if c in money else "left")
     for r in rows:
         table.add_row(*[Text("-" if r.get(c) is None else _text(cell(c, r.get(c)))) for c in cols])  # no markup
-    console().print(table)
+    out.print(table)
+
+
+def unwrapped(out: Console, cols: Sequence[str], rows: Sequence[dict[str, Any]], ids: Sequence[str]) -> set[str]:
+    """The columns a table keeps on one line: all of them off a terminal (no width limit); on a terminal, the id
+    columns when they and a few characters of every other column fit (else they fold: ``no_wrap`` would crop)."""
+    if not sys.stdout.isatty():
+        return set(cols)
+    width = sum(max([len(c), *(len(str(r.get(c) or "")) for r in rows)]) for c in ids)
+    return set(ids) if width + 3 * len(cols) + 1 + 8 * (len(cols) - len(ids)) <= out.width else set()
 
 
 def _text(v: Any, sep: str = ", ") -> str:

@@ -31,7 +31,7 @@ from ..governance.spend_report import (
 )
 from ..store.db import create_engine_for, migrate
 from .keys import config_option, load, warn_if_new_store
-from .output import console, plain
+from .output import console, plain, unwrapped
 
 __all__ = ["plain", "spend"]
 
@@ -107,13 +107,14 @@ def report_command(config_path: str, group_by: str, start: str | None, end: str 
 def _table(rows: list[dict[str, Any]], groups: list[str], cols: list[str], s: dt.datetime, e: dt.datetime) -> None:
     title = f"Spend {s:%Y-%m-%d %H:%M} to {e:%Y-%m-%d %H:%M} UTC" + (f" by {', '.join(groups)}" if groups else "")
     t = Table(title=title)
+    out = console()
+    keep = unwrapped(out, cols, rows, [g for g in groups if g in ("org", "team", "user", "key")])
     for c in cols:  # an id is kept on one line when it fits, else folded: never cut
         t.add_column(c, justify="right" if c in METRIC_COLUMNS or c in ("cost_usd", "avg_latency_ms") else "left",
-                     overflow="fold", no_wrap=c in groups or not sys.stdout.isatty())
+                     overflow="fold", no_wrap=c in keep)
     total_cost = sum((r["cost_usd"] for r in rows), Decimal(0))
     for r in rows:
         t.add_row(*[Text(_cell(c, r.get(c))) for c in cols])
-    out = console()
     out.print(t)
     out.print(f"{len(rows)} rows; {sum(r['requests'] for r in rows):,} requests; total ${total_cost:,.2f}",
               highlight=False)
