@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from switchyard.cli.main import main
 from switchyard.governance.member_budget import copy_id
+from tests.support.governance import BACKENDS
 from tests.support.ledger import wait_for
 from tests.test_simulated import priced
 
@@ -40,8 +41,9 @@ def me(gw: Any, secret: str) -> dict[str, Any]:
     return dict(r.json())
 
 
-def test_each_member_spends_only_their_own_copy(tmp_path: Path) -> None:
-    with priced(tmp_path) as (gw, _store, admin):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_member_spends_only_their_own_copy(tmp_path: Path, backend: str) -> None:
+    with priced(tmp_path, backend) as (gw, _store, admin):
         org = admin.org()
         team = admin.team(org["id"])
         ann, ann_key = admin.user_with_key("member", team_id=team["id"])

@@ -59,10 +59,11 @@ def usd(e8: int) -> str:
 
 
 def status(conn: sa.Connection | None, b: BudgetDef | Any, default_tz: str, *, now: float | None = None,
-           live: Live | None = None, holds_known: bool = False) -> BudgetStatus:
+           live: Live | None = None, holds_known: bool = False,
+           settled: tuple[int, int] | None = None) -> BudgetStatus:
     """``b``: a BudgetDef or the admin API's Budget. ``conn``: the store, for the settled total when ``live`` (the
     gateway ledger's bucket) is not given. ``holds_known``: no live bucket, but a ledger that would have one if
-    anything were held (so held is zero, not unknown)."""
+    anything were held (so held is zero, not unknown). ``settled``: the store's (usd e8, tokens), already read."""
     now = time.time() if now is None else now
     tz = b.timezone or default_tz
     key, _start, end = period_bounds(b.period, tz, now)
@@ -74,7 +75,9 @@ def status(conn: sa.Connection | None, b: BudgetDef | Any, default_tz: str, *, n
         spent_usd = spent_tokens = 0
         if holds_known:
             held_usd = held_tokens = 0
-        if conn is not None:
+        if settled is not None:
+            spent_usd, spent_tokens = settled
+        elif conn is not None:
             row = conn.execute(sa.select(budget_spend.c.usd_e8, budget_spend.c.tokens).where(
                 budget_spend.c.budget_id == b.id, budget_spend.c.period == key)).first()
             if row is not None:
@@ -96,12 +99,20 @@ def status(conn: sa.Connection | None, b: BudgetDef | Any, default_tz: str, *, n
 def _template(conn: sa.Connection, b: Any, default_tz: str, now: float, key: str, end: float | None) -> BudgetStatus:
     """A team's member budget: each member's copy (from the store), and their total as ``spent``. Remaining is
     per member, so the template's own is null."""
+    people = [(member_budget.copy_id(b.id, user_id), user_id, email)
+              for user_id, email, _name in member_budget.members(conn, b.scope_id)]
+    totals: dict[str, tuple[int, int]] = {}
+    for i in range(0, len(people), 500):  # the copies' settled totals, a few queries for a whole team
+        ids = [copy_id for copy_id, _, _ in people[i:i + 500]]
+        for r in conn.execute(sa.select(budget_spend.c.budget_id, budget_spend.c.usd_e8, budget_spend.c.tokens)
+                              .where(budget_spend.c.budget_id.in_(ids), budget_spend.c.period == key)):
+            totals[r.budget_id] = (int(r.usd_e8), int(r.tokens))
     copies = []
-    for user_id, email, _name in member_budget.members(conn, b.scope_id):
-        copy = SimpleNamespace(id=member_budget.copy_id(b.id, user_id), name=b.name, scope="user", scope_id=user_id,
-                               period=b.period, timezone=b.timezone, max_usd=b.max_usd, max_tokens=b.max_tokens,
-                               template_id=b.id)
-        copies.append(status(conn, copy, default_tz, now=now).model_copy(update={"email": email}))
+    for copy_id, user_id, email in people:
+        copy = SimpleNamespace(id=copy_id, name=b.name, scope="user", scope_id=user_id, period=b.period,
+                               timezone=b.timezone, max_usd=b.max_usd, max_tokens=b.max_tokens, template_id=b.id)
+        copies.append(status(None, copy, default_tz, now=now, settled=totals.get(copy_id, (0, 0)))
+                      .model_copy(update={"email": email}))
     limit = None if b.max_usd is None else usd(int((Decimal(str(b.max_usd)) / E8).to_integral_value()))
     return BudgetStatus(
         budget_id=b.id, name=b.name, scope=b.scope, scope_id=b.scope_id, period=b.period, period_key=key,
