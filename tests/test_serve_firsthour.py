@@ -110,9 +110,9 @@ def test_common_mistakes_are_one_clear_message(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
            "SWITCHYARD_CONFIG": ""}
 
-    def serve_args(*args: str) -> subprocess.CompletedProcess[str]:
+    def serve_args(*args: str, **more: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "switchyard.cli.main", "serve", *args], capture_output=True,
-                              text=True, timeout=60, cwd=tmp_path, env=env)
+                              text=True, timeout=60, cwd=tmp_path, env={**env, **more})
 
     missing = serve_args("--config", "nope.yaml")
     assert missing.returncode == 2 and missing.stderr.startswith("nope.yaml: no such config file")
@@ -125,5 +125,9 @@ def test_common_mistakes_are_one_clear_message(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text(CONFIG)
     host = serve_args("--config", "c.yaml", "--host", "192.0.2.1", "--port", str(free_port()))
     assert host.returncode == 2 and "is not an address of this machine" in host.stderr
-    for p in (missing, bad, none, host):
+    short = serve_args("--config", "c.yaml", "--port", str(free_port()), SWITCHYARD_KEY_SECRET="short")
+    assert short.returncode == 2 and short.stderr.strip() == (
+        "c.yaml: SWITCHYARD_KEY_SECRET must be at least 16 characters long (it keys the stored hashes of virtual "
+        "keys): use a long random string")
+    for p in (missing, bad, none, host, short):
         assert "Traceback" not in p.stderr + p.stdout

@@ -56,8 +56,10 @@ def load(path: str) -> Config:
 def governance(config_path: str) -> Iterator[Any]:
     """A Governance runtime on the config's store (schema brought to head), for one CLI command."""
     from ..governance.runtime import Governance
+    from .serve import check_secrets
 
     cfg = load(config_path)
+    check_secrets(cfg, config_path)
     warn_if_new_store(cfg, config_path)
     gov = Governance(cfg)
     try:

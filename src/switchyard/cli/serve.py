@@ -146,6 +146,21 @@ def _banner(cfg: Config, host: str, port: int, store: Any, workers: int, deploym
                    f"{base}/admin, or use the CLI (switchyard keys|teams|budgets ...)")
 
 
+def check_secrets(cfg: Config, config_path: str) -> None:
+    """A key secret or audit key from the environment that is too short: one line naming it, exit 2."""
+    if not cfg.governance.enabled:
+        return
+    from ..governance.keys import audit_key, key_secret
+
+    for check, what in ((key_secret, "it keys the stored hashes of virtual keys"),
+                        (audit_key, "it signs the audit log")):
+        try:
+            check(cfg)
+        except ValueError as e:
+            click.secho(f"{config_path}: {e} ({what}): use a long random string", fg="red", err=True)
+            sys.exit(2)
+
+
 def _require_key_secret(cfg: Config, config_path: str, store: Any) -> None:
     """Refuse to start, in plain words, when the store holds virtual keys that no configured secret can check."""
     if not cfg.governance.enabled:
@@ -154,6 +169,7 @@ def _require_key_secret(cfg: Config, config_path: str, store: Any) -> None:
     from ..governance.principals import count_keys
     from ..store.db import normalize_url
 
+    check_secrets(cfg, config_path)
     if key_secret(cfg) is not None:
         return
     try:
@@ -397,6 +413,7 @@ def serve_command(load: Any) -> click.Command:
         host = host or cfg.server.host
         port = cfg.server.port if port is None else port
         try:
+            check_secrets(cfg, config_path)
             if not worker_child:
                 _check_port(host, port)
             if worker_child:
