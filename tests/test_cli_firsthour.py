@@ -153,3 +153,14 @@ def test_a_narrow_terminal_folds_ids_and_never_cuts_them(monkeypatch: pytest.Mon
         cells = "".join(line.split("│")[1].strip() for line in printed.splitlines() if line.startswith("│"))
         assert all(i in cells for i in ids)  # each id whole, on one line or folded over several
         assert all((i in printed) == (width == 80) for i in ids)  # on one line whenever they fit
+
+
+def test_route_explain_prints_json() -> None:
+    root = Path(__file__).resolve().parents[1]
+    r = CliRunner().invoke(main, ["route", "explain", "--model", "fast", "--json", "--config",
+                                  str(root / "examples" / "quickstart.yaml")],
+                           env=dict.fromkeys(("OPENAI_API_KEY", "GROQ_API_KEY", "DEEPSEEK_API_KEY", "MISTRAL_API_KEY",
+                                              "TOGETHER_API_KEY", "OPENROUTER_API_KEY"), ""))
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert (doc["route"], [c["deployment"] for c in doc["candidates"]]) == ("fast", ["sim-small"])

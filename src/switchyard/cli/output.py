@@ -30,7 +30,16 @@ def console() -> Console:
 
 
 def print_json(data: Any) -> None:
-    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=_json_default).decode())
+
+
+def _json_default(v: Any) -> Any:
+    """What orjson does not know: a Decimal as fixed-point text, a set as a sorted list, anything else as text."""
+    if isinstance(v, Decimal):
+        return plain(v)
+    if isinstance(v, set | frozenset):
+        return sorted(v, key=str)
+    return str(v)
 
 
 def plain(v: Any) -> Any:
