@@ -17,7 +17,8 @@ Each fenced code block is one of:
   docs goes untested by accident.
 
 The one liberty taken with the text: the docs' port 4000 becomes a free port (this machine runs other gateways).
-Each file gets its own gateway and store, and its blocks run in order, as a reader would run them.
+All files share one gateway and store, and their blocks run in order, as a reader who follows them would run them:
+so the examples compose (each page creates names of its own).
 """
 
 from __future__ import annotations
@@ -117,9 +118,11 @@ class Site:
     port: int
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    """The quickstart, as `make run` serves it with a master key set, in a directory of its own."""
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The quickstart, as `make run` serves it with a master key set, in a directory of its own: one for every
+    file, as a reader who follows README.md and then each page would have (so the examples must compose)."""
+    tmp_path = tmp_path_factory.mktemp("docs")
     shutil.copytree(ROOT / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns(".switchyard"))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
