@@ -135,7 +135,7 @@ def add_user(config_path: str, team_ref: str, email: str, role: str, name: str |
 @click.option("--period", type=click.Choice(["daily", "weekly", "monthly", "total"]),
               help="the period (a new member budget: monthly)")
 @click.option("--name", help="a label (default: member budget)")
-@click.option("--clear", is_flag=True, help="remove the team's member budget")
+@click.option("--clear", is_flag=True, help="remove the team's member budget (every one, if it has several)")
 @json_option
 def member_budget_command(config_path: str, team_ref: str, max_usd: float | None, max_tokens: int | None,
                           period: str | None, name: str | None, clear: bool, as_json: bool) -> None:
@@ -148,7 +148,7 @@ def member_budget_command(config_path: str, team_ref: str, max_usd: float | None
         with gov.db.read() as conn:
             team_id = find_team(conn, team_ref)
             current = _templates(conn, [team_id]).get(team_id, [])
-        if len(current) > 1 and (changing or clear):
+        if len(current) > 1 and changing:
             raise click.UsageError(f"team {team_ref!r} has {len(current)} member budgets: change them with "
                                    "switchyard budgets (scope members)")
         if clear:
