@@ -3,22 +3,32 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+# `make run` is often the first command someone types: it says what it does, and pip shows its progress
+PIP_SHOWN := $(PY) -m pip install --disable-pip-version-check --progress-bar on
 
-.PHONY: run test lint typecheck unit local browser bench check-deploy clean
+.PHONY: run test lint typecheck unit local browser bench check-deploy clean python-version
+
+python-version:
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 11) else "Switchyard needs Python >= 3.11, and $(PYTHON) is %d.%d: run  make run PYTHON=python3.12  (or any other >= 3.11)" % v)'
 
 $(VENV)/bin/python:
+	@$(MAKE) --no-print-directory python-version
+	@echo "==> [1/3] creating the virtualenv $(VENV) with $(PYTHON) (once)"
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.run-installed: pyproject.toml | $(VENV)/bin/python
-	$(PIP) -e .
+	@echo "==> [2/3] installing Switchyard and its dependencies into $(VENV) (once; a minute or two)"
+	$(PIP_SHOWN) -e .
 	@touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(VENV)/bin/python
+	@echo "==> installing Switchyard with its dev extras into $(VENV) (once)"
 	$(PIP) -e '.[dev]'
 	@touch $@ $(VENV)/.run-installed
 
 run: $(VENV)/.run-installed
-	$(VENV)/bin/switchyard serve --config examples/quickstart.yaml
+	@echo "==> [3/3] starting the gateway on examples/quickstart.yaml (Ctrl-C stops it)"
+	@$(VENV)/bin/switchyard serve --config examples/quickstart.yaml
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import openai
 
+from tests.support.ledger import wait_for
 from tests.support.servers import free_port, run_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +78,7 @@ def test_workers_share_one_port_and_stop_together(tmp_path: Path) -> None:
            "--workers", "2"]
     base = f"http://127.0.0.1:{port}"
     with run_process(cmd, f"{base}/health/ready", cwd=tmp_path, timeout=30) as proc:
-        assert "2 workers" in proc.output()
+        wait_for(lambda: "2 workers" in proc.output(), what="the banner (printed once a worker has bound the port)")
         pids: set[int] = set()
         for _ in range(200):  # a new connection each time: the kernel spreads them across the workers
             with httpx.Client() as c:

@@ -72,8 +72,8 @@ def test_answers_are_deterministic_per_prompt(client: openai.OpenAI) -> None:
 
 
 @contextlib.contextmanager
-def priced(tmp: Path) -> Iterator[tuple[RunningGateway, Store, Admin]]:
-    with store_url("sqlite", tmp) as url:
+def priced(tmp: Path, backend: str = "sqlite") -> Iterator[tuple[RunningGateway, Store, Admin]]:
+    with store_url(backend, tmp) as url:
         store = Store.open(url)
         cfg = ledger_config(url, tmp / "spool")
         cfg["deployments"] = [{"name": "dear", "provider": "sim", "capabilities": ["chat", "tools", "json"],

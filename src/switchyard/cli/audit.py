@@ -11,7 +11,9 @@ import sys
 import click
 
 from ..governance.audit_verify import verify as verify_chain
-from .keys import _print_json, config_option, err, governance, json_option, out
+from .keys import config_option, err, governance, out
+from .output import json_option
+from .output import print_json as _print_json
 
 
 @click.group()

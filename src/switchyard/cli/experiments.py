@@ -9,6 +9,7 @@ the experiment's label to the variant's version and stops it, in one audited tra
 from __future__ import annotations
 
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ from rich.table import Table
 
 from ..prompts import experiments as exps
 from ..prompts.models import Promote, Report
-from .keys import _print_json, config_option, err, governance, json_option, load, operate, out
+from .keys import config_option, err, governance, load, operate, out
+from .output import csv_option, emit, json_option
+from .output import print_json as _print_json
 
 
 @click.group()
@@ -32,21 +35,28 @@ def _metrics(config_path: str) -> dict[str, Any]:
 @experiments.command("list")
 @config_option
 @json_option
-def list_(config_path: str, as_json: bool) -> None:
+@csv_option
+def list_(config_path: str, as_json: bool, as_csv: bool) -> None:
+    """Every experiment: its prompt, status, variants and allocation."""
     with governance(config_path) as gov:
         rows = operate(gov, exps.list_experiments)
     if as_json:
         _print_json([r.model_dump(mode="json") for r in rows])
         return
-    t = Table("id", "name", "prompt", "status", "variants", "allocation")
-    for r in rows:
-        t.add_row(r.id, r.name, r.prompt or "-", r.status, ", ".join(v["name"] for v in r.spec["variants"]),
-                  r.spec.get("allocation", "fixed"))
-    out.print(t)
+    emit([{"id": r.id, "name": r.name, "prompt": r.prompt, "status": r.status,
+           "variants": [v["name"] for v in r.spec["variants"]], "allocation": r.spec.get("allocation", "fixed")}
+          for r in rows], ["id", "name", "prompt", "status", "variants", "allocation"], False, as_csv)
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
-    return "-" if x is None else f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+    """``digits`` significant digits in fixed point: a cost of 1.23e-05 prints as 0.0000123, never in E notation."""
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        if x == 0:
+            return "0.00"
+        return format(Decimal(f"{x:.{digits}g}"), "f") if x == x and abs(x) != float("inf") else str(x)
+    return str(x)
 
 
 @experiments.command("report")

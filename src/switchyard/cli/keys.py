@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import orjson
 import sqlalchemy as sa
 from rich.console import Console
-from rich.table import Table
 
 from ..config import Config, ConfigError, default_config_path, load_config
 from ..errors import SwitchyardError
@@ -29,18 +27,22 @@ from ..governance.models import KeyCreate, KeyQuery
 from ..governance.rbac import Actor
 from ..store.db import migrate
 from ..store.identity_tables import teams, users
+from .output import csv_option, emit, json_option
+from .output import print_json as _print_json
 
 T = TypeVar("T")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error or warning stays on one line, however long
 out = Console() if sys.stdout.isatty() else Console(width=100_000)  # a pipe or a file gets whole tables: no id cut
 
 config_option = click.option("--config", "config_path", default=default_config_path, type=click.Path(dir_okay=False),
                              help="the gateway's YAML config, whose store and secrets are used (default: "
                                   "$SWITCHYARD_CONFIG, else ./switchyard.yaml)")
-json_option = click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 
 
 def load(path: str) -> Config:
+    from .main import require_file
+
+    require_file(path)
     try:
         return load_config(path)
     except ConfigError as e:
@@ -54,8 +56,10 @@ def load(path: str) -> Config:
 def governance(config_path: str) -> Iterator[Any]:
     """A Governance runtime on the config's store (schema brought to head), for one CLI command."""
     from ..governance.runtime import Governance
+    from .serve import check_secrets
 
     cfg = load(config_path)
+    check_secrets(cfg, config_path)
     warn_if_new_store(cfg, config_path)
     gov = Governance(cfg)
     try:
@@ -112,7 +116,7 @@ def find_team(conn: sa.Connection, ref: str) -> str:
     """A team id from an id or a unique name."""
     rows = conn.execute(sa.select(teams.c.id).where(sa.or_(teams.c.id == ref, teams.c.name == ref))).scalars().all()
     if len(rows) != 1:
-        raise click.UsageError(f"no team {ref!r}" if not rows else f"several teams are called {ref!r}: use the id")
+        raise click.ClickException(f"no team {ref!r}" if not rows else f"several teams are called {ref!r}: use the id")
     return str(rows[0])
 
 
@@ -120,7 +124,8 @@ def find_user(conn: sa.Connection, ref: str) -> str:
     """A user id from an id or a unique email."""
     rows = conn.execute(sa.select(users.c.id).where(sa.or_(users.c.id == ref, users.c.email == ref))).scalars().all()
     if len(rows) != 1:
-        raise click.UsageError(f"no user {ref!r}" if not rows else f"several users have the email {ref!r}: use the id")
+        raise click.ClickException(f"no user {ref!r}" if not rows else
+                                   f"several users have the email {ref!r}: use the id")
     return str(rows[0])
 
 
@@ -136,10 +141,6 @@ def seconds(text: str) -> float:
 
 def _csv(values: tuple[str, ...]) -> list[str]:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
-
-
-def _print_json(data: Any) -> None:
-    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
 
 @click.group()
@@ -194,7 +195,7 @@ def create(config_path: str, user_ref: str | None, team_ref: str | None, name: s
 @click.option("--user", "user_ref", help="only this user's keys (id or email)")
 @click.option("--all", "include_revoked", is_flag=True, help="include revoked keys")
 @json_option
-@click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
+@csv_option
 def list_(config_path: str, org_id: str | None, team_ref: str | None, user_ref: str | None, include_revoked: bool,
           as_json: bool, as_csv: bool) -> None:
     """List keys: prefixes only, never secrets or hashes."""
@@ -204,27 +205,16 @@ def list_(config_path: str, org_id: str | None, team_ref: str | None, user_ref: 
             user_id = find_user(conn, user_ref) if user_ref else None
         q = KeyQuery(org_id=org_id, team_id=team_id, user_id=user_id, include_revoked=include_revoked, limit=1000)
         rows = operate(gov, identity.list_keys, q)
-    if as_json:
-        _print_json([k.model_dump(mode="json") for k in rows])
+        with gov.db.read() as conn:
+            emails = {r.id: r.email for r in conn.execute(sa.select(users.c.id, users.c.email).where(
+                users.c.id.in_(sorted({k.user_id for k in rows if k.user_id}))))}
+    if as_json:  # the admin API's objects, with the owner's email beside its id
+        _print_json([{**k.model_dump(mode="json"), "user_email": emails.get(k.user_id or "")} for k in rows])
         return
-    if as_csv:
-        import csv
-
-        w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(["id", "prefix", "name", "user_id", "team_id", "models", "tags", "logging", "expires_at", "status"])
-        for k in rows:
-            w.writerow([k.id, k.prefix, k.name or "", k.user_id or "", k.team_id or "",
-                        " ".join(k.models) if k.models is not None else "all", " ".join(k.tags), k.logging,
-                        k.expires_at.isoformat() if k.expires_at else "", k.status])
-        return
-    table = Table()
-    for col in ("id", "prefix", "name", "owner", "models", "tags", "logging", "expires", "status"):
-        table.add_column(col, no_wrap=col in ("id", "prefix", "status"))
-    for k in rows:
-        table.add_row(k.id, k.prefix, k.name or "", k.user_id or f"team {k.team_id}",
-                      ", ".join(k.models) if k.models is not None else "all", ", ".join(k.tags), k.logging,
-                      k.expires_at.strftime("%Y-%m-%d %H:%M") if k.expires_at else "never", k.status)
-    out.print(table)
+    emit([{**k.model_dump(mode="json"), "owner": emails.get(k.user_id or "") or k.user_id or f"team {k.team_id}",
+           "models": k.models if k.models is not None else "all"} for k in rows],
+         ["id", "prefix", "name", "owner", "user_id", "team_id", "models", "tags", "logging", "expires_at", "status"],
+         False, as_csv)
 
 
 @keys.command("revoke")

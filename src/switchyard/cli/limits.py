@@ -8,14 +8,10 @@ the reset time; held is what calls in flight reserve, known only to a running ga
 
 from __future__ import annotations
 
-import csv
-import sys
-from typing import Any
+from collections.abc import Iterable
 
 import click
 import sqlalchemy as sa
-from rich.console import Console
-from rich.table import Table
 
 from ..governance import budget_status, identity, limits
 from ..governance.models import (
@@ -27,43 +23,46 @@ from ..governance.models import (
     UserCreate,
     UserQuery,
 )
+from ..store.identity_tables import api_keys as keys_table
 from ..store.identity_tables import orgs as orgs_table
-from .keys import _print_json, config_option, err, find_team, find_user, governance, json_option, operate, out
+from ..store.identity_tables import teams as teams_table
+from ..store.identity_tables import users as users_table
+from .keys import config_option, err, find_team, find_user, governance, operate, out
+from .output import csv_option, emit, json_option
+from .output import print_json as _print_json
 
-csv_option = click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of a table")
 
-
-def emit(rows: list[dict[str, Any]], cols: list[str], as_json: bool, as_csv: bool) -> None:
-    """Rows as a table (no cell is ever cut), JSON or CSV."""
-    if as_json:
-        _print_json(rows)
-        return
-    if as_csv:
-        w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(cols)
-        for r in rows:
-            w.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
-        return
-    table = Table()
-    for c in cols:
-        table.add_column(c, overflow="fold", no_wrap=not sys.stdout.isatty())
-    for r in rows:
-        table.add_row(*["-" if r.get(c) is None else str(r.get(c)) for c in cols])
-    # a pipe or a file gets the whole table, however wide; a terminal folds long cells, never cuts them
-    (out if sys.stdout.isatty() else Console(width=100_000)).print(table)
+def who(conn: sa.Connection, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """A readable name for each (scope, id): a user's email, a team's, org's or key's name (a key without one: its
+    prefix), a tag as it is; a team's member budget: its team's name."""
+    wanted: dict[str, set[str]] = {}
+    for scope, ref in refs:
+        wanted.setdefault("team" if scope == "members" else scope, set()).add(ref)
+    names: dict[tuple[str, str], str] = {("tag", t): t for t in wanted.pop("tag", set())}
+    for scope, table, col in (("user", users_table, users_table.c.email), ("team", teams_table, teams_table.c.name),
+                              ("org", orgs_table, orgs_table.c.name),
+                              ("key", keys_table, sa.func.coalesce(keys_table.c.name, keys_table.c.prefix))):
+        ids = sorted(wanted.get(scope, ()))
+        for i in range(0, len(ids), 500):
+            for obj_id, name in conn.execute(sa.select(table.c.id, col).where(table.c.id.in_(ids[i:i + 500]))):
+                names[(scope, obj_id)] = name
+    for (scope, ref), name in list(names.items()):
+        if scope == "team":
+            names[("members", ref)] = name
+    return names
 
 
 def find_org(conn: sa.Connection, ref: str) -> str:
     rows = conn.execute(sa.select(orgs_table.c.id).where(
         sa.or_(orgs_table.c.id == ref, orgs_table.c.name == ref))).scalars().all()
     if len(rows) != 1:
-        raise click.UsageError(f"no org {ref!r}" if not rows else f"several orgs are called {ref!r}: use the id")
+        raise click.ClickException(f"no org {ref!r}" if not rows else f"several orgs are called {ref!r}: use the id")
     return str(rows[0])
 
 
 def scope_id(conn: sa.Connection, scope: str, ref: str) -> str:
     """An id from a reference: a team's name, a user's email, an org's name (a key or a tag as given)."""
-    if scope == "team":
+    if scope in ("team", "members"):
         return find_team(conn, ref)
     if scope == "user":
         return find_user(conn, ref)
@@ -150,13 +149,16 @@ def users_list(config_path: str, team_ref: str | None, as_json: bool, as_csv: bo
         with gov.db.read() as conn:
             team_id = find_team(conn, team_ref) if team_ref else None
         rows = operate(gov, identity.list_users, UserQuery(team_id=team_id, limit=1000))
-    emit([u.model_dump(mode="json") for u in rows], ["id", "email", "name", "role", "team_id", "org_id"],
-         as_json, as_csv)
+        with gov.db.read() as conn:
+            names = who(conn, [*(("team", u.team_id) for u in rows if u.team_id), *(("org", u.org_id) for u in rows)])
+    emit([{**u.model_dump(mode="json"), "team": names.get(("team", u.team_id or "")),
+           "org": names.get(("org", u.org_id))} for u in rows],
+         ["id", "email", "name", "role", "team_id", "team", "org_id", "org"], as_json, as_csv)
 
 
 # --- budgets -----------------------------------------------------------------------------------------------------
 
-SCOPES = click.Choice(["key", "user", "team", "org", "tag"])
+SCOPES = click.Choice(["key", "user", "team", "org", "tag", "members"])
 
 
 @click.group()
@@ -167,7 +169,8 @@ def budgets() -> None:
 @budgets.command("create")
 @config_option
 @click.option("--scope", type=SCOPES, required=True)
-@click.option("--for", "ref", required=True, help="the key id, user (id or email), team or org (id or name), or tag")
+@click.option("--for", "ref", required=True, help="the key id, user (id or email), team or org (id or name), or tag; "
+                                                 "for members: the team (each of its users gets a copy)")
 @click.option("--usd", "max_usd", type=float, help="the USD limit per period")
 @click.option("--tokens", "max_tokens", type=int, help="the token limit per period")
 @click.option("--period", type=click.Choice(["daily", "weekly", "monthly", "total"]), default="monthly",
@@ -198,8 +201,11 @@ def budgets_list(config_path: str, as_json: bool, as_csv: bool) -> None:
     """List budgets."""
     with governance(config_path) as gov:
         rows = operate(gov, limits.list_budgets, LimitQuery(limit=1000))
-    emit([b.model_dump(mode="json") for b in rows],
-         ["id", "name", "scope", "scope_id", "period", "max_usd", "max_tokens"], as_json, as_csv)
+        with gov.db.read() as conn:
+            names = who(conn, [(b.scope, b.scope_id) for b in rows])
+    emit([{**b.model_dump(mode="json"), "for": names.get((b.scope, b.scope_id))} for b in rows],
+         ["id", "name", "scope", "scope_id", "for", "period", "max_usd", "max_tokens"], as_json, as_csv,
+         amounts=["max_usd"])
 
 
 @budgets.command("delete")
@@ -225,9 +231,14 @@ def budgets_status(config_path: str, budget_ids: tuple[str, ...], as_json: bool,
             gov, limits.list_budgets, LimitQuery(limit=1000))
         tz = gov.config.ledger.budget_timezone
         with gov.db.read() as conn:
-            rows = [budget_status.status(conn, b, tz).model_dump(mode="json") for b in found]
-    emit(rows, ["budget_id", "name", "scope", "scope_id", "period", "spent_usd", "held_usd", "remaining_usd",
-                "max_usd", "spent_tokens", "remaining_tokens", "resets_at"], as_json, as_csv)
+            statuses = [budget_status.status(conn, b, tz).model_dump(mode="json") for b in found]
+            if not as_json:  # a table or CSV: each member's copy of a member budget on a row of its own
+                statuses = [s for st in statuses for s in (st, *(st.get("members") or ()))]
+            names = who(conn, [(st["scope"], st["scope_id"]) for st in statuses])
+    rows = [{**st, "for": names.get((st["scope"], st["scope_id"]))} for st in statuses]
+    emit(rows, ["budget_id", "name", "scope", "scope_id", "for", "period", "spent_usd", "held_usd", "remaining_usd",
+                "max_usd", "spent_tokens", "remaining_tokens", "resets_at"], as_json, as_csv,
+         amounts=["spent_usd", "held_usd", "remaining_usd", "max_usd"])
 
 
 # --- rate limits ---------------------------------------------------------------------------------------------------
@@ -271,8 +282,10 @@ def rate_limits_list(config_path: str, as_json: bool, as_csv: bool) -> None:
     """List rate limits."""
     with governance(config_path) as gov:
         rows = operate(gov, limits.list_rate_limits, LimitQuery(limit=1000))
-    emit([r.model_dump(mode="json") for r in rows],
-         ["id", "name", "scope", "scope_id", "rpm", "tpm", "max_concurrent"], as_json, as_csv)
+        with gov.db.read() as conn:
+            names = who(conn, [(r.scope, r.scope_id) for r in rows])
+    emit([{**r.model_dump(mode="json"), "for": names.get((r.scope, r.scope_id))} for r in rows],
+         ["id", "name", "scope", "scope_id", "for", "rpm", "tpm", "max_concurrent"], as_json, as_csv)
 
 
 @rate_limits.command("delete")

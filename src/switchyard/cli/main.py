@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from typing import Any
 
 import click
 
@@ -32,7 +34,27 @@ LAZY_COMMANDS = {
 
 
 class LazyGroup(click.Group):
-    """A click group whose listed subcommands are imported on first use."""
+    """A click group whose listed subcommands are imported on first use, and whose every error is one line."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """As click's, but a usage error is one line (``error: Missing option '--org'. (see: switchyard teams
+        create --help)``), not the usage text, a hint and the error on three."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as e:
+            where = f" (see: {e.ctx.command_path} --help)" if e.ctx is not None else ""
+            click.secho(f"error: {e.format_message()}{where}", fg="red", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.secho(f"error: {e.format_message()}", fg="red", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
@@ -44,7 +66,16 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
+def require_file(path: str) -> None:
+    """A config file that is not there: say where commands look for one, in one line."""
+    if not os.path.exists(path):
+        click.secho(f"{path}: no such config file: pass --config FILE, or set $SWITCHYARD_CONFIG (the quickstart's "
+                    "is examples/quickstart.yaml)", fg="red", err=True)
+        sys.exit(2)
+
+
 def _load(path: str) -> Config:
+    require_file(path)
     try:
         return load_config(path)
     except ConfigError as e:
@@ -135,4 +166,4 @@ def _provider_problems(cfg: Config) -> list[str]:
 main.add_command(serve_command(_load))
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="switchyard")

@@ -15,14 +15,15 @@ from typing import Any
 
 import click
 import yaml
-from rich.table import Table
 
 from ..errors import NotFound
 from ..governance.rbac import not_found
 from ..prompts import registry
 from ..prompts.models import PromptCreate, VersionPublish
 from ..prompts.template import SPEC_KEYS
-from .keys import _print_json, config_option, err, governance, json_option, operate, out
+from .keys import config_option, err, governance, operate, out
+from .output import csv_option, emit, json_option
+from .output import print_json as _print_json
 
 FILE_KEYS = frozenset({"name", "org", "team", "description", "labels"})
 
@@ -126,18 +127,17 @@ def pull(config_path: str, name: str, version: int | None, label: str, output: s
 @prompts.command("list")
 @config_option
 @json_option
-def list_(config_path: str, as_json: bool) -> None:
+@csv_option
+def list_(config_path: str, as_json: bool, as_csv: bool) -> None:
     """Every prompt, its latest version and labels."""
     with governance(config_path) as gov:
         rows = operate(gov, registry.list_prompts)
     if as_json:
         _print_json([r.model_dump(mode="json") for r in rows])
         return
-    t = Table("id", "name", "org", "team", "latest", "labels")
-    for r in rows:
-        t.add_row(r.id, r.name, r.org_id or "-", r.team_id or "-", str(r.latest_version),
-                  ", ".join(f"{k}={v}" for k, v in r.labels.items()))
-    out.print(t)
+    emit([{"id": r.id, "name": r.name, "org": r.org_id, "team": r.team_id, "latest": r.latest_version,
+           "labels": [f"{k}={v}" for k, v in r.labels.items()]} for r in rows],
+         ["id", "name", "org", "team", "latest", "labels"], False, as_csv)
 
 
 @prompts.command("label")

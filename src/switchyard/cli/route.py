@@ -67,8 +67,10 @@ def route() -> None:
 @click.option("--prompt", default=None, help="the request's text (auto profiles it: task type, difficulty)")
 @click.option("--objective", type=click.Choice(["cheapest", "balanced", "best"]), default=None,
               help="as the x-switchyard-objective header would (auto)")
+@click.option("--json", "as_json", is_flag=True, help="print the explanation as JSON")
 def explain_cmd(config_path: str, model: str, prompt_tokens: int, max_tokens: int | None, needs: str, stream: bool,
-                embeddings: bool, only: str | None, prompt: str | None, objective: str | None) -> None:
+                embeddings: bool, only: str | None, prompt: str | None, objective: str | None,
+                as_json: bool) -> None:
     """Print the plan the router would make for a request, and why."""
     from .main import _load
 
@@ -82,7 +84,14 @@ def explain_cmd(config_path: str, model: str, prompt_tokens: int, max_tokens: in
         prompt_tokens = estimate_prompt(request)
     ex = explain(router, model, wanted, prompt_tokens, max_tokens, "embeddings" if embeddings else "chat", stream,
                  allowed, [f"--only {only}"] if only is not None else None, request, objective)
-    render(ex, Console(soft_wrap=True))
+    if as_json:
+        import dataclasses
+
+        from .output import print_json
+
+        print_json(dataclasses.asdict(ex))
+    else:
+        render(ex, Console(soft_wrap=True))
     if ex.error is not None:
         raise SystemExit(1)
 

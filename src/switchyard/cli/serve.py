@@ -11,6 +11,7 @@ State that must be exact across workers (budgets, rate limits) lives in the shar
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -34,9 +35,56 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        _cannot_bind(host, port, e)
     sock.set_inheritable(True)
     return sock
+
+
+def _cannot_bind(host: str, port: int, e: OSError) -> None:
+    """Say in one line why the address cannot be had, and what to do; exit 2 (a supervisor does not retry it)."""
+    if e.errno == errno.EADDRINUSE:
+        why = (f"port {port} on {host} is in use (another Switchyard, or another server): stop it, or serve on "
+               "another port with --port N (or server.port)")
+    elif e.errno == errno.EACCES:
+        why = f"port {port} needs privileges to bind: use a port above 1023 with --port N (or server.port)"
+    elif e.errno in (errno.EADDRNOTAVAIL, socket.EAI_NONAME) or isinstance(e, socket.gaierror):
+        why = f"{host!r} is not an address of this machine: use --host 127.0.0.1, 0.0.0.0 or one of its own"
+    else:
+        why = f"cannot listen on {host}:{port}: {e.strerror or e}"
+    click.secho(f"error: {why}", fg="red", err=True)
+    sys.exit(2)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Bind the address once before anything starts (the store, the providers, the workers), so a port in use is
+    one clear line at once rather than a failure after start-up (or a supervisor restarting workers that cannot
+    bind). The gateway binds it again for real a moment later."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        _cannot_bind(host, port, e)
+        return
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no clash
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            _cannot_bind(host, port, e)
+
+
+def _accepting(host: str, port: int) -> bool:
+    """Something accepts connections on the address (a worker has bound it and started)."""
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    try:
+        socket.create_connection((target, port), timeout=0.25).close()
+        return True
+    except OSError:
+        return False
 
 
 #: keys that are public by design (the quickstart's documented demo key): the banner may print them whole
@@ -98,13 +146,30 @@ def _banner(cfg: Config, host: str, port: int, store: Any, workers: int, deploym
                    f"{base}/admin, or use the CLI (switchyard keys|teams|budgets ...)")
 
 
+def check_secrets(cfg: Config, config_path: str) -> None:
+    """A key secret or audit key from the environment that is too short: one line naming it, exit 2."""
+    if not cfg.governance.enabled:
+        return
+    from ..governance.keys import audit_key, key_secret
+
+    for check, what in ((key_secret, "it keys the stored hashes of virtual keys"),
+                        (audit_key, "it signs the audit log")):
+        try:
+            check(cfg)
+        except ValueError as e:
+            click.secho(f"{config_path}: {e} ({what}): use a long random string", fg="red", err=True)
+            sys.exit(2)
+
+
 def _require_key_secret(cfg: Config, config_path: str, store: Any) -> None:
     """Refuse to start, in plain words, when the store holds virtual keys that no configured secret can check."""
     if not cfg.governance.enabled:
         return
     from ..governance.keys import key_secret
     from ..governance.principals import count_keys
+    from ..store.db import normalize_url
 
+    check_secrets(cfg, config_path)
     if key_secret(cfg) is not None:
         return
     try:
@@ -113,11 +178,13 @@ def _require_key_secret(cfg: Config, config_path: str, store: Any) -> None:
     except Exception:  # an unreachable store is reported by the gateway itself
         return
     if n:
-        click.secho(f"{config_path}: the store holds {n} virtual keys, but no key secret is configured", fg="red",
+        keys = f"{n} virtual key" + ("s" if n != 1 else "")
+        click.secho(f"{config_path}: the store holds {keys}, but no key secret is configured", fg="red",
                     err=True)
         click.echo("  Virtual keys are checked against HMACs made with the secret they were created under. Set it "
                    "as SWITCHYARD_KEY_SECRET (or governance.key_secret), or set SWITCHYARD_MASTER_KEY (master_key) "
-                   "to the master key they were created under; or point store at another database.", err=True)
+                   "to the master key they were created under; or point store at another database (this one: "
+                   f"{normalize_url(store.url).render_as_string(hide_password=True)}).", err=True)
         sys.exit(2)
 
 
@@ -150,6 +217,15 @@ def _defer_sighup(*, remember: bool) -> None:
     signal.signal(signal.SIGHUP, (lambda _s, _f: _early_sighup.append(True)) if remember else signal.SIG_IGN)
 
 
+def _catalog(cfg: Config, config_path: str, catalog_type: Any) -> Any:
+    try:
+        return catalog_type.from_config(cfg)
+    except ValueError as e:  # a provider that cannot be built (a missing extra, a bad region): the config's fault
+        click.secho(f"{config_path}: invalid configuration", fg="red", err=True)
+        click.echo(f"  {e}", err=True)
+        sys.exit(2)
+
+
 def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: bool, quiet: bool,
                reuse_port: bool) -> None:
     """Serve in this process until SIGTERM or SIGINT; SIGHUP reloads the config file."""
@@ -160,12 +236,7 @@ def run_worker(cfg: Config, config_path: str, host: str, port: int, *, migrate: 
     from ..governance.spend import SpendWriter
     from ..server.factory import build
 
-    try:
-        catalog = Catalog.from_config(cfg)
-    except ValueError as e:  # a provider that cannot be built (a missing extra, a bad region): the config's fault
-        click.secho(f"{config_path}: invalid configuration", fg="red", err=True)
-        click.echo(f"  {e}", err=True)
-        sys.exit(2)
+    catalog = _catalog(cfg, config_path, Catalog)
     # The batch threads run below the loop's priority (see switchyard.background); a thread that holds the GIL
     # when the loop wants it back gives it up within this interval (the default, 5 ms, showed in the p99).
     sys.setswitchinterval(0.0005)
@@ -200,15 +271,22 @@ def run_supervisor(cfg: Config, config_path: str, host: str, port: int, workers:
     """Start ``workers`` children on one port and keep them running until told to stop."""
     from ..catalog import Catalog
 
+    catalog = _catalog(cfg, config_path, Catalog)
     store = _open_store(cfg, config_path, migrate=True)  # migrate once, here, before any worker opens the store
-    catalog = Catalog.from_config(cfg)
-    _banner(cfg, host, port, store, workers, catalog.deployments, catalog.routes)
+    _require_key_secret(cfg, config_path, store)
     store.close()
     cmd = [sys.executable, "-m", "switchyard.cli.main", "serve", "--config", config_path, "--host", host,
            "--port", str(port), "--log-level", log_level, "--worker-child"]
     metrics_dir = _metrics_dir(cfg)
+
+    def started() -> bool:  # the banner once, after a worker has bound the port and started: as with one process
+        if not _accepting(host, port):
+            return False
+        _banner(cfg, host, port, store, workers, catalog.deployments, catalog.routes)
+        return True
+
     try:
-        _supervise(cmd, workers)
+        _supervise(cmd, workers, started)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -232,10 +310,17 @@ def _worker_gone(pid: int) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
-def _supervise(cmd: list[str], workers: int) -> None:
+#: a worker's exit code that no restart can mend (the config, the store or the port): the supervisor stops
+FATAL = 2
+
+
+def _supervise(cmd: list[str], workers: int, started: Any = None) -> None:
+    """Keep ``workers`` children running; ``started()`` is polled until it returns True (the banner). A child that
+    exits with :data:`FATAL` has said why on stderr: every worker is stopped, and so is the supervisor (exit 2)."""
     children: list[subprocess.Popen[bytes] | None] = [None] * workers
     restarts = [0.0] * workers
     stopping = False
+    fatal = False
 
     def stop(signum: int, _frame: Any) -> None:
         nonlocal stopping
@@ -259,6 +344,10 @@ def _supervise(cmd: list[str], workers: int) -> None:
             if stopping:
                 break
             if c is None or c.poll() is not None:
+                if c is not None and c.returncode == FATAL:
+                    fatal = True
+                    stop(signal.SIGTERM, None)
+                    break
                 if c is not None:
                     log.warning("worker %d exited with %s; restarting", i, c.returncode)
                     _worker_gone(c.pid)
@@ -269,7 +358,9 @@ def _supervise(cmd: list[str], workers: int) -> None:
                 children[i] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         if stopping:
             break
-        time.sleep(0.2)
+        if started is not None and started():
+            started = None
+        time.sleep(0.2 if started is None else 0.05)
     deadline = time.monotonic() + 30
     for c in children:
         if c is not None:
@@ -277,6 +368,8 @@ def _supervise(cmd: list[str], workers: int) -> None:
                 c.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 c.kill()
+    if fatal:
+        sys.exit(FATAL)
 
 
 def _require_shared_ledger(cfg: Config, config_path: str, workers: int) -> None:
@@ -319,13 +412,20 @@ def serve_command(load: Any) -> click.Command:
         configure(log_level, cfg.server.log_format)  # the config's format, from here on
         host = host or cfg.server.host
         port = cfg.server.port if port is None else port
-        if worker_child:
-            os.environ.setdefault("SWITCHYARD_WORKER", str(os.getpid()))
-            run_worker(cfg, config_path, host, port, migrate=False, quiet=True, reuse_port=True)
-        elif workers > 1:
-            _require_shared_ledger(cfg, config_path, workers)
-            run_supervisor(cfg, config_path, host, port, workers, log_level)
-        else:
-            run_worker(cfg, config_path, host, port, migrate=True, quiet=False, reuse_port=False)
+        try:
+            check_secrets(cfg, config_path)
+            if not worker_child:
+                _check_port(host, port)
+            if worker_child:
+                os.environ.setdefault("SWITCHYARD_WORKER", str(os.getpid()))
+                run_worker(cfg, config_path, host, port, migrate=False, quiet=True, reuse_port=True)
+            elif workers > 1:
+                _require_shared_ledger(cfg, config_path, workers)
+                run_supervisor(cfg, config_path, host, port, workers, log_level)
+            else:
+                run_worker(cfg, config_path, host, port, migrate=True, quiet=False, reuse_port=False)
+        except KeyboardInterrupt:  # Ctrl-C while starting (once serving, the server stops gracefully itself)
+            click.echo("stopped", err=True)
+            sys.exit(130)
 
     return serve

@@ -17,13 +17,25 @@ import orjson
 import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import SwitchyardError
-from ..governance.spend_report import SpendQuery, clean_filters, headers_for, parse_group_by, report, time_range
+from ..governance.spend_report import (
+    METRIC_COLUMNS,
+    SpendQuery,
+    clean_filters,
+    headers_for,
+    parse_group_by,
+    report,
+    time_range,
+)
 from ..store.db import create_engine_for, migrate
 from .keys import config_option, load, warn_if_new_store
+from .output import console, plain, unwrapped
 
-err = Console(stderr=True)
+__all__ = ["plain", "spend"]
+
+err = Console(stderr=True, soft_wrap=True)  # an error or warning stays on one line, however long
 
 
 def _when(value: str | None, name: str) -> dt.datetime | None:
@@ -80,7 +92,7 @@ def report_command(config_path: str, group_by: str, start: str | None, end: str 
         sys.exit(1)
     cols = headers_for(groups)
     if as_json:
-        click.echo(orjson.dumps([{c: plain(r.get(c)) for c in cols} for r in rows],
+        click.echo(orjson.dumps([{c: _json(r.get(c)) for c in cols} for r in rows],
                                 option=orjson.OPT_INDENT_2).decode())
         return
     if as_csv:
@@ -95,26 +107,22 @@ def report_command(config_path: str, group_by: str, start: str | None, end: str 
 def _table(rows: list[dict[str, Any]], groups: list[str], cols: list[str], s: dt.datetime, e: dt.datetime) -> None:
     title = f"Spend {s:%Y-%m-%d %H:%M} to {e:%Y-%m-%d %H:%M} UTC" + (f" by {', '.join(groups)}" if groups else "")
     t = Table(title=title)
-    for c in cols:
-        t.add_column(c, justify="left" if c in groups else "right")
+    out = console()
+    keep = unwrapped(out, cols, rows, [g for g in groups if g in ("org", "team", "user", "key")])
+    for c in cols:  # an id is kept on one line when it fits, else folded: never cut
+        t.add_column(c, justify="right" if c in METRIC_COLUMNS or c in ("cost_usd", "avg_latency_ms") else "left",
+                     overflow="fold", no_wrap=c in keep)
     total_cost = sum((r["cost_usd"] for r in rows), Decimal(0))
     for r in rows:
-        t.add_row(*[_cell(c, r.get(c)) for c in cols])
-    out = Console()
+        t.add_row(*[Text(_cell(c, r.get(c))) for c in cols])
     out.print(t)
     out.print(f"{len(rows)} rows; {sum(r['requests'] for r in rows):,} requests; total ${total_cost:,.2f}",
               highlight=False)
 
 
-def plain(v: Any) -> Any:
-    """A value for CSV or JSON: a Decimal as fixed-point text (``0.00`` for zero, never ``0E-8``)."""
-    if isinstance(v, Decimal):
-        whole, _, frac = format(v, "f").partition(".")
-        frac = frac.rstrip("0")
-        return f"{whole}.{frac.ljust(2, '0')}" if v != 0 else "0.00"  # 1.50000000 -> 1.50; 0.00012 stays
-    if isinstance(v, dt.datetime | dt.date):
-        return v.isoformat()
-    return v
+def _json(v: Any) -> Any:
+    """A value for JSON: amounts (Decimals) as fixed-point text (``"0.00"``), numbers as numbers."""
+    return v if isinstance(v, float | int) else plain(v)
 
 
 def _cell(col: str, v: Any) -> str:
@@ -124,4 +132,4 @@ def _cell(col: str, v: Any) -> str:
         return f"${v:,.4f}"
     if isinstance(v, int):
         return f"{v:,}"
-    return str(v)
+    return str(plain(v))

@@ -146,11 +146,19 @@ def status(run_id: str, url: str, key: str) -> None:
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500))
 @_url
 @_key
-def list_runs(scope: str, name: str | None, limit: int, url: str, key: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of lines")
+@click.option("--csv", "as_csv", is_flag=True, help="print CSV instead of lines")
+def list_runs(scope: str, name: str | None, limit: int, url: str, key: str, as_json: bool, as_csv: bool) -> None:
     """The runs you may see, newest first."""
     params: dict[str, Any] = {"scope": scope, "limit": limit}
     if name:
         params["workflow"] = name
-    for r in _call("GET", url, key, "/v1/workflows/runs", params=params)["data"]:
+    runs = _call("GET", url, key, "/v1/workflows/runs", params=params)["data"]
+    if as_json or as_csv:
+        from .output import emit
+
+        emit(runs, ["id", "created_at", "status", "workflow", "version", "key"], as_json, as_csv)
+        return
+    for r in runs:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["created_at"]))
         click.echo(f"{r['id']}  {created}  {r['status']:<9}  {r['workflow']} v{r['version']}  key={r['key']}")

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 LoggingMode = Literal["none", "metadata", "full"]
 LOGGING_MODES: tuple[LoggingMode, ...] = ("none", "metadata", "full")
-BudgetScope = Literal["key", "user", "team", "org", "tag"]
+BudgetScope = Literal["key", "user", "team", "org", "tag", "members"]  # members: a team's member budget
 BudgetPeriod = Literal["daily", "weekly", "monthly", "total"]
 RateLimitScope = Literal["key", "user", "team"]
 
@@ -52,6 +52,7 @@ class BudgetDef:
     webhook_url: str | None = None
     name: str | None = None
     org_id: str | None = None  # the tenant that owns the definition (None: a global tag budget)
+    template_id: str | None = None  # a member's copy of its team's member budget: the template (member_budget.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -241,6 +241,7 @@ class KeyDirectory:
                 continue
             touched = [newest.get(("key", p.key_id or "")), newest.get(("user", p.user_id or "")),
                        newest.get(("team", p.team_id or "")), newest.get(("org", p.org_id or "")),
+                       newest.get(("members", p.team_id or "")),
                        *(newest.get(("tag", t)) for t in p.tags)]
             if any(v is not None and v > e.version for v in touched):
                 hit.append(h)

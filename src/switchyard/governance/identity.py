@@ -274,7 +274,8 @@ def delete_team(conn: sa.Connection, ops: Ops, team_id: str) -> None:
     n_users = conn.execute(sa.select(sa.func.count()).where(users.c.team_id == team_id)).scalar_one()
     if n_users:
         raise Conflict(f"The team still has {n_users} users; move or delete them first.")
-    changes = _revoke_where(conn, api_keys.c.team_id == team_id) + _drop_limits(conn, "team", team_id)
+    changes = (_revoke_where(conn, api_keys.c.team_id == team_id) + _drop_limits(conn, "team", team_id)
+               + _drop_limits(conn, "members", team_id))
     conn.execute(sa.delete(teams).where(teams.c.id == team_id))
     bump(conn, ops, [*changes, ("team", team_id)])
     ops.record(conn, "team.delete", team_id, Owner(r.org_id, team_id))

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from ..errors import InvalidRequest
 from ..store.identity_tables import api_keys, budgets, orgs, rate_limits, teams, users
+from . import member_budget
 from .audit import utcnow
 from .identity import Ops, bump
 from .keys import new_id
@@ -53,7 +54,7 @@ def _owner(conn: sa.Connection, ops: Ops, scope: str, scope_id: str, org_id: str
                          .where(users.c.id == scope_id)).one_or_none()
         owner = Owner(u.org_id, u.team_id, scope_id) if u else None
         holder = Rights(u.role, u.org_id, u.team_id) if u else None
-    elif scope == "team":
+    elif scope in ("team", member_budget.SCOPE):
         t = conn.execute(sa.select(teams.c.org_id).where(teams.c.id == scope_id)).one_or_none()
         owner = Owner(t.org_id, scope_id) if t else None
     elif scope == "org":
@@ -84,7 +85,7 @@ def _visible(table: sa.Table, ops: Ops) -> sa.ColumnElement[bool] | None:
         team_keys = sa.select(api_keys.c.id).where(api_keys.c.team_id == a.team_id)
         team_users = sa.select(users.c.id).where(users.c.team_id == a.team_id)
         return sa.and_(in_org, sa.or_(
-            sa.and_(table.c.scope == "team", table.c.scope_id == a.team_id),
+            sa.and_(table.c.scope.in_(("team", member_budget.SCOPE)), table.c.scope_id == a.team_id),
             sa.and_(table.c.scope == "user", table.c.scope_id.in_(team_users)),
             sa.and_(table.c.scope == "key", table.c.scope_id.in_(team_keys))))
     own_keys = sa.select(api_keys.c.id).where(api_keys.c.user_id == (a.user_id or ""))
@@ -108,6 +109,9 @@ def _get(conn: sa.Connection, ops: Ops, table: sa.Table, kind: str, obj_id: str,
          change: str | None = None) -> tuple[sa.Row[Any], Owner]:
     """The definition and where it sits; with ``change`` ("change", "delete"), checked that the actor may."""
     r = conn.execute(sa.select(table).where(table.c.id == obj_id)).one_or_none()
+    if r is None and change is not None and table is budgets and member_budget.is_copy(obj_id) and _copy(
+            conn, ops, obj_id) is not None:
+        raise member_budget.refuse_change(obj_id, change)
     placed = _owner(conn, ops, r.scope, r.scope_id, r.org_id) if r is not None else None
     if r is None or placed is None:
         raise not_found(kind, obj_id)
@@ -146,7 +150,25 @@ def list_budgets(conn: sa.Connection, ops: Ops, q: LimitQuery) -> list[Budget]:
 
 
 def get_budget(conn: sa.Connection, ops: Ops, budget_id: str) -> Budget:
+    """A budget definition, or a member's copy of its team's member budget (``<template id>~<user>``)."""
+    if member_budget.is_copy(budget_id):
+        found = _copy(conn, ops, budget_id)
+        if found is None:
+            raise not_found("budget", budget_id)
+        return found
     return budget_out(_get(conn, ops, budgets, "budget", budget_id)[0])
+
+
+def _copy(conn: sa.Connection, ops: Ops, budget_id: str) -> Budget | None:
+    """A member's copy, as a budget of scope ``user``, if it exists and the actor sees that user's limits."""
+    found = member_budget.resolve(conn, budget_id)
+    if found is None:
+        return None
+    t, user_id = found
+    if not sees_limit(ops.actor, Owner(t.org_id, t.scope_id, user_id)):
+        return None
+    return budget_out(t).model_copy(update={"id": budget_id, "scope": "user", "scope_id": user_id,
+                                            "template_id": t.id})
 
 
 def create_budget(conn: sa.Connection, ops: Ops, body: BudgetCreate) -> Budget:

@@ -268,7 +268,9 @@ Usd = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=8)]
 
 class BudgetCreate(_In):
     scope: BudgetScope
-    scope_id: str = Field(min_length=1, max_length=255, description="the key, user, team or org id, or the tag")
+    scope_id: str = Field(min_length=1, max_length=255, description="the key, user, team or org id, or the tag; "
+                                                                    "for members: the team whose users each get "
+                                                                    "a copy")
     name: Name | None = None
     period: BudgetPeriod = "monthly"
     max_usd: Usd | None = None
@@ -319,6 +321,8 @@ class Budget(_Out):
     webhook_url: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    template_id: str | None = Field(None, description="a member's copy of its team's member budget (scope "
+                                                      "members): the template it follows")
 
 
 class RateLimitCreate(_In):
@@ -495,7 +499,7 @@ class KeyQuery(UserQuery):
 
 
 class LimitQuery(OrgScopedPage):
-    scope: Literal["key", "user", "team", "org", "tag"] | None = None
+    scope: Literal["key", "user", "team", "org", "tag", "members"] | None = None
     scope_id: str | None = None
 
 

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from ..classification import highest
 from ..store.identity_tables import api_keys, budgets, identity_changes, identity_version, rate_limits, teams, users
+from . import member_budget
 from .auth import BudgetDef, Principal, RateLimitDef, retention_seconds
 
 REVOKED: Literal["revoked"] = "revoked"
@@ -52,6 +53,7 @@ def load_principals(conn: sa.Connection, hashes: Sequence[str]) -> dict[str, Loa
         scopes |= {("tag", t) for t in tags}
         in_scope = tuple(b for b in budget_defs if (b.scope, b.scope_id) in scopes
                          and (b.scope != "tag" or b.org_id in (None, r.org_id)))
+        in_scope += member_budget.copies(budget_defs, r.team_id, r.user_id)  # its own copy of its team's template
         limits = tuple(x for x in limit_defs if (x.scope, x.scope_id) in scopes)
         out[r.key_hash] = Principal(
             id=r.id, name=r.name, models=_models(r.models, r.team_models), user_id=r.user_id, team_id=r.team_id,
@@ -75,13 +77,14 @@ def _models(key_models: list[str] | None, team_models: list[str] | None) -> froz
 
 def _scope_clause(table: sa.Table, live: Sequence[Any], scopes: Sequence[str]) -> sa.ColumnElement[bool]:
     ids = {"key": {r.id for r in live}, "user": {r.user_id for r in live}, "team": {r.team_id for r in live},
-           "org": {r.org_id for r in live}, "tag": {t for r in live for t in (r.tags or ())}}
+           "org": {r.org_id for r in live}, "tag": {t for r in live for t in (r.tags or ())},
+           "members": {r.team_id for r in live if r.user_id is not None}}
     return sa.or_(*(sa.and_(table.c.scope == s, table.c.scope_id.in_(sorted(i for i in ids[s] if i)))
                     for s in scopes))
 
 
 def _budgets(conn: sa.Connection, live: Sequence[Any]) -> list[BudgetDef]:
-    where = _scope_clause(budgets, live, ("key", "user", "team", "org", "tag"))
+    where = _scope_clause(budgets, live, ("key", "user", "team", "org", "tag", "members"))
     return [BudgetDef(id=b.id, scope=b.scope, scope_id=b.scope_id, period=b.period,
                       max_usd=Decimal(b.max_usd) if b.max_usd is not None else None, max_tokens=b.max_tokens,
                       timezone=b.timezone, thresholds=tuple(b.thresholds or ()), webhook_url=b.webhook_url,

@@ -105,7 +105,7 @@ def scope_rights(scope: str, o: Owner, holder: Rights | None) -> Rights:
     its team admins), or a whole org (an org budget, a tag budget: its org admins too)."""
     if scope in ("key", "user") and holder is not None:
         return holder
-    if scope == "team":
+    if scope in ("team", "members"):  # a team budget, or its member budget: binds its team admins too
         return Rights(TEAM_ADMIN, o.org_id, o.team_id)
     return Rights(ORG_ADMIN, o.org_id)
 

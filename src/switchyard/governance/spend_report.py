@@ -1,7 +1,8 @@
 """Spend reports from the hourly rollups: ``GET /admin/spend`` and ``switchyard spend report`` both use this.
 
 Group by any of ``org``, ``team``, ``user``, ``key``, ``route``, ``deployment``, ``provider``, ``model``, ``tag``,
-``hour`` and ``day`` (UTC). Tags have their own rollup (per tag, org, route, deployment, provider and model), so
+``hour`` and ``day`` (UTC); an org, team, user or key comes with its name (a user: its email and name; a key: its
+name and prefix) beside its id. Tags have their own rollup (per tag, org, route, deployment, provider and model), so
 ``tag`` combines with those only. The time range is ``[from, to)``, on whole UTC hours (the rollups' grain):
 ``from`` is rounded down to its hour, ``to`` up.
 """
@@ -17,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..errors import InvalidRequest
+from ..store.identity_tables import api_keys, orgs, teams, users
 from ..store.spend_tables import spend_hourly, spend_hourly_tags
 
 COLUMNS = {"org": "org_id", "team": "team_id", "user": "user_id", "key": "key_id", "route": "route",
@@ -131,7 +133,38 @@ def report(conn: sa.Connection, q: SpendQuery) -> list[dict[str, Any]]:
                     "cost_usd": Decimal(row["cost"]).scaleb(-8),
                     "avg_latency_ms": round(row["latency_ms"] / n, 3) if n else None})
     out.sort(key=lambda x: (-x["cost_usd"], *(str(x.get(g) or "") for g in q.group_by)))
+    _name(conn, out, dims)
     return out
+
+
+#: what names each id dimension: (its table, the columns shown beside the id, as which labels)
+NAMES: dict[str, tuple[sa.Table, tuple[tuple[str, str], ...]]] = {
+    "org": (orgs, (("name", "org_name"),)),
+    "team": (teams, (("name", "team_name"),)),
+    "user": (users, (("email", "user_email"), ("name", "user_name"))),
+    "key": (api_keys, (("name", "key_name"), ("prefix", "key_prefix"))),
+}
+
+
+def _name(conn: sa.Connection, rows: list[dict[str, Any]], dims: Sequence[str]) -> None:
+    """Put the names (and emails) of the orgs, teams, users and keys grouped by beside their ids: one query per
+    dimension, of the ids in the report. An id whose object is gone (a deleted user) keeps null names."""
+    for g in dims:
+        if g not in NAMES:
+            continue
+        table, labels = NAMES[g]
+        ids = sorted({r[g] for r in rows if r.get(g)})
+        found: dict[str, Any] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for r in conn.execute(sa.select(table.c.id, *(table.c[c] for c, _ in labels))
+                                  .where(table.c.id.in_(chunk))):
+                found[r.id] = r
+        for row in rows:
+            hit = found.get(row.get(g) or "")
+            for col, label in labels:
+                value = getattr(hit, col) if hit is not None else None
+                row[label] = f"{value}…" if label == "key_prefix" and value else value  # as listings show it
 
 
 def clean_filters(values: Mapping[str, str | None]) -> dict[str, str]:
@@ -139,4 +172,7 @@ def clean_filters(values: Mapping[str, str | None]) -> dict[str, str]:
 
 
 def headers_for(group_by: Sequence[str]) -> list[str]:
-    return [*group_by, *METRIC_COLUMNS, "cost_usd", "avg_latency_ms"]
+    """The report's columns: each dimension (with the names of an org, team, user or key beside its id), then the
+    metrics."""
+    named = [c for g in group_by for c in (g, *(label for _, label in NAMES.get(g, (None, ()))[1]))]
+    return [*named, *METRIC_COLUMNS, "cost_usd", "avg_latency_ms"]

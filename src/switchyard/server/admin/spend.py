@@ -39,9 +39,16 @@ class SpendRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     org: str | None = Field(None, description="the dimensions grouped by; the others are null")
+    org_name: str | None = Field(None, description="beside an id grouped by: its org's, team's, user's or key's "
+                                                   "name (a user's email too; a key's prefix), null when it is gone")
     team: str | None = None
+    team_name: str | None = None
     user: str | None = None
+    user_email: str | None = None
+    user_name: str | None = None
     key: str | None = None
+    key_name: str | None = None
+    key_prefix: str | None = None
     route: str | None = None
     deployment: str | None = None
     provider: str | None = None
