@@ -59,6 +59,7 @@ class ResponsesCall:
     previous_response_id: str | None = None
     store: bool = True
     history: list[dict[str, JSON]] = field(default_factory=list)  # items prepended from the stored chain
+    conversation: dict[str, JSON] | None = None  # {"id": ...} of the conversation the turn joins (echoed)
 
 
 def _data_url(url: str) -> tuple[str | None, str | None]:
