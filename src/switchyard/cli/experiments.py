@@ -38,10 +38,10 @@ def list_(config_path: str, as_json: bool) -> None:
     if as_json:
         _print_json([r.model_dump(mode="json") for r in rows])
         return
-    t = Table("id", "name", "prompt", "status", "variants", "allocation")
+    t = Table("id", "name", "prompt", "model", "status", "variants", "allocation")
     for r in rows:
-        t.add_row(r.id, r.name, r.prompt or "-", r.status, ", ".join(v["name"] for v in r.spec["variants"]),
-                  r.spec.get("allocation", "fixed"))
+        t.add_row(r.id, r.name, r.prompt or "-", r.model or "-", r.status,
+                  ", ".join(v["name"] for v in r.spec["variants"]), r.spec.get("allocation", "fixed"))
     out.print(t)
 
 
