@@ -49,7 +49,7 @@ bench: $(VENV)/.bench-installed
 	PYTHONPATH=src $(PY) -m benchmarks.workflows_micro
 	PYTHONPATH=src $(PY) -m benchmarks.prompts_micro
 	PYTHONPATH=src $(PY) -m benchmarks.responses_micro
-	PYTHONPATH=src $(PY) -m benchmarks.state_micro
+	PYTHONPATH=src $(PY) -m benchmarks.state_micro --runs 3
 
 clean:
 	rm -rf $(VENV) .switchyard .pytest_cache .mypy_cache .ruff_cache

@@ -25,8 +25,10 @@ that model name (after its managed prompt, if any, chose the model), from the ex
 use every model of the experiment. Its variant's model replaces the request's; a variant that serves a prompt
 version renders it (without variables) into a request that names no managed prompt of its own.
 
-A request without ``prompt`` costs a dict lookup and a clock read while no experiment on a model runs; the running
-experiments are read again every ``prompts.refresh_s`` in the background (one indexed read when none runs). A
+A request without ``prompt`` costs a dict lookup and a clock read while no experiment on a model runs, and never
+waits on the store (but for the first call after a change through this replica's admin API): the running
+experiments are read in the background at start and every ``prompts.refresh_s`` (one indexed read when none
+runs), so an experiment on a model takes calls from its first read on. A
 missing or wrong variable is a 400 naming it, in the caller's protocol. The stage sits before the key's model
 allow-list, which then checks the model the prompt chose.
 """
@@ -128,8 +130,11 @@ class PromptStage(Stage):
         raw = req.extra.get("prompt")
         ask = _ask(raw, req.wire) if raw is not None else None
         exps = self._experiments
-        if exps is None:  # the first call since start (or since a change here): read the experiments first
-            return self._slow(call, req, ask)
+        if exps is None:  # not read yet (since start, or since a change through this replica)
+            if ask is not None or self._generation:  # a prompt needs the store anyway; a change here just wrote
+                return self._slow(call, req, ask)
+            self._refresh_soon()  # at start a call without a prompt never waits on the store: in no experiment
+            return None
         if time.monotonic() - self._experiments_at > self.refresh_s:
             self._refresh_soon()
         if ask is None:  # no managed prompt: an experiment on the request's model, if one runs
