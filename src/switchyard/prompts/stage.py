@@ -53,6 +53,7 @@ log = logging.getLogger("switchyard.prompts")
 
 MAX_COMPILED = 2048
 MAX_RECENT = 20_000
+CLOSE_WAIT_S = 5.0  # at shutdown, for a read of the experiments under way
 
 
 Variant = tuple[dict[str, Any], Running]  # the variant (with its experiment's id), and its experiment
@@ -119,6 +120,7 @@ class PromptStage(Stage):
         self._generation = 0  # bumped by a change in this process: a read begun before it is not kept
         self._experiments_at = 0.0
         self._refreshing: asyncio.Task[None] | None = None
+        self._closed = False
         self.recent: OrderedDict[str, str] = OrderedDict()  # request ids (ours, the caller's) -> principal id
 
     # --- the hot path ---
@@ -320,7 +322,9 @@ class PromptStage(Stage):
         self._generation += 1
         self._refreshing = None  # a read under way may predate the change: the next call starts another
 
-    def _refresh_soon(self) -> asyncio.Task[None]:
+    def _refresh_soon(self) -> asyncio.Task[None] | None:
+        if self._closed:
+            return None
         if self._refreshing is None or self._refreshing.done():
             self._experiments_at = time.monotonic()  # one refresh per period, whoever asks
             self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
@@ -329,9 +333,27 @@ class PromptStage(Stage):
     async def _refreshed(self) -> None:
         """Wait for the experiments to be read (concurrent first calls share one read)."""
         for _ in range(3):  # a change in this process meanwhile discards the read: wait for the next one
-            await asyncio.shield(self._refresh_soon())
+            task = self._refresh_soon()
+            if task is None:
+                return
+            await asyncio.shield(task)
             if self._experiments is not None:
                 return
+
+    # --- its life with the gateway (a service: started and closed with it) ---
+
+    async def start(self) -> None:
+        """Read the running experiments in the background, before the first call asks."""
+        self._refresh_soon()
+
+    async def aclose(self) -> None:
+        """No read starts from now on; one under way is waited for (a while), so that it does not outlive the
+        store it reads."""
+        self._closed = True
+        task = self._refreshing
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), CLOSE_WAIT_S)
 
     async def refresh(self) -> None:
         """Read the running experiments (and their bandits' allocations); apply the stop rules; match pending
