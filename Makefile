@@ -63,7 +63,7 @@ bench: $(VENV)/.bench-installed
 	PYTHONPATH=src $(PY) -m benchmarks.workflows_micro
 	PYTHONPATH=src $(PY) -m benchmarks.prompts_micro
 	PYTHONPATH=src $(PY) -m benchmarks.responses_micro
-	PYTHONPATH=src $(PY) -m benchmarks.state_micro
+	PYTHONPATH=src $(PY) -m benchmarks.state_micro --runs 3
 
 # hadolint, helm lint and template, schema validation of the chart (docs/deploy.md); says what it had to skip
 check-deploy: $(VENV)/.dev-installed

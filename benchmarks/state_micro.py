@@ -2,11 +2,13 @@
 and without encryption at rest. The budget (issue 15) is 2 ms p99 for the two together.
 
     PYTHONPATH=src python benchmarks/state_micro.py [--pg postgresql://postgres@127.0.0.1:5432/test] [-n 1000]
+                                                    [--runs 5]
 
 Each operation is timed from the event loop, as the conversation stage pays it (the SQL runs on a worker thread):
 ``load`` of a conversation holding 20 to 40 messages, then ``append`` of a turn (a user message and a reply), in
 one process with nothing else running. It prints p50, p99 and max in milliseconds per case. The PostgreSQL case
-makes a throwaway database on the server at ``--pg`` and drops it afterwards (skipped when none answers).
+makes a throwaway database on the server at ``--pg`` and drops it afterwards (skipped when none answers). With
+``--runs K`` every case runs K times, and the medians of the runs' p50 and p99 close the report.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import secrets
 import statistics
 import tempfile
@@ -64,10 +67,24 @@ def pct(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=1000)[int(q * 10) - 1] if len(xs) > 1 else xs[0]
 
 
-def report(name: str, samples: tuple[list[float], list[float], list[float]]) -> None:
+Runs = dict[str, list[tuple[float, float]]]  # case and operation -> (p50, p99) of each run
+
+
+def report(name: str, samples: tuple[list[float], list[float], list[float]], runs: Runs) -> None:
     for label, xs in zip(("load", "append", "load+append"), samples, strict=True):
         print(f"{name:28} {label:12} p50 {statistics.median(xs):6.3f} ms  p99 {pct(xs, 99):6.3f} ms  "
               f"max {max(xs):6.3f} ms")
+        runs.setdefault(f"{name:28} {label:12}", []).append((statistics.median(xs), pct(xs, 99)))
+
+
+def medians(runs: Runs) -> None:
+    """The median over the runs of each run's p50 and p99: on a shared machine one run's p99 is often another
+    process's time slice, and the median of several runs says what the code costs."""
+    print(f"\nmedian of {len(next(iter(runs.values())))} runs (load average {os.getloadavg()[0]:.1f}):")
+    for key, vals in runs.items():
+        print(f"{key} p50 {statistics.median(v[0] for v in vals):6.3f} ms  "
+              f"p99 {statistics.median(v[1] for v in vals):6.3f} ms  (p99 of the runs: "
+              f"{', '.join(f'{v[1]:.2f}' for v in vals)})")
 
 
 @contextlib.contextmanager
@@ -91,13 +108,13 @@ def pg_database(server: str) -> Iterator[str | None]:
         admin.dispose()
 
 
-async def case(name: str, url: str, key: str | None, n: int) -> None:
+async def case(name: str, url: str, key: str | None, n: int, runs: Runs) -> None:
     engine = create_engine_for(url)
     migrate(engine)
     engine.dispose()
     store = ConversationStore.open(url, encryption_key=key)  # as the gateway opens it
     try:
-        report(name, await measure(store, n))
+        report(name, await measure(store, n), runs)
     finally:
         store.close()
 
@@ -105,17 +122,22 @@ async def case(name: str, url: str, key: str | None, n: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=1000, help="load+append pairs per case (default 1000)")
+    ap.add_argument("--runs", type=int, default=1, help="runs of every case; more than one: their medians too")
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test", help="a PostgreSQL server URL")
     args = ap.parse_args()
     key = "bench-encryption-secret-0123456789abcdef"
-    with tempfile.TemporaryDirectory() as tmp:
+    runs: Runs = {}
+    for _ in range(args.runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            for enc in (None, key):
+                label = "sqlite" + (" (encrypted)" if enc else "")
+                asyncio.run(case(label, f"sqlite:///{tmp}/state-{bool(enc)}.db", enc, args.n, runs))
         for enc in (None, key):
-            label = "sqlite" + (" (encrypted)" if enc else "")
-            asyncio.run(case(label, f"sqlite:///{tmp}/state-{bool(enc)}.db", enc, args.n))
-    for enc in (None, key):
-        with pg_database(args.pg) as url:
-            if url is not None:
-                asyncio.run(case("postgresql" + (" (encrypted)" if enc else ""), url, enc, args.n))
+            with pg_database(args.pg) as url:
+                if url is not None:
+                    asyncio.run(case("postgresql" + (" (encrypted)" if enc else ""), url, enc, args.n, runs))
+    if args.runs > 1:
+        medians(runs)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def test_document_lists_exactly_the_data_plane_routes(gw: RunningGateway, doc: d
     ("ChatCompletionRequest", openai_chat._MODELLED),
     ("EmbeddingRequest", openai_embeddings._MODELLED),
     ("MessageRequest", anthropic_messages._MODELLED),
-    ("ResponseRequest", openai_responses._MODELLED | {"store", "include", "truncation", "background"}),
+    ("ResponseRequest", openai_responses._MODELLED | {"store", "include", "truncation", "background", "prompt"}),
 ])
 def test_every_field_the_adapters_read_is_documented(doc: dict[str, Any], schema: str,
                                                      modelled: frozenset[str]) -> None:

@@ -37,7 +37,9 @@ def gw(fakes: dict[str, Any], tmp_path: Path) -> Iterator[RunningGateway]:
     fakes["anthropic"].api_key = ANTHROPIC_KEY
     up = {**fakes, "gemini": fakes["openai"]}  # the config names a gemini provider; no test here calls it
     cfg = config(up, f"sqlite:///{tmp_path}/sy.db")
-    cfg["keys"].append({"key": OTHER_KEY, "name": "other", "retention": {"conversations": "1d"}})
+    cfg["keys"][0]["logging"] = "metadata"  # not zero retention: its responses are stored (store: true)
+    cfg["keys"].append({"key": OTHER_KEY, "name": "other", "retention": {"conversations": "1d"},
+                        "logging": "metadata"})
     with run_gateway(cfg) as running:
         yield running
 
@@ -60,6 +62,8 @@ def test_two_turns_prepend_and_append(gw: RunningGateway, fakes: dict[str, Any])
         conv = c.conversations.create()
         r1 = c.responses.create(model="m-openai", conversation=conv.id, input="My name is Ada.")
         assert r1.output_text == "Echo: My name is Ada."
+        assert r1.conversation is not None and r1.conversation.id == conv.id  # echoed, as OpenAI does
+        assert c.responses.retrieve(r1.id).conversation.id == conv.id  # type: ignore[union-attr]
         assert texts_of_openai(up.requests[-1].json) == [("user", "My name is Ada.")]
         r2 = c.responses.create(model="m-openai", conversation={"id": conv.id}, instructions="Be brief.",
                                 input=[{"role": "user", "content": "What is my name?"}])
@@ -95,6 +99,7 @@ def test_streamed_turns_and_a_chat_completion_continue_it(gw: RunningGateway, fa
         with c.responses.stream(model="m-openai", conversation=conv.id, input="one two") as stream:
             final = stream.get_final_response()
         assert final.output_text == "Echo: one two"
+        assert final.conversation is not None and final.conversation.id == conv.id
         events = c.responses.create(model="m-openai", conversation=conv.id, input="three", stream=True)
         kinds = [e.type for e in events]
         assert kinds[-1] == "response.completed"
@@ -156,3 +161,51 @@ def test_a_tool_call_and_its_output_keep_their_call_id(gw: RunningGateway, fakes
         assert types[:3] == ["message", "function_call", "function_call_output"]
         got = next(i for i in c.conversations.items.list(conv.id, order="asc") if i.type == "function_call")
         assert got.call_id == call.call_id  # type: ignore[union-attr]
+
+
+def test_store_without_a_conversation_and_previous_response_id_as_openai_does(gw: RunningGateway,
+                                                                             fakes: dict[str, Any]) -> None:
+    """``store: true`` alone keeps the response (no conversation: ``conversation`` is null) and chains by
+    ``previous_response_id``; an id that is not the key's (unknown, deleted, or another tenant's) is OpenAI's 400
+    ``previous_response_not_found`` naming the parameter."""
+    with oai(gw) as c:
+        r1 = c.responses.create(model="m-openai", input="Remember 7.", store=True)
+        assert r1.conversation is None and r1.store is True
+        assert c.responses.retrieve(r1.id).output_text == "Echo: Remember 7."
+        r2 = c.responses.create(model="m-openai", input="Which number?", previous_response_id=r1.id)
+        assert r2.previous_response_id == r1.id and r2.conversation is None
+        assert texts_of_openai(fakes["openai"].requests[-1].json) == [
+            ("user", "Remember 7."), ("assistant", "Echo: Remember 7."), ("user", "Which number?")]
+        n = len(fakes["openai"].requests)
+        for rid in ("resp_doesnotexist", r1.id):
+            if rid == r1.id:
+                c.responses.delete(r1.id)
+            with pytest.raises(openai.BadRequestError) as e:
+                c.responses.create(model="m-openai", input="x", previous_response_id=rid)
+            body: Any = e.value.body
+            assert (body["type"], body["param"], body["code"]) == (
+                "invalid_request_error", "previous_response_id", "previous_response_not_found")
+            assert rid in body["message"]
+        with pytest.raises(openai.BadRequestError):  # streamed: refused before the stream starts
+            c.responses.create(model="m-openai", input="x", previous_response_id="resp_nope", stream=True)
+        assert len(fakes["openai"].requests) == n
+    with oai(gw, OTHER_KEY) as other, pytest.raises(openai.BadRequestError) as e:
+        other.responses.create(model="m-openai", input="x", previous_response_id=r2.id)
+    assert e.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
+
+
+def test_an_unknown_conversation_is_a_404_error_object(gw: RunningGateway) -> None:
+    """Naming a conversation that does not exist (never created, or deleted) is a 404 in OpenAI's error shape,
+    whole or streamed; the Responses path never creates one (``conversations.create`` does)."""
+    with oai(gw) as c:
+        conv = c.conversations.create()
+        c.conversations.delete(conv.id)
+        for cid in ("conv_neverexisted0000", conv.id):
+            for stream in (False, True):
+                with pytest.raises(openai.NotFoundError) as e:
+                    c.responses.create(model="m-openai", conversation=cid, input="x", stream=stream)
+                body: Any = e.value.body
+                assert (body["type"], body["param"], body["code"]) == (
+                    "invalid_request_error", "conversation", "conversation_not_found")
+        with pytest.raises(openai.NotFoundError):  # and it was not created by the attempt
+            c.conversations.retrieve("conv_neverexisted0000")

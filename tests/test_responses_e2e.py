@@ -198,8 +198,9 @@ def test_tenant_isolation(gw: RunningGateway, client: openai.OpenAI) -> None:
             other.responses.input_items.list(r.id)
         with pytest.raises(openai.NotFoundError):
             other.responses.delete(r.id)
-        with pytest.raises(openai.NotFoundError):
+        with pytest.raises(openai.BadRequestError) as e:  # as OpenAI answers an id it does not know
             other.responses.create(model="gpt-4o-mini", input="x", previous_response_id=r.id)
+        assert e.value.code == "previous_response_not_found"
     assert client.responses.retrieve(r.id).output_text == "Echo: mine"  # still there for its owner
 
 
@@ -232,7 +233,8 @@ def test_store_false_is_not_kept(client: openai.OpenAI) -> None:
     ({"model": "gpt-4o-mini", "input": "x", "text": {"format": {"type": "yaml"}}}, "text.format.type", "'yaml'"),
     ({"model": "gpt-4o-mini", "input": "x", "truncation": "middle"}, "truncation", "'middle'"),
     ({"model": "gpt-4o-mini", "input": "x", "max_output_tokens": 0}, "max_output_tokens", "at least 1"),
-    ({"model": "gpt-4o-mini", "input": "x", "previous_response_id": "resp_nope"}, "response_id", "resp_nope"),
+    ({"model": "gpt-4o-mini", "input": "x", "previous_response_id": "resp_nope"}, "previous_response_id",
+     "resp_nope"),
     ({"model": "gpt-4o-mini", "input": "x", "conversation": "conv_1"}, "conversation", "conversation"),
 ])
 def test_bad_input_is_a_clear_error(gw: RunningGateway, body: dict[str, Any], param: str, words: str) -> None:

@@ -43,9 +43,9 @@ def list_(config_path: str, as_json: bool, as_csv: bool) -> None:
     if as_json:
         _print_json([r.model_dump(mode="json") for r in rows])
         return
-    emit([{"id": r.id, "name": r.name, "prompt": r.prompt, "status": r.status,
+    emit([{"id": r.id, "name": r.name, "prompt": r.prompt, "model": r.model, "status": r.status,
            "variants": [v["name"] for v in r.spec["variants"]], "allocation": r.spec.get("allocation", "fixed")}
-          for r in rows], ["id", "name", "prompt", "status", "variants", "allocation"], False, as_csv)
+          for r in rows], ["id", "name", "prompt", "model", "status", "variants", "allocation"], False, as_csv)
 
 
 def _fmt(x: Any, digits: int = 3) -> str:

@@ -58,6 +58,11 @@ class Db:
     def _guard(self) -> contextlib.AbstractContextManager[object]:
         return self._serial if self._serial is not None else contextlib.nullcontext()
 
+    def guard(self) -> contextlib.AbstractContextManager[object]:
+        """Hold while using a connection of the engine outside :meth:`read` and :meth:`write` (the one connection
+        of an in-memory SQLite database is not to be used by two threads at once)."""
+        return self._guard()
+
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` on a worker thread, with store failures translated (see :func:`translate`)."""
         try:

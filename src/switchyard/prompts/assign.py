@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STICKY_MEMORY = 100_000
+PLACEHOLDER = "prompt"  # a request's model when its managed prompt's version chooses the model
 
 
 def point(experiment_id: str, key: str, salt: str = "") -> float:
@@ -59,7 +60,7 @@ class Running:
 
     id: str
     org_id: str | None
-    prompt: str
+    prompt: str | None  # the prompt it splits, or (on a model) whose versions its variants render
     spec: dict[str, Any]
     allocation: dict[str, float] | None = None  # the bandit's, once every variant has its minimum sample
     remembered: OrderedDict[str, str] = field(default_factory=OrderedDict)
@@ -67,6 +68,21 @@ class Running:
     @property
     def variants(self) -> list[dict[str, Any]]:
         return list(self.spec["variants"])
+
+    @property
+    def model(self) -> str | None:
+        """The model name whose requests it splits (an experiment on a model), else None."""
+        m = self.spec.get("model")
+        return str(m) if m is not None else None
+
+    @property
+    def renders(self) -> bool:
+        """Whether some variant serves a prompt version."""
+        return any(v.get("version") is not None for v in self.spec["variants"])
+
+    def models(self) -> set[str]:
+        """Every model a call in it may be sent to (an experiment on a model: its own and its variants')."""
+        return {m for m in (self.model, *(v.get("model") for v in self.spec["variants"])) if m}
 
     def targets(self, org_id: str | None, team_id: str | None, tags: Any) -> bool:
         if self.org_id is not None and self.org_id != org_id:

@@ -122,7 +122,11 @@ class ExperimentCreate(_In):
     name: str = Field(pattern=NAME)
     org_id: str | None = None
     team_id: str | None = None
-    prompt: str | None = Field(None, description="the prompt name it splits (its requests name this prompt)")
+    prompt: str | None = Field(None, description="the prompt name it splits (its requests name this prompt); with "
+                               "'model', the prompt whose versions its variants render")
+    model: str | None = Field(None, min_length=1, max_length=255,
+                              description="instead of a prompt: the model, route or auto name whose requests it "
+                                          "splits, with or without a managed prompt")
     label: str = Field("production", pattern=LABEL, description="the label that promotion moves")
     variants: list[Variant] = Field(min_length=2, max_length=16)
     allocation: Literal["fixed", "bandit"] = "fixed"
@@ -139,6 +143,7 @@ class ExperimentOut(_Out):
     org_id: str | None
     team_id: str | None
     prompt: str | None
+    model: str | None = Field(None, description="the model name whose requests it splits (an experiment on a model)")
     spec: dict[str, Any]
     status: str
     started_at: datetime

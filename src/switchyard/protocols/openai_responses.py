@@ -59,6 +59,7 @@ class ResponsesCall:
     previous_response_id: str | None = None
     store: bool = True
     history: list[dict[str, JSON]] = field(default_factory=list)  # items prepended from the stored chain
+    conversation: dict[str, JSON] | None = None  # {"id": ...} of the conversation the turn joins (echoed)
 
 
 def _data_url(url: str) -> tuple[str | None, str | None]:
@@ -257,13 +258,16 @@ def parse_request(data: dict[str, Any]) -> tuple[ChatRequest, ResponsesCall]:
     r = Reader(data)
     model = r.str("model", required=True) or ""
     raw_input = data.get("input")
+    prompted = data.get("prompt") is not None  # a prompt (managed, or OpenAI's stored one) brings its own input
     if raw_input is None:
-        raise missing("input")
+        if not prompted:
+            raise missing("input")
+        raw_input = []
     messages = parse_items(raw_input)
     instructions = r.str("instructions")
     if instructions:
         messages.insert(0, Message(Role.SYSTEM, [TextPart(instructions)]))
-    if not messages:
+    if not messages and not prompted:
         raise invalid_value("input", "the array must hold at least one item.")
     metadata = r.obj("metadata")
     if metadata is not None:

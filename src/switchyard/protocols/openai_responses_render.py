@@ -4,7 +4,8 @@ the typed event sequence (``response.created``, ``response.in_progress``, ``resp
 ``sequence_number``. Shapes: ``openai.types.responses`` (``Response``, ``ResponseStreamEvent``).
 
 A reply from a same-wire upstream (``api: responses``) is sent back as the upstream wrote it, but for
-``previous_response_id`` (the gateway resolved the chain itself, so the upstream never saw it).
+``previous_response_id`` and ``conversation`` (the gateway resolved the history itself, so the upstream never saw
+them).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def skeleton(call: ResponsesCall, rid: str, model: str, created: float) -> dict[
         "incomplete_details": None, "instructions": b.get("instructions"),
         "max_output_tokens": b.get("max_output_tokens"), "model": model, "output": [],
         "parallel_tool_calls": b.get("parallel_tool_calls", True),
-        "previous_response_id": call.previous_response_id,
+        "previous_response_id": call.previous_response_id, "conversation": call.conversation,
         "reasoning": {"effort": (reasoning or {}).get("effort"), "summary": (reasoning or {}).get("summary")},
         "store": call.store, "temperature": b.get("temperature", 1.0),
         "text": text if text and "format" in text else {**(text or {}), "format": {"type": "text"}},
@@ -119,6 +120,8 @@ def response_object(resp: ChatResponse, call: ResponsesCall, rid: str | None = N
     if resp.wire == WIRE_OPENAI_RESPONSES and resp.raw is not None:
         obj = dict(resp.raw)
         obj["previous_response_id"] = call.previous_response_id
+        if call.conversation is not None:
+            obj["conversation"] = call.conversation
         return obj
     obj = skeleton(call, rid or new_id("resp"), resp.model, float(resp.created or int(time.time())))
     choice = resp.choices[0] if resp.choices else None
@@ -375,6 +378,8 @@ class PassthroughStream:
         if isinstance(resp, dict) and "previous_response_id" in resp:
             resp = dict(resp)
             resp["previous_response_id"] = self._call.previous_response_id
+            if self._call.conversation is not None:
+                resp["conversation"] = self._call.conversation
             raw = {**raw, "response": resp}
             if kind in ("response.completed", "response.incomplete"):
                 self.final = resp

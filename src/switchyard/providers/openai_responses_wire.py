@@ -186,6 +186,9 @@ def render_request(req: ChatRequest, model: str, *, provider: str) -> dict[str, 
         body["text"] = {"format": fmt}
     if req.stream:
         body["stream"] = True
+    if req.wire == WIRE_OPENAI_RESPONSES:  # a Responses request a stage rewrote: its other fields go as sent
+        for key, value in req.extra.items():
+            body.setdefault(key, value)
     return body
 
 

@@ -62,6 +62,12 @@ def refuse_untranslatable(req: ChatRequest, provider: str, wire: str) -> None:
 def refuse_openai_only(req: ChatRequest, provider: str) -> None:
     """Refuse the Responses API's built-in tools (web search, file search, computer use, code interpreter, ...) and
     the items they leave in a conversation, for any provider that does not speak the Responses wire."""
+    prompt = req.extra.get("prompt") if req.wire == WIRE_OPENAI_RESPONSES else None
+    if isinstance(prompt, dict) and "id" in prompt:
+        raise UnsupportedParameter(
+            f"prompt: {str(prompt['id'])[:80]!r} is a prompt stored at OpenAI, which only OpenAI's Responses API "
+            f"serves, not provider {provider!r} (a deployment of an openai provider with api: responses can; a "
+            "managed prompt is named by prompt.name)", param="prompt.id")
     for t in req.tools or ():
         if t.meta and "openai_builtin_tool" in t.meta:
             raise UnsupportedParameter(

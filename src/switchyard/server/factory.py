@@ -149,6 +149,8 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
                       ledger=ledger, router=router, tracing=tracing)
     gateway.recent_embeddings = embeddings
     gateway.prompts = prompts[0] if prompts else None
+    if gateway.prompts is not None:
+        gateway.services.append(gateway.prompts)  # reads the running experiments at start; closed with the gateway
     gateway.reloader = Reloader(gateway, config_path)
     if cache is not None:
         gateway.services.append(cache.store)  # started (warmed) and closed with the gateway

@@ -68,9 +68,19 @@ _FORMAT = {"anyOf": [
                                       "description": _null(_STRING)}),
 ]}
 
-RESPONSE_REQUEST: Schema = _obj(["model", "input"], {
+_PROMPT = {"description": "a Switchyard managed prompt {name, label | version, variables}, rendered by the "
+                          "gateway; or OpenAI's stored prompt {id, version, variables}, passed to an openai "
+                          "deployment with api: responses (a 400 anywhere else)", "anyOf": [
+    _obj(["name"], {"name": _STRING, "label": _STRING, "version": {"type": "integer", "minimum": 1},
+                    "variables": {"type": "object"}}),
+    _obj(["id"], {"id": _STRING, "version": _null(_STRING), "variables": _null({"type": "object"})}),
+]}
+
+RESPONSE_REQUEST: Schema = _obj(["model"], {
     "model": _STRING,
-    "input": {"anyOf": [_STRING, {"type": "array", "items": _ITEM}]},
+    "input": {"description": "required unless a prompt brings the input",
+              "anyOf": [_STRING, {"type": "array", "items": _ITEM}]},
+    "prompt": _null(_PROMPT),
     "instructions": _null(_STRING),
     "stream": _null({"type": "boolean"}),
     "stream_options": _null({"type": "object"}),
@@ -101,6 +111,7 @@ RESPONSE: Schema = _obj(["id", "object", "created_at", "status", "output", "mode
     "id": _STRING, "object": {"type": "string", "const": "response"}, "created_at": {"type": "number"},
     "status": _STRING, "model": _STRING, "output": {"type": "array", "items": {"type": "object"}},
     "usage": _null({"type": "object"}), "previous_response_id": _null(_STRING), "store": {"type": "boolean"},
+    "conversation": _null(_obj(["id"], {"id": _STRING})),
 })
 RESPONSE_DELETED: Schema = _obj(["id", "object", "deleted"], {
     "id": _STRING, "object": {"type": "string", "const": "response"}, "deleted": {"type": "boolean"}})

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import InternalError, InvalidRequest, SwitchyardError
+from ..errors import InternalError, InvalidRequest, NotFound, SwitchyardError
 from ..governance.auth import Principal
 from ..messages import WIRE_OPENAI_RESPONSES, ChatRequest, Chunk, Role
 from ..pipeline import CallContext, Gateway
@@ -59,13 +59,21 @@ async def _prepare(request: Request, gw: Gateway, ctx: CallContext) -> tuple[Cha
         if not keep:
             raise zero_retention("previous_response_id")
         store = await _store(request).get()
-        proto.prepend(req, call, await store.chain(call.previous_response_id, principal.id))
+        try:
+            chain = await store.chain(call.previous_response_id, principal.id)
+        except NotFound:  # OpenAI's answer: a 400 naming the parameter (another key's response does not exist)
+            raise InvalidRequest(f"Previous response with id {call.previous_response_id[:80]!r} not found.",
+                                 param="previous_response_id", code="previous_response_not_found") from None
+        proto.prepend(req, call, chain)
     elif call.body.get("conversation") is not None:
         hook = _hook(request)
         if hook is None:
             raise InvalidRequest("conversation is not supported by this gateway yet; use previous_response_id.",
                                  param="conversation", code="unsupported_parameter")
         proto.prepend(req, call, await hook.load(principal, call.body["conversation"]))
+        from ..state.responses_hook import conversation_id
+
+        call.conversation = {"id": conversation_id(call.body["conversation"])}  # echoed in the response
         if req.raw is not None:  # a same-wire upstream gets the history in its input, not the gateway's id
             req.raw = {k: v for k, v in req.raw.items() if k != "conversation"}
     if call.body.get("truncation") == "auto":

@@ -58,7 +58,7 @@ def part_to_json(p: Part) -> JSONObj:
 
 
 def part_from_json(d: JSONObj) -> Part:
-    k, meta = d.get("k"), d.get("meta")
+    k, meta = d["k"], d.get("meta")
     if k == "text":
         return TextPart(d["text"], meta)
     if k == "tool_call":
@@ -86,8 +86,11 @@ def message_to_json(m: Message) -> JSONObj:
     return d
 
 
+_ROLES = {r.value: r for r in Role}  # a dict lookup: Role(value) costs a microsecond, on every stored message
+
+
 def message_from_json(d: JSONObj) -> Message:
-    return Message(Role(d["role"]), [part_from_json(p) for p in d.get("parts") or ()], d.get("name"), d.get("meta"))
+    return Message(_ROLES[d["role"]], [part_from_json(p) for p in d["parts"]], d.get("name"), d.get("meta"))
 
 
 def for_provider(messages: Sequence[Message], origins: Sequence[str | None], kind: str | None) -> list[Message]:

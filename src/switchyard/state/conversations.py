@@ -8,9 +8,10 @@ Besides its messages it keeps its newest system prompt, a summary of its oldest 
 
 Every call names a *scope*, the tenant (:func:`scope_of`): an id of another scope is not found, exactly as an id
 that does not exist. The store is SQLAlchemy Core over SQLite or PostgreSQL, run on worker threads
-(``asyncio.to_thread``): the event loop never waits on the database. :meth:`ConversationStore.append` stores a turn
-in one transaction (all its messages or none) and hands out consecutive sequence numbers under the conversation
-row's lock, so two replicas appending to one conversation never interleave a turn.
+(``asyncio.to_thread``): the event loop never waits on the database. The two statements of every call, the load and
+the append, run on the driver's own cursor (:mod:`switchyard.state.hotpath`). :meth:`ConversationStore.append`
+stores a turn in one transaction (all its messages or none) and hands out consecutive sequence numbers under the
+conversation row's lock, so two replicas appending to one conversation never interleave a turn.
 
 Use::
 
@@ -40,6 +41,7 @@ from ..store.state_tables import conversation_items as items_t
 from ..store.state_tables import conversations as conv_t
 from .codec import for_provider, message_from_json, message_to_json
 from .crypto import SealedWithoutKey, Sealer
+from .hotpath import HotPath
 
 T = TypeVar("T")
 
@@ -116,39 +118,6 @@ def check_metadata(metadata: Any) -> dict[str, str]:
     return dict(metadata)
 
 
-# The hot path's statements, written once (compiled once): the load and the append of a turn.
-# One statement: the conversation's row joined to its messages after the summary (no message: one row of nulls).
-_LOAD = sa.text(
-    "SELECT c.system, c.summary, c.summary_through, i.seq, i.id, i.origin, i.data FROM conversations c "
-    "LEFT OUTER JOIN conversation_items i ON i.conversation_id = c.id AND i.seq > c.summary_through "
-    "WHERE c.id = :id AND c.scope = :scope AND c.expires_at > :now ORDER BY i.seq")
-_SET = ("next_seq = next_seq + :n, updated_at = :now, expires_at = COALESCE(CAST(:exp AS FLOAT), expires_at), "
-        "system = COALESCE(CAST(:system AS {blob}), system)")
-_WHERE = "WHERE id = :id AND scope = :scope AND expires_at > :now AND next_seq + :n <= :max"
-_BUMP = sa.text(f"UPDATE conversations SET {_SET.format(blob='BLOB')} {_WHERE} RETURNING next_seq")
-_INSERT = sa.text("INSERT INTO conversation_items (conversation_id, seq, id, origin, created_at, data) "
-                  "VALUES (:cid, :seq, :item, :origin, :at, :data)")
-_PG_APPEND: dict[int, sa.TextClause] = {}
-
-
-def _pg_append(n: int) -> sa.TextClause:
-    """The append of ``n`` messages as one PostgreSQL statement (a CTE that updates, then inserts)."""
-    stmt = _PG_APPEND.get(n)
-    if stmt is None:
-        bump = f"UPDATE conversations SET {_SET.format(blob='BYTEA')} {_WHERE} RETURNING next_seq"
-        if n == 0:
-            stmt = sa.text(f"WITH b AS ({bump}) SELECT next_seq FROM b")
-        else:
-            rows = ", ".join(f"({i}, CAST(:i{i} AS VARCHAR), CAST(:o{i} AS VARCHAR), CAST(:d{i} AS BYTEA))"
-                             for i in range(n))
-            stmt = sa.text(
-                f"WITH b AS ({bump}) INSERT INTO conversation_items (conversation_id, seq, id, origin, created_at, "
-                f"data) SELECT :id, b.next_seq - :n + v.i, v.item_id, v.origin, :now, v.data FROM b, "
-                f"(VALUES {rows}) AS v(i, item_id, origin, data) RETURNING seq")
-        _PG_APPEND[n] = stmt
-    return stmt
-
-
 class ConversationStore:
     """Conversations in a SQL store. All public methods are coroutines that run their SQL on a worker thread."""
 
@@ -158,8 +127,9 @@ class ConversationStore:
 
         self.db = Db(engine)
         self.pg = engine.dialect.name == "postgresql"
-        # reads and the one-statement append run without BEGIN/COMMIT round trips on PostgreSQL
+        # reads run without BEGIN/ROLLBACK round trips on PostgreSQL
         self._auto = engine.execution_options(isolation_level="AUTOCOMMIT") if self.pg else engine
+        self.hot = HotPath(self.db)  # the load and the append, on the driver's cursor
         self.sealer = Sealer(encryption_key)
         self.max_items = max_items
         self.clock = clock
@@ -199,7 +169,7 @@ class ConversationStore:
             raise
         except SealedWithoutKey as e:
             raise ServiceUnavailable(str(e), code="conversation_store_key_missing") from None
-        except (DBAPIError, PoolTimeout, OSError) as e:
+        except (DBAPIError, PoolTimeout, OSError, self.hot.dbapi_error) as e:
             raise ServiceUnavailable("The conversation store is unavailable; try again shortly.",
                                      code="conversation_store_unavailable") from e
 
@@ -289,20 +259,20 @@ class ConversationStore:
         return await self._run(self._load, scope, conv_id)
 
     def _load(self, scope: str, conv_id: str) -> History:
-        with self._read() as conn:
-            rows = conn.execute(_LOAD, {"id": conv_id, "scope": scope, "now": self.clock()}).all()
+        rows = self.hot.load(scope, conv_id, self.clock())
         if not rows:
             raise _not_found(conv_id)
-        first = rows[0]
-        system = self._open(conv_id, "system", first.system)
-        h = History(conv_id, message_from_json(system) if system else None,
-                    self._open(conv_id, "summary", first.summary), first.summary_through)
-        for r in rows:
-            if r.seq is None:
+        system_blob, summary, summary_through = rows[0][:3]
+        system = self._open(conv_id, "system", system_blob)
+        h = History(conv_id, message_from_json(system) if system else None, self._open(conv_id, "summary", summary),
+                    summary_through)
+        messages, origins, seqs, unseal = h.messages, h.origins, h.seqs, self._open
+        for _, _, _, seq, item_id, origin, data in rows:
+            if seq is None:
                 continue
-            h.messages.append(message_from_json(self._open(conv_id, r.id, r.data)))
-            h.origins.append(r.origin)
-            h.seqs.append(r.seq)
+            messages.append(message_from_json(unseal(conv_id, item_id, data)))
+            origins.append(origin)
+            seqs.append(seq)
         return h
 
     async def append(self, scope: str, conv_id: str, messages: Sequence[Message],
@@ -319,32 +289,18 @@ class ConversationStore:
     def _append(self, scope: str, conv_id: str, messages: list[Message], origins: list[str | None],
                 ttl: float | None, system: Message | None) -> list[str]:
         now = self.clock()
-        n = len(messages)
-        rows = self._rows(conv_id, 0, messages, origins, now)
-        params: dict[str, Any] = {
-            "id": conv_id, "scope": scope, "now": now, "n": n, "max": self.max_items,
-            "exp": now + ttl if ttl is not None else None,
-            "system": self._seal(conv_id, "system", message_to_json(system)) if system is not None else None}
-        for i, r in enumerate(rows):
-            params[f"i{i}"], params[f"o{i}"], params[f"d{i}"] = r["id"], r["origin"], r["data"]
-        if self.pg:
-            # one statement, atomic by itself: the conversation's row is updated (and so locked) in a CTE that
-            # hands its new next_seq to the insert of the messages. One round trip, no BEGIN and COMMIT.
-            with self._auto.connect() as conn:
-                stored = conn.execute(_pg_append(n), params).first()
-        else:
-            with self.db.write() as conn:  # BEGIN IMMEDIATE: concurrent appends take the next seqs in turn
-                end = conn.execute(_BUMP, params).scalar()
-                stored = end
-                if end is not None and n:
-                    conn.execute(_INSERT, [{"cid": conv_id, "seq": end - n + i, "item": r["id"], "origin": r["origin"],
-                                            "at": now, "data": r["data"]} for i, r in enumerate(rows)])
-        if stored is None:
+        ids = [new_id("msg") for _ in messages]
+        data = [self._seal(conv_id, i, message_to_json(m)) for i, m in zip(ids, messages, strict=True)]
+        stored = self.hot.append(
+            scope, conv_id, now, max_items=self.max_items, exp=now + ttl if ttl is not None else None,
+            system=self._seal(conv_id, "system", message_to_json(system)) if system is not None else None,
+            ids=ids, origins=origins, data=data)
+        if not stored:
             with self._read() as conn:  # nothing stored: not this tenant's (or gone), or full
                 self._row(conn, scope, conv_id)
             raise InvalidRequest(f"The conversation holds its limit of {self.max_items} items; start a new one.",
                                  param="conversation", code="conversation_full")
-        return [r["id"] for r in rows]
+        return ids
 
     async def summarize_through(self, scope: str, conv_id: str, seq: int, summary: str) -> None:
         """Record that the messages up to ``seq`` are summarised by ``summary`` (they stay listed as items)."""

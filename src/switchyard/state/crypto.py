@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-_SEALED = 1
+_SEALED = b"\x01"
 
 
 class SealedWithoutKey(Exception):
@@ -41,13 +41,14 @@ class Sealer:
             return data
         nonce = os.urandom(12)
         sealed: bytes = self._aead.encrypt(nonce, data, aad)
-        return bytes((_SEALED,)) + nonce + sealed
+        return _SEALED + nonce + sealed
 
     def open(self, blob: bytes | None, aad: bytes) -> Any:
         if blob is None:
             return None
-        blob = bytes(blob)
-        if blob[:1] == bytes((_SEALED,)):
+        if not isinstance(blob, bytes):  # a driver's memoryview
+            blob = bytes(blob)
+        if blob[:1] == _SEALED:
             if self._aead is None:
                 raise SealedWithoutKey("stored conversation content is encrypted; configure state.encryption_key")
             return orjson.loads(self._aead.decrypt(blob[1:13], blob[13:], aad))

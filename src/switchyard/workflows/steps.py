@@ -143,7 +143,7 @@ def _ask(env: Env, body: StepBody, data: dict[str, Any]) -> Ask:
         if env.gateway.prompts is None:
             raise StepError("this gateway has no managed prompts (they need governance and prompts.enabled)",
                             "prompts_disabled")
-        from ..prompts.stage import PLACEHOLDER
+        from ..prompts.assign import PLACEHOLDER
 
         p = body.prompt
         prompt = {"name": p.name, "variables": {k: search(expr, data) for k, expr in p.variables.items()},
