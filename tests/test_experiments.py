@@ -91,7 +91,7 @@ def test_two_variant_experiment_end_to_end(gw: tuple[RunningGateway, Store]) -> 
             seen[f"user-{i}"] = variant
             rate(rid, variant)
         first = Counter(seen.values())
-        assert first["A"] > 15 and first["B"] > 15
+        assert first["A"] >= 15 and first["B"] >= 15  # min_samples: the bandit may take over at exactly 15
         # sticky: the same session gets the same variant
         for s in list(seen)[:10]:
             assert _ask(client, name, s)[1] == seen[s]
