@@ -156,6 +156,7 @@ class DeploymentDecision:
     ids: tuple[str, ...]  # the policies that determined it (for the action, and for a denying tool)
     error: bool
     cost: Decimal
+    pii_mode: str | None = None  # the strictest @pii of the permits that allowed it
 
 
 @dataclass(slots=True)
@@ -167,6 +168,7 @@ class Explanation:
     decisions: list[DeploymentDecision]
     reasons: dict[str, str | None] = field(default_factory=dict)  # every named id's @reason
     configured: bool = True  # some policies are loaded
+    pii_mode: str | None = None  # the PII mode the policies ask for (the strictest over the deployments left)
 
     @property
     def allowed(self) -> bool:
@@ -178,10 +180,10 @@ class Explanation:
     def as_dict(self) -> dict[str, Any]:
         return {"decision": "allow" if self.allowed else "deny", "action": self.action, "route": self.route,
                 "data_class": self.data_class, "candidates": list(self.candidates),
-                "policies_configured": self.configured,
+                "policies_configured": self.configured, "pii_mode": self.pii_mode,
                 "deployments": [{"deployment": d.deployment, "decision": "allow" if d.allowed else "deny",
                                  "policies": [{"id": i, "reason": self.reasons.get(i)} for i in d.ids],
-                                 "error": d.error, "estimated_cost_usd": f"{d.cost:.4f}"}
+                                 "error": d.error, "estimated_cost_usd": f"{d.cost:.4f}", "pii_mode": d.pii_mode}
                                 for d in self.decisions]}
 
 
@@ -255,9 +257,12 @@ def explain(engine: PolicyEngine | None, d: Described, router: Router | None, *,
         v = j.decision.verdicts[n]
         ids = j.denied.get(n, ()) if n in j.denied else v.ids
         errored = v.error or any(t.verdicts[n].error for t in j.tools.values())
-        out.append(DeploymentDecision(n, n not in j.denied, tuple(dict.fromkeys(ids)), errored, costs[n]))
+        allowed = n not in j.denied
+        out.append(DeploymentDecision(n, allowed, tuple(dict.fromkeys(ids)), errored, costs[n],
+                                      j.decision.pii_mode_of(n) if allowed else None))
         reasons.update((i, j.decision.reason_of(i)) for i in ids)
-    return Explanation(req.action, req.route, data_class, names, out, reasons, True)
+    mode = j.decision.pii_mode([d.deployment for d in out if d.allowed])[0] if req.action != "tool_call" else None
+    return Explanation(req.action, req.route, data_class, names, out, reasons, True, mode)
 
 
 def _costs(req: DescribedRequest, cands: Sequence[tuple[Deployment | None, Resource]], router: Router | None,

@@ -8,6 +8,10 @@ none is left. The request's tool definitions are checked with ``Action::"tool_ca
 protocol's error event when a forbidden tool call appears; it decides per call whether the policies of the
 caller's org concern ``tool_call`` (org policy sets may add some at any time), and otherwise hands the stream back
 untouched, so the chain adds no layer to it.
+
+A ``permit`` with ``@pii("<mode>")`` asks for that PII mode for the requests it allows: the stage sets
+``call.pii_mode`` to the strictest over the deployments left, which the PII stage (``PiiApply``, right after this
+one) applies.
 """
 
 from __future__ import annotations
@@ -121,6 +125,11 @@ class Policy(Stage):
                                   "data_class": data_class}
         if denied:
             record["denied"] = {k: list(v) for k, v in denied.items()}
+        if decision.modes and allowed:
+            mode, by = decision.pii_mode(allowed)
+            if mode is not None:
+                call.pii_mode = mode
+                record["pii_mode"] = {"mode": mode, "ids": list(by)}
         if call.decisions is None:
             call.decisions = {}
         call.decisions["policy"] = record
@@ -209,7 +218,7 @@ def load_engine(config: Config, config_path: str | None = None) -> PolicyEngine:
 
     pc = config.policies
     base = Path(config_path).resolve().parent if config_path else None
-    return PolicyEngine.from_files(pc.files, pc.default, pc.schema_file, base)
+    return PolicyEngine.from_files(pc.files, pc.default, pc.schema_file, base, allow_pii=config.pii is not None)
 
 
 def follow_org_sets(stage: Policy, base: PolicyEngine | None,
@@ -231,6 +240,10 @@ def follow_org_sets(stage: Policy, base: PolicyEngine | None,
             stage.engine = root.with_org_sets(texts)
         except PolicyError as e:
             log.error("the org policy sets were not applied (the previous ones stay): %s", e)
+            return
+        if stage.engine.modes and config.pii is None:
+            log.warning("some org policies ask for a PII mode (@pii), but the config has no pii: section: "
+                        "nothing is scanned")
 
     return apply
 
