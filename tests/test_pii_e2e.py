@@ -294,6 +294,20 @@ def test_detect_records_types_and_changes_nothing(gateway: tuple[RunningGateway,
     no_value_in(repr(record))
 
 
+@pytest.mark.parametrize("gateway", ["detect"], indirect=True)
+def test_an_upstream_error_that_quotes_the_request_is_recorded_without_its_values(
+        gateway: tuple[RunningGateway, ListRecorder], fake_openai: FakeOpenAI) -> None:
+    gw, rec = gateway
+    fake_openai.fail_next(400, {"error": {"message": f"Invalid content: {PROMPT}", "type": "invalid_request_error",
+                                          "param": "messages", "code": None}})
+    with oai(gw) as c, pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="gpt-4o-mini", messages=CHAT)  # type: ignore[arg-type]
+    assert EMAIL in str(e.value)  # the caller sent the values, and gets the upstream's message as it was
+    record = last_record(rec)
+    assert record.error is not None and "Invalid content: Contact [EMAIL]" in record.error
+    no_value_in(repr(record))
+
+
 @pytest.mark.parametrize("gateway", [None], indirect=True)
 def test_without_a_pii_section_the_stage_is_not_in_the_chain(gateway: tuple[RunningGateway, ListRecorder],
                                                               fake_openai: FakeOpenAI) -> None:

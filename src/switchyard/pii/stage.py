@@ -135,6 +135,12 @@ class PiiStage(Stage):
     def _keep(self, call: CallContext, masker: Masker) -> None:
         """Nothing to keep: this stage cannot restore (the chain has no restoring stage)."""
 
+    def after(self, call: CallContext, outcome: Outcome) -> None:
+        # an upstream's error message may quote the request (under detect, with its values): the record, the audit
+        # and the request log get it redacted (this runs before the Record stage's after builds the record)
+        if call.pii_types and outcome.error:
+            outcome.error = Masker(self.scanner, "redact").apply(outcome.error)
+
 
 class PiiApply(Stage):
     """After the Policy stage: the mode of a request that :class:`PiiStage` only scanned, the strictest of its
@@ -180,6 +186,7 @@ class PiiMaskStage(PiiStage):
         # a stream's masker went to its wrap, an answered chat's goes to ``reply`` (after this): drop the others
         if self._maskers and (outcome.status != "ok" or call.endpoint != "chat"):
             self._maskers.pop(call.request_id, None)
+        super().after(call, outcome)
 
 
 async def _restore_stream(masker: Masker, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
