@@ -120,15 +120,24 @@ class DescribeError(ValueError):
 # --- the candidates and their costs (shared with the Policy stage) ------------------------------------------
 
 
-def candidates(router: Router, model: str) -> list[Deployment]:
-    """Every deployment a call to ``model`` may reach: the route's targets and all its fallback groups."""
+def candidates(router: Router, model: str, chat: bool = True) -> list[Deployment]:
+    """Every deployment a call to ``model`` may reach: the route's targets and all its fallback groups, and a
+    cascade's verifiers (they read the request); for a chat call to ``auto`` (no route of that name), every chat
+    deployment, as the router plans it."""
+    from ..routing.router import AUTO
+
     spec = router.specs.get(model)
+    if spec is None and model == AUTO and chat:
+        spec = router.auto_spec()
     if spec is None:
         return []
     out: dict[str, Deployment] = {}
     for g in (spec.group, *spec.fallbacks, *spec.context_fallbacks, *spec.policy_fallbacks):
         for e in g.entries:
             out.setdefault(e.deployment.name, e.deployment)
+    if spec.cascade is not None:
+        for d in spec.cascade.verifier_deployments:
+            out.setdefault(d.name, d)
     return list(out.values())
 
 
@@ -204,7 +213,7 @@ def resolve(req: DescribedRequest, router: Router | None, extra: Mapping[str, Re
     if req.deployments is not None:
         return [one(n, f"request.deployments[{i}]") for i, n in enumerate(req.deployments)]
     if router is not None:
-        found = candidates(router, req.route)
+        found = candidates(router, req.route, req.action != "embed")
         if found:
             return [(d, Resource.of(d)) for d in found]
     if req.route in extra:

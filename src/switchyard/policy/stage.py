@@ -61,18 +61,18 @@ class Policy(Stage):
         self.zone = ZoneInfo(config.policies.timezone)
         self.clock: Clock = clock or (lambda: datetime.now(self.zone))
         self.default_max_tokens = config.ledger.default_max_tokens
-        self._cands: dict[int, tuple[Router, dict[str, list[tuple[Deployment, Resource]]]]] = {}
+        self._cands: dict[int, tuple[Router, dict[tuple[str, bool], list[tuple[Deployment, Resource]]]]] = {}
 
-    def _candidates(self, router: Router, model: str) -> list[tuple[Deployment, Resource]]:
+    def _candidates(self, router: Router, model: str, chat: bool) -> list[tuple[Deployment, Resource]]:
         got = self._cands.get(id(router))
         if got is None or got[0] is not router:
             if len(self._cands) > 4:
                 self._cands.clear()
             got = self._cands[id(router)] = (router, {})
         per = got[1]
-        c = per.get(model)
+        c = per.get((model, chat))
         if c is None:
-            c = per[model] = [(d, Resource.of(d)) for d in candidates(router, model)]
+            c = per[(model, chat)] = [(d, Resource.of(d)) for d in candidates(router, model, chat)]
         return c
 
     def _now(self) -> tuple[int, int]:
@@ -107,14 +107,14 @@ class Policy(Stage):
         p, req, gen, engine = call.principal, call.request, call.generation, self.engine
         if p is None or req is None or gen is None or engine is None or not engine.applies(p.org_id or ""):
             return None
-        cands = self._candidates(gen.router, req.model)
+        embed = isinstance(req, EmbeddingRequest)
+        cands = self._candidates(gen.router, req.model, not embed)
         if not cands:
             return None  # an unknown model: the router answers 404
         data_class = highest(call.data_class, p.data_class) or "public"
         call.data_class = data_class
         subject = Subject.of(p)
         ctx, prompt, max_tokens = self.context_of(call, data_class)
-        embed = isinstance(req, EmbeddingRequest)
         costs = self._costs(gen.router, req.model, cands, prompt, max_tokens, embed)
         resources = [r for _, r in cands]
         j = engine.judge(subject, "embed" if embed else "chat", resources, ctx, costs, ctx["tools"])
