@@ -266,3 +266,26 @@ def test_explain_names_the_pii_mode_the_policies_ask_for(tmp_path: Path) -> None
                                                        "request": {"route": "sim-b"}}, expect=200)
             assert out["pii_mode"] is None
             admin.close()
+
+
+# --- switchyard route explain, with policy files -----------------------------------------------------------------
+
+
+def test_route_explain_names_the_policies_that_drop_deployments() -> None:
+    def explain(*args: str) -> tuple[int, str]:
+        r = CliRunner().invoke(main, ["route", "explain", "--config", str(EXAMPLES / "gateway.yaml"), *args])
+        assert r.exception is None or isinstance(r.exception, SystemExit), r.exc_info
+        return r.exit_code, r.output
+
+    code, out = explain("--model", "chat", "--principal", '{"key": "vk_a", "data_class": "confidential"}',
+                        "--max-tokens", "100", "--hour", "10", "--weekday", "2")
+    assert code == 0, out
+    assert "narrowed: policy: us-small (au-residency, zdr-confidential), au-large (zdr-confidential)" in out
+    assert "│ 1 │ au-large-zdr" in out
+    code, out = explain("--model", "chat", "--max-tokens", "100", "--hour", "10", "--weekday", "2")
+    assert code == 0 and "narrowed" not in out  # a public request: nothing is dropped
+    code, out = explain("--model", "au-large", "--principal", '{"key": "k", "team": "interns"}', "--hour", "10",
+                        "--weekday", "2")
+    assert code == 1 and "403 policy_denied: forbidden by policy: interns-small (" in out
+    code, out = explain("--model", "chat", "--principal", '{"key": "k", "data_class": "secret"}')
+    assert code == 2 and "unknown data class 'secret'" in out
