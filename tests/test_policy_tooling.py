@@ -190,6 +190,8 @@ def test_org_admins_explain_only_their_orgs_principals(admin: Admin) -> None:
     ({"principal": {"key": "k"}, "request": {"route": "both", "data_class": "top"}}, "request.data_class",
      "unknown data class"),
     ({"principal": {"key": "k"}, "request": {"route": "both", "weekday": 8}}, "request.weekday", "less than"),
+    ({"principal": {"key": "k"}, "request": {"route": "both", "pii": ["EMAIL", "PASSPORT"]}}, "request.pii",
+     "unknown PII type 'PASSPORT'"),
     ({"principal": {"key": "k"}, "request": {"route": "both", "action": "delete"}}, "request.action", "chat"),
     ({"principal": {}, "request": {"route": "both"}}, "principal.key", "required"),
     ({"principal": {"key": "k"}, "request": {"route": "both"}, "expect": {}}, "expect", "Unknown parameter"),

@@ -80,6 +80,13 @@ class DescribedRequest(BaseModel):
 
     _dc = field_validator("data_class")(_data_class)
 
+    @field_validator("pii")
+    @classmethod
+    def _pii(cls, v: list[str]) -> list[str]:
+        from ..pii.types import check_types
+
+        return check_types(v)  # upper-cased; an unknown type names the valid ones
+
     @field_validator("estimated_cost_usd")
     @classmethod
     def _cost(cls, v: Decimal | dict[str, Decimal] | None) -> Decimal | dict[str, Decimal] | None:
