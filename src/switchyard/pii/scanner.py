@@ -118,7 +118,7 @@ class Scanner:
                         add(Entity("IBAN", a, b))
                 if not numeric:
                     continue
-            w0, w1 = max(0, s - 4), min(n, e + 3)
+            w0, w1 = (s - 4 if s > 4 else 0), (e + 3 if e + 3 < n else n)
             prev = text[s - 1] if s else " "
             if prev.isalnum() or prev == "_":  # the run starts inside a word (a hash, an id)
                 k = _DIGITS.match(text, s).end()  # type: ignore[union-attr]

@@ -59,8 +59,9 @@ def looks_random(tok: str) -> bool:
 def _token_spans(text: str, s: int, e: int, out: Spans) -> None:
     """The secrets in one candidate token text[s:e]: a known shape, else random-looking pieces (between dots)."""
     tok = text[s:e].rstrip(".")
-    m = _KNOWN.fullmatch(tok) or _KNOWN.match(tok)
+    m = _KNOWN.match(tok)  # what matches whole matches at the start: most tokens are tried once
     if m is not None:
+        m = _KNOWN.fullmatch(tok) or m
         out.append((s, s + m.end()))
         return
     i = s
@@ -88,7 +89,7 @@ def find_secret(text: str, pos: int = 0, end: int | None = None) -> Spans:
             s, e = m.span()
             if s > 0 and (text[s - 1].isalnum()):
                 continue
-            if any(a <= s < b for a, b in out):
+            if out and any(a <= s < b for a, b in out):
                 continue
             _token_spans(text, s, e, out)
     return out
