@@ -251,3 +251,25 @@ def test_a_narrowing_binds_the_verifier(fake_openai_server: FakeOpenAI) -> None:
         assert path[0]["kept"] is False and "verifier failed" in path[0]["why"]
     finally:
         fake_openai_server.reset()
+
+
+def test_a_policy_that_forbids_the_verifier_keeps_the_request_from_it(fake_openai_server: FakeOpenAI,
+                                                                       tmp_path: Any) -> None:
+    """The verifier reads the request, so it is one of the route's candidates for the policies: one that forbids it
+    narrows it out (the check fails and the next step answers) even though every step is allowed."""
+    (tmp_path / "p.cedar").write_text('@id("no-judge") forbid(principal, action, '
+                                      'resource == Switchyard::Deployment::"judge");')
+    assert fake_openai_server.base_url is not None
+    fake_openai_server.reset()
+    fake_openai_server.replies.update({"gpt-4o-mini": "Ada", "o3": "Ada Lovelace", "gpt-4.1-nano": "yes"})
+    rec = ListRecorder()
+    try:
+        cfg = config(fake_openai_server.base_url, policies={"files": [str(tmp_path / "p.cedar")]})
+        with run_gateway(cfg, recorder=rec) as running:
+            resp, headers = call(running, "verified")
+        assert resp.choices[0].message.content == "Ada Lovelace" and headers["x-switchyard-deployment"] == "big"
+        assert fake_openai_server.chat_models == ["gpt-4o-mini", "o3"]  # the judge never saw the request
+        assert "judge (no-judge)" in headers["x-switchyard-route-reason"]
+        assert rec.records[-1].decisions["policy"]["denied"] == {"judge": ["no-judge"]}  # type: ignore[index]
+    finally:
+        fake_openai_server.reset()

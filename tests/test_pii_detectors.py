@@ -156,3 +156,43 @@ def test_offsets_are_characters_not_bytes() -> None:
     text = "Grüße — mail jose@example.com"
     (e,) = scan(text)
     assert text[e.start:e.end] == "jose@example.com"
+
+
+ARABIC = str.maketrans("0123456789", "".join(chr(0x660 + i) for i in range(10)))
+# the scanner calls a numeric detector only where the run of digits has a shape that the type's values have
+# (switchyard.pii.scanner): each shape below must still get through to its detector
+SHAPES = [
+    ("call 0207 946 0958 today", "PHONE", "0207 946 0958"),
+    ("call +44 20 7946 0958 today", "PHONE", "+44 20 7946 0958"),
+    ("ring (415) 555-2671 now", "PHONE", "(415) 555-2671"),
+    ("ring 415.555.2671 now", "PHONE", "415.555.2671"),
+    ("ring 1 415 555 2671 now", "PHONE", "1 415 555 2671"),
+    ("ring 415 5552671 now", "PHONE", "415 5552671"),
+    ("ring 415 (555) 2671 now", "PHONE", "415 (555) 2671"),
+    # Arabic-Indic digits (\d is any decimal digit): no shape to go by
+    ("ring (415) 555-2671 now".translate(ARABIC), "PHONE", "(415) 555-2671".translate(ARABIC)),
+    ("ring +44 20 7946 0958 now".translate(ARABIC), "PHONE", "+44 20 7946 0958".translate(ARABIC)),
+    ("NI AB 12 34 56 C ok", "UK_NINO", "AB 12 34 56 C"),
+    ("NI AB123456C ok", "UK_NINO", "AB123456C"),
+    ("medicare 2123456701 ok", "AU_MEDICARE", "2123456701"),
+    ("TFN 123456782 ok", "AU_TFN", "123456782"),
+    ("amex 3782 822463 10005 ok", "CREDIT_CARD", "3782 822463 10005"),
+    ("card 4111111111111111 ok", "CREDIT_CARD", "4111111111111111"),
+    ("host-10.1.2.3 up", "IP_ADDRESS", "10.1.2.3"),
+    ("v6 2001:0db8:85a3:0000:0000:8a2e:0370:7334 up", "IP_ADDRESS", "2001:0db8:85a3:0000:0000:8a2e:0370:7334"),
+    ("v6 ::ffff:192.0.2.1 up", "IP_ADDRESS", "::ffff:192.0.2.1"),
+    ("iban GB82 WEST 1234 5698 7654 32 ok", "IBAN", "GB82 WEST 1234 5698 7654 32"),
+]
+
+
+@pytest.mark.parametrize(("text", "kind", "value"), SHAPES)
+def test_every_shape_of_a_value_reaches_its_detector(text: str, kind: str, value: str) -> None:
+    assert found(text) == [(kind, value)]
+
+
+def test_runs_of_digits_that_hold_no_value_are_passed_over() -> None:
+    text = "order 4155552671, at 12:05:03 on 2024-01-02, id d76d4330-f144-4bea-b0c1-1fdecb91ce37, #720405608656907"
+    assert found(text) == []
+    # a long run of digits followed by a letter: a phone match that fails at its end must not try every way of
+    # cutting the digits into groups (about 0.1 s for each such run before the pattern's groups were possessive)
+    assert found("1" * 40 + "-" + "2" * 40 + "x", ["PHONE"]) == []

@@ -246,6 +246,26 @@ def test_block_is_a_400_in_each_protocol_naming_types_never_values(
     no_value_in(repr(rec.records))
 
 
+@pytest.mark.parametrize("gateway", ["block"], indirect=True)
+def test_a_block_refusal_keeps_no_value_in_the_audited_payload(gateway: tuple[RunningGateway, ListRecorder],
+                                                              fake_openai: FakeOpenAI) -> None:
+    gw, rec = gateway
+    full = "sk-test-full-logging-0123456789"
+
+    async def resolve(key: str, digest: str) -> Principal | None:
+        return Principal(id="vk_full", name="full", key_id="vk_full", logging="full") if key == full else None
+
+    gw.gateway.auth.add_resolver(resolve)
+    with openai.OpenAI(base_url=gw.openai_base, api_key=full, max_retries=0, http_client=sdk_http_client()) as c, \
+            pytest.raises(openai.BadRequestError):
+        c.chat.completions.create(model="gpt-4o-mini", messages=CHAT)  # type: ignore[arg-type]
+    r = last_record(rec)
+    assert r.http_status == 400 and r.payload is not None  # the request, as the key's logging mode keeps it
+    assert "[EMAIL]" in json.dumps(r.payload)
+    no_value_in(r.payload)
+    assert not fake_openai.requests
+
+
 @pytest.mark.parametrize("gateway", ["detect"], indirect=True)
 def test_detect_records_types_and_changes_nothing(gateway: tuple[RunningGateway, ListRecorder],
                                                   fake_openai: FakeOpenAI) -> None:
@@ -257,6 +277,20 @@ def test_detect_records_types_and_changes_nothing(gateway: tuple[RunningGateway,
     record = last_record(rec)
     assert record.decisions["pii"]["types"] == {"CREDIT_CARD": 1, "EMAIL": 1, "PHONE": 1, "SECRET": 1, "US_SSN": 1}
     assert record.decisions["pii"]["data_class"] == "confidential"
+    no_value_in(repr(record))
+
+
+@pytest.mark.parametrize("gateway", ["detect"], indirect=True)
+def test_an_upstream_error_that_quotes_the_request_is_recorded_without_its_values(
+        gateway: tuple[RunningGateway, ListRecorder], fake_openai: FakeOpenAI) -> None:
+    gw, rec = gateway
+    fake_openai.fail_next(400, {"error": {"message": f"Invalid content: {PROMPT}", "type": "invalid_request_error",
+                                          "param": "messages", "code": None}})
+    with oai(gw) as c, pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="gpt-4o-mini", messages=CHAT)  # type: ignore[arg-type]
+    assert EMAIL in str(e.value)  # the caller sent the values, and gets the upstream's message as it was
+    record = last_record(rec)
+    assert record.error is not None and "Invalid content: Contact [EMAIL]" in record.error
     no_value_in(repr(record))
 
 

@@ -135,3 +135,56 @@ def test_cached_decisions_equal_uncached_ones(default: str) -> None:
         want = e.decide(s, action, cands, ctx, costs, cached=False)
         assert got.verdicts == want.verdicts
     assert len(e._base.cache) < 400 * 6  # the cache was used: keys are shared
+
+
+# --- @pii: the PII mode a permit asks for ------------------------------------------------------------------------
+
+MODES = '''
+@id("mask-all") @pii("mask") permit(principal, action, resource);
+@id("redact-us") @pii("redact") permit(principal, action, resource) when { resource.region == "us" };
+@id("no-us-for-interns") forbid(principal in Switchyard::Team::"interns", action, resource)
+  when { resource.region == "us" };
+@id("detect-au") @pii("detect") permit(principal, action, resource) when { resource.region == "au" };
+'''
+
+
+def test_the_strictest_pii_mode_of_the_deployments_left_wins() -> None:
+    e = engine(MODES)
+    d = e.decide(Subject("k"), "chat", D, base_context())
+    assert d.pii_mode() == ("redact", ("redact-us",))  # b (us) is still a candidate: redact beats mask
+    assert d.pii_mode(["a"]) == ("mask", ("mask-all",)) and d.pii_mode_of("a") == "mask"
+    assert d.pii_mode_of("b") == "redact"
+    interns = e.decide(Subject("k", team="interns"), "chat", D, base_context())
+    assert interns.allowed == ["a"] and interns.pii_mode() == ("mask", ("mask-all",))  # a forbidden one asks nothing
+    assert engine('permit(principal, action, resource);').decide(Subject("k"), "chat", D, base_context(),
+                                                                ).pii_mode() == (None, ())
+    assert e.sets_pii("") and not engine("").sets_pii("")
+    org = engine("").with_org_sets({"acme": '@id("m") @pii("block") permit(principal, action, resource);'})
+    assert org.sets_pii("acme") and not org.sets_pii("other")
+    assert org.decide(Subject("k", org="acme"), "chat", D, base_context()).pii_mode() == ("block", ("org:acme/m",))
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('@pii("scramble") permit(principal, action, resource);', "unknown PII mode 'scramble' in @pii: expected one "
+                                                              "of detect, mask, redact, block"),
+    ('@pii("off") permit(principal, action, resource);', "a policy may raise the mode, never lower it"),
+    ('@pii("mask") forbid(principal, action, resource);', "@pii applies to permit policies"),
+])
+def test_a_bad_pii_annotation_names_its_position(text: str, message: str) -> None:
+    with pytest.raises(PolicyError) as e:
+        check_policy_text('permit(principal, action, resource);\n\n' + text, "org:acme")
+    assert (e.value.line, e.value.column) == (3, 1) and message in e.value.message
+
+
+def test_pii_annotations_need_the_configs_pii_section(tmp_path: Path) -> None:
+    (tmp_path / "p.cedar").write_text('permit(principal, action, resource);\n@pii("mask")\n'
+                                      'permit(principal, action, resource);')
+    cfg = parse_config({"policies": {"files": [str(tmp_path / "p.cedar")]}}, "<t>", {})
+    with pytest.raises(ConfigError) as e:
+        build_gateway(cfg)
+    assert "p.cedar:2:1: @pii needs the gateway's `pii:` section" in str(e.value)
+    with pytest.raises(PolicyError, match="needs the gateway's `pii:` section"):
+        check_policy_text('@pii("mask") permit(principal, action, resource);', "org:acme", allow_pii=False)
+    with_pii = parse_config({"policies": {"files": [str(tmp_path / "p.cedar")]}, "pii": {"mode": "off"}}, "<t>", {})
+    names = build_gateway(with_pii).chain.describe()
+    assert names.index("PII") < names.index("Policy") < names.index("PII mode")  # scan, decide, apply

@@ -309,3 +309,16 @@ def test_an_org_policy_set_added_later_checks_the_tool_calls_of_replies(upstream
 async def _chunks() -> AsyncIterator[Chunk]:
     return
     yield
+
+
+@pytest.mark.parametrize(("protocol", "stream"), [("openai", False), ("anthropic", True)])
+def test_model_auto_chooses_only_among_the_deployments_the_policies_allow(gw: RunningGateway, upstream: FakeOpenAI,
+                                                                          protocol: str, stream: bool) -> None:
+    """``model: "auto"`` names no route: its candidates are every chat deployment, and the policies judge each."""
+    for _ in range(3):
+        dep, headers = chat(gw, protocol, CONF_KEY, stream, model="auto", max_tokens=10)
+        assert dep == "au-big"  # the only chat deployment in Australia with zero retention
+        assert "au-residency" in headers["x-switchyard-policy"]
+    assert set(reached(upstream)) == {"big-au"}
+    with pytest.raises((openai.PermissionDeniedError, anthropic.PermissionDeniedError)):
+        chat(gw, protocol, CONF_KEY, stream, model="auto", max_tokens=100000)  # too dear there: nothing is left

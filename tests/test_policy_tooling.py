@@ -160,7 +160,7 @@ def test_explain_gives_each_candidates_decision_with_reasons(admin: Admin) -> No
     assert a["policies"] == [{"id": "au-residency", "reason": "confidential data never leaves Australia"}]
     assert a["estimated_cost_usd"] == "0.2000"  # 100000 output tokens at $2 per million
     assert b == {"deployment": "sim-b", "decision": "allow", "policies": [], "error": False,
-                 "estimated_cost_usd": "0.0000"}
+                 "estimated_cost_usd": "0.0000", "pii_mode": None}
     night = admin.post("/admin/policy/explain", described("acme", tools=["search"], hour=3, weekday=1), expect=200)
     assert night["decision"] == "deny"
     assert all(d["policies"][0]["id"] == "acme-tools" for d in night["deployments"])
@@ -190,6 +190,8 @@ def test_org_admins_explain_only_their_orgs_principals(admin: Admin) -> None:
     ({"principal": {"key": "k"}, "request": {"route": "both", "data_class": "top"}}, "request.data_class",
      "unknown data class"),
     ({"principal": {"key": "k"}, "request": {"route": "both", "weekday": 8}}, "request.weekday", "less than"),
+    ({"principal": {"key": "k"}, "request": {"route": "both", "pii": ["EMAIL", "PASSPORT"]}}, "request.pii",
+     "unknown PII type 'PASSPORT'"),
     ({"principal": {"key": "k"}, "request": {"route": "both", "action": "delete"}}, "request.action", "chat"),
     ({"principal": {}, "request": {"route": "both"}}, "principal.key", "required"),
     ({"principal": {"key": "k"}, "request": {"route": "both"}, "expect": {}}, "expect", "Unknown parameter"),
@@ -210,3 +212,82 @@ def test_explain_without_policies_allows_everything(tmp_path: Path) -> None:
             a.close()
     assert out["policies_configured"] is False and out["decision"] == "allow"
     assert [d["deployment"] for d in out["deployments"]] == ["sim-a"]
+
+
+# --- @pii: the PII mode a policy asks for ---------------------------------------------------------------------
+
+PII_POLICIES = '''
+@id("mask-support") @pii("mask") permit(principal in Switchyard::Team::"support", action, resource);
+@id("redact-retaining") @pii("redact") permit(principal, action, resource) when { !resource.zdr };
+'''
+
+
+def test_a_fixture_checks_the_pii_mode_a_deployment_gets(tmp_path: Path) -> None:
+    (tmp_path / "p.cedar").write_text(PII_POLICIES)
+    f = _write(tmp_path, """
+deployments:
+  - {name: zdr, zdr: true}
+  - {name: keeps}
+cases:
+  - principal: {key: k, team: support}
+    request: {route: any, hour: 10, weekday: 1}
+    expect:
+      zdr: {decision: allow, pii_mode: mask}
+      keeps: {decision: allow, pii_mode: redact}
+  - principal: {key: k}
+    request: {route: zdr, hour: 10, weekday: 1}
+    expect: {zdr: {decision: allow, pii_mode: "off"}}
+""")
+    code, out = run(f, "--policies", str(tmp_path / "p.cedar"))
+    assert code == 0, out
+    wrong = _write(tmp_path, """
+deployments: [{name: zdr, zdr: true}]
+cases:
+  - principal: {key: k}
+    request: {route: zdr, hour: 10, weekday: 1}
+    expect: {zdr: {decision: allow, pii_mode: mask}}
+""")
+    code, out = run(wrong, "--policies", str(tmp_path / "p.cedar"))
+    assert code == 1 and "zdr: expected PII mode mask, got off" in out
+
+
+def test_explain_names_the_pii_mode_the_policies_ask_for(tmp_path: Path) -> None:
+    (tmp_path / "p.cedar").write_text(PII_POLICIES)
+    with store_url("sqlite", tmp_path) as url:
+        cfg = gov_config(url, policies={"files": [str(tmp_path / "p.cedar")]}, pii={"mode": "detect"})
+        cfg["deployments"][1]["zdr"] = True  # sim-b
+        cfg["routes"]["both"] = {"targets": ["sim-a", "sim-b"]}
+        with run_gateway(cfg) as running:
+            admin = Admin(running.url)
+            out = admin.post("/admin/policy/explain", {"principal": {"key": "vk_x", "team": "support"},
+                                                       "request": {"route": "both"}}, expect=200)
+            assert out["pii_mode"] == "redact"  # sim-a keeps data: the strictest over the deployments left
+            assert [(d["deployment"], d["pii_mode"]) for d in out["deployments"]] == [("sim-a", "redact"),
+                                                                                    ("sim-b", "mask")]
+            out = admin.post("/admin/policy/explain", {"principal": {"key": "vk_x"},
+                                                       "request": {"route": "sim-b"}}, expect=200)
+            assert out["pii_mode"] is None
+            admin.close()
+
+
+# --- switchyard route explain, with policy files -----------------------------------------------------------------
+
+
+def test_route_explain_names_the_policies_that_drop_deployments() -> None:
+    def explain(*args: str) -> tuple[int, str]:
+        r = CliRunner().invoke(main, ["route", "explain", "--config", str(EXAMPLES / "gateway.yaml"), *args])
+        assert r.exception is None or isinstance(r.exception, SystemExit), r.exc_info
+        return r.exit_code, r.output
+
+    code, out = explain("--model", "chat", "--principal", '{"key": "vk_a", "data_class": "confidential"}',
+                        "--max-tokens", "100", "--hour", "10", "--weekday", "2")
+    assert code == 0, out
+    assert "narrowed: policy: us-small (au-residency, zdr-confidential), au-large (zdr-confidential)" in out
+    assert "│ 1 │ au-large-zdr" in out
+    code, out = explain("--model", "chat", "--max-tokens", "100", "--hour", "10", "--weekday", "2")
+    assert code == 0 and "narrowed" not in out  # a public request: nothing is dropped
+    code, out = explain("--model", "au-large", "--principal", '{"key": "k", "team": "interns"}', "--hour", "10",
+                        "--weekday", "2")
+    assert code == 1 and "403 policy_denied: forbidden by policy: interns-small (" in out
+    code, out = explain("--model", "chat", "--principal", '{"key": "k", "data_class": "secret"}')
+    assert code == 2 and "unknown data class 'secret'" in out

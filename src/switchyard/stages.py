@@ -74,6 +74,8 @@ class CallContext:
     generation: Any = None  # the configuration it runs on (switchyard.pipeline.Generation), until it finishes
     data_class: str | None = None  # public | internal | confidential | restricted, once a stage has set it
     pii_types: frozenset[str] | None = None  # the PII types found in the request, once the PII stage has scanned it
+    pii_mode: str | None = None  # the PII mode the policies that allowed the call ask for (their strictest @pii)
+    pii: Any = None  # the PII stage's scan of this call, until the mode is known (switchyard.pii.stage)
     policy_ids: tuple[str, ...] | None = None  # the policies that applied (``x-switchyard-policy``)
     decisions: dict[str, Any] | None = None  # what the policy and PII stages decided, for the audit record (no values)
     cache_directive: str | None = None  # the caller's x-switchyard-cache: bypass | refresh (None: use the cache)

@@ -29,6 +29,8 @@ class Expected(BaseModel):
 
     decision: Literal["allow", "deny"]
     policies: list[str] | None = Field(None, description="the determining policy ids (any order); None: not checked")
+    pii_mode: Literal["off", "detect", "mask", "redact", "block"] | None = Field(
+        None, description="the PII mode the permits that allow it ask for (@pii; off: none); None: not checked")
 
 
 class Case(BaseModel):
@@ -129,6 +131,8 @@ def run_case(label: str, case: Case, ex: Explanation) -> list[str]:
             w = want.decision + (f" [{', '.join(sorted(want.policies))}]" if want.policies is not None else "")
             diffs.append(f"{dep}: expected {w}, got {decision} [{', '.join(ids)}]"
                          + (" (evaluation error)" if got.error else ""))
+        elif want.pii_mode is not None and want.pii_mode != (got.pii_mode or "off"):
+            diffs.append(f"{dep}: expected PII mode {want.pii_mode}, got {got.pii_mode or 'off'}")
     return diffs
 
 
@@ -151,7 +155,8 @@ def _engine(cfg: Config | None, config_path: str | None, policies: str | None) -
             schema = None
             if pc is not None and pc.schema_file is not None and config_path is not None:
                 schema = str(Path(config_path).resolve().parent / pc.schema_file)  # relative to the config
-            return PolicyEngine.from_files(files, pc.default if pc else "allow", schema)
+            return PolicyEngine.from_files(files, pc.default if pc else "allow", schema,
+                                           allow_pii=cfg is None or cfg.pii is not None)
         assert cfg is not None
         if not cfg.policies.enabled:
             return None

@@ -1,7 +1,9 @@
 """``switchyard route explain``: the plan the router would make for a request, and why.
 
 It reads the config and builds the catalog without opening any connection (providers are stood in for), so it
-shows the plan of a gateway that has just started: every breaker closed, no latency measured yet.
+shows the plan of a gateway that has just started: every breaker closed, no latency measured yet. With policy files
+in the config, the deployments the policies forbid for the described caller (``--principal``, ``--data-class``...)
+are narrowed out, each named with the policies that dropped it (:mod:`.route_policy`).
 """
 
 from __future__ import annotations
@@ -67,9 +69,18 @@ def route() -> None:
 @click.option("--prompt", default=None, help="the request's text (auto profiles it: task type, difficulty)")
 @click.option("--objective", type=click.Choice(["cheapest", "balanced", "best"]), default=None,
               help="as the x-switchyard-objective header would (auto)")
+@click.option("--principal", default=None, help='with policy files in the config: the caller, as in a `policy test` '
+              'case, as JSON ({"key": "vk_1", "team": "interns", "data_class": "internal"}; default a key of no '
+              'team or org)')
+@click.option("--data-class", default=None, help="the class the caller asks for (x-switchyard-data-class)")
+@click.option("--pii", default="", help="the PII types found in the request, comma-separated (context.pii)")
+@click.option("--tools", default="", help="the tool names the request defines, comma-separated")
+@click.option("--hour", default=None, type=click.IntRange(0, 23), help="0-23 (default: now, in policies.timezone)")
+@click.option("--weekday", default=None, type=click.IntRange(1, 7), help="ISO: 1 = Monday ... 7 (default: now)")
 @click.option("--json", "as_json", is_flag=True, help="print the explanation as JSON")
 def explain_cmd(config_path: str, model: str, prompt_tokens: int, max_tokens: int | None, needs: str, stream: bool,
-                embeddings: bool, only: str | None, prompt: str | None, objective: str | None,
+                embeddings: bool, only: str | None, prompt: str | None, objective: str | None, principal: str | None,
+                data_class: str | None, pii: str, tools: str, hour: int | None, weekday: int | None,
                 as_json: bool) -> None:
     """Print the plan the router would make for a request, and why."""
     from .main import _load
@@ -79,11 +90,27 @@ def explain_cmd(config_path: str, model: str, prompt_tokens: int, max_tokens: in
     router = Router(catalog, cfg)
     wanted = {n.strip() for n in needs.split(",") if n.strip()}
     allowed = frozenset(n.strip() for n in only.split(",") if n.strip()) if only is not None else None
+    narrowed_by = [f"--only {only}"] if only is not None else []
     request = _request(model, prompt, wanted, max_tokens, stream) if prompt is not None else None
     if request is not None and not prompt_tokens:
         prompt_tokens = estimate_prompt(request)
+    out = Console(soft_wrap=True, stderr=as_json)  # with --json, stdout holds only the JSON
+    if cfg.policies.enabled:  # as the Policy stage narrows a call (Cedar loads only here)
+        from .route_policy import narrowing
+
+        pol = narrowing(cfg, config_path, router, router.resolve(model), embeddings=embeddings,
+                        prompt_tokens=prompt_tokens, max_tokens=max_tokens, stream=stream, principal=principal,
+                        data_class=data_class, pii=pii, tools=tools, hour=hour, weekday=weekday)
+        if pol.denial is not None:
+            out.print(f"[red]403 policy_denied: {pol.denial}[/red]", highlight=False)
+            raise SystemExit(1)
+        if pol.allowed is not None and pol.reason is not None:
+            allowed = pol.allowed if allowed is None else allowed & pol.allowed
+            narrowed_by.append(pol.reason)
+        if pol.pii_mode is not None:
+            out.print(f"PII mode asked for by the policies (@pii): [bold]{pol.pii_mode}[/bold]", highlight=False)
     ex = explain(router, model, wanted, prompt_tokens, max_tokens, "embeddings" if embeddings else "chat", stream,
-                 allowed, [f"--only {only}"] if only is not None else None, request, objective)
+                 allowed, narrowed_by or None, request, objective)
     if as_json:
         import dataclasses
 
@@ -91,7 +118,7 @@ def explain_cmd(config_path: str, model: str, prompt_tokens: int, max_tokens: in
 
         print_json(dataclasses.asdict(ex))
     else:
-        render(ex, Console(soft_wrap=True))
+        render(ex, out)
     if ex.error is not None:
         raise SystemExit(1)
 

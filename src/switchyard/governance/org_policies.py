@@ -41,13 +41,14 @@ OrgPolicies = dict[str, tuple[int, str]]  # org id -> (its newest version, that 
 Listener = Callable[[OrgPolicies], None]
 
 
-def default_validator() -> PolicyValidator:
-    """The Cedar engine's check (``switchyard.policy.check_policy_text``), loaded when a set is first stored."""
+def default_validator(allow_pii: bool = True) -> PolicyValidator:
+    """The Cedar engine's check (``switchyard.policy.check_policy_text``), loaded when a set is first stored.
+    ``allow_pii``: whether policies may ask for a PII mode (``@pii``: the gateway has a ``pii:`` section)."""
 
     def check(text: str) -> None:
         from ..policy import check_policy_text  # Cedar loads here, not when the gateway starts
 
-        check_policy_text(text, "policies")
+        check_policy_text(text, "policies", allow_pii=allow_pii)
 
     return check
 

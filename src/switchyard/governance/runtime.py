@@ -69,7 +69,8 @@ class Governance:
                                        max_entries=g.cache_size, negative_ttl=g.negative_ttl,
                                        negative_size=g.negative_size) if self.hasher is not None else None)
         self.known_models = frozenset(d.name for d in config.deployments) | frozenset(config.routes)
-        self.policy_validator = policy_validator if policy_validator is not None else default_validator()
+        self.policy_validator = (policy_validator if policy_validator is not None
+                                 else default_validator(allow_pii=config.pii is not None))
         # org policy sets for the runtime: subscribe a listener before start() (it polls only if one listens)
         self.org_policies = OrgPolicyWatcher(self.db, poll_interval=g.poll_interval)
         self._schema_task: asyncio.Task[None] | None = None

@@ -17,12 +17,12 @@ def luhn_ok(digits: str) -> bool:
 
 def iban_ok(iban: str) -> bool:
     """ISO 13616: move the first four characters to the end, letters to numbers (A=10), mod 97 must be 1."""
-    s = iban[4:] + iban[:4]
-    n = 0
-    for ch in s:
-        v = int(ch, 36)
-        n = (n * (100 if v > 9 else 10) + v) % 97
-    return n == 1
+    if not (iban.isascii() and iban.isalnum()):
+        return False
+    return int((iban[4:] + iban[:4]).upper().translate(_IBAN_NUMBERS)) % 97 == 1
+
+
+_IBAN_NUMBERS = {ord(c): str(i) for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ", 10)}  # A=10 ... Z=35
 
 
 _TFN8 = (10, 7, 8, 4, 6, 3, 5, 1)

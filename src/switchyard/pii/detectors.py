@@ -16,6 +16,7 @@ from .checksums import IBAN_LENGTHS, iban_ok, luhn_ok, medicare_ok, ssn_ok, tfn_
 
 Spans = list[tuple[int, int]]
 Finder = Callable[[str, int, int], Spans]  # (text, start, end): the findings in text[start:end]
+_NOT_DIGIT = re.compile(r"\D+")
 
 # --- EMAIL -------------------------------------------------------------------------------------------------------
 
@@ -61,14 +62,16 @@ def find_card(text: str, pos: int = 0, end: int | None = None) -> Spans:
     out: Spans = []
     for m in _CARD.finditer(text, pos, len(text) if end is None else end):
         raw = m.group()
-        seps = {c for c in raw if not c.isdigit()}
-        if len(seps) > 1:  # "1234-5678 9012" mixes separators: not one number
+        space, dash = " " in raw, "-" in raw
+        if space and dash:  # "1234-5678 9012" mixes separators: not one number
             continue
-        if seps:  # grouped as cards are printed: fours (the last group shorter), or Amex's and Diners' 4-6-5/4-6-4
-            groups = [len(g) for g in re.split(r"[ -]", raw)]
+        if space or dash:  # grouped as cards are printed: fours (the last group shorter), or Amex's and Diners'
+            groups = [len(g) for g in raw.split(" " if space else "-")]  # 4-6-5/4-6-4
             if not (all(n == 4 for n in groups[:-1]) and groups[-1] <= 4) and groups[:2] != [4, 6]:
                 continue
-        digits = raw.replace(" ", "").replace("-", "")
+            digits = raw.replace(" " if space else "-", "")
+        else:
+            digits = raw
         if 13 <= len(digits) <= 19 and _IIN.match(digits) and _card_length_ok(digits) and luhn_ok(digits):
             out.append(m.span())
     return out
@@ -76,7 +79,9 @@ def find_card(text: str, pos: int = 0, end: int | None = None) -> Spans:
 
 # --- IBAN --------------------------------------------------------------------------------------------------------
 
-_IBAN_HEAD = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2})(\d{2}) ?(?=[A-Z0-9])")
+# the country code's two letters first (the letter before them checked after), so that a search skips to the
+# next capital letter at C speed: one pass over a whole text costs little
+_IBAN_HEAD = re.compile(r"([A-Z][A-Z])(?<![A-Za-z0-9][A-Z][A-Z])(\d{2}) ?(?=[A-Z0-9])")
 
 
 def find_iban(text: str, pos: int = 0, end: int | None = None) -> Spans:
@@ -131,7 +136,7 @@ def _keyword_before(text: str, start: int, words: tuple[str, ...], width: int = 
 def find_tfn(text: str, pos: int = 0, end: int | None = None) -> Spans:
     out: Spans = []
     for m in _TFN.finditer(text, pos, len(text) if end is None else end):
-        digits = re.sub(r"\D", "", m.group())
+        digits = _NOT_DIGIT.sub("", m.group())
         if len(digits) == 8 and not m.group(1):
             continue  # eight bare digits: too common to mean anything
         if tfn_ok(digits) and (m.group(1) or _keyword_before(text, m.start(), _TFN_WORDS)):
@@ -142,7 +147,7 @@ def find_tfn(text: str, pos: int = 0, end: int | None = None) -> Spans:
 def find_medicare(text: str, pos: int = 0, end: int | None = None) -> Spans:
     out: Spans = []
     for m in _MEDICARE.finditer(text, pos, len(text) if end is None else end):
-        digits = re.sub(r"\D", "", m.group())
+        digits = _NOT_DIGIT.sub("", m.group())
         if medicare_ok(digits) and (m.group(1) or _keyword_before(text, m.start(), _MEDICARE_WORDS)):
             out.append(m.span())
     return out
@@ -169,11 +174,9 @@ def find_ipv4(text: str, pos: int = 0, end: int | None = None) -> Spans:
     for m in _IPV4.finditer(text, pos, len(text) if end is None else end):
         if _keyword_before(text, m.start(), _VERSION_WORDS, 10):
             continue  # "version 4.2.0.1" is a version
-        try:
-            ipaddress.IPv4Address(m.group())
-        except ValueError:
-            continue
-        out.append(m.span())
+        quad = m.group()  # what ipaddress.IPv4Address accepts: ASCII digits, 0 to 255, no leading zero
+        if quad.isascii() and all(int(o) <= 255 and (o[0] != "0" or len(o) == 1) for o in quad.split(".")):
+            out.append(m.span())
     return out
 
 
@@ -201,6 +204,8 @@ def find_ipv6(text: str, pos: int = 0, end: int | None = None) -> Spans:
                                                                                            or text[e] == "_")):
             continue
         cand = text[s:e]
+        if "::" not in cand and cand.count(":") < 6:
+            continue  # eight groups, or six and an IPv4 address, unless "::" stands for some: a time (12:05:03)
         if sum(c.isalnum() for c in cand) < 2:
             continue  # "::" alone
         try:
@@ -217,13 +222,15 @@ def find_ip(text: str, pos: int = 0, end: int | None = None) -> Spans:
 
 # --- PHONE -------------------------------------------------------------------------------------------------------
 
-_PHONE = re.compile(r"(?<![\w.+#-])(?:\+|00)?(?:\(\d{1,5}\)|\d{1,5})(?:[ .-]?(?:\(\d{1,5}\)|\d{1,8})){1,6}"
+# the digit groups are possessive (``{1,8}+``): a run of digits is never split into groups on the way back, whose
+# ways are exponential in its length (where a run is followed by a letter, say, and the match fails)
+_PHONE = re.compile(r"(?<![\w.+#-])(?:\+|00)?(?:\(\d{1,5}+\)|\d{1,5}+)(?:[ .-]?(?:\(\d{1,5}+\)|\d{1,8}+)){1,6}"
                     r"(?![\w-]|\.\d)")
 _DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 
 
 _NANP_GROUPS = {(3, 3, 4), (1, 3, 3, 4), (3, 7), (10,), (11,)}  # how North American numbers are written
-_NOT_DIGIT = re.compile(r"\D+")
+_DIGIT_RUNS = re.compile(r"\d+")
 _SSN_SHAPE = re.compile(r"\d{3}([- ])\d{2}\1\d{4}")
 
 
@@ -258,7 +265,7 @@ def phone_finder(regions: tuple[str, ...]) -> Finder:
             elif digits[0] == "0":
                 tries = [*trunk, *plain]
             else:
-                groups = tuple(len(g) for g in re.findall(r"\d+", s))
+                groups = tuple(len(g) for g in _DIGIT_RUNS.findall(s))
                 tries = list(nanp) if groups in _NANP_GROUPS else []
             for region in tries:
                 try:

@@ -11,6 +11,7 @@ import re
 from collections import Counter
 
 from .scanner import Scanner
+from .types import Entity
 
 _PLACEHOLDER = re.compile(r"\[([A-Z][A-Z_]*?)_(\d+)\]")
 _PARTIAL = re.compile(r"\[[A-Z_]*\d*\Z")  # the start of a placeholder, at the end of a text
@@ -19,13 +20,16 @@ _MAX_PLACEHOLDER = 32
 
 class Masker:
     """The PII of one request: what was found (``counts``) and, in ``mask`` mode, which value each placeholder
-    stands for. ``mode`` is ``detect``, ``redact`` or ``mask`` (``detect`` changes no text)."""
+    stands for. ``mode`` is ``detect``, ``redact`` or ``mask`` (``detect`` changes no text). ``seen``: the findings
+    of texts scanned before (by another masker of the same request), which are not scanned again; a masker with
+    ``seen`` adds its own findings to it."""
 
-    __slots__ = ("by_value", "counts", "mode", "scanner", "values")
+    __slots__ = ("by_value", "counts", "mode", "scanner", "seen", "values")
 
-    def __init__(self, scanner: Scanner, mode: str) -> None:
+    def __init__(self, scanner: Scanner, mode: str, seen: dict[str, list[Entity]] | None = None) -> None:
         self.scanner = scanner
         self.mode = mode
+        self.seen = seen
         self.counts: Counter[str] = Counter()
         self.by_value: dict[tuple[str, str], str] = {}
         self.values: dict[str, str] = {}  # placeholder -> value
@@ -33,7 +37,14 @@ class Masker:
     def apply(self, text: str, *, json_text: bool = False) -> str:
         """The text with its PII replaced per the mode (counted either way). ``json_text``: the text is JSON (tool
         call arguments), whose string escapes are undone before a value is kept."""
-        ents = self.scanner.scan(text)
+        seen = self.seen
+        if seen is None:
+            ents = self.scanner.scan(text)
+        else:
+            got = seen.get(text)
+            if got is None:
+                got = seen[text] = self.scanner.scan(text)
+            ents = got
         if not ents:
             return text
         for e in ents:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 
 from .detectors import Spans
 
@@ -37,18 +38,15 @@ _WORDY = re.compile(r"[A-Z]?[a-z]{3,}|[A-Z]{3,}(?=[_-]|$)")
 def entropy(s: str) -> float:
     """Shannon entropy in bits per character."""
     n = len(s)
-    counts: dict[str, int] = {}
-    for c in s:
-        counts[c] = counts.get(c, 0) + 1
-    return -sum(k / n * math.log2(k / n) for k in counts.values())
+    return -sum(k / n * math.log2(k / n) for k in Counter(s).values())
 
 
 def looks_random(tok: str) -> bool:
     if len(tok) < 24 or _HEX.fullmatch(tok):
         return False  # short, or hex: hashes, SHAs, UUIDs are identifiers, not credentials
-    upper = sum(c.isupper() for c in tok)
-    lower = sum(c.islower() for c in tok)
-    digit = sum(c.isdigit() for c in tok)
+    upper = sum(map(str.isupper, tok))
+    lower = sum(map(str.islower, tok))
+    digit = sum(map(str.isdigit, tok))
     if upper < 2 or lower < 2 or digit < 2:
         return False
     # identifiers made of words (getUserAccountSettingsForTenant2024) spend most of their characters on words
@@ -61,8 +59,9 @@ def looks_random(tok: str) -> bool:
 def _token_spans(text: str, s: int, e: int, out: Spans) -> None:
     """The secrets in one candidate token text[s:e]: a known shape, else random-looking pieces (between dots)."""
     tok = text[s:e].rstrip(".")
-    m = _KNOWN.fullmatch(tok) or _KNOWN.match(tok)
+    m = _KNOWN.match(tok)  # what matches whole matches at the start: most tokens are tried once
     if m is not None:
+        m = _KNOWN.fullmatch(tok) or m
         out.append((s, s + m.end()))
         return
     i = s
@@ -81,8 +80,8 @@ def find_secret(text: str, pos: int = 0, end: int | None = None) -> Spans:
     if "-----BEGIN" in text:
         out.extend(m.span() for m in _PEM.finditer(text, pos, end))
     cursor = pos
-    for word in text[pos:end].split():
-        if len(word) < 20 or _HEX.fullmatch(word):
+    for word in [w for w in text[pos:end].split() if len(w) >= 20]:
+        if _HEX.fullmatch(word):
             continue
         at = text.find(word, cursor, end)
         cursor = at + len(word)
@@ -90,7 +89,7 @@ def find_secret(text: str, pos: int = 0, end: int | None = None) -> Spans:
             s, e = m.span()
             if s > 0 and (text[s - 1].isalnum()):
                 continue
-            if any(a <= s < b for a, b in out):
+            if out and any(a <= s < b for a, b in out):
                 continue
             _token_spans(text, s, e, out)
     return out

@@ -10,20 +10,27 @@ the config has a ``pii:`` section).
 * :class:`PiiMaskStage` does that and puts the values back into the reply: a stream's text and tool call arguments
   (``wrap``, placeholders split across chunks included) and a whole reply (``reply``, which runs after the call is
   recorded, so the record keeps the placeholders). It is the one in the chain when masking is possible (mode
-  ``mask``, or ``key_modes``); a call that masked nothing has its stream passed through untouched.
+  ``mask``, ``key_modes``, or policies that may ask for a mode); a call that masked nothing has its stream passed
+  through untouched.
+* Policies may raise the mode (``@pii("<mode>")`` on a permit, docs/policy.md). When the caller's policies can,
+  the PII stage (before the Policy stage, which reads ``context.pii`` and the data class) only scans, as in
+  ``detect``, and keeps its findings in ``call.pii``; :class:`PiiApply`, right after the Policy stage, applies the
+  strictest of the key's mode and the policies' (``call.pii_mode``) with those findings: nothing is scanned twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..classification import highest
 from ..errors import InvalidRequest
-from ..messages import ChatResponse, Chunk, Finish, StreamEvent, TextDelta, ToolCallDelta
+from ..messages import ChatRequest, ChatResponse, Chunk, EmbeddingRequest, Finish, StreamEvent, TextDelta, ToolCallDelta
 from ..stages import CallContext, Outcome, Stage
 from .mask import Masker, StreamRestorer
 from .scanner import Scanner
+from .types import Entity, strictest
 from .walk import rewrite_json, rewrite_request, rewrite_response
 
 if TYPE_CHECKING:
@@ -36,6 +43,16 @@ class PiiDetected(InvalidRequest):
     code = "pii_detected"
 
 
+@dataclass(slots=True)
+class _Scanned:
+    """A request scanned before its policies decided: the mode its key asks for, the findings of each text, and
+    the content payload as the Record stage kept it (already scrubbed on the call, in case the call ends first)."""
+
+    mode: str
+    seen: dict[str, list[Entity]]
+    payload: dict[str, Any] | None
+
+
 class PiiStage(Stage):
     """Scan, then detect, redact, mask or block (see the module)."""
 
@@ -45,6 +62,9 @@ class PiiStage(Stage):
         self.config = config
         self.scanner = scanner or Scanner(config.types, phone_regions=config.phone_regions)
         self.key_modes = config.key_modes
+        # set by the composition root when a Policy stage and PiiApply follow: whether the call's policies may ask
+        # for a PII mode (then this stage only scans, and PiiApply applies the mode once the policies decided)
+        self.policy_modes: Callable[[CallContext], bool] | None = None
 
     def mode_of(self, call: CallContext) -> str:
         p = call.principal
@@ -57,12 +77,51 @@ class PiiStage(Stage):
         if req is None:
             return
         mode = self.mode_of(call)
-        if mode == "off":
+        if mode != "block" and self.policy_modes is not None and self.policy_modes(call):
+            self._scan(call, req, mode)  # block is the strictest: nothing a policy says could change it
+        elif mode != "off":
+            payload = call.payload
+            self.apply(call, req, Masker(self.scanner, mode, {} if payload is not None else None), payload)
+
+    def _scan(self, call: CallContext, req: ChatRequest | EmbeddingRequest, mode: str) -> None:
+        """Find the PII (as ``detect`` does: the class is raised, the types recorded), keep the findings for
+        :class:`PiiApply`."""
+        masker = Masker(self.scanner, "detect", {})
+        rewrite_request(req, lambda t, js: masker.apply(t, json_text=js))
+        if not masker.counts:
             return
-        masker = Masker(self.scanner, mode)
+        assert masker.seen is not None
+        self._classify(call, masker)
+        payload = call.payload
+        if payload is not None:  # scrubbed now, in case the call ends before the mode is known (a policy refuses)
+            scrub = Masker(self.scanner, "redact", masker.seen)
+            call.payload = rewrite_json(payload, lambda t, js: scrub.apply(t))
+        call.pii = _Scanned(mode, masker.seen, payload)
+
+    def apply(self, call: CallContext, req: ChatRequest | EmbeddingRequest, masker: Masker,
+              payload: dict[str, Any] | None) -> None:
+        """Do what ``masker.mode`` says with the request's PII (see the module); ``payload``: the content the
+        Record stage kept, to scrub."""
+        mode = masker.mode
         changed = rewrite_request(req, lambda t, js: masker.apply(t, json_text=js))
         if not masker.counts:
             return
+        self._classify(call, masker)
+        if payload is not None:  # what Record kept (logging: full) was read before this stage: scrub it too
+            scrub = Masker(self.scanner, "mask" if mode == "mask" else "redact", masker.seen)
+            if mode == "mask":
+                scrub.by_value, scrub.values = masker.by_value, masker.values  # the same placeholders
+            call.payload = rewrite_json(payload, lambda t, js: scrub.apply(t))
+        if mode == "block":
+            raise PiiDetected(f"The request contains personal data ({', '.join(sorted(masker.counts))}); this "
+                              "key may not send it.", param="messages" if call.endpoint == "chat" else "input")
+        if changed:
+            call.rewrite(req)
+        if mode == "mask" and masker.masked:
+            self._keep(call, masker)
+
+    def _classify(self, call: CallContext, masker: Masker) -> None:
+        """The call's PII types, its data class raised, and the counts per type in its decisions."""
         types = frozenset(masker.counts)
         call.pii_types = types
         cfg = self.config
@@ -70,22 +129,35 @@ class PiiStage(Stage):
         call.data_class = highest(call.data_class, raised)
         if call.decisions is None:
             call.decisions = {}
-        call.decisions["pii"] = {"mode": mode, "types": dict(sorted(masker.counts.items())), "data_class": raised}
-        if mode == "block":
-            raise PiiDetected(f"The request contains personal data ({', '.join(sorted(types))}); this key may not "
-                              "send it.", param="messages" if call.endpoint == "chat" else "input")
-        if changed:
-            call.rewrite(req)
-        if call.payload is not None:  # what Record kept (logging: full) was read before this stage: scrub it too
-            scrub = Masker(self.scanner, "redact" if mode == "detect" else mode)
-            if mode == "mask":
-                scrub.by_value, scrub.values = masker.by_value, masker.values  # the same placeholders
-            call.payload = rewrite_json(call.payload, lambda t, js: scrub.apply(t))
-        if mode == "mask" and masker.masked:
-            self._keep(call, masker)
+        call.decisions["pii"] = {"mode": masker.mode, "types": dict(sorted(masker.counts.items())),
+                                 "data_class": raised}
 
     def _keep(self, call: CallContext, masker: Masker) -> None:
         """Nothing to keep: this stage cannot restore (the chain has no restoring stage)."""
+
+    def after(self, call: CallContext, outcome: Outcome) -> None:
+        # an upstream's error message may quote the request (under detect, with its values): the record, the audit
+        # and the request log get it redacted (this runs before the Record stage's after builds the record)
+        if call.pii_types and outcome.error:
+            outcome.error = Masker(self.scanner, "redact").apply(outcome.error)
+
+
+class PiiApply(Stage):
+    """After the Policy stage: the mode of a request that :class:`PiiStage` only scanned, the strictest of its
+    key's (at least ``detect``) and its policies' (``call.pii_mode``), applied with the findings of the scan."""
+
+    name = "PII mode"
+
+    def __init__(self, pii: PiiStage) -> None:
+        self.pii = pii
+
+    def before(self, call: CallContext) -> None:
+        scanned, req = call.pii, call.request
+        if not isinstance(scanned, _Scanned) or req is None:
+            return
+        call.pii = None
+        mode = strictest("detect", scanned.mode, call.pii_mode) or "detect"
+        self.pii.apply(call, req, Masker(self.pii.scanner, mode, scanned.seen), scanned.payload)
 
 
 class PiiMaskStage(PiiStage):
@@ -114,6 +186,7 @@ class PiiMaskStage(PiiStage):
         # a stream's masker went to its wrap, an answered chat's goes to ``reply`` (after this): drop the others
         if self._maskers and (outcome.status != "ok" or call.endpoint != "chat"):
             self._maskers.pop(call.request_id, None)
+        super().after(call, outcome)
 
 
 async def _restore_stream(masker: Masker, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
@@ -163,15 +236,16 @@ async def _restore_stream(masker: Masker, chunks: AsyncIterator[Chunk]) -> Async
             await aclose()
 
 
-def pii_stages(config: PiiConfig | None) -> list[Stage]:
-    """The stage the config asks for: none without a ``pii:`` section; the restoring one when masking is possible."""
+def pii_stages(config: PiiConfig | None, policies: bool = False) -> list[Stage]:
+    """The stage the config asks for: none without a ``pii:`` section; the restoring one when masking is possible
+    (``policies``: a Policy stage follows, whose policies may ask for any mode)."""
     if config is None:
         return []
-    if config.mode == "mask" or config.key_modes:
+    if config.mode == "mask" or config.key_modes or policies:
         return [PiiMaskStage(config)]
     if config.mode == "off":
         return []
     return [PiiStage(config)]
 
 
-__all__ = ["PiiDetected", "PiiMaskStage", "PiiStage", "pii_stages"]
+__all__ = ["PiiApply", "PiiDetected", "PiiMaskStage", "PiiStage", "pii_stages"]

@@ -15,6 +15,22 @@ PII_TYPES: tuple[str, ...] = BUILTIN_TYPES + NER_TYPES
 PRIORITY = {t: i for i, t in enumerate(PII_TYPES)}
 
 
+#: The PII modes, least strict first: where several apply to a request (its key's, and the ``@pii`` annotations of
+#: the policies that allowed it), the strictest wins. ``mask`` is below ``redact``: both keep every value from the
+#: upstream, but ``redact`` keeps it from the reply too, and holds nothing for the call.
+PII_MODES: tuple[str, ...] = ("off", "detect", "mask", "redact", "block")
+_MODE_RANK = {m: i for i, m in enumerate(PII_MODES)}
+
+
+def strictest(*modes: str | None) -> str | None:
+    """The strictest of these modes (None counts for nothing); None if all are None."""
+    best: str | None = None
+    for m in modes:
+        if m is not None and (best is None or _MODE_RANK[m] > _MODE_RANK[best]):
+            best = m
+    return best
+
+
 class PiiConfigError(ValueError):
     """A PII configuration that cannot work: an unknown type, or an NER type without its extra."""
 

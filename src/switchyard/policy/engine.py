@@ -5,6 +5,10 @@ beats permit); otherwise a matching ``permit`` allows it; otherwise ``default`` 
 policy speaks of passes, as it did before policies). An evaluation error denies (fails closed), naming the policy
 that erred.
 
+PII modes: a ``permit`` with ``@pii("<mode>")`` asks for that PII mode for the requests it allows; a decision's
+:meth:`Decision.pii_mode` is the strictest over the deployments left (the mode applies to the whole request,
+whichever of them serves it).
+
 Speed: a decision is cached, keyed by exactly the attributes the policies read (:mod:`.reads`), so requests that
 agree on those share it; only the deployments missing from the cache go to Cedar, in one batch.
 """
@@ -21,6 +25,7 @@ from typing import Any, Literal
 
 import cedarpy
 
+from ..pii.types import strictest
 from .facts import NS, Resource, Subject, context_json
 from .reads import META, WHOLE, reads_of
 from .source import PolicyError, PolicyInfo, parse_policies, shipped_schema
@@ -49,6 +54,7 @@ class Decision:
 
     verdicts: dict[str, Verdict]
     reasons: Mapping[str, str | None] = field(default_factory=dict)  # policy id -> its @reason
+    modes: Mapping[str, str] = field(default_factory=dict)  # policy id -> its @pii, for the policies with one
 
     @property
     def allowed(self) -> list[str]:
@@ -70,6 +76,26 @@ class Decision:
     def reason_of(self, pid: str) -> str | None:
         return self.reasons.get(pid)
 
+    def pii_mode_of(self, name: str) -> str | None:
+        """The PII mode the permits that allowed deployment ``name`` ask for: their strictest ``@pii``."""
+        v = self.verdicts[name]
+        modes = self.modes
+        return strictest(*(modes.get(i) for i in v.ids)) if modes and v.allowed else None
+
+    def pii_mode(self, names: Iterable[str] | None = None) -> tuple[str | None, tuple[str, ...]]:
+        """The strictest ``@pii`` of the permits that allowed any of ``names`` (default: every allowed deployment),
+        and the ids of the policies that ask for it."""
+        modes = self.modes
+        if not modes:
+            return None, ()
+        found: dict[str, str] = {}
+        for n in (names if names is not None else self.verdicts):
+            v = self.verdicts[n]
+            if v.allowed:
+                found.update((i, modes[i]) for i in v.ids if i in modes)
+        mode = strictest(*found.values())
+        return mode, tuple(i for i, m in found.items() if m == mode)
+
 
 @dataclass(slots=True)
 class Judgement:
@@ -86,10 +112,11 @@ class Judgement:
 class _Compiled:
     """One policy set (the config's, or the config's plus an org's) with its cache."""
 
-    __slots__ = ("_ck", "_concerns", "_pk", "_rk", "cache", "policies", "reads", "set")
+    __slots__ = ("_ck", "_concerns", "_pk", "_rk", "cache", "policies", "reads", "set", "sets_pii")
 
     def __init__(self, policies: Sequence[PolicyInfo]) -> None:
         self.policies = tuple(policies)
+        self.sets_pii = any(p.pii is not None for p in policies)
         est = {"staticPolicies": {p.id: p.est for p in policies}, "templates": {}, "templateLinks": []}
         self.set = cedarpy.PolicySet.from_json_str(json.dumps(est))
         self.reads = reads_of(p.est for p in policies)
@@ -141,13 +168,15 @@ class PolicyEngine:
         self._base = _Compiled(policies)
         self._orgs: dict[str, _Compiled] = {}
         self.reasons: dict[str, str | None] = {p.id: p.reason for p in policies}
+        self.modes: dict[str, str] = {p.id: p.pii for p in policies if p.pii is not None}
 
     # --- loading ------------------------------------------------------------------------------------------
 
     @classmethod
     def from_files(cls, files: Iterable[str], default: Default = "allow", schema_file: str | None = None,
-                   base_dir: str | Path | None = None) -> PolicyEngine:
-        """Load and validate the policy files (relative paths are read from ``base_dir``). Raises PolicyError."""
+                   base_dir: str | Path | None = None, allow_pii: bool = True) -> PolicyEngine:
+        """Load and validate the policy files (relative paths are read from ``base_dir``). Raises PolicyError.
+        ``allow_pii``: whether policies may ask for a PII mode (``@pii``: the gateway has a ``pii:`` section)."""
         base = Path(base_dir) if base_dir is not None else Path.cwd()
         schema = None
         if schema_file is not None:
@@ -164,7 +193,7 @@ class PolicyEngine:
                 text = (base / name).read_text(encoding="utf-8")
             except OSError as e:
                 raise PolicyError(f"cannot read the policy file: {e.strerror}", name, 1, 1) from None
-            out.extend(parse_policies(text, name, schema))
+            out.extend(parse_policies(text, name, schema, allow_pii=allow_pii))
         _unique(out)
         return cls(out, default, schema)
 
@@ -174,12 +203,14 @@ class PolicyEngine:
         eng = PolicyEngine.__new__(PolicyEngine)
         eng.default, eng.schema, eng._base = self.default, self.schema, self._base
         eng._orgs, eng.reasons = {}, {p.id: p.reason for p in self._base.policies}
+        eng.modes = {p.id: p.pii for p in self._base.policies if p.pii is not None}
         for org, text in sets.items():
             own = parse_policies(text, f"org:{org}", self.schema, id_prefix=f"org:{org}/")
             both = [*self._base.policies, *own]
             _unique(both)
             eng._orgs[org] = _Compiled(both)
             eng.reasons.update((p.id, p.reason) for p in own)
+            eng.modes.update((p.id, p.pii) for p in own if p.pii is not None)
         return eng
 
     # --- facts --------------------------------------------------------------------------------------------
@@ -203,6 +234,10 @@ class PolicyEngine:
     def reads_cost(self) -> bool:
         return any(c.reads_cost for c in (self._base, *self._orgs.values()))
 
+    def sets_pii(self, org: str) -> bool:
+        """Whether some policy that applies to keys of ``org`` asks for a PII mode (``@pii``)."""
+        return (self._orgs.get(org, self._base) if self._orgs else self._base).sets_pii
+
     # --- deciding -----------------------------------------------------------------------------------------
 
     def decide(self, subject: Subject, action: str, resources: Sequence[Resource], context: Mapping[str, Any],
@@ -214,7 +249,7 @@ class PolicyEngine:
         verdicts: dict[str, Verdict] = {}
         if not comp.policies:
             ok = Verdict(self.default == "allow", () if self.default == "allow" else (DEFAULT_DENY,))
-            return Decision({r.name: ok for r in resources}, self.reasons)
+            return Decision({r.name: ok for r in resources}, self.reasons, self.modes)
         cache = comp.cache
         head = (action, comp.principal_key(subject), comp.context_key(context))
         with_cost = comp.reads_cost
@@ -234,7 +269,7 @@ class PolicyEngine:
                 if len(cache) >= CACHE_SIZE:
                     cache.clear()
                 cache[key] = v
-        return Decision(verdicts, self.reasons)
+        return Decision(verdicts, self.reasons, self.modes)
 
     def judge(self, subject: Subject, action: str, resources: Sequence[Resource], context: Mapping[str, Any],
               costs: Mapping[str, Decimal] | None = None, tools: Iterable[str] = ()) -> Judgement:

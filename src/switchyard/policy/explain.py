@@ -80,6 +80,13 @@ class DescribedRequest(BaseModel):
 
     _dc = field_validator("data_class")(_data_class)
 
+    @field_validator("pii")
+    @classmethod
+    def _pii(cls, v: list[str]) -> list[str]:
+        from ..pii.types import check_types
+
+        return check_types(v)  # upper-cased; an unknown type names the valid ones
+
     @field_validator("estimated_cost_usd")
     @classmethod
     def _cost(cls, v: Decimal | dict[str, Decimal] | None) -> Decimal | dict[str, Decimal] | None:
@@ -120,15 +127,24 @@ class DescribeError(ValueError):
 # --- the candidates and their costs (shared with the Policy stage) ------------------------------------------
 
 
-def candidates(router: Router, model: str) -> list[Deployment]:
-    """Every deployment a call to ``model`` may reach: the route's targets and all its fallback groups."""
+def candidates(router: Router, model: str, chat: bool = True) -> list[Deployment]:
+    """Every deployment a call to ``model`` may reach: the route's targets and all its fallback groups, and a
+    cascade's verifiers (they read the request); for a chat call to ``auto`` (no route of that name), every chat
+    deployment, as the router plans it."""
+    from ..routing.router import AUTO
+
     spec = router.specs.get(model)
+    if spec is None and model == AUTO and chat:
+        spec = router.auto_spec()
     if spec is None:
         return []
     out: dict[str, Deployment] = {}
     for g in (spec.group, *spec.fallbacks, *spec.context_fallbacks, *spec.policy_fallbacks):
         for e in g.entries:
             out.setdefault(e.deployment.name, e.deployment)
+    if spec.cascade is not None:
+        for d in spec.cascade.verifier_deployments:
+            out.setdefault(d.name, d)
     return list(out.values())
 
 
@@ -156,6 +172,7 @@ class DeploymentDecision:
     ids: tuple[str, ...]  # the policies that determined it (for the action, and for a denying tool)
     error: bool
     cost: Decimal
+    pii_mode: str | None = None  # the strictest @pii of the permits that allowed it
 
 
 @dataclass(slots=True)
@@ -167,6 +184,7 @@ class Explanation:
     decisions: list[DeploymentDecision]
     reasons: dict[str, str | None] = field(default_factory=dict)  # every named id's @reason
     configured: bool = True  # some policies are loaded
+    pii_mode: str | None = None  # the PII mode the policies ask for (the strictest over the deployments left)
 
     @property
     def allowed(self) -> bool:
@@ -178,10 +196,10 @@ class Explanation:
     def as_dict(self) -> dict[str, Any]:
         return {"decision": "allow" if self.allowed else "deny", "action": self.action, "route": self.route,
                 "data_class": self.data_class, "candidates": list(self.candidates),
-                "policies_configured": self.configured,
+                "policies_configured": self.configured, "pii_mode": self.pii_mode,
                 "deployments": [{"deployment": d.deployment, "decision": "allow" if d.allowed else "deny",
                                  "policies": [{"id": i, "reason": self.reasons.get(i)} for i in d.ids],
-                                 "error": d.error, "estimated_cost_usd": f"{d.cost:.4f}"}
+                                 "error": d.error, "estimated_cost_usd": f"{d.cost:.4f}", "pii_mode": d.pii_mode}
                                 for d in self.decisions]}
 
 
@@ -202,7 +220,7 @@ def resolve(req: DescribedRequest, router: Router | None, extra: Mapping[str, Re
     if req.deployments is not None:
         return [one(n, f"request.deployments[{i}]") for i, n in enumerate(req.deployments)]
     if router is not None:
-        found = candidates(router, req.route)
+        found = candidates(router, req.route, req.action != "embed")
         if found:
             return [(d, Resource.of(d)) for d in found]
     if req.route in extra:
@@ -255,9 +273,12 @@ def explain(engine: PolicyEngine | None, d: Described, router: Router | None, *,
         v = j.decision.verdicts[n]
         ids = j.denied.get(n, ()) if n in j.denied else v.ids
         errored = v.error or any(t.verdicts[n].error for t in j.tools.values())
-        out.append(DeploymentDecision(n, n not in j.denied, tuple(dict.fromkeys(ids)), errored, costs[n]))
+        allowed = n not in j.denied
+        out.append(DeploymentDecision(n, allowed, tuple(dict.fromkeys(ids)), errored, costs[n],
+                                      j.decision.pii_mode_of(n) if allowed else None))
         reasons.update((i, j.decision.reason_of(i)) for i in ids)
-    return Explanation(req.action, req.route, data_class, names, out, reasons, True)
+    mode = j.decision.pii_mode([d.deployment for d in out if d.allowed])[0] if req.action != "tool_call" else None
+    return Explanation(req.action, req.route, data_class, names, out, reasons, True, mode)
 
 
 def _costs(req: DescribedRequest, cands: Sequence[tuple[Deployment | None, Resource]], router: Router | None,

@@ -4,7 +4,8 @@
 statements here (a small scanner that knows Cedar's strings and ``//`` comments); each statement is parsed on its
 own, so an error names the statement's line, and the offending token's column when it can be found. A policy's id
 is its ``@id("...")`` annotation, else ``<source>:<line>`` (the line of its first character); its ``@reason`` is
-what a denied caller is told (the policy text never is).
+what a denied caller is told (the policy text never is). A ``permit`` may carry ``@pii("<mode>")``: the PII mode of
+the requests it allows (docs/policy.md), at least ``detect`` (a policy raises the mode, never lowers it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from importlib import resources
 from typing import Any
 
 import cedarpy
+
+from ..pii.types import PII_MODES
 
 SCHEMA_FILE = "switchyard.cedarschema"
 _EOF = "unexpected end of input"
@@ -37,7 +40,8 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PolicyInfo:
-    """One policy as loaded: its id, effect, reason, where it is, and its Cedar JSON form (``est``)."""
+    """One policy as loaded: its id, effect, reason, where it is, its Cedar JSON form (``est``) and the PII mode
+    it asks for (``@pii``; a permit's only)."""
 
     id: str
     effect: str  # permit | forbid
@@ -46,6 +50,7 @@ class PolicyInfo:
     line: int
     column: int
     est: dict[str, Any]
+    pii: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +137,11 @@ def _error_at(text: str, st: _Statement, offset: int, message: str, source: str)
 
 
 def parse_policies(text: str, source: str, schema: cedarpy.Schema | None = None, id_prefix: str = "",
-                   ) -> list[PolicyInfo]:
+                   allow_pii: bool = True) -> list[PolicyInfo]:
     """The policies of ``text`` (from ``source``, a file name or ``org:<id>``), validated against ``schema`` (the
     shipped one by default). Raises :class:`PolicyError` at the first problem. ``id_prefix`` goes before every ``@id``
-    (org policy sets: ``org:<id>/``); a policy without one is ``<source>:<line>``."""
+    (org policy sets: ``org:<id>/``); a policy without one is ``<source>:<line>``. ``allow_pii``: whether ``@pii``
+    may be used (the gateway has a ``pii:`` section)."""
     schema = schema if schema is not None else shipped_schema()
     out: list[PolicyInfo] = []
     for st in split_statements(text):
@@ -163,16 +169,40 @@ def parse_policies(text: str, source: str, schema: cedarpy.Schema | None = None,
         ann = policy.get("annotations") or {}
         pid = id_prefix + ann["id"] if ann.get("id") else f"{source}:{st.line}"
         reason = ann.get("reason")
-        out.append(PolicyInfo(pid, policy["effect"], reason, source, st.line, st.column, policy))
+        pii = _pii_mode(text, st, ann, policy["effect"], source, allow_pii)
+        out.append(PolicyInfo(pid, policy["effect"], reason, source, st.line, st.column, policy, pii))
     return out
 
 
-def check_policy_text(text: str, source: str, schema: cedarpy.Schema | None = None) -> None:
+_MODES = PII_MODES[1:]  # what @pii may ask for: a policy raises the mode, so "off" would mean nothing
+
+
+def _pii_mode(text: str, st: _Statement, ann: dict[str, Any], effect: str, source: str, allowed: bool,
+              ) -> str | None:
+    """The policy's ``@pii("<mode>")``, checked: a permit's, one of detect, mask, redact or block."""
+    if "pii" not in ann:
+        return None
+    at = max(st.text.find("@pii"), 0)
+    mode = str(ann["pii"]).strip().lower()
+    if not allowed:
+        raise _error_at(text, st, at, "@pii needs the gateway's `pii:` section (which says what to look for)",
+                        source)
+    if effect != "permit":
+        raise _error_at(text, st, at, "@pii applies to permit policies (a forbid keeps the request from the "
+                                      "deployment: there is nothing to send)", source)
+    if mode not in _MODES:
+        raise _error_at(text, st, at, f"unknown PII mode {ann['pii']!r} in @pii: expected one of "
+                                      f"{', '.join(_MODES)} (a policy may raise the mode, never lower it)", source)
+    return mode
+
+
+def check_policy_text(text: str, source: str, schema: cedarpy.Schema | None = None, allow_pii: bool = True,
+                      ) -> None:
     """Parse and validate a policy text (an org's policy set, through the admin API) against the shipped schema.
     Raises :class:`PolicyError` (``message``, ``line``, ``column``) at its first problem; returns None if it is
     valid. Duplicate ``@id`` annotations within the text are an error too."""
     seen: dict[str, PolicyInfo] = {}
-    for p in parse_policies(text, source, schema):
+    for p in parse_policies(text, source, schema, allow_pii=allow_pii):
         if p.id in seen:
             raise PolicyError(f"duplicate policy id {p.id!r} (also at line {seen[p.id].line})", source, p.line,
                               p.column)

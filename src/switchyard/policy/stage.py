@@ -8,6 +8,10 @@ none is left. The request's tool definitions are checked with ``Action::"tool_ca
 protocol's error event when a forbidden tool call appears; it decides per call whether the policies of the
 caller's org concern ``tool_call`` (org policy sets may add some at any time), and otherwise hands the stream back
 untouched, so the chain adds no layer to it.
+
+A ``permit`` with ``@pii("<mode>")`` asks for that PII mode for the requests it allows: the stage sets
+``call.pii_mode`` to the strictest over the deployments left, which the PII stage (``PiiApply``, right after this
+one) applies.
 """
 
 from __future__ import annotations
@@ -57,18 +61,18 @@ class Policy(Stage):
         self.zone = ZoneInfo(config.policies.timezone)
         self.clock: Clock = clock or (lambda: datetime.now(self.zone))
         self.default_max_tokens = config.ledger.default_max_tokens
-        self._cands: dict[int, tuple[Router, dict[str, list[tuple[Deployment, Resource]]]]] = {}
+        self._cands: dict[int, tuple[Router, dict[tuple[str, bool], list[tuple[Deployment, Resource]]]]] = {}
 
-    def _candidates(self, router: Router, model: str) -> list[tuple[Deployment, Resource]]:
+    def _candidates(self, router: Router, model: str, chat: bool) -> list[tuple[Deployment, Resource]]:
         got = self._cands.get(id(router))
         if got is None or got[0] is not router:
             if len(self._cands) > 4:
                 self._cands.clear()
             got = self._cands[id(router)] = (router, {})
         per = got[1]
-        c = per.get(model)
+        c = per.get((model, chat))
         if c is None:
-            c = per[model] = [(d, Resource.of(d)) for d in candidates(router, model)]
+            c = per[(model, chat)] = [(d, Resource.of(d)) for d in candidates(router, model, chat)]
         return c
 
     def _now(self) -> tuple[int, int]:
@@ -103,14 +107,14 @@ class Policy(Stage):
         p, req, gen, engine = call.principal, call.request, call.generation, self.engine
         if p is None or req is None or gen is None or engine is None or not engine.applies(p.org_id or ""):
             return None
-        cands = self._candidates(gen.router, req.model)
+        embed = isinstance(req, EmbeddingRequest)
+        cands = self._candidates(gen.router, req.model, not embed)
         if not cands:
             return None  # an unknown model: the router answers 404
         data_class = highest(call.data_class, p.data_class) or "public"
         call.data_class = data_class
         subject = Subject.of(p)
         ctx, prompt, max_tokens = self.context_of(call, data_class)
-        embed = isinstance(req, EmbeddingRequest)
         costs = self._costs(gen.router, req.model, cands, prompt, max_tokens, embed)
         resources = [r for _, r in cands]
         j = engine.judge(subject, "embed" if embed else "chat", resources, ctx, costs, ctx["tools"])
@@ -121,6 +125,11 @@ class Policy(Stage):
                                   "data_class": data_class}
         if denied:
             record["denied"] = {k: list(v) for k, v in denied.items()}
+        if decision.modes and allowed:
+            mode, by = decision.pii_mode(allowed)
+            if mode is not None:
+                call.pii_mode = mode
+                record["pii_mode"] = {"mode": mode, "ids": list(by)}
         if call.decisions is None:
             call.decisions = {}
         call.decisions["policy"] = record
@@ -209,7 +218,7 @@ def load_engine(config: Config, config_path: str | None = None) -> PolicyEngine:
 
     pc = config.policies
     base = Path(config_path).resolve().parent if config_path else None
-    return PolicyEngine.from_files(pc.files, pc.default, pc.schema_file, base)
+    return PolicyEngine.from_files(pc.files, pc.default, pc.schema_file, base, allow_pii=config.pii is not None)
 
 
 def follow_org_sets(stage: Policy, base: PolicyEngine | None,
@@ -231,6 +240,10 @@ def follow_org_sets(stage: Policy, base: PolicyEngine | None,
             stage.engine = root.with_org_sets(texts)
         except PolicyError as e:
             log.error("the org policy sets were not applied (the previous ones stay): %s", e)
+            return
+        if stage.engine.modes and config.pii is None:
+            log.warning("some org policies ask for a PII mode (@pii), but the config has no pii: section: "
+                        "nothing is scanned")
 
     return apply
 

@@ -12,7 +12,8 @@ A stage is in the chain only when the configuration uses it: no ledger, no Reser
 no recorder, no Record; no ``pii:`` section, no PII (:mod:`switchyard.pii.stage`). Telemetry (the request log)
 is always there, its metrics only when ``metrics.enabled``.
 The PII stage and then the Policy stage (``policies.files``) sit after Record, so their refusals are
-recorded, PII first (it sets ``call.pii_types`` and raises ``call.data_class``, which the policies read).
+recorded, PII first (it sets ``call.pii_types`` and raises ``call.data_class``, which the policies read). With
+both, ``PiiApply`` follows the Policy stage: the PII mode a call's policies ask for (``@pii``) is applied there.
 The Prompt stage (managed prompts, :mod:`switchyard.prompts.stage`; under governance) sits before AllowList, which
 then checks the model the prompt chose.
 Extra stages (``extra_stages``) sit after them and before Reserve: what they refuse or answer is recorded, and a
@@ -21,7 +22,7 @@ call they answer holds no budget. The semantic cache (``cache:``, :mod:`switchya
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..catalog import Catalog
@@ -33,13 +34,14 @@ from ..pipeline import Gateway
 from ..records import Recorder
 from ..reload import Reloader
 from ..routing import Router
-from ..stages import Chain, Stage
+from ..stages import CallContext, Chain, Stage
 from ..telemetry.stage import Telemetry
 from .app import create_app
 from .asgi import Shell
 
 if TYPE_CHECKING:
     from ..cache import Cache
+    from ..policy.stage import Policy
 
 
 def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: Recorder | None = None,
@@ -81,13 +83,14 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
         from ..telemetry.tracing import tracing_for  # OpenTelemetry is imported only then
 
         tracing = tracing_for(config)
+    policy: list[Stage] = []
+    with_policies = config.policies.enabled or governance is not None
     pii: list[Stage] = []
     if config.pii is not None:
         from ..pii.stage import pii_stages
 
-        pii = pii_stages(config.pii)
-    policy: list[Stage] = []
-    if config.policies.enabled or governance is not None:  # Cedar loads only with policy files or org sets
+        pii = pii_stages(config.pii, policies=with_policies)
+    if with_policies:  # Cedar loads only with policy files or org sets
         from ..policy.stage import follow_org_sets, load_engine, policy_stage
 
         engine = None
@@ -103,6 +106,13 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
         policy.append(stage)
         if governance is not None:  # each org's policy set, stored through the admin API, on top of the files
             governance.org_policies.subscribe(follow_org_sets(stage, engine, config))
+        if pii:  # the mode the policies ask for (@pii), applied once they decided
+            from ..pii.stage import PiiApply, PiiStage
+
+            scan = pii[0]
+            assert isinstance(scan, PiiStage)
+            scan.policy_modes = _policy_modes(stage)
+            policy.append(PiiApply(scan))
     telemetry = Telemetry(config, router.health, recorder, tracing)
     cache: Cache | None = None
     if config.cache is not None and config.cache.enabled:
@@ -168,6 +178,16 @@ def build_gateway(config: Config, *, catalog: Catalog | None = None, recorder: R
             raise ConfigError(config_path or "<config>", problems) from None
         gateway.services.append(gateway.workflows)
     return gateway
+
+
+def _policy_modes(stage: Policy) -> Callable[[CallContext], bool]:
+    """Whether the policies of a call's org may ask for a PII mode (read per call: org policy sets change)."""
+
+    def modes(call: CallContext) -> bool:
+        engine, p = stage.engine, call.principal
+        return engine is not None and p is not None and engine.sets_pii(p.org_id or "")
+
+    return modes
 
 
 def build(config: Config, *, catalog: Catalog | None = None, recorder: Recorder | None = None,

@@ -30,6 +30,7 @@ class DeploymentVerdict(BaseModel):
     policies: list[PolicyRef]  # the policies that determined it: the forbids (or errors) that denied it, or permits
     error: bool  # some policy failed to evaluate on it (fails closed)
     estimated_cost_usd: str = Field(description="the worst-case cost the policies saw, four decimals")
+    pii_mode: str | None = Field(None, description="the PII mode the permits that allowed it ask for (@pii)")
 
 
 class PolicyExplanation(BaseModel):
@@ -41,6 +42,8 @@ class PolicyExplanation(BaseModel):
     data_class: str  # the effective class: the highest of the request's and the key's default
     candidates: list[str]  # the route's candidate deployments (targets and fallbacks)
     policies_configured: bool  # False: the gateway has no policies, so every deployment is allowed
+    pii_mode: str | None = Field(None, description="the PII mode the policies ask for: the strictest @pii of the "
+                                                   "permits that allowed the deployments left (null: none)")
     deployments: list[DeploymentVerdict]
 
 
