@@ -106,6 +106,9 @@ RESPONSE_REQUEST: Schema = _obj(["model"], {
     "truncation": _null({"type": "string", "enum": ["auto", "disabled"]}),
     "background": _null({"type": "boolean", "const": False}),
 }, description="OpenAI's CreateResponse, as the gateway reads it; other fields pass through to a Responses upstream")
+# input, or a prompt that brings it
+RESPONSE_REQUEST["anyOf"] = [{"required": ["input"]},
+                             {"required": ["prompt"], "properties": {"prompt": {"type": "object"}}}]
 
 RESPONSE: Schema = _obj(["id", "object", "created_at", "status", "output", "model"], {
     "id": _STRING, "object": {"type": "string", "const": "response"}, "created_at": {"type": "number"},
