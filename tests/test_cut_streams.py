@@ -123,6 +123,7 @@ def test_a_client_that_hangs_up_before_the_usage_chunk_is_charged_the_real_usage
 def test_the_anthropic_protocol_is_charged_the_same_way(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     fake_openai.set_reply(REPLY)
     fake_openai.stream_delay(0.05)
+    fake_openai.tail_delay = 0.5  # the gateway sees the hang-up before the usage, however late the client reads
     with gateway(tmp_path, fake_openai, "embedded") as (gw, store, admin):
         t = tenant(admin, budget={"max_usd": 0.10, "period": "daily"})
         with anthropic.Anthropic(base_url=gw.url, api_key=t["secret"], max_retries=0) as client:
@@ -134,7 +135,6 @@ def test_the_anthropic_protocol_is_charged_the_same_way(tmp_path: Path, fake_ope
                 if event.type == "content_block_delta" and event.delta.type == "text_delta":
                     text += event.delta.text
                     if text == REPLY:
-                        fake_openai.stream_delay(0.5)  # the gateway sees the hang-up before the usage
                         break
             stream.close()
         assert text == REPLY

@@ -157,6 +157,7 @@ class FakeOpenAI:
     reply: str | None = None
     replies: dict[str, str] = field(default_factory=dict)  # per requested model: what it says (over ``reply``)
     chunk_delay: float = 0.0
+    tail_delay: float = 0.0  # an extra pause before a stream's first frame after its content (the finish frame)
     stream_piece: int = 0  # when set, a stream's text arrives in pieces of this many characters, not words
     # when set, a request whose last message is a tool result gets a text answer (as a model that used its tools
     # does), not another round of tool calls: agents that loop until the model answers then end
@@ -217,7 +218,7 @@ class FakeOpenAI:
         self._failures.clear()
         self._hangs.clear()
         self._breaks.clear()
-        self.reply, self.chunk_delay, self.stream_piece = None, 0.0, 0
+        self.reply, self.chunk_delay, self.stream_piece, self.tail_delay = None, 0.0, 0, 0.0
         self.replies.clear()
         self.answer_tool_results = False
         self.script_tools = None
@@ -409,6 +410,8 @@ class FakeOpenAI:
                 raise StreamBroken(f"stream deliberately broken after {break_after} chunks")
             if self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
+            if self.tail_delay and frame is not None and any(c.get("finish_reason") for c in frame["choices"]):
+                await asyncio.sleep(self.tail_delay)
             yield b"data: [DONE]\n\n" if frame is None else b"data: " + orjson.dumps(frame) + b"\n\n"
 
     def _embeddings(self, body: dict[str, Any]) -> Response:
