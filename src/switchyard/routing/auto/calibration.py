@@ -12,10 +12,10 @@ has seen:
   ``min_samples`` decisions and every ``every`` decisions after (``np.partition`` over the window: about 4 µs
   each time). Between two estimates a decision is two stores into the buffers and one comparison (about
   0.3 µs per decision in all, against about 90 µs for the router's score of a short prompt);
-* **correction**: the estimate aims at ``share + correction × (share − the window's realised share)``, so that
+* **correction**: the estimate aims at ``share + correction * (share - the window's realised share)``, so that
   the decisions taken with the cold threshold, or before a shift in the traffic, are made up for within the
-  window (with ``correction: 1`` the share over the first few hundred calls lands near the target, not just
-  the share after them).
+  window (with the default ``correction`` of 1, the share over the first few hundred calls lands near the
+  target, not only the share after them).
 
 The target is either a share (``strong_share``) or a cost (``cost_target``: the mean estimated USD per call). A
 cost is turned into a share through the two deployments' prices, on the window's requests::
