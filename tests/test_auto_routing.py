@@ -321,3 +321,14 @@ def test_a_deployment_s_quality_and_a_route_s_floor_and_weights_change_the_choic
         "smart": {"targets": ["mini", "strong"], "strategy": "auto", "weights": {"cost": 5.0}}})
     assert plan_for(costly, "smart", HARD_CODE).targets[0].name == "mini"  # cost weighs more than quality
     assert plan_for(costly, "smart", HARD_CODE, "best").targets[0].name == "strong"  # the caller's objective wins
+
+
+def test_every_catalog_model_cites_its_sources_and_no_alias_names_another_model() -> None:
+    from switchyard.routing.auto.models import lookup, model_catalog
+
+    cat = model_catalog()
+    for card in cat.models.values():
+        assert set(card.sources) >= {"price", "limits"}, card.id
+        assert all(u.startswith("https://") for u in card.sources.values()), card.id
+    assert lookup("gpt-4o-2024-08-06") is cat.models["gpt-4o"]
+    assert lookup("chatgpt-4o-latest") is None  # the ChatGPT model: another model, with its own price

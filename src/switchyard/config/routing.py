@@ -149,6 +149,7 @@ class RouteConfig(_Strict):
     strong: str | None = Field(None, description="router: the deployment for prompts that need the strong model")
     weak: str | None = Field(None, description="router: the deployment for the others")
     strong_share: float | None = Field(None, gt=0, lt=1, description="router: the target share of strong calls")
+    cost_target: float | None = Field(None, gt=0, description="router: the target mean estimated USD per call")
     # strategy cascade
     steps: list[CascadeStep] | None = None
     check: CheckConfig | None = None
@@ -183,6 +184,13 @@ class RouteConfig(_Strict):
         learned = (self.router, self.strong, self.weak)
         if any(x is not None for x in learned) and not all(x is not None for x in learned):
             raise ValueError("router, strong and weak go together")
+        if self.strong_share is not None and self.cost_target is not None:
+            raise ValueError("strong_share and cost_target: set one (a cost target sets the share from the prices)")
+        for key in ("strong_share", "cost_target"):
+            if getattr(self, key) is not None and self.router is None:
+                raise ValueError(f"{key}: only a route with a learned router (router, strong, weak) has one")
+            if getattr(self, key) is not None and self.strategy == "cascade":
+                raise ValueError(f"{key}: a cascade's router check uses its own threshold; {key} is for auto")
         for key in ("strong", "weak"):
             name = getattr(self, key)
             if name is not None and name not in self.target_names:

@@ -118,6 +118,7 @@ def explain(router: Router, model: str, needs: set[str], prompt_tokens: int = 0,
         scored = {x.name: x for x in d.scored}
         out.decision = {"objective": d.objective, "weights": {"cost": d.weights[0], "latency": d.weights[1]},
                         "chosen": d.chosen, "why": d.why, "router_score": d.router_score,
+                        "router_threshold": d.router_threshold, "strong_share": d.strong_share,
                         "candidates": [x.as_dict() for x in d.scored]}
     for e in plan.entries:
         g = owner.get(e.deployment.name)

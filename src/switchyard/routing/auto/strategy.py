@@ -10,8 +10,9 @@ catalog card's, else 3), turned into the chance that it is good enough for a tas
 so a tenfold price costs ``cost_weight`` of success and a doubled latency ``latency_weight``. The objectives are
 weight presets (``OBJECTIVES``); ``weights`` in the config override them, and ``quality_floor`` puts candidates
 whose tier for the task is below it after the others. With a learned router (``router``, ``strong``, ``weak``),
-its score picks between the strong and the weak deployment, which then goes first. The rest of the order is the
-failover order, as with every strategy.
+its score picks between the strong and the weak deployment, which then goes first; ``strong_share`` or
+``cost_target`` set its threshold from the route's traffic (:mod:`.calibration`), else the router file's stands.
+The rest of the order is the failover order, as with every strategy.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...config.routing import AutoConfig, RouteConfig
 from ..strategies import Entry, Strategy, estimated_cost
+from .calibration import Calibrator
 from .models import DEFAULT_TIER
 from .profile import Profiler, TaskProfile, default_profiler, request_text
 
@@ -70,6 +72,8 @@ class Decision:
     chosen: str | None = None
     why: str = ""
     router_score: float | None = None
+    router_threshold: float | None = None
+    strong_share: float | None = None  # the target share the threshold follows (strong_share or cost_target)
 
     def summary(self) -> str:
         p = self.profile
@@ -84,6 +88,10 @@ class Decision:
                                "scores": {s.name: round(s.score, 4) for s in self.scored}}
         if self.router_score is not None:
             out["router_score"] = round(self.router_score, 4)
+        if self.router_threshold is not None:
+            out["router_threshold"] = round(self.router_threshold, 4)
+        if self.strong_share is not None:
+            out["strong_share"] = round(self.strong_share, 4)
         return out
 
 
@@ -107,6 +115,16 @@ class Auto(Strategy):
         self.strong = route.strong if route is not None else None
         self.weak = route.weak if route is not None else None
         self.strong_share = route.strong_share if route is not None else None
+        self.cost_target = route.cost_target if route is not None else None
+        self.calibrator: Calibrator | None = None  # built with the router, when a target is set
+        deps = {e.name: e.deployment for e in entries}
+        self._strong_dep = deps.get(self.strong) if self.strong is not None else None
+        self._weak_dep = deps.get(self.weak) if self.weak is not None else None
+        sd, wd = self._strong_dep, self._weak_dep
+        if self.cost_target is not None and sd is not None and wd is not None and (
+                sd.input_price <= wd.input_price and sd.output_price <= wd.output_price):
+            log.warning("cost_target of a route: %s is not dearer than %s; the router file's threshold stands",
+                        sd.name, wd.name)
         self._learned: Any = None
         self._warned = False
 
@@ -115,7 +133,11 @@ class Auto(Strategy):
         if self._learned is None and self.router_path is not None:
             from . import learned  # type: ignore[attr-defined,unused-ignore]
 
-            self._learned = learned.LearnedRouter.load(self.router_path)
+            r = learned.LearnedRouter.load(self.router_path)
+            if self.strong_share is not None or self.cost_target is not None:
+                self.calibrator = Calibrator.for_router(r, strong_share=self.strong_share,
+                                                        cost_target=self.cost_target)
+            self._learned = r
         return self._learned
 
     def weights(self, objective: str, caller: bool) -> tuple[float, float]:
@@ -163,12 +185,12 @@ class Auto(Strategy):
             nxt = by_entry[id(cands[1])]
             dec.why += f"; next {nxt.name} {nxt.score:.3f}"
         if self.router_path is not None:
-            self._route_learned(dec, req, cands)
+            self._route_learned(dec, req, cands, plan)
         dec.chosen = cands[0].name
         plan.decision = dec
         return cands
 
-    def _route_learned(self, dec: Decision, req: Any, cands: list[Entry]) -> None:
+    def _route_learned(self, dec: Decision, req: Any, cands: list[Entry], plan: Plan) -> None:
         try:
             r = self.learned()
             p = float(r.score([request_text(req)])[0])
@@ -178,16 +200,28 @@ class Auto(Strategy):
                 log.warning("learned router %s unavailable: %s", self.router_path, e)
             dec.why += "; learned router unavailable"
             return
-        threshold = float(r.threshold)
-        if self.strong_share is not None and hasattr(r, "threshold_for"):
-            threshold = float(r.threshold_for(self.strong_share))
+        cal = self.calibrator
+        if cal is not None:
+            wc = sc = 0.0
+            if cal.cost_target is not None and self._weak_dep is not None and self._strong_dep is not None:
+                wc = estimated_cost(self._weak_dep, plan.prompt_tokens, plan.max_tokens)
+                sc = estimated_cost(self._strong_dep, plan.prompt_tokens, plan.max_tokens)
+            strong = cal.decide(p, wc, sc)
+            threshold = cal.threshold
+            dec.strong_share = cal.share
+        else:
+            threshold = float(r.threshold)
+            strong = p >= threshold
         dec.router_score = p
-        pick = self.strong if p >= threshold else self.weak
+        dec.router_threshold = threshold
+        pick = self.strong if strong else self.weak
         for i, entry in enumerate(cands):
             if entry.name == pick:
                 cands.insert(0, cands.pop(i))
-                dec.why = (f"learned router score {p:.3f} {'>=' if p >= threshold else '<'} threshold "
-                           f"{threshold:.3f}: {'strong' if p >= threshold else 'weak'}")
+                dec.why = (f"learned router score {p:.3f} {'>=' if strong else '<'} threshold "
+                           f"{threshold:.3f}: {'strong' if strong else 'weak'}")
+                if cal is not None:
+                    dec.why += f" ({cal.describe()})"
                 break
 
     def describe(self, e: Entry, endpoint: str, stream: bool, prompt_tokens: int, max_tokens: int | None) -> str:
