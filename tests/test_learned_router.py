@@ -80,9 +80,12 @@ def test_train_score_calibrate_save_load(files: list[str], tmp_path: Path) -> No
     again = LearnedRouter.load(path)
     assert again.threshold == r.threshold and again.meta["families"] == [Path(f).stem for f in files]
     assert np.allclose(again.score(o.prompts[:20]), s[:20], atol=1e-3)
+    # one prompt at a time (a request's path, without the batch's scatter) scores as in a batch
+    assert np.allclose([again.score([p])[0] for p in o.prompts[:8]], s[:8], atol=1e-3)
+    assert again.score(["zzzz qqqq"]).shape == (1,)  # no known word
     # the regressions' penalty was chosen by inner folds; the word models come back with their vocabulary
     assert again.meta["lambda"] in LAMBDAS and again.mix == r.mix
-    assert again.words.vocab == r.words.vocab and again.words.nb_logp.shape[0] == len(files)
+    assert again.words.vocab == r.words.vocab and again.words.nb_logp.shape[1] == len(files)
     # the score is the calibrated expected gain: P(strong succeeds) - P(weak succeeds)
     ps, pw = again.probabilities(default_embedder().embed(o.prompts[:20]), o.prompts[:20])
     assert np.all((ps >= 0) & (ps <= 1)) and np.all((pw >= 0) & (pw <= 1))

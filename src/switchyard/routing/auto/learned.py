@@ -54,6 +54,7 @@ LAMBDAS = (0.01, 0.03, 0.1)  # the regressions' L2 penalty, times the number of 
 LDA_SHRINK = 0.1  # of the discriminant's covariance toward its mean variance
 MIX_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 MAX_REFERENCE = 20_000  # training rows kept for the nearest neighbours
+KNN_DIM = 64  # the neighbours are searched on the embedding's first KNN_DIM dimensions (WordLlama's are nested)
 CHUNK = 1024
 NONE = -1e30  # the log prior of a family without training prompts
 
@@ -109,14 +110,22 @@ def _lda(emb: Floats, family: Ints, n_families: int) -> tuple[Floats, Floats]:
     return np.asarray(w, dtype=np.float64), np.where(counts > 0, b, NONE).astype(np.float64)
 
 
+def _truncate(emb: Floats) -> npt.NDArray[np.float32]:
+    """The first ``KNN_DIM`` dimensions of each row, L2-normalised again."""
+    t = np.asarray(emb[:, :KNN_DIM], dtype=np.float32)
+    return np.asarray(t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12), dtype=np.float32)
+
+
 def _knn(emb: Floats, ref: npt.NDArray[np.float32], ref_y: Floats) -> Floats:
-    """(rows, 9): the mean gain, strong and weak outcome of each row's nearest reference rows (cosine)."""
+    """(rows, 9): the mean gain, strong and weak outcome of each row's nearest reference rows (cosine, on the
+    embedding's first ``KNN_DIM`` dimensions: the search over every reference row is the costliest part of a
+    score, and it scales with the dimension)."""
     out = np.zeros((len(emb), len(KNN_FEATURES)))
     if not len(ref):
         return out
     k = min(KNN_KS[0], len(ref))
     for start in range(0, len(emb), CHUNK):
-        sims = emb[start:start + CHUNK].astype(np.float32) @ ref.T
+        sims = _truncate(emb[start:start + CHUNK]) @ ref.T
         idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(sims, idx, axis=1), axis=1)
         idx = np.take_along_axis(idx, order, axis=1)
@@ -133,7 +142,7 @@ class _Models:
     words: WordModels
     lda_w: Floats
     lda_b: Floats
-    reference: npt.NDArray[np.float16]  # (rows, dim) L2-normalised embeddings
+    reference: npt.NDArray[np.float16]  # (rows, KNN_DIM) the training embeddings, truncated (:func:`_truncate`)
     reference_y: Floats  # (rows, 3) their gain, strong and weak outcome
     family_y: Floats  # (families, 3) shrunk means of gain, strong and weak outcome
     _reference32: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
@@ -158,7 +167,7 @@ def _fit_models(m: TermMatrix, n_cols: int, emb: Floats, outcomes: Outcomes, fam
     counts = np.bincount(family, minlength=n_families).astype(np.float64)[:, None]
     sums = np.stack([np.bincount(family, weights=y[:, j], minlength=n_families) for j in range(3)], axis=1)
     family_y = (sums + SHRINK * y.mean(axis=0)) / (counts + SHRINK)
-    return _Models(words, lda_w, lda_b, emb[keep].astype(np.float16), y[keep], family_y)
+    return _Models(words, lda_w, lda_b, _truncate(emb[keep]).astype(np.float16), y[keep], family_y)
 
 
 def _design(posterior: Floats, family_y: Floats, term: Floats, knn: Floats) -> Floats:
@@ -292,7 +301,7 @@ class LearnedRouter:
         mod = self.models
         header = {"format": FORMAT, "version": VERSION, "threshold": self.threshold, "platt": list(self.platt),
                   "mix": list(self.mix), "features": list(TERM_FEATURES + KNN_FEATURES),
-                  "dim": int(mod.reference.shape[1]) if mod.reference.ndim == 2 else 0, **self.meta}
+                  "dim": int(mod.lda_w.shape[0]), "knn_dim": int(mod.reference.shape[1]), **self.meta}
         arrays: dict[str, Any] = {
             "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
             "lda_w": mod.lda_w.astype(np.float32), "lda_b": mod.lda_b, "reference": mod.reference,
@@ -321,7 +330,7 @@ class LearnedRouter:
                                     f"version {VERSION}: train the router again (switchyard router train)")
         if header.get("features") != list(TERM_FEATURES + KNN_FEATURES):
             raise RouterFormatError(f"{path}: trained with other features; train it again")
-        known = ("format", "version", "threshold", "platt", "mix", "features", "dim")
+        known = ("format", "version", "threshold", "platt", "mix", "features", "dim", "knn_dim")
         meta = {k: v for k, v in header.items() if k not in known}
         try:
             a, b = header["platt"]

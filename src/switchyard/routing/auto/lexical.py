@@ -80,12 +80,15 @@ class TermMatrix:
         counts: list[int] = []
         ptr = [0]
         for t in texts:
-            if t is not None:
-                ids = ([vocab.setdefault(w, len(vocab)) for w in terms(t)] if grow
-                       else [i for i in map(vocab.get, terms(t)) if i is not None])
-                c = Counter(ids)
+            if t is not None and grow:
+                c = Counter(vocab.setdefault(w, len(vocab)) for w in terms(t))
                 cols.extend(c.keys())
                 counts.extend(c.values())
+            elif t is not None:
+                ids = np.fromiter((i for i in map(vocab.get, terms(t)) if i is not None), dtype=np.int64)
+                u, n = np.unique(ids, return_counts=True)
+                cols.extend(u.tolist())
+                counts.extend(n.tolist())
             ptr.append(len(cols))
         return cls(np.asarray(ptr, dtype=np.int64), np.asarray(cols, dtype=np.int64),
                    np.asarray(counts, dtype=np.float64))
@@ -174,7 +177,7 @@ class WordModels:
     idf: Floats  # (terms,)
     weights: Floats  # (terms, 9): term means (3), log-odds (4), bag-of-words weights (2)
     bias: Floats  # (9,): a text without known terms scores the means (3), zero log-odds, the regressions' biases
-    nb_logp: Floats  # (families, terms) log P(term | family)
+    nb_logp: Floats  # (terms, families) log P(term | family)
     nb_prior: Floats  # (families,) log P(family); -1e30 for a family without training prompts
 
     def features(self, m: TermMatrix) -> Floats:
@@ -183,6 +186,12 @@ class WordModels:
         n, row, cols = m.rows, m.row_of, m.cols
         out = np.tile(self.bias, (n, 1))
         if not len(cols):
+            return out
+        if n == 1:  # one prompt (a request): the same sums without the scatter
+            w1, idf1, c1 = self.weights[cols], self.idf[cols], m.counts
+            out[0, :3] = idf1 @ w1[:, :3] / float(idf1.sum())
+            out[0, 3:7] = c1 @ w1[:, 3:7] / np.sqrt(float(c1.sum()))
+            out[0, 7:] += w1[:, 7:].sum(axis=0) / np.sqrt(len(cols))
             return out
         distinct = np.diff(m.ptr).astype(np.float64)
         total = np.bincount(row, weights=m.counts, minlength=n)
@@ -202,11 +211,14 @@ class WordModels:
         """(rows, families): the tempered naive Bayes log-likelihood of each family plus its log prior."""
         m = m.keep(self.known)
         out = np.tile(self.nb_prior, (m.rows, 1))
+        if m.rows == 1 and len(m.cols):  # one prompt (a request)
+            out[0] += m.counts @ self.nb_logp[m.cols] / float(m.counts.sum()) ** NB_TEMPER
+            return out
         for start in range(0, m.rows, chunk):
             part = m.subset(np.arange(start, min(start + chunk, m.rows)))
             if not len(part.cols):
                 continue
-            contrib = (self.nb_logp[:, part.cols] * part.counts).T  # (entries, families)
+            contrib = self.nb_logp[part.cols] * part.counts[:, None]  # (entries, families)
             nonempty = np.flatnonzero(np.diff(part.ptr) > 0)
             sums = np.add.reduceat(contrib, part.ptr[nonempty], axis=0)
             total = np.add.reduceat(part.counts, part.ptr[nonempty])
@@ -218,7 +230,7 @@ class WordModels:
         cols = np.flatnonzero(self.known)
         vocab = {names[c]: i for i, c in enumerate(cols.tolist())}
         return WordModels(vocab, np.ones(len(cols), dtype=np.bool_), self.idf[cols], self.weights[cols], self.bias,
-                          self.nb_logp[:, cols], self.nb_prior)
+                          self.nb_logp[cols], self.nb_prior)
 
     def matrix(self, texts: Sequence[str | None]) -> TermMatrix:
         assert self.vocab is not None, "a compacted model"
@@ -274,10 +286,10 @@ def fit_words(m: TermMatrix, n_cols: int, weak: Floats, strong: Floats, family: 
     idf = np.log((len(texts) + 1) / (df + 1)) + 1e-3
     words = np.bincount(family[row] * n_cols + cols, weights=cnt, minlength=n_families * n_cols).reshape(
         n_families, n_cols)
-    nb_logp = np.zeros((n_families, n_cols))
+    nb_logp = np.zeros((n_cols, n_families))
     if known.any():
         smoothed = words[:, known] + NB_ALPHA
-        nb_logp[:, known] = np.log(smoothed) - np.log(smoothed.sum(axis=1, keepdims=True))
+        nb_logp[known] = (np.log(smoothed) - np.log(smoothed.sum(axis=1, keepdims=True))).T
     fam_n = np.bincount(family, minlength=n_families).astype(np.float64)
     nb_prior = np.where(fam_n > 0, np.log(fam_n + 1.0) - np.log(fam_n.sum() + n_families), -1e30)
     return WordModels(None, known, idf, weights, bias, nb_logp, nb_prior)
