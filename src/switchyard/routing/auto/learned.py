@@ -170,8 +170,13 @@ def _fit_models(m: TermMatrix, n_cols: int, emb: Floats, outcomes: Outcomes, fam
     return _Models(words, lda_w, lda_b, _truncate(emb[keep]).astype(np.float16), y[keep], family_y)
 
 
-def _design(posterior: Floats, family_y: Floats, term: Floats, knn: Floats) -> Floats:
-    return np.hstack([posterior, posterior @ family_y, term, knn])
+def _log_length(texts: Sequence[str | None]) -> Floats:
+    """log(1 + characters) of each text; NaN for a missing one (it takes the training mean)."""
+    return np.asarray([np.log1p(len(t)) if t is not None else np.nan for t in texts], dtype=np.float64)
+
+
+def _design(posterior: Floats, family_y: Floats, term: Floats, knn: Floats, length: Floats) -> Floats:
+    return np.hstack([posterior, posterior @ family_y, term, knn, length[:, None]])
 
 
 def _posterior(nb: Floats, lda: Floats, mix: tuple[float, float]) -> Floats:
@@ -238,9 +243,10 @@ class LearnedRouter:
         emb = np.asarray(embeddings, dtype=np.float64)
         if emb.ndim == 1:
             emb = emb[None, :]
-        m = self.words.matrix(list(texts) if texts is not None else [None] * len(emb))
-        term, nb, lda, knn = self.models.raw(m, emb)
-        x = (_design(_posterior(nb, lda, self.mix), self.models.family_y, term, knn) - self.x_mean) / self.x_scale
+        tx = list(texts) if texts is not None else [None] * len(emb)
+        term, nb, lda, knn = self.models.raw(self.words.matrix(tx), emb)
+        x = _design(_posterior(nb, lda, self.mix), self.models.family_y, term, knn, _log_length(tx))
+        x = (np.where(np.isnan(x), self.x_mean, x) - self.x_mean) / self.x_scale
         z = x @ self.coef[:, :-1].T + self.coef[:, -1]
         return _sigmoid(z[:, 0]), _sigmoid(z[:, 1])
 
@@ -406,7 +412,9 @@ def train(outcomes: Outcomes, embeddings: npt.ArrayLike | None = None, *, texts:
         family_y[te] = part.family_y
     mix = _fit_mix(nb, lda, fam)
     post = _posterior(nb, lda, mix)
-    x = np.hstack([post, np.einsum("nf,nfk->nk", post, family_y), term, knn])
+    length = _log_length(texts)
+    length[np.isnan(length)] = float(np.nanmean(length)) if has_text.any() else 0.0
+    x = np.hstack([post, np.einsum("nf,nfk->nk", post, family_y), term, knn, length[:, None]])
     x_mean, x_scale = x.mean(axis=0), x.std(axis=0)
     x_scale[x_scale < 1e-9] = 1.0
     z = (x - x_mean) / x_scale
