@@ -10,7 +10,9 @@ metrics needs (:meth:`LearnedRouter.blend`). The features of a prompt:
   the posterior vector, its products with each family's shrunk mean gain, strong and weak outcome;
 * the word models of :mod:`.lexical` (term means, naive Bayes log-odds, two bag-of-words logistic regressions);
 * the mean gain, strong and weak outcome of the prompt's ``k`` = 100, 20 and 3 nearest training prompts in
-  embedding (cosine; float16 rows).
+  embedding (cosine on the embedding's first ``KNN_DIM`` dimensions; float16 rows);
+* the prompt's log length, and its embedding itself (what carries over to families never seen in training:
+  without it, held-out families scored no better than prompt length).
 
 The features of the training prompts are computed **out of fold** (``STACK_FOLDS`` inner folds: each prompt's
 features come from models fitted without it), so that the regressions learn how far each feature can be trusted
@@ -175,8 +177,8 @@ def _log_length(texts: Sequence[str | None]) -> Floats:
     return np.asarray([np.log1p(len(t)) if t is not None else np.nan for t in texts], dtype=np.float64)
 
 
-def _design(posterior: Floats, family_y: Floats, term: Floats, knn: Floats, length: Floats) -> Floats:
-    return np.hstack([posterior, posterior @ family_y, term, knn, length[:, None]])
+def _design(posterior: Floats, family_y: Floats, term: Floats, knn: Floats, length: Floats, emb: Floats) -> Floats:
+    return np.hstack([posterior, posterior @ family_y, term, knn, length[:, None], emb])
 
 
 def _posterior(nb: Floats, lda: Floats, mix: tuple[float, float]) -> Floats:
@@ -245,7 +247,7 @@ class LearnedRouter:
             emb = emb[None, :]
         tx = list(texts) if texts is not None else [None] * len(emb)
         term, nb, lda, knn = self.models.raw(self.words.matrix(tx), emb)
-        x = _design(_posterior(nb, lda, self.mix), self.models.family_y, term, knn, _log_length(tx))
+        x = _design(_posterior(nb, lda, self.mix), self.models.family_y, term, knn, _log_length(tx), emb)
         x = (np.where(np.isnan(x), self.x_mean, x) - self.x_mean) / self.x_scale
         z = x @ self.coef[:, :-1].T + self.coef[:, -1]
         return _sigmoid(z[:, 0]), _sigmoid(z[:, 1])
@@ -414,7 +416,7 @@ def train(outcomes: Outcomes, embeddings: npt.ArrayLike | None = None, *, texts:
     post = _posterior(nb, lda, mix)
     length = _log_length(texts)
     length[np.isnan(length)] = float(np.nanmean(length)) if has_text.any() else 0.0
-    x = np.hstack([post, np.einsum("nf,nfk->nk", post, family_y), term, knn, length[:, None]])
+    x = np.hstack([post, np.einsum("nf,nfk->nk", post, family_y), term, knn, length[:, None], emb])
     x_mean, x_scale = x.mean(axis=0), x.std(axis=0)
     x_scale[x_scale < 1e-9] = 1.0
     z = (x - x_mean) / x_scale
