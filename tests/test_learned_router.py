@@ -11,7 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from switchyard.cli.main import main
-from switchyard.routing.auto.learned import LearnedRouter, RouterFormatError, train
+from switchyard.routing.auto.embedder import default_embedder
+from switchyard.routing.auto.learned import LAMBDAS, LearnedRouter, RouterFormatError, train
+from switchyard.routing.auto.lexical import TermMatrix, lbfgs
 from switchyard.routing.auto.metrics import apgr, cpt, curve, summary
 from switchyard.routing.auto.outcomes import OutcomesError, read_excluded, read_outcomes
 
@@ -78,10 +80,24 @@ def test_train_score_calibrate_save_load(files: list[str], tmp_path: Path) -> No
     again = LearnedRouter.load(path)
     assert again.threshold == r.threshold and again.meta["families"] == [Path(f).stem for f in files]
     assert np.allclose(again.score(o.prompts[:20]), s[:20], atol=1e-3)
-    # the stack's weights were fitted (inner folds) and kept; the word models come back with their vocabulary
-    assert set(again.meta["weights"]) == {"ridge", "knn", "term_gain", "family"}
-    assert any(w > 0 for w in again.meta["weights"].values())
-    assert again.words.vocab == r.words.vocab and again.words.nb_logp is not None
+    # one prompt at a time (a request's path, without the batch's scatter) scores as in a batch
+    assert np.allclose([again.score([p])[0] for p in o.prompts[:8]], s[:8], atol=1e-3)
+    assert again.score(["zzzz qqqq"]).shape == (1,)  # no known word
+    # the regressions' penalty was chosen by inner folds; the word models come back with their vocabulary
+    assert again.meta["lambda"] in LAMBDAS and again.mix == r.mix
+    assert again.words.vocab == r.words.vocab and again.words.nb_logp.shape[1] == len(files)
+    # the score is the calibrated expected gain: P(strong succeeds) - P(weak succeeds)
+    ps, pw = again.probabilities(default_embedder().embed(o.prompts[:20]), o.prompts[:20])
+    assert np.all((ps >= 0) & (ps <= 1)) and np.all((pw >= 0) & (pw <= 1))
+    assert np.allclose(again.blend(default_embedder().embed(o.prompts[:20]), o.prompts[:20]), ps - pw)
+    # the quantiles of the out-of-fold scores of the training prompts map a share of strong calls to a threshold
+    q = again.meta["score_quantiles"]
+    assert len(q) == 101 and q == sorted(q) and all(0 <= v <= 1 for v in q)
+    assert again.threshold_for(0.3) == pytest.approx(float(np.quantile(q, 0.7)), rel=1e-9)
+    assert again.threshold_for(0.0) > q[-1] and again.threshold_for(1.0) == q[0]
+    assert again.threshold_for(0.2) >= again.threshold_for(0.5) >= again.threshold_for(0.8)
+    again.meta.pop("score_quantiles")
+    assert again.threshold_for(0.3) == again.threshold  # an older file without them: the threshold
     # a file of another format version is refused by name, never half-read
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
@@ -153,3 +169,30 @@ def test_excluded_prompts_are_left_out(tmp_path: Path) -> None:
     ex.write_text('{"eval_prompt": 3}\n')
     with pytest.raises(OutcomesError, match=r"contaminated.jsonl:1: expected an object"):
         read_excluded(ex)
+
+
+def test_term_matrix_rows_and_columns() -> None:
+    vocab: dict[str, int] = {}
+    m = TermMatrix.build(["a b a", None, "c", "b c d"], vocab, grow=True)
+    dense = np.zeros((m.rows, len(vocab)))
+    np.add.at(dense, (m.row_of, m.cols), m.counts)
+    assert dense[0, vocab["a"]] == 2 and dense[0, vocab["a_b"]] == 1 and not dense[1].any()
+    sub = m.subset(np.array([3, 1, 0]))
+    d2 = np.zeros((sub.rows, len(vocab)))
+    np.add.at(d2, (sub.row_of, sub.cols), sub.counts)
+    assert np.array_equal(d2, dense[[3, 1, 0]])
+    known = np.zeros(len(vocab), dtype=np.bool_)
+    known[[vocab["b"], vocab["c"]]] = True
+    kept = m.keep(known)
+    d3 = np.zeros((kept.rows, len(vocab)))
+    np.add.at(d3, (kept.row_of, kept.cols), kept.counts)
+    assert np.array_equal(d3, dense * known)
+    # a text scored by a model knows only its vocabulary
+    assert TermMatrix.build(["a zzz"], vocab).cols.tolist() == [vocab["a"]]
+
+
+def test_lbfgs_minimises_a_quadratic() -> None:
+    a = np.array([[3.0, 1.0], [1.0, 2.0]])
+    b = np.array([1.0, -1.0])
+    x = lbfgs(lambda v: (float(0.5 * v @ a @ v - b @ v), a @ v - b), np.zeros(2), iters=50)
+    assert np.allclose(x, np.linalg.solve(a, b), atol=1e-5)

@@ -38,8 +38,6 @@ def router() -> None:
 def train_command(paths: tuple[str, ...], more: tuple[str, ...], strong: str, weak: str, out_path: str,
                   strong_share: float, exclude: str | None, config_path: str | None) -> None:
     """Train P(strong model needed | prompt) from recorded outcomes."""
-    import numpy as np
-
     from ..routing.auto.learned import train
 
     if config_path is not None:
@@ -50,11 +48,12 @@ def train_command(paths: tuple[str, ...], more: tuple[str, ...], strong: str, we
         r = train(outcomes, emb, texts=texts, meta={"strong": strong, "weak": weak})
     except ValueError as e:
         _fail(str(e))
-    scores = r.score_vectors(emb, texts) if emb is not None else r.score(outcomes.prompts)
-    r.calibrate(scores, strong_share=strong_share)
+    # the threshold from the scores of the training prompts out of fold (their own scores would flatter them)
+    r.threshold = r.threshold_for(strong_share)
+    r.meta["strong_share"] = strong_share
     r.save(out_path)
     click.echo(f"{out_path}: trained on {len(outcomes)} prompts ({len(set(outcomes.family.tolist()))} families); "
-               f"threshold {r.threshold:.4f} sends {float(np.mean(scores >= r.threshold)):.0%} to {strong}")
+               f"threshold {r.threshold:.4f} sends {strong_share:.0%} of them (scored out of fold) to {strong}")
 
 
 def _read(paths: tuple[str, ...], strong: str, weak: str, exclude: str | None = None) -> Any:

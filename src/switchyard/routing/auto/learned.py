@@ -1,20 +1,26 @@
 """The learned router: P(the strong model is needed | prompt), trained from recorded outcomes.
 
-The score blends four small models of the prompt, each predicting the **gain** of the strong model over the weak
-one (``strong - weak``, whose expectation is what ranking for the routing metrics needs):
+Two logistic regressions over the same features predict P(the strong model succeeds) and P(the weak model
+succeeds); their difference, the expected **gain** of calling the strong model, is what ranking for the routing
+metrics needs (:meth:`LearnedRouter.blend`). The features of a prompt:
 
-* a ridge regression over the standardised features (the embedding from the offline embedder, and the cheap
-  features of :mod:`.features`);
-* the mean gain of the ``k`` training prompts nearest in embedding (cosine), kept as float16 rows;
-* the term gain of :mod:`.lexical`: the shrunk mean gain of the training prompts holding each of its words and
-  word pairs;
-* a family prior (:mod:`.lexical`): a naive Bayes classifier of the prompt's family (the outcome file it came
-  from) weighing each family's mean gain by its posterior. With one family it is left out.
+* its **family posterior**: which family (outcome file) the prompt looks like, a softmax of ``a`` times a naive
+  Bayes log-likelihood over its words (:mod:`.lexical`) plus ``c`` times a linear discriminant (shared-covariance
+  Gaussian, shrunk) over its embedding; ``a`` and ``c`` minimise the log-loss of the family out of fold. Beside
+  the posterior vector, its products with each family's shrunk mean gain, strong and weak outcome;
+* the word models of :mod:`.lexical` (term means, naive Bayes log-odds, two bag-of-words logistic regressions);
+* the mean gain, strong and weak outcome of the prompt's ``k`` = 100, 20 and 3 nearest training prompts in
+  embedding (cosine on the embedding's first ``KNN_DIM`` dimensions; float16 rows);
+* the prompt's log length, and its embedding itself (what carries over to families never seen in training:
+  without it, held-out families scored no better than prompt length).
 
-The blend is a **stack**: each component is standardised, and their weights are a ridge fit to the gain of the
-components' out-of-fold predictions by an inner cross-validation on the training set only (``STACK_FOLDS``). A
-logistic (Platt) fit of the blend to the label (the weak model fails where the strong one succeeds) makes it a
-probability; ranking depends only on the blend.
+The features of the training prompts are computed **out of fold** (``STACK_FOLDS`` inner folds: each prompt's
+features come from models fitted without it), so that the regressions learn how far each feature can be trusted
+on a prompt it never saw; the models kept for scoring are then fitted on all of the training set. The
+regressions' L2 penalty is chosen among ``LAMBDAS`` by the APGR of an inner cross-validation. A logistic (Platt)
+fit of the gain to the label (the weak model fails where the strong one succeeds) makes it a probability (the
+score); ranking depends only on the gain. The score's 101 quantiles on the training prompts (out of fold) are kept
+in ``meta["score_quantiles"]``: :meth:`LearnedRouter.threshold_for` maps a share of strong calls to a threshold.
 
 The saved router is one ``.npz`` file of plain arrays and a JSON header (format name and version, the models'
 names, the training set's size, the threshold); it is loaded with ``allow_pickle=False``: never pickle.
@@ -34,22 +40,25 @@ import numpy as np
 import numpy.typing as npt
 
 from .embedder import Embedder, default_embedder
-from .features import NAMES as FEATURE_NAMES
-from .features import cheap_features
-from .lexical import WordModels, fit_words
+from .lexical import SHRINK, TERM_FEATURES, TermMatrix, WordModels, fit_words
+from .metrics import apgr, curve
 from .outcomes import Outcomes
 
 Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
 
 FORMAT = "switchyard-learned-router"
-VERSION = 2
-COMPONENTS = ("ridge", "knn", "term_gain", "family")
+VERSION = 3
+KNN_KS = (100, 20, 3)  # the neighbourhoods' sizes (the first is the largest)
+KNN_FEATURES = tuple(f"knn{k}_{y}" for k in KNN_KS for y in ("gain", "strong", "weak"))
 STACK_FOLDS = 5
-STACK_LAMBDA = 0.01  # times the number of training rows
-RIDGE_LAMBDA = 1.0  # times the number of training rows
-KNN_K = 100
-MAX_REFERENCE = 20_000  # training rows kept for the nearest-neighbour component
+LAMBDAS = (0.01, 0.03, 0.1)  # the regressions' L2 penalty, times the number of training rows
+LDA_SHRINK = 0.1  # of the discriminant's covariance toward its mean variance
+MIX_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+MAX_REFERENCE = 20_000  # training rows kept for the nearest neighbours
+KNN_DIM = 64  # the neighbours are searched on the embedding's first KNN_DIM dimensions (WordLlama's are nested)
 CHUNK = 1024
+NONE = -1e30  # the log prior of a family without training prompts
 
 
 class RouterFormatError(ValueError):
@@ -60,36 +69,135 @@ def _sigmoid(x: Floats) -> Floats:
     return np.asarray(1.0 / (1.0 + np.exp(-np.clip(x, -40, 40))), dtype=np.float64)
 
 
-def _standardise(x: Floats) -> tuple[Floats, Floats]:
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale[scale < 1e-9] = 1.0
-    return mean, scale
+def _softmax(logits: Floats) -> Floats:
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return np.asarray(p / p.sum(axis=1, keepdims=True), dtype=np.float64)
 
 
-def _ridge(z: Floats, target: Floats, lam: float) -> tuple[Floats, float]:
-    bias = float(target.mean())
-    a = z.T @ z + lam * np.eye(z.shape[1])
-    return np.asarray(np.linalg.solve(a, z.T @ (target - bias)), dtype=np.float64), bias
+def _logistic(x: Floats, y: Floats, lam: float, iters: int = 30) -> Floats:
+    """Weights (bias last) of an L2 logistic regression (penalty ``lam`` on the weights) by Newton's method; ``y``
+    may be a soft label in [0, 1]."""
+    xb = np.hstack([x, np.ones((len(x), 1))])
+    reg = np.full(xb.shape[1], lam)
+    reg[-1] = 1e-6
+    beta = np.zeros(xb.shape[1])
+    for _ in range(iters):
+        p = _sigmoid(xb @ beta)
+        g = xb.T @ (p - y) + reg * beta
+        h = (xb * (p * (1 - p) + 1e-9)[:, None]).T @ xb + np.diag(reg)
+        step = np.linalg.solve(h, g)
+        beta -= step
+        if float(np.abs(step).max()) < 1e-7:
+            break
+    return beta
 
 
 def _platt(x: Floats, y: Floats) -> tuple[float, float]:
-    """a, b of P(y) = sigmoid(a·x + b) by Newton's method (y may be a soft label in [0, 1]). The slope has a
-    Gaussian prior (weight ``0.1·n``): the blend is fitted on the training prompts themselves, which it may
-    separate, and an unbounded slope would turn the scores into 0s and 1s."""
-    a, b = 0.0, 0.0
-    c = 0.1 * len(x)
-    for _ in range(50):
-        p = _sigmoid(a * x + b)
-        r = p - y
-        wgt = p * (1 - p) + 1e-9
-        g = np.array([np.sum(r * x) + c * a, np.sum(r)])
-        h = np.array([[np.sum(wgt * x * x) + c, np.sum(wgt * x)], [np.sum(wgt * x), np.sum(wgt) + 1e-6]])
-        step = np.linalg.solve(h, g)
-        a, b = a - float(step[0]), b - float(step[1])
-        if np.abs(step).max() < 1e-8:
-            break
-    return a, b
+    """a, b of P(y) = sigmoid(a·x + b), with a small Gaussian prior on the slope."""
+    beta = _logistic(x[:, None], y, 1e-3 * len(x))
+    return float(beta[0]), float(beta[1])
+
+
+def _lda(emb: Floats, family: Ints, n_families: int) -> tuple[Floats, Floats]:
+    """A linear discriminant of the family over the embedding: weights (dim, families) and biases (families,)."""
+    counts = np.bincount(family, minlength=n_families).astype(np.float64)
+    means = np.zeros((n_families, emb.shape[1]))
+    np.add.at(means, family, emb)
+    means /= np.maximum(counts, 1.0)[:, None]
+    centred = emb - means[family]
+    cov = centred.T @ centred / len(emb)
+    cov = (1 - LDA_SHRINK) * cov + LDA_SHRINK * float(np.trace(cov)) / len(cov) * np.eye(len(cov))
+    w = np.linalg.solve(cov, means.T)
+    b = -0.5 * np.sum(means.T * w, axis=0) + np.log((counts + 1.0) / (counts.sum() + n_families))
+    return np.asarray(w, dtype=np.float64), np.where(counts > 0, b, NONE).astype(np.float64)
+
+
+def _truncate(emb: Floats) -> npt.NDArray[np.float32]:
+    """The first ``KNN_DIM`` dimensions of each row, L2-normalised again."""
+    t = np.asarray(emb[:, :KNN_DIM], dtype=np.float32)
+    return np.asarray(t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12), dtype=np.float32)
+
+
+def _knn(emb: Floats, ref: npt.NDArray[np.float32], ref_y: Floats) -> Floats:
+    """(rows, 9): the mean gain, strong and weak outcome of each row's nearest reference rows (cosine, on the
+    embedding's first ``KNN_DIM`` dimensions: the search over every reference row is the costliest part of a
+    score, and it scales with the dimension)."""
+    out = np.zeros((len(emb), len(KNN_FEATURES)))
+    if not len(ref):
+        return out
+    k = min(KNN_KS[0], len(ref))
+    for start in range(0, len(emb), CHUNK):
+        sims = _truncate(emb[start:start + CHUNK]) @ ref.T
+        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, idx, axis=1), axis=1)
+        idx = np.take_along_axis(idx, order, axis=1)
+        for j, kk in enumerate(KNN_KS):
+            out[start:start + CHUNK, 3 * j:3 * j + 3] = ref_y[idx[:, :kk]].mean(axis=1)
+    return out
+
+
+@dataclass
+class _Models:
+    """What one fit of the feature models keeps: the word models, the discriminant, the neighbours and the family
+    means."""
+
+    words: WordModels
+    lda_w: Floats
+    lda_b: Floats
+    reference: npt.NDArray[np.float16]  # (rows, KNN_DIM) the training embeddings, truncated (:func:`_truncate`)
+    reference_y: Floats  # (rows, 3) their gain, strong and weak outcome
+    family_y: Floats  # (families, 3) shrunk means of gain, strong and weak outcome
+    _reference32: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
+
+    def raw(self, m: TermMatrix, emb: Floats) -> tuple[Floats, Floats, Floats, Floats]:
+        """Term features, family log-likelihoods (naive Bayes, discriminant), neighbour features."""
+        if self._reference32 is None:  # converted once: per call it would cost more than the rest of a score
+            self._reference32 = self.reference.astype(np.float32)
+        lda = emb @ self.lda_w + self.lda_b
+        return (self.words.features(m), self.words.family_loglik(m), lda - lda.max(axis=1, keepdims=True),
+                _knn(emb, self._reference32, self.reference_y))
+
+
+def _fit_models(m: TermMatrix, n_cols: int, emb: Floats, outcomes: Outcomes, family: Ints, n_families: int,
+                has_text: npt.NDArray[np.bool_], max_reference: int, seed: int) -> _Models:
+    words = fit_words(m, n_cols, outcomes.weak, outcomes.strong, family, n_families, has_text)
+    lda_w, lda_b = _lda(emb, family, n_families)
+    y = np.stack([outcomes.gain, outcomes.strong, outcomes.weak], axis=1)
+    n = len(outcomes)
+    keep = (np.sort(np.random.default_rng(seed).choice(n, max_reference, replace=False)) if n > max_reference
+            else np.arange(n))
+    counts = np.bincount(family, minlength=n_families).astype(np.float64)[:, None]
+    sums = np.stack([np.bincount(family, weights=y[:, j], minlength=n_families) for j in range(3)], axis=1)
+    family_y = (sums + SHRINK * y.mean(axis=0)) / (counts + SHRINK)
+    return _Models(words, lda_w, lda_b, _truncate(emb[keep]).astype(np.float16), y[keep], family_y)
+
+
+def _log_length(texts: Sequence[str | None]) -> Floats:
+    """log(1 + characters) of each text; NaN for a missing one (it takes the training mean)."""
+    return np.asarray([np.log1p(len(t)) if t is not None else np.nan for t in texts], dtype=np.float64)
+
+
+def _design(posterior: Floats, family_y: Floats, term: Floats, knn: Floats, length: Floats, emb: Floats) -> Floats:
+    return np.hstack([posterior, posterior @ family_y, term, knn, length[:, None], emb])
+
+
+def _posterior(nb: Floats, lda: Floats, mix: tuple[float, float]) -> Floats:
+    return _softmax(mix[0] * nb + mix[1] * lda)
+
+
+def _fit_mix(nb: Floats, lda: Floats, family: Ints) -> tuple[float, float]:
+    """The weights of the two family log-likelihoods that minimise the log-loss of the true family."""
+    best, arg = np.inf, (1.0, 0.0)
+    rows = np.arange(len(family))
+    for a in MIX_GRID:
+        for c in MIX_GRID:
+            if a == 0 and c == 0:
+                continue
+            p = _posterior(nb, lda, (a, c))[rows, family]
+            loss = -float(np.mean(np.log(np.maximum(p, 1e-12))))
+            if loss < best:
+                best, arg = loss, (a, c)
+    return arg
 
 
 @dataclass
@@ -97,22 +205,19 @@ class LearnedRouter:
     """A trained router. ``score`` gives P(strong model needed) per prompt; a prompt whose score is at least
     ``threshold`` goes to the strong model."""
 
-    mean: Floats  # feature standardisation
-    scale: Floats
-    ridge_w: Floats
-    ridge_b: float
-    reference: npt.NDArray[np.float16]  # (rows, dim) L2-normalised embeddings for the nearest neighbours
-    reference_gain: Floats
-    k: int
-    words: WordModels
-    component_mean: Floats  # (4,) standardisation of each component; scale 0 leaves it out
-    component_scale: Floats
-    component_weight: Floats  # (4,) the stack's weights
+    models: _Models
+    mix: tuple[float, float]  # weights of the naive Bayes and the discriminant log-likelihoods
+    x_mean: Floats  # standardisation of the regressions' features
+    x_scale: Floats
+    coef: Floats  # (2, features + 1): P(strong succeeds), P(weak succeeds); bias last
     platt: tuple[float, float]
     threshold: float = 0.5
     meta: dict[str, Any] = field(default_factory=dict)
     embedder: Embedder | None = field(default=None, repr=False, compare=False)
-    _reference32: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def words(self) -> WordModels:
+        return self.models.words
 
     # --- scoring ------------------------------------------------------------------------------------------------
 
@@ -125,25 +230,27 @@ class LearnedRouter:
 
     def score_vectors(self, embeddings: npt.ArrayLike, texts: Sequence[str | None] | None = None) -> Floats:
         """Scores from embeddings already computed (by the auto router or the cache); ``texts`` (or None in a
-        place) gives the cheap features, which are otherwise taken at their training mean."""
+        place) gives the word features, which are otherwise those of a text without known words."""
         return _sigmoid(self.platt[0] * self.blend(embeddings, texts) + self.platt[1])
 
     def blend(self, embeddings: npt.ArrayLike, texts: Sequence[str | None] | None = None) -> Floats:
-        """The sum of the standardised components (the score before calibration; what ranking uses)."""
-        emb = np.asarray(embeddings, dtype=np.float64)
-        z = (_features(emb, texts, self.mean) - self.mean) / self.scale
-        comps = self._components(z, emb, texts)
-        return _combine(comps, self.component_mean, self.component_scale, self.component_weight)
+        """The expected gain P(strong succeeds) - P(weak succeeds): the score before calibration, what ranking
+        uses."""
+        ps, pw = self.probabilities(embeddings, texts)
+        return np.asarray(ps - pw, dtype=np.float64)
 
-    def _components(self, z: Floats, emb: Floats, texts: Sequence[str | None] | None) -> Floats:
-        out = np.zeros((len(z), len(COMPONENTS)))
-        out[:, 0] = z @ self.ridge_w + self.ridge_b
-        if len(self.reference):
-            if self._reference32 is None:  # converted once: per call it would cost more than the rest of a score
-                self._reference32 = self.reference.astype(np.float32)
-            out[:, 1] = _knn_mean(emb, self._reference32, self.reference_gain, self.k)
-        out[:, 2:] = self.words.scores(list(texts) if texts is not None else [None] * len(z))
-        return out
+    def probabilities(self, embeddings: npt.ArrayLike, texts: Sequence[str | None] | None = None
+                      ) -> tuple[Floats, Floats]:
+        """P(the strong model succeeds) and P(the weak model succeeds) for each prompt."""
+        emb = np.asarray(embeddings, dtype=np.float64)
+        if emb.ndim == 1:
+            emb = emb[None, :]
+        tx = list(texts) if texts is not None else [None] * len(emb)
+        term, nb, lda, knn = self.models.raw(self.words.matrix(tx), emb)
+        x = _design(_posterior(nb, lda, self.mix), self.models.family_y, term, knn, _log_length(tx), emb)
+        x = (np.where(np.isnan(x), self.x_mean, x) - self.x_mean) / self.x_scale
+        z = x @ self.coef[:, :-1].T + self.coef[:, -1]
+        return _sigmoid(z[:, 0]), _sigmoid(z[:, 1])
 
     def _embedder(self) -> Embedder:
         if self.embedder is None:
@@ -151,6 +258,18 @@ class LearnedRouter:
         return self.embedder
 
     # --- the threshold ------------------------------------------------------------------------------------------
+
+    def threshold_for(self, strong_share: float) -> float:
+        """The score above which ``strong_share`` of the training prompts (out of fold) go to the strong model:
+        the quantile at ``1 - strong_share`` of ``meta["score_quantiles"]`` (interpolated); without them, the
+        threshold."""
+        q = self.meta.get("score_quantiles")
+        if not isinstance(q, list) or len(q) < 2:
+            return float(self.threshold)
+        share = min(max(float(strong_share), 0.0), 1.0)
+        if share <= 0.0:
+            return float(np.nextafter(float(q[-1]), np.inf))
+        return float(np.interp(1.0 - share, np.linspace(0.0, 1.0, len(q)), np.asarray(q, dtype=np.float64)))
 
     def calibrate(self, scores: npt.ArrayLike, *, strong_share: float | None = None,
                   cost_target: float | None = None, weak_cost: float = 0.0, strong_cost: float = 1.0) -> float:
@@ -187,16 +306,15 @@ class LearnedRouter:
     # --- the file -------------------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        header = {"format": FORMAT, "version": VERSION, "threshold": self.threshold, "k": self.k,
-                  "ridge_b": self.ridge_b, "platt": list(self.platt), "features": list(FEATURE_NAMES),
-                  "components": list(COMPONENTS),
-                  "dim": int(self.reference.shape[1]) if self.reference.ndim == 2 else 0, **self.meta}
+        mod = self.models
+        header = {"format": FORMAT, "version": VERSION, "threshold": self.threshold, "platt": list(self.platt),
+                  "mix": list(self.mix), "features": list(TERM_FEATURES + KNN_FEATURES),
+                  "dim": int(mod.lda_w.shape[0]), "knn_dim": int(mod.reference.shape[1]), **self.meta}
         arrays: dict[str, Any] = {
             "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
-            "mean": self.mean, "scale": self.scale, "ridge_w": self.ridge_w, "reference": self.reference,
-            "reference_gain": self.reference_gain.astype(np.float32), "component_mean": self.component_mean,
-            "component_scale": self.component_scale, "component_weight": self.component_weight,
-            **self.words.arrays(),
+            "lda_w": mod.lda_w.astype(np.float32), "lda_b": mod.lda_b, "reference": mod.reference,
+            "reference_y": mod.reference_y.astype(np.float32), "family_y": mod.family_y, "x_mean": self.x_mean,
+            "x_scale": self.x_scale, "coef": self.coef, **mod.words.arrays(),
         }
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
@@ -217,94 +335,53 @@ class LearnedRouter:
             raise RouterFormatError(f"{path}: not a router file (format {header.get('format')!r})")
         if header.get("version") != VERSION:
             raise RouterFormatError(f"{path}: router format version {header.get('version')!r}; this gateway reads "
-                                    f"version {VERSION}")
-        if header.get("features") != list(FEATURE_NAMES) or header.get("components") != list(COMPONENTS):
-            raise RouterFormatError(f"{path}: trained with other cheap features; train it again")
-        known = ("format", "version", "threshold", "k", "ridge_b", "platt", "features", "components", "dim")
+                                    f"version {VERSION}: train the router again (switchyard router train)")
+        if header.get("features") != list(TERM_FEATURES + KNN_FEATURES):
+            raise RouterFormatError(f"{path}: trained with other features; train it again")
+        known = ("format", "version", "threshold", "platt", "mix", "features", "dim", "knn_dim")
         meta = {k: v for k, v in header.items() if k not in known}
         try:
             a, b = header["platt"]
-            return cls(arrays["mean"], arrays["scale"], arrays["ridge_w"], float(header["ridge_b"]),
-                       arrays["reference"].astype(np.float16), arrays["reference_gain"].astype(np.float64),
-                       int(header["k"]), WordModels.from_arrays(arrays), arrays["component_mean"],
-                       arrays["component_scale"], arrays["component_weight"], (float(a), float(b)),
-                       float(header["threshold"]), meta)
+            mix_a, mix_c = header["mix"]
+            models = _Models(WordModels.from_arrays(arrays), arrays["lda_w"].astype(np.float64),
+                             arrays["lda_b"].astype(np.float64), arrays["reference"].astype(np.float16),
+                             arrays["reference_y"].astype(np.float64), arrays["family_y"].astype(np.float64))
+            return cls(models, (float(mix_a), float(mix_c)), arrays["x_mean"], arrays["x_scale"], arrays["coef"],
+                       (float(a), float(b)), float(header["threshold"]), meta)
         except (KeyError, TypeError, ValueError) as e:
             raise RouterFormatError(f"{path}: an incomplete router file ({e})") from None
 
 
-def _features(emb: Floats, texts: Sequence[str | None] | None, mean: Floats) -> Floats:
-    """[embedding, cheap features]; a missing text takes the cheap features' training mean."""
-    d = emb.shape[1]
-    cheap = np.tile(mean[d:], (len(emb), 1))
-    if texts is not None:
-        have = [i for i, t in enumerate(texts) if t is not None]
-        if have:
-            cheap[have] = cheap_features([texts[i] or "" for i in have])
-    return np.hstack([emb, cheap])
+def _fit_heads(x: Floats, strong: Floats, weak: Floats, lam: float) -> Floats:
+    return np.stack([_logistic(x, np.clip(strong, 0, 1), lam * len(x)), _logistic(x, np.clip(weak, 0, 1),
+                                                                                    lam * len(x))])
 
 
-def _knn_mean(emb: Floats, ref: npt.NDArray[np.float32], gain: Floats, k: int) -> Floats:
-    """The mean gain of each row's ``k`` nearest reference rows (cosine)."""
-    k = max(1, min(k, len(ref)))
-    out = np.empty(len(emb))
-    for start in range(0, len(emb), CHUNK):
-        sims = emb[start:start + CHUNK].astype(np.float32) @ ref.T
-        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        out[start:start + CHUNK] = gain[idx].mean(axis=1)
-    return out
-
-
-def _combine(comps: Floats, mean: Floats, scale: Floats, weight: Floats) -> Floats:
-    used = scale > 0
-    return np.asarray(((comps[:, used] - mean[used]) / scale[used]) @ weight[used], dtype=np.float64)
-
-
-def _fit(outcomes: Outcomes, emb: Floats, texts: Sequence[str | None], k: int, ridge_lambda: float,
-         max_reference: int, seed: int) -> LearnedRouter:
-    """The components fitted on these rows, blended with equal weights (the stack sets the weights)."""
-    n = len(outcomes)
-    gain = outcomes.gain
-    x = np.hstack([emb, np.zeros((n, len(FEATURE_NAMES)))])
-    have = [i for i, t in enumerate(texts) if t is not None]
-    if have:
-        x[have, emb.shape[1]:] = cheap_features([texts[i] or "" for i in have])
-        x[[i for i in range(n) if texts[i] is None], emb.shape[1]:] = x[have, emb.shape[1]:].mean(axis=0)
-    mean, scale = _standardise(x)
-    z = (x - mean) / scale
-    ridge_w, ridge_b = _ridge(z, gain, ridge_lambda * n)
-    rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(n, max_reference, replace=False)) if n > max_reference else np.arange(n)
-    fams, remap = np.unique(outcomes.family, return_inverse=True)
-    words = fit_words(texts, gain, remap.astype(np.int64), len(fams))
-    return LearnedRouter(mean, scale, ridge_w, ridge_b, emb[keep].astype(np.float16), gain[keep], k, words,
-                         np.zeros(len(COMPONENTS)), np.ones(len(COMPONENTS)), np.ones(len(COMPONENTS)), (1.0, 0.0))
-
-
-def _stack_weights(comps: Floats, gain: Floats) -> tuple[Floats, Floats, Floats]:
-    """Standardisation and ridge weights of the components' out-of-fold predictions against the gain."""
-    mean = comps.mean(axis=0)
-    sd = comps.std(axis=0)
-    scale = np.where(sd > 1e-12, sd, 0.0)
-    used = scale > 0
-    weight = np.zeros(comps.shape[1])
-    if used.any():
-        zc = (comps[:, used] - mean[used]) / scale[used]
-        a = zc.T @ zc + STACK_LAMBDA * len(zc) * np.eye(int(used.sum()))
-        weight[used] = np.linalg.solve(a, zc.T @ (gain - gain.mean()))
-    if not np.any(weight > 0):  # a degenerate stack: fall back to equal weights
-        weight = used.astype(np.float64)
-    return mean, scale, weight
+def _choose_lambda(x: Floats, outcomes: Outcomes, inner: Ints, folds: int) -> float:
+    """The regressions' penalty with the best APGR out of fold (the first of ``LAMBDAS`` with one fold)."""
+    if folds < 2 or len(LAMBDAS) == 1 or outcomes.strong.mean() == outcomes.weak.mean():
+        return LAMBDAS[0]
+    best, arg = -np.inf, LAMBDAS[0]
+    for lam in LAMBDAS:
+        gain = np.zeros(len(x))
+        for j in range(folds):
+            tr, te = inner != j, inner == j
+            coef = _fit_heads(x[tr], outcomes.strong[tr], outcomes.weak[tr], lam)
+            p = _sigmoid(x[te] @ coef[:, :-1].T + coef[:, -1])
+            gain[te] = p[:, 0] - p[:, 1]
+        value = apgr(curve(gain, outcomes.weak, outcomes.strong))
+        if value > best:
+            best, arg = value, lam
+    return arg
 
 
 def train(outcomes: Outcomes, embeddings: npt.ArrayLike | None = None, *, texts: Sequence[str | None] | None = None,
-          embedder: Embedder | None = None, k: int = KNN_K, ridge_lambda: float = RIDGE_LAMBDA,
-          max_reference: int = MAX_REFERENCE, stack_folds: int = STACK_FOLDS, seed: int = 0,
-          meta: dict[str, Any] | None = None) -> LearnedRouter:
+          embedder: Embedder | None = None, max_reference: int = MAX_REFERENCE, stack_folds: int = STACK_FOLDS,
+          seed: int = 0, meta: dict[str, Any] | None = None) -> LearnedRouter:
     """Train a router on ``outcomes``. ``embeddings``: the prompts' rows, if already computed; ``texts``: the
-    prompts for the cheap features and the word models (default: ``outcomes.prompts``; None in a place where only
-    an embedding is known, as in feedback kept under zero retention). The stack's weights come from
-    ``stack_folds`` inner folds of these rows (fewer than 2: equal weights)."""
+    prompts for the word models (default: ``outcomes.prompts``; None in a place where only an embedding is known,
+    as in feedback kept under zero retention). The features of the training prompts come from ``stack_folds``
+    inner folds (fewer than 2: from the models fitted on all of them, which flatters them)."""
     n = len(outcomes)
     if n < 10:
         raise ValueError(f"too few outcomes to train on ({n}; at least 10)")
@@ -312,30 +389,48 @@ def train(outcomes: Outcomes, embeddings: npt.ArrayLike | None = None, *, texts:
         embeddings = (embedder or default_embedder()).embed(outcomes.prompts)
     emb = np.asarray(embeddings, dtype=np.float64)
     texts = list(outcomes.prompts if texts is None else texts)
+    has_text = np.asarray([t is not None for t in texts], dtype=np.bool_)
+    names: dict[str, int] = {}
+    tm = TermMatrix.build(texts, names, grow=True)
+    fams, fam = np.unique(outcomes.family, return_inverse=True)
+    fam = fam.astype(np.int64)
+    nf = len(fams)
+
+    def fit(rows: Ints) -> _Models:
+        return _fit_models(tm.subset(rows), len(names), emb[rows], outcomes.subset(rows), fam[rows], nf,
+                           has_text[rows], max_reference, seed)
+
     rng = np.random.default_rng(seed)
     folds = min(stack_folds, n // 5)
-    oof = np.zeros((n, len(COMPONENTS)))
-    if folds >= 2:
-        inner = rng.permutation(n) % folds
-        for j in range(folds):
-            tr, te = np.flatnonzero(inner != j), np.flatnonzero(inner == j)
-            part = _fit(outcomes.subset(tr), emb[tr], [texts[i] for i in tr], k, ridge_lambda, max_reference, seed)
-            te_texts = [texts[i] for i in te]
-            zt = (_features(emb[te], te_texts, part.mean) - part.mean) / part.scale
-            oof[te] = part._components(zt, emb[te], te_texts)
-    router = _fit(outcomes, emb, texts, k, ridge_lambda, max_reference, seed)
-    if folds < 2:
-        z = (_features(emb, texts, router.mean) - router.mean) / router.scale
-        oof = router._components(z, emb, texts)
-    router.component_mean, router.component_scale, router.component_weight = _stack_weights(oof, outcomes.gain)
-    if folds < 2:
-        router.component_weight = (router.component_scale > 0).astype(np.float64)
-    blended = _combine(oof, router.component_mean, router.component_scale, router.component_weight)
-    router.platt = _platt(blended, outcomes.label)
-    fams = np.unique(outcomes.family)
+    inner = (rng.permutation(n) % folds).astype(np.int64) if folds >= 2 else np.zeros(n, dtype=np.int64)
+    term = np.zeros((n, len(TERM_FEATURES)))
+    knn = np.zeros((n, len(KNN_FEATURES)))
+    nb, lda, family_y = np.zeros((n, nf)), np.zeros((n, nf)), np.zeros((n, nf, 3))
+    full = fit(np.arange(n))
+    for j in range(folds if folds >= 2 else 1):
+        te = np.flatnonzero(inner == j)
+        part = fit(np.flatnonzero(inner != j)) if folds >= 2 else full
+        term[te], nb[te], lda[te], knn[te] = part.raw(tm.subset(te), emb[te])
+        family_y[te] = part.family_y
+    mix = _fit_mix(nb, lda, fam)
+    post = _posterior(nb, lda, mix)
+    length = _log_length(texts)
+    length[np.isnan(length)] = float(np.nanmean(length)) if has_text.any() else 0.0
+    x = np.hstack([post, np.einsum("nf,nfk->nk", post, family_y), term, knn, length[:, None], emb])
+    x_mean, x_scale = x.mean(axis=0), x.std(axis=0)
+    x_scale[x_scale < 1e-9] = 1.0
+    z = (x - x_mean) / x_scale
+    lam = _choose_lambda(z, outcomes, inner, folds)
+    coef = _fit_heads(z, outcomes.strong, outcomes.weak, lam)
+    p = _sigmoid(z @ coef[:, :-1].T + coef[:, -1])
+    gain = p[:, 0] - p[:, 1]
+    platt = _platt(gain, outcomes.label)
+    full.words = full.words.compact(list(names))
+    router = LearnedRouter(full, mix, x_mean, x_scale, coef, platt, embedder=embedder)
+    scores = _sigmoid(platt[0] * gain + platt[1])
     router.meta = {"rows": n, "families": [outcomes.families[i] for i in fams] if outcomes.families else [],
-                   "weights": dict(zip(COMPONENTS, np.round(router.component_weight, 6).tolist(), strict=True)),
-                   "trained_at": int(time.time()), **(meta or {})}
-    router.embedder = embedder
-    router.calibrate(router.score_vectors(emb, texts), strong_share=0.5)
+                   "lambda": lam, "trained_at": int(time.time()),
+                   "score_quantiles": [float(v) for v in np.quantile(scores, np.linspace(0.0, 1.0, 101))],
+                   **(meta or {})}
+    router.calibrate(scores, strong_share=0.5)
     return router

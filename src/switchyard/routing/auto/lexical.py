@@ -1,25 +1,33 @@
-"""The learned router's word models: what the words of a prompt say about the strong model's gain, beside its
-embedding. Numpy only, and cheap per request (a regular expression and a few hundred array look-ups).
+"""The learned router's word models: what the words of a prompt say, beside its embedding. Numpy only, and cheap
+per request (a regular expression, a few hundred dictionary look-ups and one gather of a few hundred rows).
 
-* **term gain**: each term (a lower-cased word, or two adjacent words) has the mean gain of the training prompts
-  that hold it, shrunk toward the overall mean by ``SHRINK`` pseudo-prompts; a prompt's score is the mean over its
-  terms, weighted by their inverse document frequency (rare terms say more).
-* **family posterior**: a multinomial naive Bayes classifier of the prompt's family (its outcome file) over its
-  words; the score is each family's mean gain weighed by the family's posterior probability (tempered by the
-  square root of the prompt's word count, so that a long prompt is not over-confident).
+A prompt's **terms** are its lower-cased words and pairs of adjacent words (of a long text only its head and tail,
+as for the embedding). Terms seen in fewer than ``MIN_DF`` training prompts are dropped. For each prompt the
+models give (:data:`TERM_FEATURES`):
 
-Terms seen in fewer than ``MIN_DF`` training prompts are dropped: they carry almost nothing after shrinkage, and
-the vocabulary stays small (it is saved with the router, as text). Of a long text only its head and tail count,
-as for the embedding.
+* ``term_gain``, ``term_strong``, ``term_weak``: each term has the mean gain (strong - weak), strong outcome and
+  weak outcome of the training prompts holding it, shrunk toward the overall mean by ``SHRINK`` pseudo-prompts; a
+  prompt scores their mean over its terms, weighted by inverse document frequency;
+* ``lo_strong``, ``lo_weak``, ``lo_up``, ``lo_down``: naive Bayes log-odds of four events (the strong model
+  succeeds, the weak one succeeds, the gain is positive, the gain is negative), summed over the prompt's terms and
+  divided by the square root of their count;
+* ``bow_strong``, ``bow_weak``: the logits of two L2-regularised logistic regressions on the prompt's terms (a
+  bag of words, each row scaled to unit length), for the strong and the weak model's success.
+
+Beside them, :meth:`WordModels.family_loglik` is a multinomial naive Bayes classifier of the prompt's **family**
+(its outcome file): the log-likelihood of each family, tempered by the prompt's term count to the power
+``NB_TEMPER`` so that a long prompt is not over-confident.
+
+Training works on a :class:`TermMatrix` (the prompts' term counts as sparse rows) so that the inner folds of
+:func:`.learned.train` fit in a few vectorised passes; a fitted model is then cut down to its vocabulary.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,10 +36,17 @@ import numpy.typing as npt
 from .embedder import clip_text
 
 Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
 
-SHRINK = 20.0  # pseudo-prompts at the overall mean gain, for each term and each family
+TERM_FEATURES = ("term_gain", "term_strong", "term_weak", "lo_strong", "lo_weak", "lo_up", "lo_down",
+                 "bow_strong", "bow_weak")
+SHRINK = 5.0  # pseudo-prompts at the overall mean, for each term and each family
 MIN_DF = 2
-NB_ALPHA = 0.1  # additive smoothing of the naive Bayes word counts
+NB_ALPHA = 0.01  # additive smoothing of the family classifier's word counts
+NB_TEMPER = 0.5
+LO_ALPHA = 0.1  # additive smoothing of the log-odds' word counts
+BOW_LAMBDA = 3e-5  # L2 penalty of the bag-of-words regressions (per prompt)
+BOW_ITERS = 100
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -43,95 +58,238 @@ def terms(text: str) -> list[str]:
 
 
 @dataclass
+class TermMatrix:
+    """Term counts of prompts as sparse rows: row ``i`` holds columns ``cols[ptr[i]:ptr[i+1]]``."""
+
+    ptr: Ints
+    cols: Ints
+    counts: Floats
+
+    @property
+    def rows(self) -> int:
+        return len(self.ptr) - 1
+
+    @property
+    def row_of(self) -> Ints:
+        return np.repeat(np.arange(self.rows), np.diff(self.ptr))
+
+    @classmethod
+    def build(cls, texts: Sequence[str | None], vocab: dict[str, int], grow: bool = False) -> TermMatrix:
+        """The rows of ``texts`` over ``vocab`` (a missing text is an empty row); ``grow`` adds unseen terms."""
+        cols: list[int] = []
+        counts: list[int] = []
+        ptr = [0]
+        for t in texts:
+            if t is not None and grow:
+                c = Counter(vocab.setdefault(w, len(vocab)) for w in terms(t))
+                cols.extend(c.keys())
+                counts.extend(c.values())
+            elif t is not None:
+                ids = np.fromiter((i for i in map(vocab.get, terms(t)) if i is not None), dtype=np.int64)
+                u, n = np.unique(ids, return_counts=True)
+                cols.extend(u.tolist())
+                counts.extend(n.tolist())
+            ptr.append(len(cols))
+        return cls(np.asarray(ptr, dtype=np.int64), np.asarray(cols, dtype=np.int64),
+                   np.asarray(counts, dtype=np.float64))
+
+    def subset(self, rows: Ints) -> TermMatrix:
+        lens = np.diff(self.ptr)[rows]
+        ptr = np.r_[0, np.cumsum(lens)].astype(np.int64)
+        take = np.repeat(self.ptr[rows] - ptr[:-1], lens) + np.arange(int(ptr[-1]))
+        return TermMatrix(ptr, self.cols[take], self.counts[take])
+
+    def keep(self, known: npt.NDArray[np.bool_], remap: Ints | None = None) -> TermMatrix:
+        """Only the columns where ``known``; ``remap`` renumbers them."""
+        k = known[self.cols]
+        ptr = np.r_[0, np.cumsum(np.bincount(self.row_of[k], minlength=self.rows))].astype(np.int64)
+        cols = self.cols[k]
+        return TermMatrix(ptr, cols if remap is None else remap[cols], self.counts[k])
+
+
+def lbfgs(f: Callable[[Floats], tuple[float, Floats]], x0: Floats, iters: int, memory: int = 10,
+          tol: float = 1e-6) -> Floats:
+    """Minimise a smooth convex ``f`` (returning its value and gradient) by L-BFGS with a backtracking search."""
+    x = x0.copy()
+    fx, g = f(x)
+    hist: list[tuple[Floats, Floats, float]] = []
+    for _ in range(iters):
+        q = g.copy()
+        alphas = []
+        for s, y, rho in reversed(hist):
+            a = rho * float(s @ q)
+            alphas.append(a)
+            q -= a * y
+        if hist:
+            s, y, _ = hist[-1]
+            q *= float(s @ y) / float(y @ y)
+        for (s, y, rho), a in zip(hist, reversed(alphas), strict=True):
+            q += s * (a - rho * float(y @ q))
+        d = -q
+        slope = float(g @ d)
+        if slope >= 0:  # not a descent direction: restart from the gradient
+            hist.clear()
+            d, slope = -g, -float(g @ g)
+        t = 1.0
+        while True:
+            xn = x + t * d
+            fn, gn = f(xn)
+            if fn <= fx + 1e-4 * t * slope or t < 1e-10:
+                break
+            t *= 0.5
+        s, y = xn - x, gn - g
+        if float(s @ y) > 1e-12:
+            hist.append((s, y, 1.0 / float(s @ y)))
+            if len(hist) > memory:
+                hist.pop(0)
+        x, fx, g = xn, fn, gn
+        if float(np.abs(g).max()) < tol:
+            break
+    return x
+
+
+def _sigmoid(x: Floats) -> Floats:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(x, -40, 40))), dtype=np.float64)
+
+
+def _bow_fit(m: TermMatrix, y: Floats, n_cols: int) -> Floats:
+    """Weights (and the bias, last) of an L2 logistic regression of ``y`` on the unit-length binary term rows."""
+    row = m.row_of
+    val = (1.0 / np.sqrt(np.maximum(np.diff(m.ptr), 1)))[row]
+    n = m.rows
+
+    def f(wb: Floats) -> tuple[float, Floats]:
+        w, b = wb[:-1], wb[-1]
+        p = _sigmoid(np.bincount(row, weights=val * w[m.cols], minlength=n) + b)
+        eps = 1e-12
+        loss = -float(np.sum(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps))) / n + 0.5 * BOW_LAMBDA * float(w @ w)
+        d = (p - y) / n
+        grad = np.bincount(m.cols, weights=val * d[row], minlength=n_cols) + BOW_LAMBDA * w
+        return loss, np.r_[grad, d.sum()]
+
+    return lbfgs(f, np.zeros(n_cols + 1), BOW_ITERS)
+
+
+@dataclass
 class WordModels:
-    vocab: dict[str, int]  # term -> column
-    term_gain: Floats  # (terms,) shrunk mean gain
+    vocab: dict[str, int] | None  # term -> column (None while fitted on a training matrix's columns)
+    known: npt.NDArray[np.bool_]  # (terms,) the columns kept (seen in MIN_DF prompts)
     idf: Floats  # (terms,)
-    nb_logp: Floats | None  # (families, terms) log P(term | family); None with a single family
-    nb_prior: Floats | None  # (families,) log P(family)
-    family_gain: Floats | None  # (families,) shrunk mean gain
+    weights: Floats  # (terms, 9): term means (3), log-odds (4), bag-of-words weights (2)
+    bias: Floats  # (9,): a text without known terms scores the means (3), zero log-odds, the regressions' biases
+    nb_logp: Floats  # (terms, families) log P(term | family)
+    nb_prior: Floats  # (families,) log P(family); -1e30 for a family without training prompts
 
-    @functools.cached_property
-    def means(self) -> tuple[float, float]:
-        """What a text without known terms scores: the mean term gain and the mean family gain."""
-        return (float(self.term_gain.mean()) if len(self.term_gain) else 0.0,
-                float(self.family_gain.mean()) if self.family_gain is not None else 0.0)
-
-    def scores(self, texts: Sequence[str | None]) -> Floats:
-        """(rows, 2): term gain and family posterior for each text; a missing text scores the means."""
-        out = np.zeros((len(texts), 2))
-        mean_gain, fam_mean = self.means
-        for i, t in enumerate(texts):
-            counts = Counter(self.vocab[w] for w in terms(t or "") if w in self.vocab)
-            if not counts:
-                out[i] = (mean_gain, fam_mean)
-                continue
-            cols = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-            wgt = self.idf[cols]
-            out[i, 0] = float((self.term_gain[cols] * wgt).sum() / max(float(wgt.sum()), 1e-9))
-            if self.nb_logp is not None and self.nb_prior is not None and self.family_gain is not None:
-                n = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
-                ll = self.nb_prior + (self.nb_logp[:, cols] * n).sum(axis=1) / np.sqrt(n.sum())
-                p = np.exp(ll - ll.max())
-                out[i, 1] = float(p @ self.family_gain / p.sum())
-            else:
-                out[i, 1] = fam_mean
+    def features(self, m: TermMatrix) -> Floats:
+        """(rows, 9): the :data:`TERM_FEATURES` of each row of ``m``."""
+        m = m.keep(self.known)
+        n, row, cols = m.rows, m.row_of, m.cols
+        out = np.tile(self.bias, (n, 1))
+        if not len(cols):
+            return out
+        if n == 1:  # one prompt (a request): the same sums without the scatter
+            w1, idf1, c1 = self.weights[cols], self.idf[cols], m.counts
+            out[0, :3] = idf1 @ w1[:, :3] / float(idf1.sum())
+            out[0, 3:7] = c1 @ w1[:, 3:7] / np.sqrt(float(c1.sum()))
+            out[0, 7:] += w1[:, 7:].sum(axis=0) / np.sqrt(len(cols))
+            return out
+        distinct = np.diff(m.ptr).astype(np.float64)
+        total = np.bincount(row, weights=m.counts, minlength=n)
+        has = distinct > 0
+        w = self.weights[cols]
+        idf = self.idf[cols]
+        den = np.bincount(row, weights=idf, minlength=n)
+        for j in range(3):
+            out[has, j] = np.bincount(row, weights=idf * w[:, j], minlength=n)[has] / den[has]
+        for j in range(3, 7):
+            out[:, j] = np.bincount(row, weights=m.counts * w[:, j], minlength=n) / np.sqrt(np.maximum(total, 1))
+        for j in range(7, 9):
+            out[:, j] += np.bincount(row, weights=w[:, j], minlength=n) / np.sqrt(np.maximum(distinct, 1))
         return out
+
+    def family_loglik(self, m: TermMatrix, chunk: int = 512) -> Floats:
+        """(rows, families): the tempered naive Bayes log-likelihood of each family plus its log prior."""
+        m = m.keep(self.known)
+        out = np.tile(self.nb_prior, (m.rows, 1))
+        if m.rows == 1 and len(m.cols):  # one prompt (a request)
+            out[0] += m.counts @ self.nb_logp[m.cols] / float(m.counts.sum()) ** NB_TEMPER
+            return out
+        for start in range(0, m.rows, chunk):
+            part = m.subset(np.arange(start, min(start + chunk, m.rows)))
+            if not len(part.cols):
+                continue
+            contrib = self.nb_logp[part.cols] * part.counts[:, None]  # (entries, families)
+            nonempty = np.flatnonzero(np.diff(part.ptr) > 0)
+            sums = np.add.reduceat(contrib, part.ptr[nonempty], axis=0)
+            total = np.add.reduceat(part.counts, part.ptr[nonempty])
+            out[start + nonempty] += sums / (total ** NB_TEMPER)[:, None]
+        return out
+
+    def compact(self, names: Sequence[str]) -> WordModels:
+        """The model cut down to its known columns, with its vocabulary (``names``: the training matrix's terms)."""
+        cols = np.flatnonzero(self.known)
+        vocab = {names[c]: i for i, c in enumerate(cols.tolist())}
+        return WordModels(vocab, np.ones(len(cols), dtype=np.bool_), self.idf[cols], self.weights[cols], self.bias,
+                          self.nb_logp[cols], self.nb_prior)
+
+    def matrix(self, texts: Sequence[str | None]) -> TermMatrix:
+        assert self.vocab is not None, "a compacted model"
+        return TermMatrix.build(texts, self.vocab)
 
     # the saved form: the vocabulary as one newline-joined text, the rest as arrays
     def arrays(self) -> dict[str, npt.NDArray[np.generic]]:
+        assert self.vocab is not None, "a compacted model"
         words = sorted(self.vocab, key=self.vocab.__getitem__)
-        out: dict[str, npt.NDArray[np.generic]] = {
-            "lex_vocab": np.frombuffer("\n".join(words).encode(), dtype=np.uint8),
-            "lex_term_gain": self.term_gain.astype(np.float32), "lex_idf": self.idf.astype(np.float32),
-        }
-        if self.nb_logp is not None and self.nb_prior is not None and self.family_gain is not None:
-            out |= {"lex_nb_logp": self.nb_logp.astype(np.float16), "lex_nb_prior": self.nb_prior,
-                    "lex_family_gain": self.family_gain}
-        return out
+        return {"lex_vocab": np.frombuffer("\n".join(words).encode(), dtype=np.uint8),
+                "lex_idf": self.idf.astype(np.float32), "lex_weights": self.weights.astype(np.float32),
+                "lex_bias": self.bias, "lex_nb_logp": self.nb_logp.astype(np.float16), "lex_nb_prior": self.nb_prior}
 
     @classmethod
     def from_arrays(cls, a: dict[str, npt.NDArray[np.generic]]) -> WordModels:
         text = bytes(a["lex_vocab"]).decode()
         words = text.split("\n") if text else []
-        nb = a.get("lex_nb_logp")
-        return cls({w: i for i, w in enumerate(words)}, np.asarray(a["lex_term_gain"], dtype=np.float64),
-                   np.asarray(a["lex_idf"], dtype=np.float64),
-                   None if nb is None else np.asarray(nb, dtype=np.float64),
-                   None if nb is None else np.asarray(a["lex_nb_prior"], dtype=np.float64),
-                   None if nb is None else np.asarray(a["lex_family_gain"], dtype=np.float64))
+        return cls({w: i for i, w in enumerate(words)}, np.ones(len(words), dtype=np.bool_),
+                   np.asarray(a["lex_idf"], dtype=np.float64), np.asarray(a["lex_weights"], dtype=np.float64),
+                   np.asarray(a["lex_bias"], dtype=np.float64), np.asarray(a["lex_nb_logp"], dtype=np.float64),
+                   np.asarray(a["lex_nb_prior"], dtype=np.float64))
 
 
-def fit_words(texts: Sequence[str | None], gain: Floats, family: npt.NDArray[np.int64],
-              n_families: int) -> WordModels:
-    """Fit both word models; rows without a text (feedback kept as an embedding only) count toward nothing."""
-    docs = [terms(t) if t is not None else [] for t in texts]
-    df: Counter[str] = Counter()
-    for d in docs:
-        df.update(set(d))
-    vocab = {w: i for i, w in enumerate(sorted(w for w, c in df.items() if c >= MIN_DF))}
-    v = len(vocab)
-    have = np.asarray([t is not None for t in texts])
-    mu = float(gain[have].mean()) if have.any() else 0.0
-    dfv = np.zeros(v)
-    gsum = np.zeros(v)
-    words = np.zeros((n_families, v))
-    for d, g, f in zip(docs, gain, family, strict=True):
-        counts = Counter(vocab[w] for w in d if w in vocab)
-        if not counts:
-            continue
-        cols = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-        dfv[cols] += 1
-        gsum[cols] += g
-        words[f, cols] += np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
-    n_docs = int(have.sum())
-    term_gain = (gsum + SHRINK * mu) / (dfv + SHRINK)
-    idf = np.log((n_docs + 1) / (dfv + 1)) + 1e-3
-    if n_families < 2:
-        return WordModels(vocab, term_gain, idf, None, None, None)
-    smoothed = words + NB_ALPHA
-    nb_logp = np.log(smoothed) - np.log(smoothed.sum(axis=1, keepdims=True))
-    fam_n = np.bincount(family[have], minlength=n_families).astype(np.float64)
-    nb_prior = np.log(fam_n + 1.0) - np.log(fam_n.sum() + n_families)
-    family_gain = (np.bincount(family[have], weights=gain[have], minlength=n_families) + SHRINK * mu) / (fam_n + SHRINK)
-    return WordModels(vocab, term_gain, idf, nb_logp, nb_prior, family_gain)
+def fit_words(m: TermMatrix, n_cols: int, weak: Floats, strong: Floats, family: Ints, n_families: int,
+              has_text: npt.NDArray[np.bool_]) -> WordModels:
+    """Fit the word models on the rows of ``m`` (over ``n_cols`` columns); rows without a text (feedback kept as
+    an embedding only) count toward nothing."""
+    row, cols, cnt = m.row_of, m.cols, m.counts
+    df = np.bincount(cols, minlength=n_cols).astype(np.float64)
+    known = df >= MIN_DF
+    k = known[cols]
+    row, cols, cnt = row[k], cols[k], cnt[k]
+    ys = np.stack([strong - weak, strong, weak], axis=1)
+    mu = ys[has_text].mean(axis=0) if has_text.any() else np.zeros(3)
+    weights = np.zeros((n_cols, len(TERM_FEATURES)))
+    for j in range(3):
+        weights[:, j] = (np.bincount(cols, weights=ys[row, j], minlength=n_cols) + SHRINK * mu[j]) / (df + SHRINK)
+    gain = strong - weak
+    events = (strong > 0.5, weak > 0.5, gain > 0.5, gain < -0.5)
+    for j, ev in enumerate(events, start=3):
+        e = ev.astype(np.float64)[row]
+        pos = np.bincount(cols, weights=cnt * e, minlength=n_cols)[known] + LO_ALPHA
+        neg = np.bincount(cols, weights=cnt * (1 - e), minlength=n_cols)[known] + LO_ALPHA
+        weights[known, j] = np.log(pos / pos.sum()) - np.log(neg / neg.sum())
+    mk = m.keep(known)
+    texts = np.flatnonzero(has_text)
+    bias = np.r_[mu, np.zeros(6)]
+    if len(texts):
+        sub = mk.subset(texts)
+        for j, y in ((7, strong), (8, weak)):
+            wb = _bow_fit(sub, np.clip(y[texts], 0.0, 1.0), n_cols)
+            weights[:, j], bias[j] = wb[:-1], wb[-1]
+    idf = np.log((len(texts) + 1) / (df + 1)) + 1e-3
+    words = np.bincount(family[row] * n_cols + cols, weights=cnt, minlength=n_families * n_cols).reshape(
+        n_families, n_cols)
+    nb_logp = np.zeros((n_cols, n_families))
+    if known.any():
+        smoothed = words[:, known] + NB_ALPHA
+        nb_logp[known] = (np.log(smoothed) - np.log(smoothed.sum(axis=1, keepdims=True))).T
+    fam_n = np.bincount(family, minlength=n_families).astype(np.float64)
+    nb_prior = np.where(fam_n > 0, np.log(fam_n + 1.0) - np.log(fam_n.sum() + n_families), -1e30)
+    return WordModels(None, known, idf, weights, bias, nb_logp, nb_prior)
