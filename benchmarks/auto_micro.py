@@ -2,7 +2,10 @@
 the task profile included (the text's extraction, the WordLlama embedding, the centroids, the cue words, the
 scores), for prompts of about 4,000 tokens of each task type and for short ones. No HTTP, no upstream.
 
-    PYTHONPATH=src python -m benchmarks.auto_micro [--n 2000] [--json] [--core N]
+    PYTHONPATH=src python -m benchmarks.auto_micro [--n 2000] [--json] [--core N] [--router ROUTER.npz]
+
+With ``--router`` the route also has a learned router (``switchyard router train``) between o3 (strong) and
+gpt-4o-mini (weak) with ``strong_share: 0.3``: the decision then also embeds the prompt for the router and scores it.
 
 ``make bench`` (``benchmarks/run.py``) runs it with ``--json`` on the gateway's core and reports it in
 docs/benchmarks.md.
@@ -44,10 +47,13 @@ ASK = {
 }
 
 
-def router() -> Router:
+def router(learned: str | None = None) -> Router:
+    route: dict[str, Any] = {"targets": DEPLOYMENTS, "strategy": "auto"}
+    if learned is not None:
+        route.update(router=learned, strong="o3", weak="gpt-4o-mini", strong_share=0.3)
     cfg = parse_config({"providers": {"p": {"type": "simulated"}},
                         "deployments": [{"name": m, "provider": "p", "catalog": m} for m in DEPLOYMENTS],
-                        "routes": {"smart": {"targets": DEPLOYMENTS, "strategy": "auto"}}}, "<bench>", {})
+                        "routes": {"smart": route}}, "<bench>", {})
     return Router(Catalog.from_config(cfg), cfg)
 
 
@@ -68,12 +74,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     ap.add_argument("--core", type=int, default=None, help="pin to this CPU core")
+    ap.add_argument("--router", default=None, help="a learned router file for the route (strong o3, weak mini)")
     args = ap.parse_args()
     if args.core is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.core})
     out: dict[str, Any] = {"n": args.n, "rows": []}
     say = (lambda *a: None) if args.json else print
-    r = router()
+    r = router(args.router)
     t0 = time.perf_counter()
     r.plan("smart", set(), 10, None, request=request("chat", 0))  # loads the embedder and the centroids
     out["first_ms"] = round((time.perf_counter() - t0) * 1000, 1)
