@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .calibration import file_quantiles, quantile_threshold
 from .embedder import Embedder, default_embedder
 from .lexical import SHRINK, TERM_FEATURES, TermMatrix, WordModels, fit_words
 from .metrics import apgr, curve
@@ -263,13 +264,13 @@ class LearnedRouter:
         """The score above which ``strong_share`` of the training prompts (out of fold) go to the strong model:
         the quantile at ``1 - strong_share`` of ``meta["score_quantiles"]`` (interpolated); without them, the
         threshold."""
-        q = self.meta.get("score_quantiles")
-        if not isinstance(q, list) or len(q) < 2:
+        q = file_quantiles(self.meta)
+        if q is None:
             return float(self.threshold)
         share = min(max(float(strong_share), 0.0), 1.0)
         if share <= 0.0:
-            return float(np.nextafter(float(q[-1]), np.inf))
-        return float(np.interp(1.0 - share, np.linspace(0.0, 1.0, len(q)), np.asarray(q, dtype=np.float64)))
+            return float(np.nextafter(q[-1], np.inf))
+        return quantile_threshold(q, share)
 
     def calibrate(self, scores: npt.ArrayLike, *, strong_share: float | None = None,
                   cost_target: float | None = None, weak_cost: float = 0.0, strong_cost: float = 1.0) -> float:
