@@ -156,6 +156,7 @@ def render(res: dict[str, Any], prev: dict[str, Any] | None = None, chart: Path 
         f"What Switchyard adds to a call, measured against a direct call to the same fake OpenAI-compatible "
         f"upstream. Generated {m['date']} by `{m['command']}` in {m.get('elapsed_s', '?')} s.", "",
         "## Reproduce", "",
+        "<!-- doc-test: skip the benchmarks: minutes of CPU on a quiet machine -->",  # tests/test_doc_examples.py
         "```sh",
         "make bench                                 # .venv/bin/python -m benchmarks.run (10 s phases)",
         ".venv/bin/python -m benchmarks.run --quick  # 2 s phases, about a minute",
