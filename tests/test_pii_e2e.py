@@ -177,7 +177,8 @@ def test_every_text_part_is_covered(gateway: tuple[RunningGateway, ListRecorder]
             {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
                 "name": "lookup", "arguments": json.dumps({"email": EMAIL, "ssn": SSN})}}]},
             {"role": "tool", "tool_call_id": "call_1", "content": f"phone {PHONE}, key {SECRET}"},
-        ])
+        ], prediction={"type": "content", "content": f"Dear {EMAIL},"}, service_tier="default",
+            extra_body={"vendor_field": {"note": f"card {CARD}"}})
         emb = c.embeddings.create(model="text-embedding-3-small", input=[PROMPT, "nothing personal"])
     assert len(emb.data) == 2
     chat, embed = fake_openai.requests_to("/chat/completions")[-1].json, fake_openai.requests_to("/embeddings")[-1].json
@@ -186,6 +187,9 @@ def test_every_text_part_is_covered(gateway: tuple[RunningGateway, ListRecorder]
     assert json.loads(chat["messages"][1]["tool_calls"][0]["function"]["arguments"]) == {
         "email": "[EMAIL_1]", "ssn": "[US_SSN_1]"}
     assert embed["input"] == [MASKED_PROMPT, "nothing personal"]
+    # the fields the gateway does not model go upstream (same wire), their texts masked like the rest
+    assert chat["prediction"] == {"type": "content", "content": "Dear [EMAIL_1],"}
+    assert chat["service_tier"] == "default" and chat["vendor_field"] == {"note": "card [CREDIT_CARD_1]"}
     with ant(gw) as a:
         a.messages.create(model="claude", max_tokens=50, messages=[
             {"role": "user", "content": "find the customer"},
@@ -193,8 +197,10 @@ def test_every_text_part_is_covered(gateway: tuple[RunningGateway, ListRecorder]
                                                "input": {"email": EMAIL}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
                                           "content": [{"type": "text", "text": f"card {CARD}"}]}]},
-        ])
-    no_value_in(fake_anthropic.last_request.json)
+        ], service_tier="auto", extra_body={"vendor_field": f"for {EMAIL}"})
+    sent = fake_anthropic.last_request.json
+    no_value_in(sent)
+    assert sent["service_tier"] == "auto" and sent["vendor_field"] == "for [EMAIL_1]"
 
 
 # --- redact, block, detect -------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Every text of a neutral request, rewritten by one function: system prompts and message text, tool call arguments
-(JSON text), tool results, and embeddings input. Reasoning parts are left alone (their signatures must round-trip)."""
+(JSON text), tool results, every string in the fields the neutral model does not carry (``extra``, which a
+same-wire upstream receives), and embeddings input. Reasoning parts are left alone (their signatures must
+round-trip)."""
 
 from __future__ import annotations
 
@@ -41,6 +43,10 @@ def rewrite_request(req: ChatRequest | EmbeddingRequest, f: Rewrite) -> bool:
     if isinstance(req, ChatRequest):
         for m in req.messages:
             changed = _parts(m.parts, f) or changed
+        if req.extra:  # the fields we do not model reach a same-wire upstream too (a prediction's text, say)
+            extra = rewrite_json(req.extra, f)
+            if extra != req.extra:
+                req.extra, changed = extra, True
     else:
         inp: list[Any] = req.input
         for i, item in enumerate(inp):

@@ -413,6 +413,9 @@ def render_request(req: ChatRequest, model: str, *, provider: str, default_max_t
         body["output_config"] = {"format": {"type": "json_schema", "schema": rf.schema}}
     if stream:
         body["stream"] = True
+    if req.wire == WIRE_ANTHROPIC_MESSAGES:  # a Messages request a stage rewrote: the fields we do not model go as sent
+        for key, value in req.extra.items():
+            body.setdefault(key, value)
     return body
 
 

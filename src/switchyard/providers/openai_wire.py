@@ -177,6 +177,9 @@ def render_request(req: ChatRequest, model: str, *, provider: str, official: boo
     if req.stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
+    if req.wire == WIRE_OPENAI_CHAT:  # a chat request a stage rewrote: the fields we do not model go as sent
+        for key, value in req.extra.items():
+            body.setdefault(key, value)
     return body
 
 
