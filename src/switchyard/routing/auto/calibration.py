@@ -11,7 +11,7 @@ has seen:
 * **then**: the scores of the last ``window`` decisions (a ring buffer); the quantile is estimated again at
   ``min_samples`` decisions and every ``every`` decisions after (``np.partition`` over the window: about 4 µs
   each time). Between two estimates a decision is two stores into the buffers and one comparison (about
-  0.3 µs per decision in all, against about 90 µs for the router's score of a short prompt);
+  0.3 µs per decision in all, against about 0.2 ms for the router's score of a short prompt);
 * **correction**: the estimate aims at ``share + correction * (share - the window's realised share)``, so that
   the decisions taken with the cold threshold, or before a shift in the traffic, are made up for within the
   window (with the default ``correction`` of 1, the share over the first few hundred calls lands near the
