@@ -70,8 +70,8 @@ def file_quantiles(meta: Any) -> list[float] | None:
 
 
 def top_share_threshold(scores: npt.NDArray[np.float64], share: float) -> float:
-    """The threshold that sends ``round(share * n)`` of ``scores`` (the highest) to the strong model, as
-    ``LearnedRouter.calibrate`` sets it: the k-th highest score (above the highest when k is 0)."""
+    """The threshold that sends ``round(share * n)`` of ``scores`` (the highest) to the strong model: the k-th
+    highest score (above the highest when k is 0). ``LearnedRouter.calibrate`` uses it too."""
     n = len(scores)
     k = round(share * n)
     if k <= 0:

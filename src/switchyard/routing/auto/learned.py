@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .calibration import file_quantiles, quantile_threshold
+from .calibration import cost_share, file_quantiles, quantile_threshold, top_share_threshold
 from .embedder import Embedder, default_embedder
 from .lexical import SHRINK, TERM_FEATURES, TermMatrix, WordModels, fit_words
 from .metrics import apgr, curve
@@ -283,21 +283,15 @@ class LearnedRouter:
         if (strong_share is None) == (cost_target is None):
             raise ValueError("give exactly one of strong_share and cost_target")
         if cost_target is not None:
-            if strong_cost <= weak_cost:
+            strong_share = cost_share(cost_target, weak_cost, strong_cost)
+            if strong_share is None:
                 raise ValueError("the strong model must cost more than the weak one")
-            strong_share = (cost_target - weak_cost) / (strong_cost - weak_cost)
         assert strong_share is not None
         share = min(max(float(strong_share), 0.0), 1.0)
-        s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+        s = np.asarray(scores, dtype=np.float64)
         if len(s) == 0:
             raise ValueError("calibration needs at least one score")
-        n_strong = round(share * len(s))
-        if n_strong <= 0:
-            self.threshold = float(np.nextafter(s[0], np.inf))
-        elif n_strong >= len(s):
-            self.threshold = float(s[-1])
-        else:
-            self.threshold = float(s[n_strong - 1])
+        self.threshold = top_share_threshold(s, share)
         self.meta["strong_share"] = share
         return self.threshold
 
