@@ -251,6 +251,7 @@ class FakeLearned:
 
     threshold = 0.5
     loaded: list[str] = []
+    embedder = object()  # its own: the strategy scores the text, not the profile's vector
 
     @classmethod
     def load(cls, path: str) -> FakeLearned:

@@ -229,6 +229,33 @@ def test_a_cost_target_sets_the_share_from_the_prices(router_file: tuple[str, An
     assert route["strong_share"] == pytest.approx(0.2, abs=0.02)
 
 
+def test_a_routed_request_is_embedded_once_and_scored_as_the_router_scores_it(
+        router_file: tuple[str, Any], upstream: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The profile's embedding feeds the learned router: one embedding per request, not one each."""
+    from switchyard.routing import Router
+    from switchyard.routing.auto import embedder as emb_mod
+
+    path, router = router_file
+    text = traffic()[3]
+    expected = float(router.score([text])[0])
+    calls: list[int] = []
+    real = emb_mod.WordLlamaEmbedder.embed
+
+    def counting(self: Any, texts: Any) -> Any:
+        calls.append(len(texts))
+        return real(self, texts)
+
+    monkeypatch.setattr(emb_mod.WordLlamaEmbedder, "embed", counting)
+    parsed = parse_config(gw_config(upstream, path), "<test>", {})
+    r = Router(Catalog.from_config(parsed), parsed)
+    req = ChatRequest("calibrated", [Message(Role.USER, [TextPart(text)])], "openai")
+    r.plan("calibrated", req.needs(), estimate_prompt(req), None, request=req)  # loads the router and the centroids
+    calls.clear()
+    plan = r.plan("calibrated", req.needs(), estimate_prompt(req), None, request=req)
+    assert calls == [1]
+    assert plan.decision.router_score == pytest.approx(expected, abs=1e-6)
+
+
 # --- the config -----------------------------------------------------------------------------------------------------
 
 

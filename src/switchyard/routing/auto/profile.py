@@ -62,6 +62,9 @@ class TaskProfile:
     similarity: float = 0.0  # the cosine to the chosen type's centroid (0 for a rule)
     rule: str | None = None  # the rule that set the type, if one did
     signals: list[str] = field(default_factory=list)  # what moved the type or the difficulty
+    # the embedding of the profiled text (None when a rule set the type): the learned router scores it too, so a
+    # request is embedded once
+    vector: Any = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"task": self.task, "needs": sorted(self.needs), "tokens": self.tokens,
@@ -125,6 +128,11 @@ class Profiler:
         assert self._embedder is not None
         return self._embedder, c
 
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder the profiles' vectors come from."""
+        return self._ready()[0]
+
     def warm(self) -> None:
         """Load the embedder and the centroids now (about 0.2 s) rather than on the first request."""
         self._ready()
@@ -156,7 +164,7 @@ class Profiler:
         task = c.types[best]
         if task == "tool_use":  # without tools in the request, a tool-like ask is chat
             task = "chat"
-        prof = TaskProfile(task, needs, prompt_tokens, 0.0, float(sims[best]), signals=signals)
+        prof = TaskProfile(task, needs, prompt_tokens, 0.0, float(sims[best]), signals=signals, vector=vec)
         levels = c.level_matrix[2 * best: 2 * best + 2] @ vec
         level = 0.5 + 0.5 * (float(levels[1] - levels[0]) - c.level_mid[best]) / c.level_span[best]
         return self._finish(prof, text, level)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ...config.routing import AutoConfig, RouteConfig
 from ..strategies import Entry, Strategy, estimated_cost
 from .calibration import Calibrator
+from .embedder import default_embedder
 from .models import DEFAULT_TIER
 from .profile import Profiler, TaskProfile, default_profiler, request_text
 
@@ -193,7 +194,12 @@ class Auto(Strategy):
     def _route_learned(self, dec: Decision, req: Any, cands: list[Entry], plan: Plan) -> None:
         try:
             r = self.learned()
-            p = float(r.score([request_text(req)])[0])
+            text = request_text(req)  # what the profile embedded: its vector is reused when the embedder is the same
+            vec = dec.profile.vector
+            if vec is not None and (r.embedder or default_embedder()) is self.profiler.embedder:
+                p = float(r.score_vectors(vec, [text])[0])
+            else:
+                p = float(r.score([text])[0])
         except Exception as e:  # a missing or broken router file: the catalog's order stands
             if not self._warned:
                 self._warned = True
