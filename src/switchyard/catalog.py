@@ -33,14 +33,24 @@ class Deployment:
     tags: frozenset[str] = frozenset()  # free labels from the config, for policies (``resource.tags``)
     card: Any = None  # its model catalog card (routing.auto.models.ModelCard), when it has one
     quality: dict[str, float] | None = None  # the auto strategy's tier per task type (config over catalog)
+    cache_write_price: float = 0.0  # USD per token written to a prompt cache (five-minute; default: the input price)
+    cache_write_1h_price: float = 0.0  # ... to a one-hour cache (default: the five-minute price)
+
+    @property
+    def prompt_price(self) -> float:
+        """The most a prompt token may cost (a cache write may cost more than a plain input token): what a budget
+        reserves per prompt token."""
+        return max(self.input_price, self.cache_write_price, self.cache_write_1h_price)
 
     @property
     def provider_name(self) -> str:
         return self.provider.name
 
     def cost(self, usage: Usage) -> float:
-        uncached = max(usage.input_tokens - usage.cached_tokens, 0)
-        return (uncached * self.input_price + usage.cached_tokens * self.cached_input_price
+        plain = max(usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens, 0)
+        hour = min(usage.cache_write_1h_tokens, usage.cache_write_tokens)
+        return (plain * self.input_price + usage.cached_tokens * self.cached_input_price
+                + (usage.cache_write_tokens - hour) * self.cache_write_price + hour * self.cache_write_1h_price
                 + usage.output_tokens * self.output_price)
 
 
@@ -103,6 +113,7 @@ def _deployment(d: DeploymentConfig, prov: Provider, matching: bool) -> Deployme
     own = d.model_fields_set
     price_set = d.price.model_fields_set
     inp, out, cached = d.price.input, d.price.output, d.price.cached_input
+    write, write_1h = d.price.cache_write, d.price.cache_write_1h
     window, max_out, caps = d.context_window, d.max_output_tokens, frozenset(d.capabilities)
     quality = None
     if card is not None:
@@ -112,6 +123,10 @@ def _deployment(d: DeploymentConfig, prov: Provider, matching: bool) -> Deployme
             out = card.output_price
         if cached is None and "input" not in price_set:
             cached = card.cached_input_price
+        if write is None and "input" not in price_set:
+            write = card.cache_write_price
+        if write_1h is None and "input" not in price_set:
+            write_1h = card.cache_write_1h_price
         window = window if "context_window" in own else card.context_window
         max_out = max_out if "max_output_tokens" in own else card.max_output_tokens
         caps = caps if "capabilities" in own else card.capabilities
@@ -137,4 +152,6 @@ def _deployment(d: DeploymentConfig, prov: Provider, matching: bool) -> Deployme
         tags=frozenset(d.tags),
         card=card,
         quality=quality,
+        cache_write_price=(write if write is not None else inp) / 1e6,
+        cache_write_1h_price=(write_1h if write_1h is not None else write if write is not None else inp) / 1e6,
     )

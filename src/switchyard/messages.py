@@ -245,6 +245,9 @@ class Usage:
     cached_tokens: int = 0  # prompt tokens read from a provider's cache
     cache_write_tokens: int = 0  # prompt tokens written to a provider's cache
     reasoning_tokens: int = 0
+    # of the cache writes, those to a one-hour cache (Anthropic bills them dearer than the default five-minute
+    # ones); priced, not stored apart
+    cache_write_1h_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -380,3 +383,5 @@ def merge_usage(into: Usage, update: Usage) -> None:
         into.cache_write_tokens = update.cache_write_tokens
     if update.reasoning_tokens:
         into.reasoning_tokens = update.reasoning_tokens
+    if update.cache_write_1h_tokens:
+        into.cache_write_1h_tokens = update.cache_write_1h_tokens

@@ -29,17 +29,21 @@ def models(as_json: bool, as_csv: bool, vendor: str | None) -> None:
         doc = {"as_of": cat.as_of, "quality_basis": list(cat.quality_basis), "models": [{
             "id": c.id, "vendor": c.vendor, "aliases": list(c.aliases), "context_window": c.context_window,
             "max_output_tokens": c.max_output_tokens,
-            "price": {"input": c.input_price, "output": c.output_price, "cached_input": c.cached_input_price},
+            "price": {"input": c.input_price, "output": c.output_price, "cached_input": c.cached_input_price,
+                      "cache_write": c.cache_write_price, "cache_write_1h": c.cache_write_1h_price},
             "capabilities": sorted(c.capabilities), "quality": c.quality, "sources": c.sources} for c in cards]}
         click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
         return
     if as_csv:
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(["id", "vendor", "context_window", "max_output_tokens", "input_price", "output_price",
-                    "cached_input_price", "capabilities", *(f"quality_{t}" for t in TASK_TYPES)])
+                    "cached_input_price", "cache_write_price", "cache_write_1h_price", "capabilities",
+                    *(f"quality_{t}" for t in TASK_TYPES)])
         for c in cards:
             w.writerow([c.id, c.vendor, c.context_window or "", c.max_output_tokens or "", plain(c.input_price),
                         plain(c.output_price), "" if c.cached_input_price is None else plain(c.cached_input_price),
+                        "" if c.cache_write_price is None else plain(c.cache_write_price),
+                        "" if c.cache_write_1h_price is None else plain(c.cache_write_1h_price),
                         " ".join(sorted(c.capabilities)), *(c.quality[t] for t in TASK_TYPES)])
         return
     table = Table(title=f"model catalog (prices USD per 1M tokens, as of {cat.as_of}; tiers 1-5)",

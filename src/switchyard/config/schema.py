@@ -30,6 +30,12 @@ class Price(_Strict):
     input: float = Field(0.0, ge=0, description="USD per million input tokens")
     output: float = Field(0.0, ge=0, description="USD per million output tokens")
     cached_input: float | None = Field(None, ge=0, description="USD per million cached input tokens")
+    cache_write: float | None = Field(
+        None, ge=0, description="USD per million input tokens written to a prompt cache (Anthropic and Bedrock bill "
+        "a five-minute write at 1.25x the input price); default: the input price")
+    cache_write_1h: float | None = Field(
+        None, ge=0, description="USD per million input tokens written to a one-hour prompt cache (Anthropic: 2x the "
+        "input price); default: cache_write")
 
 
 class DeploymentConfig(_Strict):

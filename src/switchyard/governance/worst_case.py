@@ -29,14 +29,15 @@ def plan_deployments(plan: Plan) -> list[Deployment]:
 
 def worst_case(plan: Plan, prompt_tokens: int, max_tokens: int | None, default_max_tokens: int, choices: int = 1,
                output: bool = True) -> tuple[int, int]:
-    """(E8 units, tokens) that a request may cost at most: the prompt at the input price plus the output cap at the
-    output price, on the most expensive deployment the plan may use, once more for each possible hedge."""
+    """(E8 units, tokens) that a request may cost at most: the prompt at its dearest price (a plain input token or
+    a cache write) plus the output cap at the output price, on the most expensive deployment the plan may use, once
+    more for each possible hedge."""
     best, best_out = 0.0, 0
     cascade = plan.spec.cascade
     total, total_tokens = 0.0, 0
     for d in plan_deployments(plan):
         out = (max_tokens or d.max_output_tokens or default_max_tokens) * choices if output else 0
-        cost = prompt_tokens * d.input_price + out * d.output_price
+        cost = prompt_tokens * d.prompt_price + out * d.output_price
         total += cost
         total_tokens += prompt_tokens + out
         if cost > best:
@@ -47,7 +48,7 @@ def worst_case(plan: Plan, prompt_tokens: int, max_tokens: int | None, default_m
         checks = max(len(cascade.steps) - 1, 0)
         for v in cascade.verifier_deployments:
             read = prompt_tokens + best_out
-            total += checks * (read * v.input_price + cascade.verifier_max_tokens * v.output_price)
+            total += checks * (read * v.prompt_price + cascade.verifier_max_tokens * v.output_price)
             total_tokens += checks * (read + cascade.verifier_max_tokens)
         return usd_e8(total), total_tokens
     hedge = plan.spec.hedge

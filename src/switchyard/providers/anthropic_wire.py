@@ -429,12 +429,15 @@ def parse_usage(u: Any) -> Usage | None:
     read = int(u.get("cache_read_input_tokens") or 0)
     write = int(u.get("cache_creation_input_tokens") or 0)
     details = u.get("output_tokens_details")
+    by_ttl = u.get("cache_creation")
+    hour = int(by_ttl.get("ephemeral_1h_input_tokens") or 0) if isinstance(by_ttl, dict) else 0
     return Usage(
         input_tokens=int(u.get("input_tokens") or 0) + read + write,
         output_tokens=int(u.get("output_tokens") or 0),
         cached_tokens=read,
         cache_write_tokens=write,
         reasoning_tokens=int(details.get("thinking_tokens") or 0) if isinstance(details, dict) else 0,
+        cache_write_1h_tokens=min(hour, write),
     )
 
 

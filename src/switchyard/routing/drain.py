@@ -56,7 +56,7 @@ def estimate_usage(usage: Usage, chars: int, prompt_tokens: int) -> Usage:
     reported; and at least the output estimated from the ``chars`` of text the upstream sent (about four
     characters a token)."""
     return Usage(usage.input_tokens or prompt_tokens, max(usage.output_tokens, (chars + 3) // 4),
-                 usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens)
+                 usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens, usage.cache_write_1h_tokens)
 
 
 class Drains:

@@ -32,6 +32,8 @@ class ModelCard:
     quality: dict[str, float]  # every task type
     aliases: tuple[str, ...] = ()
     sources: dict[str, str] = field(default_factory=dict)
+    cache_write_price: float | None = None  # a five-minute prompt-cache write (None: the input price)
+    cache_write_1h_price: float | None = None  # a one-hour one (None: the five-minute price)
 
     def tier(self, task: str) -> float:
         return self.quality.get(task, DEFAULT_TIER)
@@ -76,7 +78,12 @@ def _card(mid: str, m: dict[str, Any]) -> ModelCard:
         output_price=float(price.get("output", 0.0)),
         cached_input_price=float(price["cached_input"]) if price.get("cached_input") is not None else None,
         capabilities=frozenset(m.get("capabilities") or ("chat",)), quality=quality_of(m.get("quality")),
-        aliases=tuple(m.get("aliases") or ()), sources=dict(m.get("sources") or {}))
+        aliases=tuple(m.get("aliases") or ()), sources=dict(m.get("sources") or {}),
+        cache_write_price=_price(price, "cache_write"), cache_write_1h_price=_price(price, "cache_write_1h"))
+
+
+def _price(price: Mapping[str, Any], key: str) -> float | None:
+    return float(price[key]) if price.get(key) is not None else None
 
 
 @functools.cache
