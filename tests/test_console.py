@@ -83,6 +83,27 @@ def test_sign_in_sets_a_strict_http_only_cookie_without_the_key(env: tuple[Runni
     assert "console.sign_in" in actions and "console.sign_out" in actions
 
 
+def test_signing_out_ends_the_session_on_every_replica(env: tuple[RunningGateway, Admin, Tenant],
+                                                      console: Console) -> None:
+    """A second gateway on the same store and key secret (another replica, or another worker of ``serve
+    --workers``) refuses a copy of the cookie once the session was signed out on the first."""
+    from switchyard.server.factory import build
+    from tests.support.gateway import ListRecorder
+    from tests.support.servers import serve_asgi
+
+    gw, _, t = env
+    console.sign_in(t.auditor)
+    cookie = {"sy_console": console.http.cookies.get("sy_console") or ""}
+    with serve_asgi(build(gw.config, recorder=ListRecorder())) as other:
+        assert httpx.get(f"{other}/ui/", cookies=cookie).status_code == 200  # the session works on both
+        assert console.post("/ui/sign-out").status_code == 303
+        replay = httpx.get(f"{other}/ui/keys", cookies=cookie)
+        assert replay.status_code == 303 and replay.headers["location"].startswith("/ui/sign-in")
+    # a session of the same key signed in afterwards is a new one, and works
+    console.sign_in(t.auditor)
+    assert console.get("/ui/keys").status_code == 200
+
+
 def test_who_may_sign_in(env: tuple[RunningGateway, Admin, Tenant], console: Console) -> None:
     _, _, t = env
     assert "was not accepted" in console.sign_in("sk-sy-" + "x" * 43, expect=401).text

@@ -157,4 +157,15 @@ identity_changes = Table(
     Index(None, "version"),
 )
 
-IDENTITY_TABLES = (orgs, teams, users, api_keys, budgets, rate_limits, identity_version, identity_changes)
+# Console sessions that were signed out before they expired (revision 0012): every process and replica refuses
+# them, not only the one that took the sign-out. A row is kept until the session would have expired anyway.
+console_signouts = Table(
+    "console_signouts",
+    metadata,
+    Column("session_id", String(64), primary_key=True),
+    Column("expires", BigInteger, nullable=False),  # unix seconds: when the session's token expires
+    Index(None, "expires"),
+)
+
+IDENTITY_TABLES = (orgs, teams, users, api_keys, budgets, rate_limits, identity_version, identity_changes,
+                   console_signouts)

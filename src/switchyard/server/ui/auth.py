@@ -20,7 +20,7 @@ from ...governance.principals import REVOKED, load_principals
 from ...governance.rbac import AUDITOR, ORG_ADMIN, TEAM_ADMIN, Actor
 from ...governance.runtime import Governance
 from ...pipeline import Gateway
-from ...store.identity_tables import api_keys
+from ...store.identity_tables import api_keys, console_signouts
 from .session import Session, Sessions
 
 ROLES = (ORG_ADMIN, TEAM_ADMIN, AUDITOR)
@@ -61,8 +61,21 @@ def open_session(gw: Gateway, sessions: Sessions, principal: Principal) -> tuple
     return token, s, actor
 
 
-def _load_key(gov: Governance, key_id: str) -> Principal | None:
+_SIGNED_OUT = "signed-out"
+
+
+def _signed_out(conn: sa.Connection, sid: str) -> bool:
+    return conn.execute(sa.select(console_signouts.c.expires).where(
+        console_signouts.c.session_id == sid)).first() is not None
+
+
+def _load_key(gov: Governance, key_id: str, sid: str) -> Principal | str | None:
+    """The key behind a session (None: revoked or gone), or ``_SIGNED_OUT``: one read for both."""
     with gov.db.read() as conn:
+        if _signed_out(conn, sid):
+            return _SIGNED_OUT
+        if key_id == MASTER:
+            return None
         h = conn.execute(sa.select(api_keys.c.key_hash).where(api_keys.c.id == key_id)).scalar_one_or_none()
         if h is None:
             return None
@@ -70,17 +83,39 @@ def _load_key(gov: Governance, key_id: str) -> Principal | None:
     return None if loaded is None or loaded == REVOKED else loaded
 
 
+def _store_sign_out(gov: Governance, sid: str, expires: int) -> None:
+    """Record a sign-out for every process, and forget the ones whose sessions have expired anyway."""
+    with gov.db.write() as conn:
+        conn.execute(console_signouts.delete().where(console_signouts.c.expires < int(time.time())))
+        if not _signed_out(conn, sid):
+            conn.execute(console_signouts.insert().values(session_id=sid, expires=expires))
+
+
+async def sign_out(gw: Gateway, sessions: Sessions, s: Session) -> None:
+    """End a session in this process at once, and in every other process and replica through the store (each
+    console request reads it there, in the read that resolves the key)."""
+    sessions.sign_out(s)
+    gov = gw.governance
+    assert gov is not None
+    await gov.db.run(_store_sign_out, gov, s.sid, int(s.expires) + 1)
+
+
 async def resolve(gw: Gateway, sessions: Sessions, s: Session) -> Actor:
-    """The actor behind a live session, as it is now (raises AuthenticationFailed when the key no longer works)."""
+    """The actor behind a live session, as it is now (raises AuthenticationFailed when the key no longer works, or
+    when the session was signed out in another process)."""
+    gov = gw.governance
+    assert gov is not None
     if s.who == MASTER:
         master = gw.config.master_key
         if master is None or s.master is None or not hmac.compare_digest(s.master, sessions.master_tag(master)):
             raise AuthenticationFailed("The master key changed; sign in again.", code="session_expired")
+        if await gov.db.run(_load_key, gov, MASTER, s.sid) == _SIGNED_OUT:
+            raise AuthenticationFailed("This session was signed out; sign in again.", code="session_expired")
         return Actor(id=MASTER, super=True)
-    gov = gw.governance
-    assert gov is not None
-    p = await gov.db.run(_load_key, gov, s.who)
-    if p is None:
+    p = await gov.db.run(_load_key, gov, s.who, s.sid)
+    if p == _SIGNED_OUT:
+        raise AuthenticationFailed("This session was signed out; sign in again.", code="session_expired")
+    if not isinstance(p, Principal):
         raise AuthenticationFailed("The key you signed in with was revoked; sign in again.", code="session_expired")
     if p.expires_at is not None and p.expires_at <= time.time():
         raise AuthenticationFailed("The key you signed in with has expired; sign in again.", code="session_expired")

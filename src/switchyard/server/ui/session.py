@@ -12,7 +12,8 @@ or in a ``csrf`` form field. Sign-in, before any session, uses a double-submit t
 ``SameSite=Strict`` cookie that the form must repeat.
 
 Signing out adds the session id to this process's signed-out set (kept until the token would have expired) and
-clears the cookie. The set is per process: see docs/console.md for what that means with several replicas.
+clears the cookie; :func:`.auth.sign_out` also records it in the store, which every process reads on each console
+request, so a copy of the cookie is refused by every replica.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ async def sign_in(request: Request) -> Response:
 async def sign_out(v: View) -> Response:
     sessions = v.console.sessions
     assert sessions is not None
-    sessions.sign_out(v.session)
+    await auth.sign_out(v.gw, sessions, v.session)
     await _audit(v.gw, v.actor, "console.sign_out", v.request_id)
     headers = {**SECURITY_HEADERS, "set-cookie": clear_cookie(v.request)}
     if v.htmx:
