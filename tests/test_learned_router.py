@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from switchyard.cli.main import main
 from switchyard.routing.auto.embedder import default_embedder
-from switchyard.routing.auto.learned import LAMBDAS, LearnedRouter, RouterFormatError, train
+from switchyard.routing.auto.learned import BLEND, LAMBDAS, LearnedRouter, RouterFormatError, train
 from switchyard.routing.auto.lexical import TermMatrix, lbfgs
 from switchyard.routing.auto.metrics import apgr, cpt, curve, summary
 from switchyard.routing.auto.outcomes import OutcomesError, read_excluded, read_outcomes
@@ -86,10 +86,13 @@ def test_train_score_calibrate_save_load(files: list[str], tmp_path: Path) -> No
     # the regressions' penalty was chosen by inner folds; the word models come back with their vocabulary
     assert again.meta["lambda"] in LAMBDAS and again.mix == r.mix
     assert again.words.vocab == r.words.vocab and again.words.nb_logp.shape[1] == len(files)
-    # the score is the calibrated expected gain: P(strong succeeds) - P(weak succeeds)
-    ps, pw = again.probabilities(default_embedder().embed(o.prompts[:20]), o.prompts[:20])
+    # the score is the calibrated expected gain: the trees' estimate blended with P(strong) - P(weak succeeds)
+    emb = default_embedder().embed(o.prompts[:20])
+    ps, pw = again.probabilities(emb, o.prompts[:20])
     assert np.all((ps >= 0) & (ps <= 1)) and np.all((pw >= 0) & (pw <= 1))
-    assert np.allclose(again.blend(default_embedder().embed(o.prompts[:20]), o.prompts[:20]), ps - pw)
+    trees = (again.blend(emb, o.prompts[:20]) - (1 - BLEND) * (ps - pw)) / BLEND
+    assert not np.allclose(trees, ps - pw, atol=1e-3) and np.all(np.abs(trees) <= 1.5)
+    assert np.array_equal(again.forest.leaf, r.forest.leaf) and again.forest.base == r.forest.base
     # the quantiles of the out-of-fold scores of the training prompts map a share of strong calls to a threshold
     q = again.meta["score_quantiles"]
     assert len(q) == 101 and q == sorted(q) and all(0 <= v <= 1 for v in q)
@@ -106,6 +109,10 @@ def test_train_score_calibrate_save_load(files: list[str], tmp_path: Path) -> No
     old = tmp_path / "old.npz"
     np.savez(old, **arrays)
     with pytest.raises(RouterFormatError, match="version 1"):
+        LearnedRouter.load(old)
+    arrays["header"] = np.frombuffer(orjson.dumps({**header, "version": 3}), dtype=np.uint8)
+    np.savez(old, **arrays)  # the format before the trees: refused by name too
+    with pytest.raises(RouterFormatError, match="version 3; this gateway reads version 4"):
         LearnedRouter.load(old)
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a router")

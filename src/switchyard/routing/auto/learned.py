@@ -1,8 +1,10 @@
 """The learned router: P(the strong model is needed | prompt), trained from recorded outcomes.
 
-Two logistic regressions over the same features predict P(the strong model succeeds) and P(the weak model
-succeeds); their difference, the expected **gain** of calling the strong model, is what ranking for the routing
-metrics needs (:meth:`LearnedRouter.blend`). The features of a prompt:
+Two logistic regressions (the **heads**) over the same features predict P(the strong model succeeds) and P(the
+weak model succeeds); their difference is an estimate of the expected **gain** of calling the strong model. A small
+gradient-boosted regression forest (:mod:`.gbdt`) over the dense features, the heads' outputs (out of fold) and
+the prompt's shape gives a second estimate; the score blends the two (``BLEND``), and ranking for the routing
+metrics needs only it (:meth:`LearnedRouter.blend`). The features of a prompt:
 
 * its **family posterior**: which family (outcome file) the prompt looks like, a softmax of ``a`` times a naive
   Bayes log-likelihood over its words (:mod:`.lexical`) plus ``c`` times a linear discriminant (shared-covariance
@@ -11,13 +13,16 @@ metrics needs (:meth:`LearnedRouter.blend`). The features of a prompt:
 * the word models of :mod:`.lexical` (term means, naive Bayes log-odds, two bag-of-words logistic regressions);
 * the mean gain, strong and weak outcome of the prompt's ``k`` = 100, 20 and 3 nearest training prompts in
   embedding (cosine on the embedding's first ``KNN_DIM`` dimensions; float16 rows);
+* its shape (:func:`.lexical.shape`: lines, digits, words, their length and how many are distinct);
 * the prompt's log length, and its embedding itself (what carries over to families never seen in training:
   without it, held-out families scored no better than prompt length).
 
 The features of the training prompts are computed **out of fold** (``STACK_FOLDS`` inner folds: each prompt's
 features come from models fitted without it), so that the regressions learn how far each feature can be trusted
 on a prompt it never saw; the models kept for scoring are then fitted on all of the training set. The
-regressions' L2 penalty is chosen among ``LAMBDAS`` by the APGR of an inner cross-validation. A logistic (Platt)
+regressions' L2 penalty is chosen among ``LAMBDAS`` by the APGR of an inner cross-validation, whose out-of-fold
+outputs of the heads are what the forest is fitted on (the forest's own predictions on the training prompts are in
+sample: they flatter it a little in the quantiles below). A logistic (Platt)
 fit of the gain to the label (the weak model fails where the strong one succeeds) makes it a probability (the
 score); ranking depends only on the gain. The score's 101 quantiles on the training prompts (out of fold) are kept
 in ``meta["score_quantiles"]``: :meth:`LearnedRouter.threshold_for` maps a share of strong calls to a threshold.
@@ -39,9 +44,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import gbdt
 from .calibration import cost_share, file_quantiles, quantile_threshold, top_share_threshold
 from .embedder import Embedder, default_embedder
-from .lexical import SHRINK, TERM_FEATURES, TermMatrix, WordModels, fit_words
+from .lexical import SHAPE_FEATURES, SHRINK, TERM_FEATURES, TermMatrix, WordModels, fit_words, shapes
 from .metrics import apgr, curve
 from .outcomes import Outcomes
 
@@ -49,11 +55,14 @@ Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 
 FORMAT = "switchyard-learned-router"
-VERSION = 3
+VERSION = 4
 KNN_KS = (100, 20, 3)  # the neighbourhoods' sizes (the first is the largest)
 KNN_FEATURES = tuple(f"knn{k}_{y}" for k in KNN_KS for y in ("gain", "strong", "weak"))
 STACK_FOLDS = 5
-LAMBDAS = (0.01, 0.03, 0.1)  # the regressions' L2 penalty, times the number of training rows
+LAMBDAS = (0.1, 0.3, 1.0)  # the regressions' L2 penalty, times the number of training rows
+COMBINER_FEATURES = ("post_gain", "post_strong", "post_weak", *TERM_FEATURES, *KNN_FEATURES, "log_length",
+                     "head_strong", "head_weak", "head_gain", "post_max", "post_entropy", *SHAPE_FEATURES)
+BLEND = 0.5  # the score's share of the trees' gain (the rest: the heads')
 LDA_SHRINK = 0.1  # of the discriminant's covariance toward its mean variance
 MIX_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 MAX_REFERENCE = 20_000  # training rows kept for the nearest neighbours
@@ -178,8 +187,19 @@ def _log_length(texts: Sequence[str | None]) -> Floats:
     return np.asarray([np.log1p(len(t)) if t is not None else np.nan for t in texts], dtype=np.float64)
 
 
-def _design(posterior: Floats, family_y: Floats, term: Floats, knn: Floats, length: Floats, emb: Floats) -> Floats:
-    return np.hstack([posterior, posterior @ family_y, term, knn, length[:, None], emb])
+def _design(posterior: Floats, expected: Floats, term: Floats, knn: Floats, length: Floats, shape: Floats,
+            emb: Floats) -> Floats:
+    """The regressions' features (``expected``: the posterior's mean gain, strong and weak outcome)."""
+    return np.hstack([posterior, expected, term, knn, length[:, None], shape, emb])
+
+
+def _combiner_input(posterior: Floats, expected: Floats, term: Floats, knn: Floats, length: Floats,
+                    heads: Floats, shape: Floats) -> Floats:
+    """The trees' features (:data:`COMBINER_FEATURES`): the dense ones of the design, the heads' outputs (P strong,
+    P weak succeeds) and how sure the family posterior is."""
+    entropy = -np.sum(posterior * np.log(np.maximum(posterior, 1e-12)), axis=1)
+    return np.hstack([expected, term, knn, length[:, None], heads, (heads[:, 0] - heads[:, 1])[:, None],
+                      posterior.max(axis=1)[:, None], entropy[:, None], shape])
 
 
 def _posterior(nb: Floats, lda: Floats, mix: tuple[float, float]) -> Floats:
@@ -211,6 +231,7 @@ class LearnedRouter:
     x_mean: Floats  # standardisation of the regressions' features
     x_scale: Floats
     coef: Floats  # (2, features + 1): P(strong succeeds), P(weak succeeds); bias last
+    forest: gbdt.Forest  # the trees' gain, from COMBINER_FEATURES
     platt: tuple[float, float]
     threshold: float = 0.5
     meta: dict[str, Any] = field(default_factory=dict)
@@ -235,23 +256,31 @@ class LearnedRouter:
         return _sigmoid(self.platt[0] * self.blend(embeddings, texts) + self.platt[1])
 
     def blend(self, embeddings: npt.ArrayLike, texts: Sequence[str | None] | None = None) -> Floats:
-        """The expected gain P(strong succeeds) - P(weak succeeds): the score before calibration, what ranking
-        uses."""
-        ps, pw = self.probabilities(embeddings, texts)
-        return np.asarray(ps - pw, dtype=np.float64)
+        """The expected gain of calling the strong model: ``BLEND`` times the trees' estimate plus the rest times
+        the heads' P(strong succeeds) - P(weak succeeds); the score before calibration, what ranking uses."""
+        return self._predict(embeddings, texts)[1]
 
     def probabilities(self, embeddings: npt.ArrayLike, texts: Sequence[str | None] | None = None
                       ) -> tuple[Floats, Floats]:
-        """P(the strong model succeeds) and P(the weak model succeeds) for each prompt."""
+        """P(the strong model succeeds) and P(the weak model succeeds) for each prompt (the heads)."""
+        heads = self._predict(embeddings, texts)[0]
+        return heads[:, 0], heads[:, 1]
+
+    def _predict(self, embeddings: npt.ArrayLike, texts: Sequence[str | None] | None) -> tuple[Floats, Floats]:
         emb = np.asarray(embeddings, dtype=np.float64)
         if emb.ndim == 1:
             emb = emb[None, :]
         tx = list(texts) if texts is not None else [None] * len(emb)
         term, nb, lda, knn = self.models.raw(self.words.matrix(tx), emb)
-        x = _design(_posterior(nb, lda, self.mix), self.models.family_y, term, knn, _log_length(tx), emb)
-        x = (np.where(np.isnan(x), self.x_mean, x) - self.x_mean) / self.x_scale
-        z = x @ self.coef[:, :-1].T + self.coef[:, -1]
-        return _sigmoid(z[:, 0]), _sigmoid(z[:, 1])
+        post = _posterior(nb, lda, self.mix)
+        expected, length, shape = post @ self.models.family_y, _log_length(tx), shapes(tx)
+        x = _design(post, expected, term, knn, length, shape, emb)
+        x = np.where(np.isnan(x), self.x_mean, x)
+        heads = _sigmoid((x - self.x_mean) / self.x_scale @ self.coef[:, :-1].T + self.coef[:, -1])
+        d = x.shape[1] - emb.shape[1]  # the columns before the embedding: length and shape, NaN-filled
+        length, shape = x[:, d - 1 - len(SHAPE_FEATURES)], x[:, d - len(SHAPE_FEATURES):d]
+        trees = self.forest.predict(_combiner_input(post, expected, term, knn, length, heads, shape))
+        return heads, BLEND * trees + (1 - BLEND) * (heads[:, 0] - heads[:, 1])
 
     def _embedder(self) -> Embedder:
         if self.embedder is None:
@@ -303,13 +332,14 @@ class LearnedRouter:
     def save(self, path: str | Path) -> None:
         mod = self.models
         header = {"format": FORMAT, "version": VERSION, "threshold": self.threshold, "platt": list(self.platt),
-                  "mix": list(self.mix), "features": list(TERM_FEATURES + KNN_FEATURES),
+                  "mix": list(self.mix), "features": list(COMBINER_FEATURES), "forest_base": self.forest.base,
                   "dim": int(mod.lda_w.shape[0]), "knn_dim": int(mod.reference.shape[1]), **self.meta}
         arrays: dict[str, Any] = {
             "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
             "lda_w": mod.lda_w.astype(np.float32), "lda_b": mod.lda_b, "reference": mod.reference,
             "reference_y": mod.reference_y.astype(np.float32), "family_y": mod.family_y, "x_mean": self.x_mean,
-            "x_scale": self.x_scale, "coef": self.coef, **mod.words.arrays(),
+            "x_scale": self.x_scale, "coef": self.coef, "forest_feature": self.forest.feature,
+            "forest_threshold": self.forest.threshold, "forest_leaf": self.forest.leaf, **mod.words.arrays(),
         }
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
@@ -331,9 +361,9 @@ class LearnedRouter:
         if header.get("version") != VERSION:
             raise RouterFormatError(f"{path}: router format version {header.get('version')!r}; this gateway reads "
                                     f"version {VERSION}: train the router again (switchyard router train)")
-        if header.get("features") != list(TERM_FEATURES + KNN_FEATURES):
+        if header.get("features") != list(COMBINER_FEATURES):
             raise RouterFormatError(f"{path}: trained with other features; train it again")
-        known = ("format", "version", "threshold", "platt", "mix", "features", "dim", "knn_dim")
+        known = ("format", "version", "threshold", "platt", "mix", "features", "dim", "knn_dim", "forest_base")
         meta = {k: v for k, v in header.items() if k not in known}
         try:
             a, b = header["platt"]
@@ -341,8 +371,11 @@ class LearnedRouter:
             models = _Models(WordModels.from_arrays(arrays), arrays["lda_w"].astype(np.float64),
                              arrays["lda_b"].astype(np.float64), arrays["reference"].astype(np.float16),
                              arrays["reference_y"].astype(np.float64), arrays["family_y"].astype(np.float64))
+            forest = gbdt.Forest(arrays["forest_feature"].astype(np.int16),
+                                 arrays["forest_threshold"].astype(np.float32),
+                                 arrays["forest_leaf"].astype(np.float32), float(header["forest_base"]))
             return cls(models, (float(mix_a), float(mix_c)), arrays["x_mean"], arrays["x_scale"], arrays["coef"],
-                       (float(a), float(b)), float(header["threshold"]), meta)
+                       forest, (float(a), float(b)), float(header["threshold"]), meta)
         except (KeyError, TypeError, ValueError) as e:
             raise RouterFormatError(f"{path}: an incomplete router file ({e})") from None
 
@@ -352,22 +385,23 @@ def _fit_heads(x: Floats, strong: Floats, weak: Floats, lam: float) -> Floats:
                                                                                     lam * len(x))])
 
 
-def _choose_lambda(x: Floats, outcomes: Outcomes, inner: Ints, folds: int) -> float:
-    """The regressions' penalty with the best APGR out of fold (the first of ``LAMBDAS`` with one fold)."""
-    if folds < 2 or len(LAMBDAS) == 1 or outcomes.strong.mean() == outcomes.weak.mean():
-        return LAMBDAS[0]
-    best, arg = -np.inf, LAMBDAS[0]
-    for lam in LAMBDAS:
-        gain = np.zeros(len(x))
+def _choose_lambda(x: Floats, outcomes: Outcomes, inner: Ints, folds: int) -> tuple[float, Floats | None]:
+    """The regressions' penalty with the best APGR out of fold, and the heads' outputs out of fold with it; with
+    fewer than 2 folds, the first of ``LAMBDAS`` and None."""
+    if folds < 2:
+        return LAMBDAS[0], None
+    tie = outcomes.strong.mean() == outcomes.weak.mean()
+    best, arg, heads = -np.inf, LAMBDAS[0], np.zeros((len(x), 2))
+    for lam in LAMBDAS[:1] if tie else LAMBDAS:
+        p = np.zeros((len(x), 2))
         for j in range(folds):
             tr, te = inner != j, inner == j
             coef = _fit_heads(x[tr], outcomes.strong[tr], outcomes.weak[tr], lam)
-            p = _sigmoid(x[te] @ coef[:, :-1].T + coef[:, -1])
-            gain[te] = p[:, 0] - p[:, 1]
-        value = apgr(curve(gain, outcomes.weak, outcomes.strong))
-        if value > best:
-            best, arg = value, lam
-    return arg
+            p[te] = _sigmoid(x[te] @ coef[:, :-1].T + coef[:, -1])
+        value = -np.inf if tie else apgr(curve(p[:, 0] - p[:, 1], outcomes.weak, outcomes.strong))
+        if value > best or lam == LAMBDAS[0]:
+            best, arg, heads = value, lam, p
+    return arg, heads
 
 
 def train(outcomes: Outcomes, embeddings: npt.ArrayLike | None = None, *, texts: Sequence[str | None] | None = None,
@@ -409,19 +443,24 @@ def train(outcomes: Outcomes, embeddings: npt.ArrayLike | None = None, *, texts:
         family_y[te] = part.family_y
     mix = _fit_mix(nb, lda, fam)
     post = _posterior(nb, lda, mix)
-    length = _log_length(texts)
-    length[np.isnan(length)] = float(np.nanmean(length)) if has_text.any() else 0.0
-    x = np.hstack([post, np.einsum("nf,nfk->nk", post, family_y), term, knn, length[:, None], emb])
+    expected = np.einsum("nf,nfk->nk", post, family_y)
+    length, shape = _log_length(texts), shapes(texts)
+    for col in (length[:, None], shape):  # a missing text takes the mean (or 0 without any text)
+        col[:] = np.where(np.isnan(col), np.nan_to_num(np.nanmean(col, axis=0)) if has_text.any() else 0.0, col)
+    x = _design(post, expected, term, knn, length, shape, emb)
     x_mean, x_scale = x.mean(axis=0), x.std(axis=0)
     x_scale[x_scale < 1e-9] = 1.0
     z = (x - x_mean) / x_scale
-    lam = _choose_lambda(z, outcomes, inner, folds)
+    lam, heads = _choose_lambda(z, outcomes, inner, folds)
     coef = _fit_heads(z, outcomes.strong, outcomes.weak, lam)
-    p = _sigmoid(z @ coef[:, :-1].T + coef[:, -1])
-    gain = p[:, 0] - p[:, 1]
+    if heads is None:  # no inner folds: the heads' own fit, which flatters them
+        heads = _sigmoid(z @ coef[:, :-1].T + coef[:, -1])
+    combined = _combiner_input(post, expected, term, knn, length, heads, shape)
+    forest = gbdt.fit(combined, outcomes.gain)
+    gain = BLEND * forest.predict(combined) + (1 - BLEND) * (heads[:, 0] - heads[:, 1])
     platt = _platt(gain, outcomes.label)
     full.words = full.words.compact(list(names))
-    router = LearnedRouter(full, mix, x_mean, x_scale, coef, platt, embedder=embedder)
+    router = LearnedRouter(full, mix, x_mean, x_scale, coef, forest, platt, embedder=embedder)
     scores = _sigmoid(platt[0] * gain + platt[1])
     router.meta = {"rows": n, "families": [outcomes.families[i] for i in fams] if outcomes.families else [],
                    "lambda": lam, "trained_at": int(time.time()),

@@ -25,7 +25,9 @@ Training works on a :class:`TermMatrix` (the prompts' term counts as sparse rows
 from __future__ import annotations
 
 import itertools
+import math
 import re
+import string
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +50,9 @@ LO_ALPHA = 0.1  # additive smoothing of the log-odds' word counts
 BOW_LAMBDA = 3e-5  # L2 penalty of the bag-of-words regressions (per prompt)
 BOW_ITERS = 100
 _WORD = re.compile(r"[a-z0-9]+")
+_OTHER = re.compile(r"[^\w\s]")
+SHAPE_FEATURES = ("lines", "longest_line", "mean_line", "first_line", "tail_lines", "line_spread", "digits", "upper",
+                  "symbols", "words", "word_length", "long_words", "distinct_words")
 
 
 def terms(text: str) -> list[str]:
@@ -55,6 +60,35 @@ def terms(text: str) -> list[str]:
     its head and tail (what the embedder sees too), which bounds the cost per request."""
     w = _WORD.findall(clip_text(text).lower())
     return w + [f"{a}_{b}" for a, b in itertools.pairwise(w)]
+
+
+def shape(text: str) -> list[float]:
+    """The :data:`SHAPE_FEATURES` of ``text`` (of its head and tail, as for the embedding): the log count of its
+    non-blank lines; the log length of its longest, mean, first and last five lines and their spread; its shares of
+    digits, capitals and other symbols; the log count of its words, their mean length, the share of long words (8
+    characters or more) and of distinct words (a repetitive text has few)."""
+    t = clip_text(text)
+    n = max(len(t), 1)
+    lines = [len(x) for x in t.split("\n") if x.strip()] or [0]
+    mean = sum(lines) / len(lines)
+    spread = math.sqrt(max(sum(v * v for v in lines) / len(lines) - mean * mean, 0.0))
+    tail = lines[-5:]
+    words = _WORD.findall(t.lower())
+    nw = max(len(words), 1)
+    lengths = list(map(len, words))
+    return [math.log1p(len(lines)), math.log1p(max(lines)), math.log1p(mean), math.log1p(lines[0]),
+            math.log1p(sum(tail) / len(tail)), math.log1p(spread), sum(map(t.count, string.digits)) / n,
+            sum(map(t.count, string.ascii_uppercase)) / n, _OTHER.subn("", t)[1] / n, math.log1p(len(words)),
+            sum(lengths) / nw, sum(1 for v in lengths if v >= 8) / nw, len(set(words)) / nw]
+
+
+def shapes(texts: Sequence[str | None]) -> Floats:
+    """(rows, len(SHAPE_FEATURES)): :func:`shape` of each text; NaN for a missing one."""
+    out = np.full((len(texts), len(SHAPE_FEATURES)), np.nan)
+    for i, t in enumerate(texts):
+        if t is not None:
+            out[i] = shape(t)
+    return out
 
 
 @dataclass

@@ -1,0 +1,121 @@
+"""A small gradient-boosted regression forest in numpy: the learned router's non-linear combiner.
+
+Squared loss, trees of a fixed depth grown level by level over histograms of binned features (at most ``BINS``
+quantile bins per feature), leaf values shrunk by an L2 penalty and the learning rate. Fitting 300 trees of depth
+4 on 11,000 rows of 30 features takes a few seconds; predicting one row walks every tree at once (a few numpy
+gathers per level), some tens of microseconds.
+
+A fitted :class:`Forest` is three plain arrays (split feature, split threshold, leaf value per tree), so that it is
+saved in the router's ``.npz`` file as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+
+BINS = 32
+
+
+@dataclass
+class Forest:
+    """Trees of depth ``depth``: node ``i`` of a level goes right to ``2i + 2`` when ``x[feature] > threshold``
+    (left to ``2i + 1``); ``leaf`` holds the values of the last level's ``2 ** depth`` nodes."""
+
+    feature: npt.NDArray[np.int16]  # (trees, 2 ** depth - 1)
+    threshold: npt.NDArray[np.float32]  # (trees, 2 ** depth - 1); +inf: the node does not split
+    leaf: npt.NDArray[np.float32]  # (trees, 2 ** depth)
+    base: float  # the prediction before the first tree
+
+    @property
+    def depth(self) -> int:
+        return int(np.log2(self.leaf.shape[1]))
+
+    def predict(self, x: npt.ArrayLike) -> Floats:
+        """The prediction for each row of ``x`` (rows, features)."""
+        xs = np.asarray(x, dtype=np.float32)
+        if xs.ndim == 1:
+            xs = xs[None, :]
+        trees = self.leaf.shape[0]
+        out = np.full(len(xs), self.base)
+        if trees == 0:
+            return out
+        tree = np.arange(trees)
+        first = 2 ** self.depth - 1
+        for start in range(0, len(xs), 256):
+            part = xs[start:start + 256]
+            rows = np.arange(len(part))[:, None]
+            node = np.zeros((len(part), trees), dtype=np.int64)
+            for _ in range(self.depth):
+                f = self.feature[tree, node]
+                right = part[rows, f] > self.threshold[tree, node]
+                node = 2 * node + 1 + right
+            out[start:start + 256] += self.leaf[tree, node - first].sum(axis=1)
+        return out
+
+
+def _bin(x: Floats) -> tuple[npt.NDArray[np.uint8], list[Floats]]:
+    """Each feature's quantile edges (at most ``BINS - 1``) and each value's bin (the number of edges below it)."""
+    codes = np.zeros(x.shape, dtype=np.uint8)
+    edges: list[Floats] = []
+    qs = np.linspace(0.0, 1.0, BINS + 1)[1:-1]
+    for j in range(x.shape[1]):
+        e = np.unique(np.quantile(x[:, j], qs).astype(np.float32)).astype(np.float64)
+        edges.append(e)
+        codes[:, j] = np.searchsorted(e, x[:, j].astype(np.float32), side="left")
+    return codes, edges
+
+
+def fit(x: npt.ArrayLike, y: npt.ArrayLike, *, trees: int = 300, depth: int = 4, rate: float = 0.03,
+        min_leaf: int = 50, l2: float = 1.0) -> Forest:
+    """Fit a forest to ``y`` by least squares: each tree fits the residuals of those before it; a split is kept
+    only if both sides have at least ``min_leaf`` rows."""
+    xs = np.asarray(x, dtype=np.float64)
+    target = np.asarray(y, dtype=np.float64)
+    n, nf = xs.shape
+    codes, edges = _bin(xs)
+    # the split at bin b of feature j: right when code > b, i.e. x > edges[j][b]
+    thresholds = np.full((nf, BINS), np.inf)
+    for j, e in enumerate(edges):
+        thresholds[j, :len(e)] = e
+    key = (np.arange(nf) * BINS)[None, :] + codes.astype(np.int64)  # (n, nf)
+    inner, leaves = 2 ** depth - 1, 2 ** depth
+    feature = np.zeros((trees, inner), dtype=np.int16)
+    threshold = np.full((trees, inner), np.inf, dtype=np.float32)
+    leaf = np.zeros((trees, leaves), dtype=np.float32)
+    base = float(target.mean()) if n else 0.0
+    pred = np.full(n, base)
+    for t in range(trees):
+        resid = target - pred
+        node = np.zeros(n, dtype=np.int64)  # the row's node within its level
+        for level in range(depth):
+            width = 2 ** level
+            k = (node[:, None] * (nf * BINS) + key).ravel()
+            size = width * nf * BINS
+            g = np.bincount(k, weights=np.repeat(resid, nf), minlength=size).reshape(width, nf, BINS)
+            c = np.bincount(k, minlength=size).reshape(width, nf, BINS).astype(np.float64)
+            gl, cl = np.cumsum(g, axis=2), np.cumsum(c, axis=2)
+            gt, ct = gl[:, :, -1:], cl[:, :, -1:]
+            gr, cr = gt - gl, ct - cl
+            score = gl ** 2 / (cl + l2) + gr ** 2 / (cr + l2) - gt ** 2 / (ct + l2)
+            score[(cl < min_leaf) | (cr < min_leaf)] = -np.inf
+            flat = score.reshape(width, -1)
+            best = flat.argmax(axis=1)
+            ok = flat[np.arange(width), best] > 1e-12
+            bf, bb = best // BINS, best % BINS
+            offset = width - 1
+            feature[t, offset:offset + width] = np.where(ok, bf, 0)
+            threshold[t, offset:offset + width] = np.where(ok, thresholds[bf, bb], np.inf)
+            go = ok[node] & (codes[np.arange(n), bf[node]] > bb[node])
+            node = 2 * node + go
+        sums = np.bincount(node, weights=resid, minlength=leaves)
+        counts = np.bincount(node, minlength=leaves)
+        values = rate * sums / (counts + l2)
+        leaf[t] = values
+        pred += values[node]
+    return Forest(feature, threshold, leaf, base)

@@ -1,0 +1,33 @@
+"""The learned router's gradient-boosted trees (:mod:`switchyard.routing.auto.gbdt`): numpy only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from switchyard.routing.auto import gbdt
+
+
+def test_trees_fit_an_interaction_that_a_line_cannot() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 3))
+    y = np.where((x[:, 0] > 0) == (x[:, 1] > 0.5), 1.0, -1.0) + 0.3 * rng.normal(size=4000)
+    test = rng.normal(size=(2000, 3))
+    truth = np.where((test[:, 0] > 0) == (test[:, 1] > 0.5), 1.0, -1.0)
+    forest = gbdt.fit(x, y, trees=200, depth=3, rate=0.1, min_leaf=20)
+    pred = forest.predict(test)
+    xb = np.hstack([x, np.ones((len(x), 1))])
+    linear = np.hstack([test, np.ones((len(test), 1))]) @ np.linalg.lstsq(xb, y, rcond=None)[0]
+    assert np.mean((pred - truth) ** 2) < 0.15 < np.mean((linear - truth) ** 2)
+    assert set(forest.feature[:10, 0].tolist()) <= {0, 1}  # the first trees split first on the signal
+    # one row at a time predicts as in a batch, and a 1-d row is one row
+    assert np.allclose([forest.predict(t)[0] for t in test[:5]], pred[:5])
+
+
+def test_min_leaf_and_a_constant_feature_leave_the_trees_unsplit() -> None:
+    x = np.ones((100, 2))
+    forest = gbdt.fit(x, np.arange(100.0), trees=5, depth=2)
+    assert np.all(np.isinf(forest.threshold))
+    assert np.allclose(forest.predict(x), 49.5)  # the mean: every row in the first leaf, whose residual is 0
+    small = gbdt.fit(np.arange(60.0)[:, None], np.arange(60.0), trees=3, depth=2, min_leaf=40)
+    assert np.all(np.isinf(small.threshold))  # no split leaves 40 rows on both sides
+    assert np.allclose(small.predict(np.arange(60.0)[:, None]), 29.5)
