@@ -229,14 +229,19 @@ def test_a_cost_target_sets_the_share_from_the_prices(router_file: tuple[str, An
     assert route["strong_share"] == pytest.approx(0.2, abs=0.02)
 
 
+@pytest.mark.parametrize("long", [False, True])
 def test_a_routed_request_is_embedded_once_and_scored_as_the_router_scores_it(
-        router_file: tuple[str, Any], upstream: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The profile's embedding feeds the learned router: one embedding per request, not one each."""
+        router_file: tuple[str, Any], upstream: str, monkeypatch: pytest.MonkeyPatch, long: bool) -> None:
+    """The profile's embedding feeds the learned router: one embedding per request, not one each. A long prompt
+    scores on the route as ``router.score`` (training, ``router eval``) scores it: both read its head and tail."""
     from switchyard.routing import Router
     from switchyard.routing.auto import embedder as emb_mod
 
     path, router = router_file
     text = traffic()[3]
+    if long:
+        text = "Background for the question below. " * 60 + text
+        assert len(text) > 2000
     expected = float(router.score([text])[0])
     calls: list[int] = []
     real = emb_mod.WordLlamaEmbedder.embed

@@ -81,7 +81,8 @@ def _from_store(config_path: str, weak: str) -> Any:
     import numpy as np
 
     from ..governance.feedback import read_feedback
-    from ..routing.auto.embedder import DIM, default_embedder
+    from ..routing.auto.embedder import DIM
+    from ..routing.auto.learned import embed_prompts
     from ..routing.auto.outcomes import Outcomes
     from ..store.db import create_engine_for, migrate
     from .keys import load
@@ -100,7 +101,7 @@ def _from_store(config_path: str, weak: str) -> Any:
     if not rows:
         _fail(f"no stored feedback with a prompt or an embedding on calls served by {weak!r}")
     need = [r[0] or "" for r in rows if r[1] is None]
-    computed = iter(default_embedder().embed(need)) if need else iter(())
+    computed = iter(embed_prompts(need)) if need else iter(())
     emb = np.vstack([np.frombuffer(r[1], dtype="<f4") if r[1] is not None else next(computed) for r in rows])
     families = sorted({r[3] for r in rows})
     outcomes = Outcomes([r[0] or "" for r in rows], np.asarray([r[2] for r in rows]), np.ones(len(rows)),
@@ -164,13 +165,13 @@ def eval_command(paths: tuple[str, ...], more: tuple[str, ...], strong: str, wea
                  families: bool, rounds: int, seed: int, plot_path: str | None, as_json: bool) -> None:
     """Cross-validate the learned router against random, prompt length and the oracle: APGR, CPT(50%),
     CPT(80%), with bootstrap 95% intervals."""
-    from ..routing.auto.embedder import default_embedder
     from ..routing.auto.evaluate import cross_validate, plot
+    from ..routing.auto.learned import embed_prompts
 
     outcomes = _read(paths + more, strong, weak, exclude)
     if outcomes.strong.mean() == outcomes.weak.mean():
         _fail("the two models have the same quality on these outcomes: there is no gap to recover")
-    emb = default_embedder().embed(outcomes.prompts)
+    emb = embed_prompts(outcomes.prompts)
     splits = ["prompts"] + (["families"] if families and len(outcomes.families) >= folds else [])
     try:
         evals = [cross_validate(outcomes, folds=folds, split=s, seed=seed, embeddings=emb) for s in splits]

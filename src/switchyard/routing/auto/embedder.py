@@ -22,6 +22,7 @@ Vectors = npt.NDArray[np.float32]
 DIM = 256  # the vector size
 HEAD_CHARS = 1500  # of a long text, what is embedded: its first HEAD_CHARS and last TAIL_CHARS characters
 TAIL_CHARS = 500
+PROMPT_HEAD, PROMPT_TAIL = 500, 400  # of a long prompt, what routing reads: its opening and closing characters
 
 
 class Embedder(Protocol):
@@ -37,6 +38,14 @@ def clip_text(text: str) -> str:
     if len(text) <= HEAD_CHARS + TAIL_CHARS:
         return text
     return text[:HEAD_CHARS] + " … " + text[-TAIL_CHARS:]
+
+
+def clip_prompt(text: str) -> str:
+    """What of a prompt routing reads (the task profile, and the learned router in training and at run time alike):
+    all of it, or its first ``PROMPT_HEAD`` and last ``PROMPT_TAIL`` characters, where the ask is. Idempotent."""
+    if len(text) <= PROMPT_HEAD + PROMPT_TAIL + 3:
+        return text
+    return text[:PROMPT_HEAD] + " … " + text[-PROMPT_TAIL:]
 
 
 class WordLlamaEmbedder:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .embedder import Embedder, default_embedder
-from .learned import train
+from .embedder import Embedder
+from .learned import embed_prompts, train
 from .metrics import Curve, bootstrap, curve
 from .outcomes import Outcomes
 
@@ -72,8 +72,8 @@ def cross_validate(outcomes: Outcomes, *, folds: int = 5, split: str = "prompts"
                    embeddings: npt.ArrayLike | None = None, embedder: Embedder | None = None) -> Evaluation:
     if folds < 2:
         raise ValueError("at least 2 folds")
-    emb = np.asarray(embeddings if embeddings is not None else (embedder or default_embedder()).embed(
-        outcomes.prompts), dtype=np.float32)
+    emb = np.asarray(embeddings if embeddings is not None else embed_prompts(outcomes.prompts, embedder),
+                     dtype=np.float32)
     fold = fold_ids(outcomes, folds, split, seed)
     learned = np.zeros(len(outcomes))
     for k in range(folds):

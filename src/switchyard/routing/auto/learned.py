@@ -46,7 +46,7 @@ import numpy.typing as npt
 
 from . import gbdt
 from .calibration import cost_share, file_quantiles, quantile_threshold, top_share_threshold
-from .embedder import Embedder, default_embedder
+from .embedder import Embedder, clip_prompt, default_embedder
 from .lexical import SHAPE_FEATURES, SHRINK, TERM_FEATURES, TermMatrix, WordModels, fit_words, shapes
 from .metrics import apgr, curve
 from .outcomes import Outcomes
@@ -247,12 +247,13 @@ class LearnedRouter:
         """P(the strong model is needed) for each text."""
         if not texts:
             return np.zeros(0)
-        emb = self._embedder().embed(list(texts))
-        return self.score_vectors(emb, texts)
+        clipped = [clip_prompt(t) for t in texts]
+        return self.score_vectors(self._embedder().embed(clipped), clipped)
 
     def score_vectors(self, embeddings: npt.ArrayLike, texts: Sequence[str | None] | None = None) -> Floats:
-        """Scores from embeddings already computed (by the auto router or the cache); ``texts`` (or None in a
-        place) gives the word features, which are otherwise those of a text without known words."""
+        """Scores from embeddings already computed (by the auto router or the cache) of the prompts as routing
+        reads them (:func:`embed_prompts`); ``texts`` (or None in a place) gives the word features, which are
+        otherwise those of a text without known words."""
         return _sigmoid(self.platt[0] * self.blend(embeddings, texts) + self.platt[1])
 
     def blend(self, embeddings: npt.ArrayLike, texts: Sequence[str | None] | None = None) -> Floats:
@@ -270,7 +271,7 @@ class LearnedRouter:
         emb = np.asarray(embeddings, dtype=np.float64)
         if emb.ndim == 1:
             emb = emb[None, :]
-        tx = list(texts) if texts is not None else [None] * len(emb)
+        tx = [clip_prompt(t) if t is not None else None for t in texts] if texts is not None else [None] * len(emb)
         term, nb, lda, knn = self.models.raw(self.words.matrix(tx), emb)
         post = _posterior(nb, lda, self.mix)
         expected, length, shape = post @ self.models.family_y, _log_length(tx), shapes(tx)
@@ -404,6 +405,12 @@ def _choose_lambda(x: Floats, outcomes: Outcomes, inner: Ints, folds: int) -> tu
     return arg, heads
 
 
+def embed_prompts(prompts: Sequence[str], embedder: Embedder | None = None) -> npt.NDArray[np.float32]:
+    """The embeddings the router reads: of each prompt as routing reads it (:func:`.embedder.clip_prompt`), the
+    same in training, in evaluation and at run time (where the task profile's vector is reused)."""
+    return (embedder or default_embedder()).embed([clip_prompt(p) for p in prompts])
+
+
 def train(outcomes: Outcomes, embeddings: npt.ArrayLike | None = None, *, texts: Sequence[str | None] | None = None,
           embedder: Embedder | None = None, max_reference: int = MAX_REFERENCE, stack_folds: int = STACK_FOLDS,
           seed: int = 0, meta: dict[str, Any] | None = None) -> LearnedRouter:
@@ -415,9 +422,9 @@ def train(outcomes: Outcomes, embeddings: npt.ArrayLike | None = None, *, texts:
     if n < 10:
         raise ValueError(f"too few outcomes to train on ({n}; at least 10)")
     if embeddings is None:
-        embeddings = (embedder or default_embedder()).embed(outcomes.prompts)
+        embeddings = embed_prompts(outcomes.prompts, embedder)
     emb = np.asarray(embeddings, dtype=np.float64)
-    texts = list(outcomes.prompts if texts is None else texts)
+    texts = [clip_prompt(t) if t is not None else None for t in (outcomes.prompts if texts is None else texts)]
     has_text = np.asarray([t is not None for t in texts], dtype=np.bool_)
     names: dict[str, int] = {}
     tm = TermMatrix.build(texts, names, grow=True)

@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from ...messages import ChatRequest, ImagePart, TextPart
-from .embedder import Embedder, default_embedder
+from .embedder import PROMPT_HEAD, PROMPT_TAIL, Embedder, clip_prompt, default_embedder
 
 LONG_CONTEXT_TOKENS = 32_000  # a prompt this large is a long-context task whatever it asks
 _LAST_TURNS = 3  # the user turns that are read (the latest ones)
-_HEAD, _TAIL = 500, 400  # of a long request, what is profiled: its opening and its closing characters
+_HEAD, _TAIL = PROMPT_HEAD, PROMPT_TAIL  # of a long request, what is profiled (:func:`.embedder.clip_prompt`)
 _KEYWORD_BONUS = 0.12  # added to a type's cosine when its cue word is in the text
 
 # Cue words per type, searched as plain substrings of the lower-cased text (a regex with alternations costs ten
@@ -213,8 +213,7 @@ def request_text(req: ChatRequest) -> str:
         parts.append(req.messages[-1].text())
     parts.reverse()
     text = "\n".join(parts)
-    if len(text) > _HEAD + _TAIL:
-        text = text[:_HEAD] + " … " + text[-_TAIL:]
+    text = clip_prompt(text)
     return text
 
 
