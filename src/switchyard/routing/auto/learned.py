@@ -122,9 +122,9 @@ def _lda(emb: Floats, family: Ints, n_families: int) -> tuple[Floats, Floats]:
     return np.asarray(w, dtype=np.float64), np.where(counts > 0, b, NONE).astype(np.float64)
 
 
-def _truncate(emb: Floats) -> npt.NDArray[np.float32]:
-    """The first ``KNN_DIM`` dimensions of each row, L2-normalised again."""
-    t = np.asarray(emb[:, :KNN_DIM], dtype=np.float32)
+def _truncate(emb: Floats, dim: int = KNN_DIM) -> npt.NDArray[np.float32]:
+    """The first ``dim`` dimensions of each row, L2-normalised again."""
+    t = np.asarray(emb[:, :dim], dtype=np.float32)
     return np.asarray(t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12), dtype=np.float32)
 
 
@@ -137,7 +137,7 @@ def _knn(emb: Floats, ref: npt.NDArray[np.float32], ref_y: Floats) -> Floats:
         return out
     k = min(KNN_KS[0], len(ref))
     for start in range(0, len(emb), CHUNK):
-        sims = _truncate(emb[start:start + CHUNK]) @ ref.T
+        sims = _truncate(emb[start:start + CHUNK], ref.shape[1]) @ ref.T  # the width the file was trained with
         idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(sims, idx, axis=1), axis=1)
         idx = np.take_along_axis(idx, order, axis=1)
