@@ -25,9 +25,25 @@ def test_trees_fit_an_interaction_that_a_line_cannot() -> None:
 
 def test_min_leaf_and_a_constant_feature_leave_the_trees_unsplit() -> None:
     x = np.ones((100, 2))
-    forest = gbdt.fit(x, np.arange(100.0), trees=5, depth=2)
+    forest = gbdt.fit(x, np.arange(100.0), trees=5, depth=2, subsample=1.0)
     assert np.all(np.isinf(forest.threshold))
     assert np.allclose(forest.predict(x), 49.5)  # the mean: every row in the first leaf, whose residual is 0
-    small = gbdt.fit(np.arange(60.0)[:, None], np.arange(60.0), trees=3, depth=2, min_leaf=40)
+    small = gbdt.fit(np.arange(60.0)[:, None], np.arange(60.0), trees=3, depth=2, min_leaf=40, subsample=1.0)
     assert np.all(np.isinf(small.threshold))  # no split leaves 40 rows on both sides
     assert np.allclose(small.predict(np.arange(60.0)[:, None]), 29.5)
+
+
+def test_each_tree_fits_a_random_half_of_the_rows_drawn_from_the_seed() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2000, 4))
+    y = x[:, 0] + rng.normal(size=2000)
+    a, b = gbdt.fit(x, y, trees=20, seed=3), gbdt.fit(x, y, trees=20, seed=3)
+    c = gbdt.fit(x, y, trees=20, seed=4)
+    assert np.array_equal(a.leaf, b.leaf) and np.array_equal(a.threshold, b.threshold)  # reproducible
+    assert not np.array_equal(a.leaf, c.leaf)  # another seed, other halves
+    full = [gbdt.fit(x, y, trees=20, subsample=1.0, seed=s) for s in (3, 4)]
+    assert np.array_equal(full[0].leaf, full[1].leaf)  # every row: nothing random
+    # a leaf's value comes from the tree's own rows: with half of them the first tree's leaves differ from the
+    # full fit's, yet the forest still learns the signal
+    assert not np.array_equal(a.leaf[0], full[0].leaf[0])
+    assert np.corrcoef(a.predict(x), x[:, 0])[0, 1] > 0.9

@@ -203,3 +203,23 @@ def test_lbfgs_minimises_a_quadratic() -> None:
     b = np.array([1.0, -1.0])
     x = lbfgs(lambda v: (float(0.5 * v @ a @ v - b @ v), a @ v - b), np.zeros(2), iters=50)
     assert np.allclose(x, np.linalg.solve(a, b), atol=1e-5)
+
+
+def test_one_querys_neighbours_are_those_a_batch_finds() -> None:
+    # a route scores one prompt: its neighbours come from a bounded search (the k-th largest block maximum bounds the
+    # k-th largest similarity), a batch's from a full partition; both must find the same rows
+    from switchyard.routing.auto.learned import KNN_KS, _knn, _top, _truncate
+
+    rng = np.random.default_rng(7)
+    ref = _truncate(rng.normal(size=(5000, 64)))
+    ref_y = rng.random((5000, 3))
+    queries = rng.normal(size=(40, 64))
+    batch = _knn(queries, ref, ref_y)
+    for i in range(len(queries)):
+        assert np.allclose(_knn(queries[i:i + 1], ref, ref_y)[0], batch[i])
+    sims = (_truncate(queries[:1]) @ ref.T)[0]
+    k = KNN_KS[0]
+    assert set(_top(sims, k).tolist()) == set(np.argsort(-sims)[:k].tolist())
+    assert sorted(_top(sims[:150], k).tolist()) == sorted(np.argsort(-sims[:150])[:k].tolist())  # few blocks: plain
+    clustered = np.where(np.arange(5000) < 40, 1.0, sims).astype(np.float32)  # the top values packed in one block
+    assert set(range(40)) <= set(_top(clustered, k).tolist())

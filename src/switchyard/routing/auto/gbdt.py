@@ -1,9 +1,10 @@
 """A small gradient-boosted regression forest in numpy: the learned router's non-linear combiner.
 
 Squared loss, trees of a fixed depth grown level by level over histograms of binned features (at most ``BINS``
-quantile bins per feature), leaf values shrunk by an L2 penalty and the learning rate. Fitting 300 trees of depth
-4 on 11,000 rows of 30 features takes a few seconds; predicting one row walks every tree at once (a few numpy
-gathers per level), some tens of microseconds.
+quantile bins per feature), leaf values shrunk by an L2 penalty and the learning rate; each tree sees a random half
+of the rows (stochastic gradient boosting: on outcomes as noisy as a model's right or wrong answer, it generalises
+better than every tree fitting every row). Fitting 150 trees of depth 4 on 11,000 rows of 40 features takes a few
+seconds; predicting one row walks every tree at once (a few numpy gathers per level), some tens of microseconds.
 
 A fitted :class:`Forest` is three plain arrays (split feature, split threshold, leaf value per tree), so that it is
 saved in the router's ``.npz`` file as it is.
@@ -71,10 +72,11 @@ def _bin(x: Floats) -> tuple[npt.NDArray[np.uint8], list[Floats]]:
     return codes, edges
 
 
-def fit(x: npt.ArrayLike, y: npt.ArrayLike, *, trees: int = 300, depth: int = 4, rate: float = 0.03,
-        min_leaf: int = 50, l2: float = 1.0) -> Forest:
-    """Fit a forest to ``y`` by least squares: each tree fits the residuals of those before it; a split is kept
-    only if both sides have at least ``min_leaf`` rows."""
+def fit(x: npt.ArrayLike, y: npt.ArrayLike, *, trees: int = 150, depth: int = 4, rate: float = 0.03,
+        min_leaf: int = 100, l2: float = 10.0, subsample: float = 0.5, seed: int = 0) -> Forest:
+    """Fit a forest to ``y`` by least squares: each tree fits the residuals of those before it on a random
+    ``subsample`` of the rows (drawn from ``seed``: the fit is reproducible); a split is kept only if both sides
+    have at least ``min_leaf`` rows of the whole set (``min_leaf * subsample`` of the tree's own)."""
     xs = np.asarray(x, dtype=np.float64)
     target = np.asarray(y, dtype=np.float64)
     n, nf = xs.shape
@@ -90,20 +92,24 @@ def fit(x: npt.ArrayLike, y: npt.ArrayLike, *, trees: int = 300, depth: int = 4,
     leaf = np.zeros((trees, leaves), dtype=np.float32)
     base = float(target.mean()) if n else 0.0
     pred = np.full(n, base)
+    rng = np.random.default_rng(seed)
+    floor = min_leaf * min(subsample, 1.0)
     for t in range(trees):
         resid = target - pred
+        w = np.less(rng.random(n), subsample).astype(np.float64) if subsample < 1.0 else np.ones(n)
+        wr = resid * w
         node = np.zeros(n, dtype=np.int64)  # the row's node within its level
         for level in range(depth):
             width = 2 ** level
             k = (node[:, None] * (nf * BINS) + key).ravel()
             size = width * nf * BINS
-            g = np.bincount(k, weights=np.repeat(resid, nf), minlength=size).reshape(width, nf, BINS)
-            c = np.bincount(k, minlength=size).reshape(width, nf, BINS).astype(np.float64)
+            g = np.bincount(k, weights=np.repeat(wr, nf), minlength=size).reshape(width, nf, BINS)
+            c = np.bincount(k, weights=np.repeat(w, nf), minlength=size).reshape(width, nf, BINS)
             gl, cl = np.cumsum(g, axis=2), np.cumsum(c, axis=2)
             gt, ct = gl[:, :, -1:], cl[:, :, -1:]
             gr, cr = gt - gl, ct - cl
             score = gl ** 2 / (cl + l2) + gr ** 2 / (cr + l2) - gt ** 2 / (ct + l2)
-            score[(cl < min_leaf) | (cr < min_leaf)] = -np.inf
+            score[(cl < floor) | (cr < floor)] = -np.inf
             flat = score.reshape(width, -1)
             best = flat.argmax(axis=1)
             ok = flat[np.arange(width), best] > 1e-12
@@ -113,8 +119,8 @@ def fit(x: npt.ArrayLike, y: npt.ArrayLike, *, trees: int = 300, depth: int = 4,
             threshold[t, offset:offset + width] = np.where(ok, thresholds[bf, bb], np.inf)
             go = ok[node] & (codes[np.arange(n), bf[node]] > bb[node])
             node = 2 * node + go
-        sums = np.bincount(node, weights=resid, minlength=leaves)
-        counts = np.bincount(node, minlength=leaves)
+        sums = np.bincount(node, weights=wr, minlength=leaves)
+        counts = np.bincount(node, weights=w, minlength=leaves)
         values = rate * sums / (counts + l2)
         leaf[t] = values
         pred += values[node]

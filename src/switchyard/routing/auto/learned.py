@@ -128,6 +128,18 @@ def _truncate(emb: Floats, dim: int = KNN_DIM) -> npt.NDArray[np.float32]:
     return np.asarray(t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12), dtype=np.float32)
 
 
+def _top(sims: npt.NDArray[np.float32], k: int, block: int = 32) -> Ints:
+    """The indices of the ``k`` largest of ``sims`` (in no order), for one query: the ``k``-th largest of the
+    maxima of blocks of ``block`` values bounds the ``k``-th largest value from below, so only the few values at or
+    above it are partitioned (twice as fast as partitioning all 14,000 similarities of MMLU's reference)."""
+    blocks = len(sims) // block
+    if blocks <= k:
+        return np.asarray(np.argpartition(-sims, k - 1)[:k], dtype=np.int64)
+    maxima = sims[:blocks * block].reshape(blocks, block).max(axis=1)
+    candidates = np.flatnonzero(sims >= np.partition(maxima, blocks - k)[blocks - k])
+    return np.asarray(candidates[np.argpartition(-sims[candidates], k - 1)[:k]], dtype=np.int64)
+
+
 def _knn(emb: Floats, ref: npt.NDArray[np.float32], ref_y: Floats) -> Floats:
     """(rows, 9): the mean gain, strong and weak outcome of each row's nearest reference rows (cosine, on the
     embedding's first ``KNN_DIM`` dimensions: the search over every reference row is the costliest part of a
@@ -138,7 +150,8 @@ def _knn(emb: Floats, ref: npt.NDArray[np.float32], ref_y: Floats) -> Floats:
     k = min(KNN_KS[0], len(ref))
     for start in range(0, len(emb), CHUNK):
         sims = _truncate(emb[start:start + CHUNK], ref.shape[1]) @ ref.T  # the width the file was trained with
-        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        idx = (_top(sims[0], k)[None, :] if len(sims) == 1
+               else np.argpartition(-sims, k - 1, axis=1)[:, :k])
         order = np.argsort(-np.take_along_axis(sims, idx, axis=1), axis=1)
         idx = np.take_along_axis(idx, order, axis=1)
         for j, kk in enumerate(KNN_KS):
@@ -463,7 +476,7 @@ def train(outcomes: Outcomes, embeddings: npt.ArrayLike | None = None, *, texts:
     if heads is None:  # no inner folds: the heads' own fit, which flatters them
         heads = _sigmoid(z @ coef[:, :-1].T + coef[:, -1])
     combined = _combiner_input(post, expected, term, knn, length, heads, shape)
-    forest = gbdt.fit(combined, outcomes.gain)
+    forest = gbdt.fit(combined, outcomes.gain, seed=seed)
     gain = BLEND * forest.predict(combined) + (1 - BLEND) * (heads[:, 0] - heads[:, 1])
     platt = _platt(gain, outcomes.label)
     full.words = full.words.compact(list(names))
