@@ -198,6 +198,26 @@ def test_term_matrix_rows_and_columns() -> None:
     assert TermMatrix.build(["a zzz"], vocab).cols.tolist() == [vocab["a"]]
 
 
+def test_a_saved_word_model_scores_as_the_fitted_one() -> None:
+    # the fitted model filters a matrix to its known terms; the compacted one (a saved file's) holds only those and
+    # skips the filter: both must give the same features
+    from switchyard.routing.auto.lexical import fit_words
+
+    texts = ["alpha beta gamma", "alpha beta", "beta gamma delta", "gamma delta", "alpha delta", "beta x"] * 3
+    texts += ["alpha once only", "delta rare"]  # terms of one prompt: not kept
+    vocab: dict[str, int] = {}
+    m = TermMatrix.build(texts, vocab, grow=True)
+    rng = np.random.default_rng(3)
+    strong, weak = rng.integers(0, 2, len(texts)).astype(float), rng.integers(0, 2, len(texts)).astype(float)
+    fitted = fit_words(m, len(vocab), weak, strong, np.arange(len(texts)) % 2, 2, np.ones(len(texts), dtype=bool))
+    saved = fitted.compact(list(vocab))
+    assert saved.compacted and not fitted.compacted and len(saved.idf) < len(vocab)
+    for rows in (np.arange(len(texts)), np.array([4]), np.array([18])):  # a batch, and one prompt (the request's path)
+        mine, theirs = m.subset(rows), saved.matrix([texts[i] for i in rows])
+        assert np.allclose(fitted.features(mine), saved.features(theirs))
+        assert np.allclose(fitted.family_loglik(mine), saved.family_loglik(theirs))
+
+
 def test_lbfgs_minimises_a_quadratic() -> None:
     a = np.array([[3.0, 1.0], [1.0, 2.0]])
     b = np.array([1.0, -1.0])
@@ -211,13 +231,18 @@ def test_one_querys_neighbours_are_those_a_batch_finds() -> None:
     from switchyard.routing.auto.learned import KNN_KS, _knn, _top, _truncate
 
     rng = np.random.default_rng(7)
-    ref = _truncate(rng.normal(size=(5000, 64)))
+    ref = _truncate(rng.normal(size=(5000, 64)), 64)
     ref_y = rng.random((5000, 3))
     queries = rng.normal(size=(40, 64))
     batch = _knn(queries, ref, ref_y)
     for i in range(len(queries)):
         assert np.allclose(_knn(queries[i:i + 1], ref, ref_y)[0], batch[i])
-    sims = (_truncate(queries[:1]) @ ref.T)[0]
+    # each feature is the mean outcome of the k nearest rows, k = 100, 20, 3 (all rows when there are fewer)
+    for q, small in ((queries[0], ref), (queries[1], ref[:50])):
+        order = np.argsort(-(_truncate(q[None, :], 64) @ small.T)[0])
+        want = [ref_y[order[:kk]].mean(axis=0) for kk in KNN_KS]
+        assert np.allclose(_knn(q[None, :], small, ref_y[:len(small)])[0], np.concatenate(want))
+    sims = (_truncate(queries[:1], ref.shape[1]) @ ref.T)[0]
     k = KNN_KS[0]
     assert set(_top(sims, k).tolist()) == set(np.argsort(-sims)[:k].tolist())
     assert sorted(_top(sims[:150], k).tolist()) == sorted(np.argsort(-sims[:150])[:k].tolist())  # few blocks: plain

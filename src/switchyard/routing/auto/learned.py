@@ -66,7 +66,7 @@ BLEND = 0.5  # the score's share of the trees' gain (the rest: the heads')
 LDA_SHRINK = 0.1  # of the discriminant's covariance toward its mean variance
 MIX_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 MAX_REFERENCE = 20_000  # training rows kept for the nearest neighbours
-KNN_DIM = 64  # the neighbours are searched on the embedding's first KNN_DIM dimensions (WordLlama's are nested)
+KNN_DIM = 16  # the neighbours are searched on the embedding's first KNN_DIM dimensions (WordLlama's are nested)
 CHUNK = 1024
 NONE = -1e30  # the log prior of a family without training prompts
 
@@ -153,9 +153,9 @@ def _knn(emb: Floats, ref: npt.NDArray[np.float32], ref_y: Floats) -> Floats:
         idx = (_top(sims[0], k)[None, :] if len(sims) == 1
                else np.argpartition(-sims, k - 1, axis=1)[:, :k])
         order = np.argsort(-np.take_along_axis(sims, idx, axis=1), axis=1)
-        idx = np.take_along_axis(idx, order, axis=1)
+        near = np.cumsum(ref_y[np.take_along_axis(idx, order, axis=1)], axis=1)  # (rows, k, 3), nearest first
         for j, kk in enumerate(KNN_KS):
-            out[start:start + CHUNK, 3 * j:3 * j + 3] = ref_y[idx[:, :kk]].mean(axis=1)
+            out[start:start + CHUNK, 3 * j:3 * j + 3] = near[:, min(kk, k) - 1] / min(kk, k)
     return out
 
 

@@ -213,10 +213,14 @@ class WordModels:
     bias: Floats  # (9,): a text without known terms scores the means (3), zero log-odds, the regressions' biases
     nb_logp: Floats  # (terms, families) log P(term | family)
     nb_prior: Floats  # (families,) log P(family); -1e30 for a family without training prompts
+    compacted: bool = False  # every column known (a saved model): a matrix of its vocabulary needs no filtering
+
+    def _known(self, m: TermMatrix) -> TermMatrix:
+        return m if self.compacted else m.keep(self.known)
 
     def features(self, m: TermMatrix) -> Floats:
         """(rows, 9): the :data:`TERM_FEATURES` of each row of ``m``."""
-        m = m.keep(self.known)
+        m = self._known(m)
         n, row, cols = m.rows, m.row_of, m.cols
         out = np.tile(self.bias, (n, 1))
         if not len(cols):
@@ -243,7 +247,7 @@ class WordModels:
 
     def family_loglik(self, m: TermMatrix, chunk: int = 512) -> Floats:
         """(rows, families): the tempered naive Bayes log-likelihood of each family plus its log prior."""
-        m = m.keep(self.known)
+        m = self._known(m)
         out = np.tile(self.nb_prior, (m.rows, 1))
         if m.rows == 1 and len(m.cols):  # one prompt (a request)
             out[0] += m.counts @ self.nb_logp[m.cols] / float(m.counts.sum()) ** NB_TEMPER
@@ -264,7 +268,7 @@ class WordModels:
         cols = np.flatnonzero(self.known)
         vocab = {names[c]: i for i, c in enumerate(cols.tolist())}
         return WordModels(vocab, np.ones(len(cols), dtype=np.bool_), self.idf[cols], self.weights[cols], self.bias,
-                          self.nb_logp[cols], self.nb_prior)
+                          self.nb_logp[cols], self.nb_prior, compacted=True)
 
     def matrix(self, texts: Sequence[str | None]) -> TermMatrix:
         assert self.vocab is not None, "a compacted model"
@@ -285,7 +289,7 @@ class WordModels:
         return cls({w: i for i, w in enumerate(words)}, np.ones(len(words), dtype=np.bool_),
                    np.asarray(a["lex_idf"], dtype=np.float64), np.asarray(a["lex_weights"], dtype=np.float64),
                    np.asarray(a["lex_bias"], dtype=np.float64), np.asarray(a["lex_nb_logp"], dtype=np.float64),
-                   np.asarray(a["lex_nb_prior"], dtype=np.float64))
+                   np.asarray(a["lex_nb_prior"], dtype=np.float64), compacted=True)
 
 
 def fit_words(m: TermMatrix, n_cols: int, weak: Floats, strong: Floats, family: Ints, n_families: int,
