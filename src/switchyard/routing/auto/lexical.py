@@ -213,7 +213,11 @@ class WordModels:
     bias: Floats  # (9,): a text without known terms scores the means (3), zero log-odds, the regressions' biases
     nb_logp: Floats  # (terms, families) log P(term | family)
     nb_prior: Floats  # (families,) log P(family); -1e30 for a family without training prompts
-    compacted: bool = False  # every column known (a saved model): a matrix of its vocabulary needs no filtering
+
+    @property
+    def compacted(self) -> bool:
+        """Cut down to its vocabulary (a saved model): every column is known, so its matrices need no filtering."""
+        return self.vocab is not None
 
     def _known(self, m: TermMatrix) -> TermMatrix:
         return m if self.compacted else m.keep(self.known)
@@ -268,7 +272,7 @@ class WordModels:
         cols = np.flatnonzero(self.known)
         vocab = {names[c]: i for i, c in enumerate(cols.tolist())}
         return WordModels(vocab, np.ones(len(cols), dtype=np.bool_), self.idf[cols], self.weights[cols], self.bias,
-                          self.nb_logp[cols], self.nb_prior, compacted=True)
+                          self.nb_logp[cols], self.nb_prior)
 
     def matrix(self, texts: Sequence[str | None]) -> TermMatrix:
         assert self.vocab is not None, "a compacted model"
@@ -289,7 +293,7 @@ class WordModels:
         return cls({w: i for i, w in enumerate(words)}, np.ones(len(words), dtype=np.bool_),
                    np.asarray(a["lex_idf"], dtype=np.float64), np.asarray(a["lex_weights"], dtype=np.float64),
                    np.asarray(a["lex_bias"], dtype=np.float64), np.asarray(a["lex_nb_logp"], dtype=np.float64),
-                   np.asarray(a["lex_nb_prior"], dtype=np.float64), compacted=True)
+                   np.asarray(a["lex_nb_prior"], dtype=np.float64))
 
 
 def fit_words(m: TermMatrix, n_cols: int, weak: Floats, strong: Floats, family: Ints, n_families: int,
