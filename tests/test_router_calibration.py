@@ -229,20 +229,24 @@ def test_a_cost_target_sets_the_share_from_the_prices(router_file: tuple[str, An
     assert route["strong_share"] == pytest.approx(0.2, abs=0.02)
 
 
-@pytest.mark.parametrize("long", [False, True])
+@pytest.mark.parametrize("kind", ["short", "long", "empty"])
 def test_a_routed_request_is_embedded_once_and_scored_as_the_router_scores_it(
-        router_file: tuple[str, Any], upstream: str, monkeypatch: pytest.MonkeyPatch, long: bool) -> None:
+        router_file: tuple[str, Any], upstream: str, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
     """The profile's embedding feeds the learned router: one embedding per request, not one each. A long prompt
-    scores on the route as ``router.score`` (training, ``router eval``) scores it: both read its head and tail."""
+    scores on the route as ``router.score`` (training, ``router eval``) scores it: both read its head and tail. An
+    empty one (no token: the zero vector) is scored too, not taken for a broken router."""
     from switchyard.routing import Router
     from switchyard.routing.auto import embedder as emb_mod
 
     path, router = router_file
     text = traffic()[3]
-    if long:
+    if kind == "long":
         text = "Background for the question below. " * 60 + text
         assert len(text) > 2000
+    elif kind == "empty":
+        text = ""
     expected = float(router.score([text])[0])
+    assert 0.0 <= expected <= 1.0
     calls: list[int] = []
     real = emb_mod.WordLlamaEmbedder.embed
 
@@ -259,6 +263,7 @@ def test_a_routed_request_is_embedded_once_and_scored_as_the_router_scores_it(
     plan = r.plan("calibrated", req.needs(), estimate_prompt(req), None, request=req)
     assert calls == [1]
     assert plan.decision.router_score == pytest.approx(expected, abs=1e-6)
+    assert "unavailable" not in plan.decision.why
 
 
 # --- the config -----------------------------------------------------------------------------------------------------

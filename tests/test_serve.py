@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import openai
+import pytest
 
 from tests.support.ledger import wait_for
 from tests.support.servers import free_port, run_process
@@ -130,3 +131,20 @@ def test_a_store_that_cannot_be_migrated_is_said_in_one_line(tmp_path: Path) -> 
     assert done.returncode == 1
     assert "cannot open the store" in done.stderr and "9999" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_gateway_runs_blas_on_one_thread_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    from switchyard.cli.serve import BLAS_THREADS, single_threaded_blas
+
+    for var in BLAS_THREADS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "4")  # the operator's choice stands
+    single_threaded_blas()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1" and os.environ["OMP_NUM_THREADS"] == "1"
+    assert os.environ["MKL_NUM_THREADS"] == "4"
+    # it takes effect only if numpy is not loaded yet when `serve` starts: the command and the app do not load it
+    # (the auto router does, once the config names it)
+    code = ("import sys; import switchyard.cli.main, switchyard.cli.serve, switchyard.server.app, "
+            "switchyard.routing; print(sorted(m for m in sys.modules if m == 'numpy'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"

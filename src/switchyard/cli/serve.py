@@ -391,6 +391,18 @@ def _require_shared_ledger(cfg: Config, config_path: str, workers: int) -> None:
         sys.exit(2)
 
 
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def single_threaded_blas() -> None:
+    """The gateway's BLAS runs on one thread unless the operator set one of :data:`BLAS_THREADS`: the learned
+    router's products are small, and a BLAS thread pool on a busy machine made them 5-10 times slower
+    (docs/routing.md). It takes effect because nothing has loaded numpy yet when ``serve`` starts (a test keeps it
+    so); the worker processes inherit it."""
+    for var in BLAS_THREADS:
+        os.environ.setdefault(var, "1")
+
+
 def serve_command(load: Any) -> click.Command:
     @click.command("serve")
     @click.option("--config", "config_path", default=default_config_path, type=click.Path(dir_okay=False),
@@ -405,6 +417,8 @@ def serve_command(load: Any) -> click.Command:
               worker_child: bool) -> None:
         """Run the gateway."""
         from ..telemetry.logs import configure
+
+        single_threaded_blas()
 
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         _defer_sighup(remember=worker_child or workers == 1)

@@ -29,7 +29,8 @@ class Embedder(Protocol):
     dim: int
 
     def embed(self, texts: Sequence[str]) -> Vectors:
-        """One L2-normalised row per text (cosine similarity is a dot product)."""
+        """One L2-normalised row per text (cosine similarity is a dot product); a zero row for a text without
+        tokens."""
         ...
 
 
@@ -61,8 +62,26 @@ class WordLlamaEmbedder:
         self._model: Any = WordLlama.load(cache_dir=Path(wordllama.__file__).parent, dim=DIM, disable_download=True)
 
     def embed(self, texts: Sequence[str]) -> Vectors:
-        vecs = np.asarray(self._model.embed([clip_text(t) for t in texts], norm=True), dtype=np.float32)
-        return vecs.reshape(len(texts), DIM)
+        if len(texts) == 1:  # a request: a third cheaper than the library's batch path, and the same vector
+            return self._embed_one(clip_text(texts[0]))
+        with np.errstate(invalid="ignore"):  # a text without tokens: 0/0 in the library; a zero row here
+            vecs = np.asarray(self._model.embed([clip_text(t) for t in texts], norm=True), dtype=np.float32)
+        vecs = vecs.reshape(len(texts), DIM)
+        vecs[~np.isfinite(vecs).all(axis=1)] = 0.0
+        return vecs
+
+    def _embed_one(self, text: str) -> Vectors:
+        """WordLlama's embedding of one text (the mean of its tokens' rows, L2-normalised), bit for bit, without
+        its batch machinery: one ``encode`` instead of a parallel ``encode_batch``, no padding mask to multiply.
+        A text without tokens (an empty one) has the zero vector: it is like nothing."""
+        table = self._model.embedding
+        ids = np.asarray(self._model.tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.intp)
+        if not len(ids):
+            return np.zeros((1, DIM), dtype=np.float32)
+        np.minimum(ids, len(table) - 1, out=ids)  # as the library clamps them
+        vec = table[ids].sum(axis=0, dtype=np.float32, keepdims=True) / np.float32(len(ids))
+        vec /= np.linalg.norm(vec, axis=1, keepdims=True)  # as the library does it (not a dot product)
+        return np.asarray(vec, dtype=np.float32)
 
 
 _lock = threading.Lock()

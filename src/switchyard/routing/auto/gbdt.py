@@ -46,8 +46,18 @@ class Forest:
         out = np.full(len(xs), self.base)
         if trees == 0:
             return out
-        tree = np.arange(trees)
         first = 2 ** self.depth - 1
+        if len(xs) == 1:  # one prompt (a request): flat indices into the trees' raveled arrays
+            x1, inner = xs[0], self.feature.shape[1]
+            at = np.arange(trees) * inner  # each tree's first node
+            node1 = np.zeros(trees, dtype=np.intp)
+            feature, threshold = self.feature.ravel(), self.threshold.ravel()
+            for _ in range(self.depth):
+                flat = at + node1
+                node1 = 2 * node1 + 1 + (x1[feature[flat]] > threshold[flat])
+            out[0] += float(self.leaf.ravel()[np.arange(trees) * (first + 1) + node1 - first].sum())
+            return out
+        tree = np.arange(trees)
         for start in range(0, len(xs), 256):
             part = xs[start:start + 256]
             rows = np.arange(len(part))[:, None]

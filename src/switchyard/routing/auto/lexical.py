@@ -24,6 +24,7 @@ Training works on a :class:`TermMatrix` (the prompts' term counts as sparse rows
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -51,15 +52,23 @@ BOW_LAMBDA = 3e-5  # L2 penalty of the bag-of-words regressions (per prompt)
 BOW_ITERS = 100
 _WORD = re.compile(r"[a-z0-9]+")
 _OTHER = re.compile(r"[^\w\s]")
+_UPPER = re.compile("[A-Z]")
 SHAPE_FEATURES = ("lines", "longest_line", "mean_line", "first_line", "tail_lines", "line_spread", "digits", "upper",
                   "symbols", "words", "word_length", "long_words", "distinct_words")
+
+
+@functools.lru_cache(maxsize=16)
+def _words(text: str) -> tuple[str, ...]:
+    """The lower-cased words of ``text`` (of a long one, its head and tail): found once per request for both
+    :func:`terms` and :func:`shape` (hence the small cache of the latest texts)."""
+    return tuple(_WORD.findall(clip_text(text).lower()))
 
 
 def terms(text: str) -> list[str]:
     """The words of ``text`` (lower-cased letters and digits) and its pairs of adjacent words; of a long text, only
     its head and tail (what the embedder sees too), which bounds the cost per request."""
-    w = _WORD.findall(clip_text(text).lower())
-    return w + [f"{a}_{b}" for a, b in itertools.pairwise(w)]
+    w = _words(text)
+    return [*w, *map("_".join, itertools.pairwise(w))]
 
 
 def shape(text: str) -> list[float]:
@@ -73,12 +82,12 @@ def shape(text: str) -> list[float]:
     mean = sum(lines) / len(lines)
     spread = math.sqrt(max(sum(v * v for v in lines) / len(lines) - mean * mean, 0.0))
     tail = lines[-5:]
-    words = _WORD.findall(t.lower())
+    words = _words(text)
     nw = max(len(words), 1)
     lengths = list(map(len, words))
     return [math.log1p(len(lines)), math.log1p(max(lines)), math.log1p(mean), math.log1p(lines[0]),
             math.log1p(sum(tail) / len(tail)), math.log1p(spread), sum(map(t.count, string.digits)) / n,
-            sum(map(t.count, string.ascii_uppercase)) / n, _OTHER.subn("", t)[1] / n, math.log1p(len(words)),
+            len(_UPPER.findall(t)) / n, _OTHER.subn("", t)[1] / n, math.log1p(len(words)),
             sum(lengths) / nw, sum(1 for v in lengths if v >= 8) / nw, len(set(words)) / nw]
 
 
@@ -119,8 +128,8 @@ class TermMatrix:
                 cols.extend(c.keys())
                 counts.extend(c.values())
             elif t is not None:
-                ids = np.fromiter((i for i in map(vocab.get, terms(t)) if i is not None), dtype=np.int64)
-                u, n = np.unique(ids, return_counts=True)
+                ids = [i for i in map(vocab.get, terms(t)) if i is not None]
+                u, n = np.unique(np.asarray(ids, dtype=np.int64), return_counts=True)
                 cols.extend(u.tolist())
                 counts.extend(n.tolist())
             ptr.append(len(cols))
