@@ -3,9 +3,19 @@ own, which must give WordLlama's own vector bit for bit, since routers are train
 
 from __future__ import annotations
 
-import numpy as np
+import csv
+import random
+from pathlib import Path
 
-from switchyard.routing.auto.embedder import DIM, clip_text, default_embedder
+import numpy as np
+import pytest
+
+from switchyard.routing.auto import wordcache
+from switchyard.routing.auto.embedder import DIM, clip_prompt, clip_text, default_embedder
+from switchyard.routing.auto.wordcache import WordCache
+
+ROOT = Path(__file__).resolve().parents[1]
+MMLU = ROOT.parent / "shared" / "data" / "routellm-mmlu"
 
 TEXTS = [
     "What is 2 + 2?",
@@ -36,3 +46,52 @@ def test_a_text_without_tokens_is_the_zero_vector_alone_and_in_a_batch() -> None
     both = emb.embed(["", "hello"])
     assert np.array_equal(both[0], np.zeros(DIM, dtype=np.float32)) and np.all(np.isfinite(both))
     assert np.array_equal(both[1], emb.embed(["hello"])[0])
+
+
+def corpus() -> list[str]:
+    """MMLU's prompts, the project's sources and docs (whole, and cut as the embedder and routing cut them), random
+    strings over spaces, ▁, special tokens, accents, CJK, emoji and control characters, and a few edge cases."""
+    files = sorted(MMLU.glob("mmlu_*.csv"))
+    if not files:
+        pytest.skip(f"routellm-mmlu outcomes not found at {MMLU} (expected <repo>/../shared/data/routellm-mmlu)")
+    texts: list[str] = []
+    for f in files:
+        with f.open(newline="") as fh:
+            texts += [row["prompt"] for row in csv.DictReader(fh)]
+    for path in sorted([*ROOT.glob("src/**/*.py"), *ROOT.glob("docs/*.md")]):
+        text = path.read_text()
+        texts += [text[:4000], clip_text(text), clip_prompt(text)]
+    rng = random.Random(0)
+    alphabet = "ab c\n\t  ▁▁_<s></s><unk>éü日本語☃🙂\u200b\x00\x1f\r" + "xyz  " * 3
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(3000)]
+    return [*texts, "", " ", "  ", "\n", "▁", "▁▁ ▁", "a ▁", "<s>hello</s>", "   leading", "trailing   ", "x" * 3000]
+
+
+def test_the_word_cache_gives_the_library_s_token_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    library = default_embedder()._model.tokenizer  # type: ignore[attr-defined]
+    cache = WordCache.of(library)
+    assert cache is not None  # WordLlama's tokenizer has the properties the cache relies on
+    texts = corpus()
+    for text in texts:
+        assert cache.ids(text) == library.encode(text, add_special_tokens=False).ids, repr(text[:60])
+    # again from a warm cache, and after the cache is full and starts again
+    for text in texts[:300]:
+        assert cache.ids(text) == library.encode(text, add_special_tokens=False).ids
+    monkeypatch.setattr(wordcache, "MAX_WORDS", 50)
+    rng = random.Random(1)
+    for _ in range(300):  # words it has not seen, each text's fewer than 50
+        text = " ".join(f"w{rng.randrange(10**6)}" for _ in range(rng.randint(1, 20)))
+        assert cache.ids(text) == library.encode(text, add_special_tokens=False).ids
+        assert len(cache._cache) <= 50
+
+
+def test_a_tokenizer_the_cache_cannot_mirror_is_left_to_the_library() -> None:
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    library = default_embedder()._model.tokenizer  # type: ignore[attr-defined]
+    other = Tokenizer.from_str(library.to_str())
+    other.pre_tokenizer = pre_tokenizers.Whitespace()  # words split otherwise: not what the cache assumes
+    assert WordCache.of(other) is None
+    other = Tokenizer.from_str(library.to_str())
+    other.normalizer = None
+    assert WordCache.of(other) is None

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from .wordcache import WordCache
+
 Vectors = npt.NDArray[np.float32]
 
 DIM = 256  # the vector size
@@ -60,9 +62,10 @@ class WordLlamaEmbedder:
 
         # The wheel carries the files: looked up as the cache of its own package folder, never downloaded.
         self._model: Any = WordLlama.load(cache_dir=Path(wordllama.__file__).parent, dim=DIM, disable_download=True)
+        self._words = WordCache.of(self._model.tokenizer)  # None: a tokenizer it cannot mirror (the library's path)
 
     def embed(self, texts: Sequence[str]) -> Vectors:
-        if len(texts) == 1:  # a request: a third cheaper than the library's batch path, and the same vector
+        if len(texts) == 1:  # a request: a fraction of the library's batch path, and the same vector
             return self._embed_one(clip_text(texts[0]))
         with np.errstate(invalid="ignore"):  # a text without tokens: 0/0 in the library; a zero row here
             vecs = np.asarray(self._model.embed([clip_text(t) for t in texts], norm=True), dtype=np.float32)
@@ -72,10 +75,11 @@ class WordLlamaEmbedder:
 
     def _embed_one(self, text: str) -> Vectors:
         """WordLlama's embedding of one text (the mean of its tokens' rows, L2-normalised), bit for bit, without
-        its batch machinery: one ``encode`` instead of a parallel ``encode_batch``, no padding mask to multiply.
-        A text without tokens (an empty one) has the zero vector: it is like nothing."""
+        its batch machinery: the token ids word by word from a cache (:mod:`.wordcache`), no padding mask to
+        multiply. A text without tokens (an empty one) has the zero vector: it is like nothing."""
         table = self._model.embedding
-        ids = np.asarray(self._model.tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.intp)
+        ids = np.asarray(self._words.ids(text) if self._words is not None
+                         else self._model.tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.intp)
         if not len(ids):
             return np.zeros((1, DIM), dtype=np.float32)
         np.minimum(ids, len(table) - 1, out=ids)  # as the library clamps them

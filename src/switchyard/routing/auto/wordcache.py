@@ -1,0 +1,93 @@
+"""WordLlama's tokenizer, word by word with a cache: the same token ids as the library's ``encode``, in a fifth of
+the time for a request's text.
+
+WordLlama tokenizes with a SentencePiece-style BPE (Llama 2's 32,000 pieces) that has no pre-tokenizer: the
+normalizer prepends ``▁`` and turns spaces into ``▁``, and the merges then run over the whole text as one word, so
+the tokenizer's own word cache never helps and a 900-character prompt costs about 0.25 ms. No piece of its vocabulary
+holds a ``▁`` after another character, so no merge crosses the start of a word (a run of ``▁`` and what follows):
+tokenizing each word alone gives the same pieces. :class:`WordCache` splits the normalized text into those words
+and looks each up in a dictionary; the words it has not seen are tokenized together, in one call of a copy of the
+library's tokenizer that splits them as words.
+
+:func:`WordCache.of` checks those properties on the tokenizer it is given (its normalizer, no pre-tokenizer, a BPE
+model, no piece with an inner ``▁``) and returns None when one does not hold: the caller then uses the library's
+path. A text holding a special token (``<s>``, ...) takes that path too. ``tests/test_embedder.py`` compares the
+ids with the library's on every MMLU prompt, the project's sources and random strings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+SPACE = "▁"
+NORMALIZER = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": SPACE},
+                                                  {"type": "Replace", "pattern": {"String": " "}, "content": SPACE}]}
+MAX_WORDS = 50_000  # cached words (a few MB); past it the cache starts again
+_WORD = re.compile(f"{SPACE}*[^{SPACE}]+|{SPACE}+")
+
+
+class WordCache:
+    """Token ids of texts, word by word (see the module's docstring)."""
+
+    def __init__(self, library: Any, words: Any, specials: tuple[str, ...]) -> None:
+        self._library = library  # the library's tokenizer: texts with a special token
+        self._words = words  # a copy without the normalizer, splitting before each run of ▁: unseen words
+        self._specials = specials
+        self._cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> WordCache | None:
+        """A cache over ``tokenizer`` (a ``tokenizers.Tokenizer``), or None if it does not tokenize as described."""
+        from tokenizers import Regex, Tokenizer, pre_tokenizers
+
+        spec = json.loads(tokenizer.to_str())
+        model = spec.get("model") or {}
+        if (spec.get("normalizer") != NORMALIZER or spec.get("pre_tokenizer") is not None
+                or model.get("type") != "BPE" or model.get("dropout")
+                or any(re.search(f"[^{SPACE}]{SPACE}", piece) for piece in model.get("vocab", {}))):
+            return None
+        words = Tokenizer.from_str(tokenizer.to_str())
+        words.normalizer = None
+        words.pre_tokenizer = pre_tokenizers.Split(Regex(f"{SPACE}+"), behavior="merged_with_next")
+        words.no_padding()
+        words.no_truncation()
+        specials = tuple(t["content"] for t in spec.get("added_tokens", []))
+        return cls(tokenizer, words, specials)
+
+    def ids(self, text: str) -> list[int]:
+        """The token ids of ``text``, as ``tokenizer.encode(text, add_special_tokens=False).ids``."""
+        if not text:
+            return []
+        if any(map(text.__contains__, self._specials)):
+            return list(self._library.encode(text, add_special_tokens=False).ids)
+        words = _WORD.findall(SPACE + text.replace(" ", SPACE))
+        cache = self._cache
+        distinct = dict.fromkeys(words)
+        missing = [w for w in distinct if w not in cache]
+        if missing:
+            if len(cache) + len(missing) > MAX_WORDS:  # full: start again (with all of this text's words)
+                cache.clear()
+                missing = list(distinct)
+            self._learn(missing)
+        out: list[int] = []
+        for w in words:
+            out += cache[w]
+        return out
+
+    def _learn(self, words: list[str]) -> None:
+        """Tokenize unseen words in one call: joined, they split back at each word's leading ▁, except a word of
+        ▁ only, which would join the next word's run (tokenized alone)."""
+        cache = self._cache
+        joined = [w for w in words if w.strip(SPACE)]
+        for w in words:
+            if not w.strip(SPACE):
+                cache[w] = list(self._words.encode(w, add_special_tokens=False).ids)
+        if not joined:
+            return
+        enc = self._words.encode("".join(joined), add_special_tokens=False)
+        pieces: list[list[int]] = [[] for _ in joined]
+        for token, word in zip(enc.ids, enc.word_ids, strict=True):
+            pieces[word].append(token)
+        cache.update(zip(joined, pieces, strict=True))
