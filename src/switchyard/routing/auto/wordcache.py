@@ -73,7 +73,10 @@ class WordCache:
             self._learn(missing)
         out: list[int] = []
         for w in words:
-            out += cache[w]
+            got = cache.get(w)
+            if got is None:  # another thread started the cache again meanwhile: the library's path, this once
+                return list(self._library.encode(text, add_special_tokens=False).ids)
+            out += got
         return out
 
     def _learn(self, words: list[str]) -> None:
