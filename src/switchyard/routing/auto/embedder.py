@@ -3,7 +3,8 @@ wheel, so nothing is fetched at run time. Used by the task profile, the learned 
 
 One embedder per process, loaded on first use (about 0.2 s). A long text is cut to its head and tail before it is
 embedded: the embedding of 4,000 tokens costs several milliseconds, and a request's task shows in its opening
-and its closing words.
+and its closing words. One text (a request) is embedded on a path of its own, with its token ids from a cache of
+words (:mod:`.wordcache`); many (training, evaluation) on the library's batch path; both give the same vectors.
 """
 
 from __future__ import annotations
