@@ -138,18 +138,18 @@ def _knn(emb: Floats, ref_t: npt.NDArray[np.float32], ref_y: Floats) -> Floats:
     if not n:
         return out
     k = min(KNN_KS[0], n)
-    if len(emb) == 1:  # one prompt (a request): the same means from a vector product and flat indices
-        sims1 = _truncate(emb, len(ref_t))[0] @ ref_t  # the width the file was trained with
-        idx1 = np.argpartition(sims1, n - k)[n - k:]
-        near1 = np.cumsum(ref_y[idx1[np.argsort(-sims1[idx1])]], axis=0)  # (k, 3), nearest first
-        for j, kk in enumerate(KNN_KS):
-            out[0, 3 * j:3 * j + 3] = near1[min(kk, k) - 1] / min(kk, k)
-        return out
     for start in range(0, len(emb), CHUNK):
-        sims = _truncate(emb[start:start + CHUNK], len(ref_t)) @ ref_t
-        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(sims, idx, axis=1), axis=1)
-        near = np.cumsum(ref_y[np.take_along_axis(idx, order, axis=1)], axis=1)  # (rows, k, 3), nearest first
+        q = _truncate(emb[start:start + CHUNK], len(ref_t))  # the width the file was trained with
+        if len(q) == 1:  # one prompt (a request): a vector product and flat indices, the same rows
+            sims1 = q[0] @ ref_t
+            idx1 = np.argpartition(sims1, n - k)[n - k:]
+            near = np.cumsum(ref_y[idx1[np.argsort(-sims1[idx1])]], axis=0)[None]
+        else:
+            sims = q @ ref_t
+            idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            order = np.argsort(-np.take_along_axis(sims, idx, axis=1), axis=1)
+            near = np.cumsum(ref_y[np.take_along_axis(idx, order, axis=1)], axis=1)
+        # near: (rows, k, 3), the outcomes' running sums, nearest first
         for j, kk in enumerate(KNN_KS):
             out[start:start + CHUNK, 3 * j:3 * j + 3] = near[:, min(kk, k) - 1] / min(kk, k)
     return out
