@@ -83,6 +83,12 @@ def test_the_word_cache_gives_the_library_s_token_ids(monkeypatch: pytest.Monkey
         text = " ".join(f"w{rng.randrange(10**6)}" for _ in range(rng.randint(1, 20)))
         assert cache.ids(text) == library.encode(text, add_special_tokens=False).ids
         assert len(cache._cache) <= 50
+    # another thread emptied the cache between this text's learning and its look-ups: the library's ids, this once
+    raced: list[list[str]] = []
+    monkeypatch.setattr(cache, "_learn", lambda words: (raced.append(words), cache._cache.clear()))
+    for text in ("qqzx never seen before", "a b never-seen zzqx", texts[0] + " qzqz"):
+        assert cache.ids(text) == library.encode(text, add_special_tokens=False).ids
+    assert len(raced) == 3
 
 
 def test_a_tokenizer_the_cache_cannot_mirror_is_left_to_the_library() -> None:

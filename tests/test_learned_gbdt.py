@@ -47,3 +47,22 @@ def test_each_tree_fits_a_random_half_of_the_rows_drawn_from_the_seed() -> None:
     # full fit's, yet the forest still learns the signal
     assert not np.array_equal(a.leaf[0], full[0].leaf[0])
     assert np.corrcoef(a.predict(x), x[:, 0])[0, 1] > 0.9
+
+
+def test_one_row_reaches_the_leaves_the_batch_walk_reaches() -> None:
+    # a request's row looks each tree's leaf up by its nodes' tests (depth 4: a table of 2 ** 15 patterns), a
+    # deeper forest walks its levels; both must give the batch's sums, rows on a split's threshold included
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3000, 6))
+    y = np.sin(3 * x[:, 0]) + x[:, 1] * x[:, 2] + 0.2 * rng.normal(size=3000)
+    for depth in (1, 2, 4, 5):
+        forest = gbdt.fit(x, y, trees=40, depth=depth, rate=0.1, min_leaf=20)
+        test = rng.normal(size=(300, 6)).astype(np.float32)
+        test[:50, 0] = forest.threshold[0, 0]  # exactly on the first split: goes left, as in the walk
+        test[50:60] = np.nan  # a NaN feature fails every test: left
+        batch = forest.predict(test)
+        one = np.array([forest.predict_one(t) for t in test])
+        assert np.array_equal(one, batch), depth
+        assert np.array_equal(forest.predict(test[:1]), batch[:1])  # a batch of one takes the one-row path
+    assert gbdt.Forest(np.zeros((0, 15), np.int16), np.zeros((0, 15), np.float32), np.zeros((0, 16), np.float32),
+                       0.25).predict_one(np.zeros(3, np.float32)) == 0.25

@@ -80,8 +80,22 @@ def test_train_score_calibrate_save_load(files: list[str], tmp_path: Path) -> No
     again = LearnedRouter.load(path)
     assert again.threshold == r.threshold and again.meta["families"] == [Path(f).stem for f in files]
     assert np.allclose(again.score(o.prompts[:20]), s[:20], atol=1e-3)
-    # one prompt at a time (a request's path, without the batch's scatter) scores as in a batch
+    # one prompt at a time (a request's path, without the batch's scatter) scores as in a batch: on a training
+    # prompt a feature may fall on a tree's split, where rounding decides (hence the tolerance); on others, to
+    # the last digits, the text missing (an embedding kept alone) or the embedding not a number included
     assert np.allclose([again.score([p])[0] for p in o.prompts[:8]], s[:8], atol=1e-3)
+    unseen = [f"{w} question {i}: which of these {w} is right?" for i, w in enumerate(("enzyme", "Lebesgue",
+                                                                                         "tariff", "syllogism"))]
+    unseen += ["", "zzzz qqqq", o.prompts[0][::-1], "x" * 3000, "İstanbul K … ünïcode 😀 " * 40]
+    vecs = np.vstack([default_embedder().embed([p]) for p in unseen] + [np.full((1, 256), np.nan)])
+    texts: list[str | None] = [*unseen, "nan"]
+    for tx in (texts, [None] * len(texts)):
+        batch = again.blend(vecs, tx)
+        one = [again.blend(vecs[i], [tx[i]])[0] for i in range(len(tx))]
+        assert np.allclose(one, batch, rtol=0, atol=1e-12) and np.isfinite(one).all()
+        heads = again.probabilities(vecs, tx)
+        assert np.allclose([again.probabilities(vecs[i], [tx[i]])[0][0] for i in range(len(tx))], heads[0],
+                           rtol=0, atol=1e-12)
     assert again.score(["zzzz qqqq"]).shape == (1,)  # no known word
     assert np.isfinite(again.score([""])).all()  # no token at all: the zero vector, a score all the same
     # the regressions' penalty was chosen by inner folds; the word models come back with their vocabulary
@@ -227,26 +241,37 @@ def test_lbfgs_minimises_a_quadratic() -> None:
 
 
 def test_one_querys_neighbours_are_those_a_batch_finds() -> None:
-    # a route scores one prompt: its neighbours come from a matrix-vector product and a flat partition, a batch's
-    # from a matrix product and a partition per row; both must find the same rows
-    from switchyard.routing.auto.learned import KNN_KS, _knn, _truncate
+    # a route scores one prompt: its neighbours come from an unnormalised matrix-vector product, partitioned only
+    # above a sample's bound; a batch's from a matrix product and a partition per row: the same rows
+    from switchyard.routing.auto.neighbours import KNN_KS, knn, knn_one, truncate
 
     rng = np.random.default_rng(7)
-    ref = _truncate(rng.normal(size=(5000, 64)), 64)
+    ref = truncate(rng.normal(size=(5000, 64)), 64)
     ref_y = rng.random((5000, 3))
+    ref_t = np.ascontiguousarray(ref.T)
     queries = rng.normal(size=(40, 64))
-    batch = _knn(queries, np.ascontiguousarray(ref.T), ref_y)
+    batch = knn(queries, ref_t, ref_y)
     for i in range(len(queries)):
-        assert np.allclose(_knn(queries[i:i + 1], np.ascontiguousarray(ref.T), ref_y)[0], batch[i])
+        assert np.allclose(knn_one(queries[i], ref_t, ref_y), batch[i], rtol=0, atol=1e-12)
+    # the sample's bound may hold fewer than 100 rows (here the sampled rows, every 16th, are the ones near the
+    # query): then all rows are partitioned
+    skewed = ref.copy()
+    skewed[::16] = ref[0] + 0.3 * rng.normal(size=(len(skewed[::16]), 64))
+    s_t = np.ascontiguousarray(truncate(skewed, 64).T)
+    sims = ref[0] @ s_t
+    assert np.sum(sims >= np.sort(sims[::16])[-(100 // 16 + 8)]) < 100  # the bound admits too few
+    assert np.allclose(knn_one(ref[0], s_t, ref_y), knn(ref[:1], s_t, ref_y)[0], rtol=0, atol=1e-12)
     # each feature is the mean outcome of the k nearest rows, k = 100, 20, 3 (all rows when there are fewer), for
     # one query and for a batch
     for q, small in ((queries[0], ref), (queries[1], ref[:50]), (queries[2], ref[:3])):
-        order = np.argsort(-(_truncate(q[None, :], 64) @ small.T)[0])
+        order = np.argsort(-(truncate(q[None, :], 64) @ small.T)[0])
         want = np.concatenate([ref_y[order[:kk]].mean(axis=0) for kk in KNN_KS])
         small_t = np.ascontiguousarray(small.T)
-        assert np.allclose(_knn(q[None, :], small_t, ref_y[:len(small)])[0], want)
-        assert np.allclose(_knn(np.stack([q, q]), small_t, ref_y[:len(small)])[1], want)
+        assert np.allclose(knn_one(q, small_t, ref_y[:len(small)]), want)
+        assert np.allclose(knn(np.stack([q, q]), small_t, ref_y[:len(small)])[1], want)
     # a query without a direction (the zero vector of a text without tokens, or NaN from another embedder's 0/0)
-    # still gets means of some rows, never an error
+    # has every row as near as any other: the means of all rows, on both paths, never an error
+    everything = np.tile(ref_y.mean(axis=0), len(KNN_KS))
     for odd in (np.zeros((1, 64)), np.full((1, 64), np.nan)):
-        assert np.isfinite(_knn(odd, np.ascontiguousarray(ref.T), ref_y)).all()
+        assert np.allclose(knn(np.vstack([odd, queries[:1]]), ref_t, ref_y), [everything, batch[0]])
+        assert np.allclose(knn_one(odd[0], ref_t, ref_y), everything)

@@ -310,10 +310,13 @@ def test_step_timeouts_retry_and_the_workflow_deadline_ends_a_run(tmp_path: Path
         with _gateway(tmp_path, fake_openai.base_url, url, [timeouts, deadline]) as gw, _client(gw) as c:
             before = server.calls["/flaky"]
             t = _wait(c, c.post("/v1/workflows/timeouts/runs", json={"input": {}}).json()["id"])
+            between = server.calls["/flaky"]
             d = _wait(c, c.post("/v1/workflows/deadline/runs", json={"input": {}}).json()["id"])
     finally:
         server.stall["/flaky"] = 0.0
     assert t["status"] == "failed" and t["error"]["code"] == "timeout" and t["steps"]["slow"]["attempts"] == 2
-    assert server.calls["/flaky"] - before == 3  # two tries of the first run, one of the second
+    assert between - before == 2  # the first run's two tries reached the tool
+    # the second run's one try, unless its deadline (1 s) passed before the step could send it (a loaded machine)
+    assert server.calls["/flaky"] - between <= 1
     assert d["status"] == "failed" and d["error"]["step"] == "first"
     assert d["error"]["code"] in ("timeout", "deadline_exceeded") and d["steps"]["second"]["status"] == "pending"

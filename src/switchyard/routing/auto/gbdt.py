@@ -4,7 +4,8 @@ Squared loss, trees of a fixed depth grown level by level over histograms of bin
 quantile bins per feature), leaf values shrunk by an L2 penalty and the learning rate; each tree sees a random half
 of the rows (stochastic gradient boosting: on outcomes as noisy as a model's right or wrong answer, it generalises
 better than every tree fitting every row). Fitting 150 trees of depth 4 on 11,000 rows of 40 features takes a few
-seconds; predicting one row walks every tree at once (a few numpy gathers per level), some tens of microseconds.
+seconds; predicting one row tests every node at once and looks each tree's leaf up by its tests' bits (about 8
+microseconds for 150 trees).
 
 A fitted :class:`Forest` is three plain arrays (split feature, split threshold, leaf value per tree), so that it is
 saved in the router's ``.npz`` file as it is.
@@ -12,7 +13,8 @@ saved in the router's ``.npz`` file as it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +34,12 @@ class Forest:
     threshold: npt.NDArray[np.float32]  # (trees, 2 ** depth - 1); +inf: the node does not split
     leaf: npt.NDArray[np.float32]  # (trees, 2 ** depth)
     base: float  # the prediction before the first tree
+    # for one row: the features as indices, the leaves raveled and each tree's first leaf in them
+    _index: npt.NDArray[np.intp] | None = field(default=None, init=False, repr=False, compare=False)
+    _leaves: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32), init=False,
+                                             repr=False, compare=False)
+    _first_leaf: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, np.intp), init=False, repr=False,
+                                              compare=False)
 
     @property
     def depth(self) -> int:
@@ -47,15 +55,8 @@ class Forest:
         if trees == 0:
             return out
         first = 2 ** self.depth - 1
-        if len(xs) == 1:  # one prompt (a request): flat indices into the trees' raveled arrays
-            x1, inner = xs[0], self.feature.shape[1]
-            at = np.arange(trees) * inner  # each tree's first node
-            node1 = np.zeros(trees, dtype=np.intp)
-            feature, threshold = self.feature.ravel(), self.threshold.ravel()
-            for _ in range(self.depth):
-                flat = at + node1
-                node1 = 2 * node1 + 1 + (x1[feature[flat]] > threshold[flat])
-            out[0] += float(self.leaf.ravel()[np.arange(trees) * (first + 1) + node1 - first].sum())
+        if len(xs) == 1:  # one prompt (a request)
+            out[0] = self.predict_one(xs[0])
             return out
         tree = np.arange(trees)
         for start in range(0, len(xs), 256):
@@ -68,6 +69,47 @@ class Forest:
                 node = 2 * node + 1 + right
             out[start:start + 256] += self.leaf[tree, node - first].sum(axis=1)
         return out
+
+    def predict_one(self, x: npt.NDArray[np.float32]) -> float:
+        """The prediction for one row (a request): every node's test at once, then each tree's leaf from its
+        tests' bits (:func:`_leaf_of`), the same leaves as the walk of :meth:`predict`."""
+        trees, inner = self.feature.shape
+        if trees == 0:
+            return self.base
+        if self._index is None:  # an index array of the platform's width gathers 3 times faster than int16
+            self._index = self.feature.astype(np.intp)
+            self._leaves = self.leaf.ravel()
+            self._first_leaf = np.arange(trees) * (inner + 1)
+        go = x[self._index] > self.threshold  # (trees, inner): which way each node would send the row
+        if inner > MAX_TABLE_BITS:  # a deeper forest: walk its levels
+            node = np.zeros(trees, dtype=np.intp)
+            at = np.arange(trees) * inner
+            flat = go.ravel()
+            for _ in range(self.depth):
+                node = 2 * node + 1 + flat[at + node]
+            leaf = node - inner
+        else:
+            leaf = _leaf_of(inner)[go @ _bits(inner)]
+        return self.base + float(self._leaves[self._first_leaf + leaf].sum())
+
+
+MAX_TABLE_BITS = 15  # a depth-4 tree's inner nodes: its leaf table has 2 ** 15 entries
+
+
+@functools.cache
+def _bits(inner: int) -> npt.NDArray[np.intp]:
+    return np.asarray(1 << np.arange(inner), dtype=np.intp)
+
+
+@functools.cache
+def _leaf_of(inner: int) -> npt.NDArray[np.intp]:
+    """For each pattern of a tree's node tests (bit ``i``: node ``i`` sends the row right), the leaf the row
+    reaches (nodes it does not visit do not matter)."""
+    code = np.arange(2 ** inner)
+    node = np.zeros(2 ** inner, dtype=np.intp)
+    for _ in range(int(np.log2(inner + 1))):
+        node = 2 * node + 1 + ((code >> node) & 1)
+    return np.asarray(node - inner, dtype=np.intp)
 
 
 def _bin(x: Floats) -> tuple[npt.NDArray[np.uint8], list[Floats]]:

@@ -12,7 +12,7 @@ metrics needs only it (:meth:`LearnedRouter.blend`). The features of a prompt:
   the posterior vector, its products with each family's shrunk mean gain, strong and weak outcome;
 * the word models of :mod:`.lexical` (term means, naive Bayes log-odds, two bag-of-words logistic regressions);
 * the mean gain, strong and weak outcome of the prompt's ``k`` = 100, 20 and 3 nearest training prompts in
-  embedding (cosine on the embedding's first ``KNN_DIM`` dimensions; float16 rows);
+  embedding (:mod:`.neighbours`: cosine on the embedding's first ``KNN_DIM`` dimensions; float16 rows);
 * its shape (:func:`.lexical.shape`: lines, digits, words, their length and how many are distinct);
 * the prompt's log length, and its embedding itself (what carries over to families never seen in training:
   without it, held-out families scored no better than prompt length).
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,11 +45,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import gbdt
+from . import gbdt, neighbours
 from .calibration import cost_share, file_quantiles, quantile_threshold, top_share_threshold
 from .embedder import Embedder, clip_prompt, default_embedder
 from .lexical import SHAPE_FEATURES, SHRINK, TERM_FEATURES, TermMatrix, WordModels, fit_words, shapes
+from .lexical import shape as text_shape
 from .metrics import apgr, curve
+from .neighbours import KNN_FEATURES
 from .outcomes import Outcomes
 
 Floats = npt.NDArray[np.float64]
@@ -56,8 +59,6 @@ Ints = npt.NDArray[np.int64]
 
 FORMAT = "switchyard-learned-router"
 VERSION = 4
-KNN_KS = (100, 20, 3)  # the neighbourhoods' sizes (the first is the largest)
-KNN_FEATURES = tuple(f"knn{k}_{y}" for k in KNN_KS for y in ("gain", "strong", "weak"))
 STACK_FOLDS = 5
 LAMBDAS = (0.1, 0.3, 1.0)  # the regressions' L2 penalty, times the number of training rows
 COMBINER_FEATURES = ("post_gain", "post_strong", "post_weak", *TERM_FEATURES, *KNN_FEATURES, "log_length",
@@ -66,8 +67,6 @@ BLEND = 0.5  # the score's share of the trees' gain (the rest: the heads')
 LDA_SHRINK = 0.1  # of the discriminant's covariance toward its mean variance
 MIX_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 MAX_REFERENCE = 20_000  # training rows kept for the nearest neighbours
-KNN_DIM = 16  # the neighbours are searched on the embedding's first KNN_DIM dimensions (WordLlama's are nested)
-CHUNK = 1024
 NONE = -1e30  # the log prior of a family without training prompts
 
 
@@ -122,39 +121,6 @@ def _lda(emb: Floats, family: Ints, n_families: int) -> tuple[Floats, Floats]:
     return np.asarray(w, dtype=np.float64), np.where(counts > 0, b, NONE).astype(np.float64)
 
 
-def _truncate(emb: Floats, dim: int = KNN_DIM) -> npt.NDArray[np.float32]:
-    """The first ``dim`` dimensions of each row, L2-normalised again."""
-    t = np.asarray(emb[:, :dim], dtype=np.float32)
-    return np.asarray(t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12), dtype=np.float32)
-
-
-def _knn(emb: Floats, ref_t: npt.NDArray[np.float32], ref_y: Floats) -> Floats:
-    """(rows, 9): the mean gain, strong and weak outcome of each row's nearest reference rows (cosine, on the
-    embedding's first ``KNN_DIM`` dimensions: the search over every reference row is the costliest part of a
-    score, and it scales with the dimension). ``ref_t``: the reference's rows as columns, (dim, rows), contiguous,
-    for which one prompt's product is twice as fast as over rows."""
-    out = np.zeros((len(emb), len(KNN_FEATURES)))
-    n = ref_t.shape[1]
-    if not n:
-        return out
-    k = min(KNN_KS[0], n)
-    for start in range(0, len(emb), CHUNK):
-        q = _truncate(emb[start:start + CHUNK], len(ref_t))  # the width the file was trained with
-        if len(q) == 1:  # one prompt (a request): a vector product and flat indices, the same rows
-            sims1 = q[0] @ ref_t
-            idx1 = np.argpartition(sims1, n - k)[n - k:]
-            near = np.cumsum(ref_y[idx1[np.argsort(-sims1[idx1])]], axis=0)[None]
-        else:
-            sims = q @ ref_t
-            idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            order = np.argsort(-np.take_along_axis(sims, idx, axis=1), axis=1)
-            near = np.cumsum(ref_y[np.take_along_axis(idx, order, axis=1)], axis=1)
-        # near: (rows, k, 3), the outcomes' running sums, nearest first
-        for j, kk in enumerate(KNN_KS):
-            out[start:start + CHUNK, 3 * j:3 * j + 3] = near[:, min(kk, k) - 1] / min(kk, k)
-    return out
-
-
 @dataclass
 class _Models:
     """What one fit of the feature models keeps: the word models, the discriminant, the neighbours and the family
@@ -163,18 +129,23 @@ class _Models:
     words: WordModels
     lda_w: Floats
     lda_b: Floats
-    reference: npt.NDArray[np.float16]  # (rows, KNN_DIM) the training embeddings, truncated (:func:`_truncate`)
+    reference: npt.NDArray[np.float16]  # (rows, KNN_DIM) the training embeddings (:func:`.neighbours.truncate`)
     reference_y: Floats  # (rows, 3) their gain, strong and weak outcome
     family_y: Floats  # (families, 3) shrunk means of gain, strong and weak outcome
     _reference_t: npt.NDArray[np.float32] | None = field(default=None, repr=False, compare=False)  # (KNN_DIM, rows)
 
+    def reference_t(self) -> npt.NDArray[np.float32]:
+        """The reference's rows as columns, float32 (converted once: per call it would cost more than the rest of
+        a score)."""
+        if self._reference_t is None:
+            self._reference_t = np.ascontiguousarray(self.reference.T, dtype=np.float32)
+        return self._reference_t
+
     def raw(self, m: TermMatrix, emb: Floats) -> tuple[Floats, Floats, Floats, Floats]:
         """Term features, family log-likelihoods (naive Bayes, discriminant), neighbour features."""
-        if self._reference_t is None:  # converted once: per call it would cost more than the rest of a score
-            self._reference_t = np.ascontiguousarray(self.reference.T, dtype=np.float32)
         lda = emb @ self.lda_w + self.lda_b
         return (self.words.features(m), self.words.family_loglik(m), lda - lda.max(axis=1, keepdims=True),
-                _knn(emb, self._reference_t, self.reference_y))
+                neighbours.knn(emb, self.reference_t(), self.reference_y))
 
 
 def _fit_models(m: TermMatrix, n_cols: int, emb: Floats, outcomes: Outcomes, family: Ints, n_families: int,
@@ -188,7 +159,7 @@ def _fit_models(m: TermMatrix, n_cols: int, emb: Floats, outcomes: Outcomes, fam
     counts = np.bincount(family, minlength=n_families).astype(np.float64)[:, None]
     sums = np.stack([np.bincount(family, weights=y[:, j], minlength=n_families) for j in range(3)], axis=1)
     family_y = (sums + SHRINK * y.mean(axis=0)) / (counts + SHRINK)
-    return _Models(words, lda_w, lda_b, _truncate(emb[keep]).astype(np.float16), y[keep], family_y)
+    return _Models(words, lda_w, lda_b, neighbours.truncate(emb[keep]).astype(np.float16), y[keep], family_y)
 
 
 def _log_length(texts: Sequence[str | None]) -> Floats:
@@ -231,6 +202,35 @@ def _fit_mix(nb: Floats, lda: Floats, family: Ints) -> tuple[float, float]:
 
 
 @dataclass
+class _OneRow:
+    """What scoring one prompt at a time uses, derived once from a router: the heads' weights over the raw features
+    (the standardisation folded in), the discriminant times its weight in the mixture, the reference as columns,
+    the training means that stand for a missing text's length and shape."""
+
+    coef: Floats  # (2, features)
+    bias: Floats  # (2,)
+    lda_w: Floats  # (dim, families)
+    lda_b: Floats  # (families,)
+    reference_t: npt.NDArray[np.float32]  # (KNN_DIM, rows)
+    mean_length: float
+    mean_shape: Floats
+
+    @classmethod
+    def of(cls, r: LearnedRouter) -> _OneRow:
+        coef = r.coef[:, :-1] / r.x_scale
+        d = len(r.x_mean) - r.models.lda_w.shape[0] - len(SHAPE_FEATURES)  # the shape's first column
+        # the discriminant's log-likelihoods are shifted by their maximum in the batch path: the softmax does not
+        # see a shift, so it is left out here
+        return cls(coef, r.coef[:, -1] - coef @ r.x_mean, r.mix[1] * r.models.lda_w, r.mix[1] * r.models.lda_b,
+                   r.models.reference_t(), float(r.x_mean[d - 1]), r.x_mean[d:d + len(SHAPE_FEATURES)].copy())
+
+
+def _sigmoid1(v: float) -> float:
+    """:func:`_sigmoid` of one number."""
+    return 1.0 / (1.0 + math.exp(-min(max(v, -40.0), 40.0)))
+
+
+@dataclass
 class LearnedRouter:
     """A trained router. ``score`` gives P(strong model needed) per prompt; a prompt whose score is at least
     ``threshold`` goes to the strong model."""
@@ -245,6 +245,7 @@ class LearnedRouter:
     threshold: float = 0.5
     meta: dict[str, Any] = field(default_factory=dict)
     embedder: Embedder | None = field(default=None, repr=False, compare=False)
+    _one: _OneRow | None = field(default=None, repr=False, compare=False)
 
     @property
     def words(self) -> WordModels:
@@ -280,6 +281,9 @@ class LearnedRouter:
         emb = np.asarray(embeddings, dtype=np.float64)
         if emb.ndim == 1:
             emb = emb[None, :]
+        if len(emb) == 1:  # one prompt (a request)
+            heads1, gain1 = self._predict_one(emb[0], texts[0] if texts is not None else None)
+            return heads1[None, :], np.array([gain1])
         tx = [clip_prompt(t) if t is not None else None for t in texts] if texts is not None else [None] * len(emb)
         term, nb, lda, knn = self.models.raw(self.words.matrix(tx), emb)
         post = _posterior(nb, lda, self.mix)
@@ -291,6 +295,38 @@ class LearnedRouter:
         length, shape = x[:, d - 1 - len(SHAPE_FEATURES)], x[:, d - len(SHAPE_FEATURES):d]
         trees = self.forest.predict(_combiner_input(post, expected, term, knn, length, heads, shape))
         return heads, BLEND * trees + (1 - BLEND) * (heads[:, 0] - heads[:, 1])
+
+    def _predict_one(self, emb: Floats, text: str | None) -> tuple[Floats, float]:
+        """:meth:`_predict` of one prompt (a request) in few numpy calls (on a request's path each costs a few
+        microseconds): the same features and models, the mixture's and the standardisation's constants folded into
+        the weights (:class:`_OneRow`), the heads' two sigmoids in plain floats. The result is the batch path's to
+        about 1e-15, except where a feature of the prompt falls within that of one of the trees' splits (a prompt
+        seen in training can), which may then send it the other way."""
+        one = self._one
+        if one is None:
+            one = self._one = _OneRow.of(self)
+        tx = clip_prompt(text) if text is not None else None
+        term, nb = self.words.one(tx)
+        logits = self.mix[0] * nb + (emb @ one.lda_w + one.lda_b)  # the discriminant times its weight
+        p = np.exp(logits - logits.max())
+        post = p / p.sum()
+        expected = post @ self.models.family_y
+        knn = neighbours.knn_one(emb, one.reference_t, self.models.reference_y)
+        shape1: Sequence[float] | Floats
+        if tx is not None:
+            length, shape1 = math.log1p(len(tx)), text_shape(tx)
+        else:
+            length, shape1 = one.mean_length, one.mean_shape
+        x = np.concatenate([post, expected, term, knn, (length,), shape1, emb])
+        if not math.isfinite(float(emb.sum())):  # another embedder's 0/0: the training means
+            x = np.where(np.isnan(x), self.x_mean, x)
+        h0, h1 = (one.coef @ x + one.bias).tolist()
+        strong, weak = _sigmoid1(h0), _sigmoid1(h1)
+        entropy = -float(post @ np.log(np.maximum(post, 1e-12)))
+        trees = self.forest.predict_one(np.concatenate(
+            [expected, term, knn, (length, strong, weak, strong - weak, post.max(), entropy), shape1],
+            dtype=np.float32))
+        return np.array([strong, weak]), BLEND * trees + (1 - BLEND) * (strong - weak)
 
     def _embedder(self) -> Embedder:
         if self.embedder is None:

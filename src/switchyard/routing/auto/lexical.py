@@ -1,5 +1,5 @@
 """The learned router's word models: what the words of a prompt say, beside its embedding. Numpy only, and cheap
-per request (a regular expression, a few hundred dictionary look-ups and one gather of a few hundred rows).
+per request (a few byte translations, a few hundred dictionary look-ups and one gather of a few hundred rows).
 
 A prompt's **terms** are its lower-cased words and pairs of adjacent words (of a long text only its head and tail,
 as for the embedding). Terms seen in fewer than ``MIN_DF`` training prompts are dropped. For each prompt the
@@ -31,7 +31,8 @@ import re
 import string
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -52,7 +53,17 @@ BOW_LAMBDA = 3e-5  # L2 penalty of the bag-of-words regressions (per prompt)
 BOW_ITERS = 100
 _WORD = re.compile(r"[a-z0-9]+")
 _OTHER = re.compile(r"[^\w\s]")
-_UPPER = re.compile("[A-Z]")
+# The same words and counts over bytes (str.translate and bytes.split run in C, the regular expressions' scans
+# cost 3-4 times more): an ASCII character's word byte (A-Z lower-cased, a-z and 0-9 kept, any other a space), and
+# the ASCII digits, capitals and symbols (what _OTHER matches). Another character is encoded as "?" (a space for
+# the words, a symbol counted apart); the two whose lower case holds an ASCII letter (U+0130 "İ" lowers to "i̇",
+# U+212A, the kelvin sign, to "k") send the text to _WORD.
+_WORD_BYTES = bytes(ord(chr(b).lower()) if _WORD.fullmatch(chr(b).lower()) else 32 for b in range(128)) + b" " * 128
+_DIGIT_BYTES = string.digits.encode()
+_UPPER_BYTES = string.ascii_uppercase.encode()
+_OTHER_BYTES = bytes(b for b in range(128) if _OTHER.fullmatch(chr(b)))
+_LOWERS_TO_ASCII = re.compile("[\u0130\u212a]")
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]")
 SHAPE_FEATURES = ("lines", "longest_line", "mean_line", "first_line", "tail_lines", "line_spread", "digits", "upper",
                   "symbols", "words", "word_length", "long_words", "distinct_words")
 
@@ -61,7 +72,27 @@ SHAPE_FEATURES = ("lines", "longest_line", "mean_line", "first_line", "tail_line
 def _words(text: str) -> tuple[str, ...]:
     """The lower-cased words of ``text`` (of a long one, its head and tail): found once per request for both
     :func:`terms` and :func:`shape` (hence the small cache of the latest texts)."""
-    return tuple(_WORD.findall(clip_text(text).lower()))
+    t = clip_text(text)
+    if t.isascii():
+        b = t.encode()
+    elif _LOWERS_TO_ASCII.search(t) is None:
+        b = t.encode("ascii", "replace")
+    else:
+        return tuple(_WORD.findall(t.lower()))
+    return tuple(b.translate(_WORD_BYTES).decode().split())
+
+
+def _counts(t: str) -> tuple[int, int, int]:
+    """The ASCII digits, ASCII capitals and other symbols (``[^\\w\\s]``) of ``t``."""
+    if t.isascii():
+        b, other = t.encode(), 0
+    else:  # each other character becomes one "?": counted apart, by _OTHER
+        b = t.encode("ascii", "replace")
+        odd = _NOT_ASCII.findall(t)
+        other = _OTHER.subn("", "".join(odd))[1] - len(odd)
+    n = len(b)
+    return (n - len(b.translate(None, _DIGIT_BYTES)), n - len(b.translate(None, _UPPER_BYTES)),
+            n - len(b.translate(None, _OTHER_BYTES)) + other)
 
 
 def terms(text: str) -> list[str]:
@@ -85,10 +116,11 @@ def shape(text: str) -> list[float]:
     words = _words(text)
     nw = max(len(words), 1)
     lengths = list(map(len, words))
+    digits, upper, other = _counts(t)
     return [math.log1p(len(lines)), math.log1p(max(lines)), math.log1p(mean), math.log1p(lines[0]),
-            math.log1p(sum(tail) / len(tail)), math.log1p(spread), sum(map(t.count, string.digits)) / n,
-            len(_UPPER.findall(t)) / n, _OTHER.subn("", t)[1] / n, math.log1p(len(words)),
-            sum(lengths) / nw, sum(1 for v in lengths if v >= 8) / nw, len(set(words)) / nw]
+            math.log1p(sum(tail) / len(tail)), math.log1p(spread), digits / n, upper / n, other / n,
+            math.log1p(len(words)),
+            sum(lengths) / nw, sum(map((8).__le__, lengths)) / nw, len(set(words)) / nw]
 
 
 def shapes(texts: Sequence[str | None]) -> Floats:
@@ -217,11 +249,15 @@ def _bow_fit(m: TermMatrix, y: Floats, n_cols: int) -> Floats:
 class WordModels:
     vocab: dict[str, int] | None  # term -> column (None while fitted on a training matrix's columns)
     known: npt.NDArray[np.bool_]  # (terms,) the columns kept (seen in MIN_DF prompts)
-    idf: Floats  # (terms,)
-    weights: Floats  # (terms, 9): term means (3), log-odds (4), bag-of-words weights (2)
+    # float32 as saved and loaded (a request reads a few hundred scattered rows: half the cache lines), float64
+    # once gathered, so that the sums are those of the fitted model's float64 arrays
+    idf: npt.NDArray[np.floating[Any]]  # (terms,)
+    weights: npt.NDArray[np.floating[Any]]  # (terms, 9): term means (3), log-odds (4), bag-of-words weights (2)
     bias: Floats  # (9,): a text without known terms scores the means (3), zero log-odds, the regressions' biases
-    nb_logp: Floats  # (terms, families) log P(term | family)
+    nb_logp: npt.NDArray[np.floating[Any]]  # (terms, families) log P(term | family); float16 as saved and loaded
     nb_prior: Floats  # (families,) log P(family); -1e30 for a family without training prompts
+    _pairs: dict[tuple[str, str], int] | None = field(default=None, init=False, repr=False, compare=False)
+    _rows: Floats | None = field(default=None, init=False, repr=False, compare=False)  # weights and idf, side by side
 
     @property
     def compacted(self) -> bool:
@@ -239,7 +275,7 @@ class WordModels:
         if not len(cols):
             return out
         if n == 1:  # one prompt (a request): the same sums without the scatter
-            w1, idf1, c1 = self.weights[cols], self.idf[cols], m.counts
+            w1, idf1, c1 = self.weights[cols].astype(np.float64), self.idf[cols].astype(np.float64), m.counts
             out[0, :3] = idf1 @ w1[:, :3] / float(idf1.sum())
             out[0, 3:7] = c1 @ w1[:, 3:7] / np.sqrt(float(c1.sum()))
             out[0, 7:] += w1[:, 7:].sum(axis=0) / np.sqrt(len(cols))
@@ -247,8 +283,8 @@ class WordModels:
         distinct = np.diff(m.ptr).astype(np.float64)
         total = np.bincount(row, weights=m.counts, minlength=n)
         has = distinct > 0
-        w = self.weights[cols]
-        idf = self.idf[cols]
+        w = self.weights[cols].astype(np.float64)
+        idf = self.idf[cols].astype(np.float64)
         den = np.bincount(row, weights=idf, minlength=n)
         for j in range(3):
             out[has, j] = np.bincount(row, weights=idf * w[:, j], minlength=n)[has] / den[has]
@@ -258,18 +294,57 @@ class WordModels:
             out[:, j] += np.bincount(row, weights=w[:, j], minlength=n) / np.sqrt(np.maximum(distinct, 1))
         return out
 
+    def one(self, text: str | None) -> tuple[Floats, Floats]:
+        """One text's (a request's) :data:`TERM_FEATURES` and family log-likelihoods: what :meth:`features` and
+        :meth:`family_loglik` give for its row of :meth:`matrix` (to about 1e-15: the sums run in another order),
+        without building the matrix, in a score of numpy calls (on a request's path each costs microseconds). The
+        arrays returned may be the model's own: do not modify them."""
+        assert self.vocab is not None, "a compacted model"
+        if text is None:
+            return self.bias, self.nb_prior
+        if self._pairs is None:
+            self._pairs = self.pair_index(self.vocab)
+            self._rows = np.hstack([self.weights, self.idf[:, None]])  # one gather for both (float32 if saved)
+        words = _words(text)  # its terms' columns, as terms() would find them, without joining each pair
+        ids = [i for i in itertools.chain(map(self.vocab.get, words), map(self._pairs.get, itertools.pairwise(words)))
+               if i is not None]
+        if not ids:
+            return self.bias, self.nb_prior
+        found = Counter(ids)
+        m, total = len(found), len(ids)
+        cols = np.fromiter(found.keys(), dtype=np.intp, count=m)
+        counts = np.fromiter(found.values(), dtype=np.float64, count=m)
+        assert self._rows is not None
+        rows = self._rows[cols].astype(np.float64)
+        idf = rows[:, 9]
+        term = np.concatenate([idf @ rows[:, :3] / idf.sum(), counts @ rows[:, 3:7] / math.sqrt(total),
+                               rows[:, 7:9].sum(axis=0) / math.sqrt(m) + self.bias[7:]])
+        return term, self.nb_prior + counts @ self.nb_logp[cols].astype(np.float64) / total ** NB_TEMPER
+
+    @staticmethod
+    def pair_index(vocab: dict[str, int]) -> dict[tuple[str, str], int]:
+        """The vocabulary's pairs of words by their two words (sharing the words' strings with the vocabulary: a
+        pair kept was seen in 2 prompts, and so were its words)."""
+        words = {t: t for t in vocab if "_" not in t}
+        out: dict[tuple[str, str], int] = {}
+        for term, col in vocab.items():
+            if "_" in term:
+                a, b = term.split("_")
+                out[words.get(a, a), words.get(b, b)] = col
+        return out
+
     def family_loglik(self, m: TermMatrix, chunk: int = 512) -> Floats:
         """(rows, families): the tempered naive Bayes log-likelihood of each family plus its log prior."""
         m = self._known(m)
         out = np.tile(self.nb_prior, (m.rows, 1))
         if m.rows == 1 and len(m.cols):  # one prompt (a request)
-            out[0] += m.counts @ self.nb_logp[m.cols] / float(m.counts.sum()) ** NB_TEMPER
+            out[0] += m.counts @ self.nb_logp[m.cols].astype(np.float64) / float(m.counts.sum()) ** NB_TEMPER
             return out
         for start in range(0, m.rows, chunk):
             part = m.subset(np.arange(start, min(start + chunk, m.rows)))
             if not len(part.cols):
                 continue
-            contrib = self.nb_logp[part.cols] * part.counts[:, None]  # (entries, families)
+            contrib = self.nb_logp[part.cols].astype(np.float64) * part.counts[:, None]  # (entries, families)
             nonempty = np.flatnonzero(np.diff(part.ptr) > 0)
             sums = np.add.reduceat(contrib, part.ptr[nonempty], axis=0)
             total = np.add.reduceat(part.counts, part.ptr[nonempty])
@@ -300,8 +375,8 @@ class WordModels:
         text = bytes(a["lex_vocab"]).decode()
         words = text.split("\n") if text else []
         return cls({w: i for i, w in enumerate(words)}, np.ones(len(words), dtype=np.bool_),
-                   np.asarray(a["lex_idf"], dtype=np.float64), np.asarray(a["lex_weights"], dtype=np.float64),
-                   np.asarray(a["lex_bias"], dtype=np.float64), np.asarray(a["lex_nb_logp"], dtype=np.float64),
+                   np.asarray(a["lex_idf"], dtype=np.float32), np.asarray(a["lex_weights"], dtype=np.float32),
+                   np.asarray(a["lex_bias"], dtype=np.float64), np.asarray(a["lex_nb_logp"], dtype=np.float16),
                    np.asarray(a["lex_nb_prior"], dtype=np.float64))
 
 

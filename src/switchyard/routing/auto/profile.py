@@ -65,6 +65,7 @@ class TaskProfile:
     # the embedding of the profiled text (None when a rule set the type): the learned router scores it too, so a
     # request is embedded once
     vector: Any = field(default=None, repr=False, compare=False)
+    text: str | None = field(default=None, repr=False, compare=False)  # what was embedded (never logged)
 
     def as_dict(self) -> dict[str, Any]:
         return {"task": self.task, "needs": sorted(self.needs), "tokens": self.tokens,
@@ -164,7 +165,8 @@ class Profiler:
         task = c.types[best]
         if task == "tool_use":  # without tools in the request, a tool-like ask is chat
             task = "chat"
-        prof = TaskProfile(task, needs, prompt_tokens, 0.0, float(sims[best]), signals=signals, vector=vec)
+        prof = TaskProfile(task, needs, prompt_tokens, 0.0, float(sims[best]), signals=signals, vector=vec,
+                           text=text)
         levels = c.level_matrix[2 * best: 2 * best + 2] @ vec
         level = 0.5 + 0.5 * (float(levels[1] - levels[0]) - c.level_mid[best]) / c.level_span[best]
         return self._finish(prof, text, level)

@@ -194,7 +194,8 @@ class Auto(Strategy):
     def _route_learned(self, dec: Decision, req: Any, cands: list[Entry], plan: Plan) -> None:
         try:
             r = self.learned()
-            text = request_text(req)  # what the profile embedded: its vector is reused when the embedder is the same
+            # what the profile embedded: its vector is reused when the embedder is the same
+            text = dec.profile.text if dec.profile.text is not None else request_text(req)
             vec = dec.profile.vector
             if vec is not None and (r.embedder or default_embedder()) is self.profiler.embedder:
                 p = float(r.score_vectors(vec, [text])[0])
