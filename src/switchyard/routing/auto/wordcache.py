@@ -56,25 +56,20 @@ class WordCache:
             return []
         if any(map(text.__contains__, self._specials)):
             return list(self._library.encode(text, add_special_tokens=False).ids)
-        words = _WORD.findall(SPACE + text.replace(" ", SPACE))
         cache = self._cache
-        distinct = dict.fromkeys(words)
-        missing = [w for w in distinct if w not in cache]
-        if missing:
-            if len(cache) + len(missing) > MAX_WORDS:  # full: start again (with all of this text's words)
-                cache.clear()
-                missing = list(distinct)
-            self._learn(missing)
         out: list[int] = []
-        for w in words:
+        for w in _WORD.findall(SPACE + text.replace(" ", SPACE)):
             got = cache.get(w)
-            if got is None:  # another thread started the cache again meanwhile: the library's path, this once
-                return list(self._library.encode(text, add_special_tokens=False).ids)
+            if got is None:
+                got = self._learn(w)
             out += got
         return out
 
-    def _learn(self, words: list[str]) -> None:
-        """Tokenize unseen words with the BPE model alone (what the library runs on each word after normalizing:
-        a third of an ``encode`` call's cost, without its pipeline)."""
-        tokenize = self._bpe.tokenize
-        self._cache.update((w, [t.id for t in tokenize(w)]) for w in words)
+    def _learn(self, word: str) -> list[int]:
+        """An unseen word's ids, from the BPE model alone (what the library runs on each word after normalizing:
+        a third of an ``encode`` call's cost, without its pipeline), kept; a full cache starts again first."""
+        got = [t.id for t in self._bpe.tokenize(word)]
+        if len(self._cache) >= MAX_WORDS:
+            self._cache.clear()
+        self._cache[word] = got
+        return got
