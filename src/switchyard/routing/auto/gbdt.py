@@ -102,14 +102,14 @@ def _bits(inner: int) -> npt.NDArray[np.intp]:
 
 
 @functools.cache
-def _leaf_of(inner: int) -> npt.NDArray[np.intp]:
+def _leaf_of(inner: int) -> npt.NDArray[np.uint8]:
     """For each pattern of a tree's node tests (bit ``i``: node ``i`` sends the row right), the leaf the row
     reaches (nodes it does not visit do not matter)."""
     code = np.arange(2 ** inner)
     node = np.zeros(2 ** inner, dtype=np.intp)
     for _ in range(int(np.log2(inner + 1))):
         node = 2 * node + 1 + ((code >> node) & 1)
-    return np.asarray(node - inner, dtype=np.intp)
+    return np.asarray(node - inner, dtype=np.uint8)  # 32 KB: the few entries a row reads stay in the cache
 
 
 def _bin(x: Floats) -> tuple[npt.NDArray[np.uint8], list[Floats]]:
