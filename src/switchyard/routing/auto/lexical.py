@@ -257,7 +257,8 @@ class WordModels:
     nb_logp: npt.NDArray[np.floating[Any]]  # (terms, families) log P(term | family); float16 as saved and loaded
     nb_prior: Floats  # (families,) log P(family); -1e30 for a family without training prompts
     _pairs: dict[tuple[str, str], int] | None = field(default=None, init=False, repr=False, compare=False)
-    _rows: Floats | None = field(default=None, init=False, repr=False, compare=False)  # weights and idf, side by side
+    # the weights and the idf side by side, for one gather per request
+    _rows: npt.NDArray[np.floating[Any]] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def compacted(self) -> bool:
@@ -302,9 +303,9 @@ class WordModels:
         assert self.vocab is not None, "a compacted model"
         if text is None:
             return self.bias, self.nb_prior
-        if self._pairs is None:
-            self._pairs = self.pair_index(self.vocab)
+        if self._pairs is None:  # built once (the rows first: another thread may test the pairs meanwhile)
             self._rows = np.hstack([self.weights, self.idf[:, None]])  # one gather for both (float32 if saved)
+            self._pairs = self.pair_index(self.vocab)
         words = _words(text)  # its terms' columns, as terms() would find them, without joining each pair
         ids = [i for i in itertools.chain(map(self.vocab.get, words), map(self._pairs.get, itertools.pairwise(words)))
                if i is not None]
@@ -328,9 +329,9 @@ class WordModels:
         words = {t: t for t in vocab if "_" not in t}
         out: dict[tuple[str, str], int] = {}
         for term, col in vocab.items():
-            if "_" in term:
-                a, b = term.split("_")
-                out[words.get(a, a), words.get(b, b)] = col
+            pair = term.split("_")
+            if len(pair) == 2:  # (terms() never makes a term of more than two words)
+                out[words.get(pair[0], pair[0]), words.get(pair[1], pair[1])] = col
         return out
 
     def family_loglik(self, m: TermMatrix, chunk: int = 512) -> Floats:

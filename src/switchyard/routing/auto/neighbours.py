@@ -7,8 +7,6 @@ request), with the same rows found.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import numpy.typing as npt
 
@@ -61,12 +59,12 @@ def knn_one(emb: Floats, ref_t: npt.NDArray[np.float32], ref_y: Floats) -> Float
     a sample of the similarities bounds the largest ones, so that only the rows above the bound are partitioned
     (all of them when the bound holds too few)."""
     n = ref_t.shape[1]
-    q = emb[:len(ref_t)].astype(np.float32)
-    norm = float(q @ q)
-    if not n or not (0.0 < norm < math.inf):  # no reference, or a query without a direction
-        return nowhere(ref_y) if n else np.zeros(len(KNN_FEATURES))
+    if not n:
+        return np.zeros(len(KNN_FEATURES))
+    if not float(np.abs(emb[:len(ref_t)]).sum()) > 0:  # zero or not a number: no direction (as in knn)
+        return nowhere(ref_y)
     k = min(KNN_KS[0], n)
-    sims = q @ ref_t
+    sims = emb[:len(ref_t)].astype(np.float32) @ ref_t
     top = None
     if n >= 32 * k:
         sample = np.partition(sims[::16], -(k // 16 + 8))  # about 16 times that many rows lie above the bound
