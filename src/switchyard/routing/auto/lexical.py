@@ -275,12 +275,6 @@ class WordModels:
         out = np.tile(self.bias, (n, 1))
         if not len(cols):
             return out
-        if n == 1:  # one prompt (a request): the same sums without the scatter
-            w1, idf1, c1 = self.weights[cols].astype(np.float64), self.idf[cols].astype(np.float64), m.counts
-            out[0, :3] = idf1 @ w1[:, :3] / float(idf1.sum())
-            out[0, 3:7] = c1 @ w1[:, 3:7] / np.sqrt(float(c1.sum()))
-            out[0, 7:] += w1[:, 7:].sum(axis=0) / np.sqrt(len(cols))
-            return out
         distinct = np.diff(m.ptr).astype(np.float64)
         total = np.bincount(row, weights=m.counts, minlength=n)
         has = distinct > 0
@@ -338,9 +332,6 @@ class WordModels:
         """(rows, families): the tempered naive Bayes log-likelihood of each family plus its log prior."""
         m = self._known(m)
         out = np.tile(self.nb_prior, (m.rows, 1))
-        if m.rows == 1 and len(m.cols):  # one prompt (a request)
-            out[0] += m.counts @ self.nb_logp[m.cols].astype(np.float64) / float(m.counts.sum()) ** NB_TEMPER
-            return out
         for start in range(0, m.rows, chunk):
             part = m.subset(np.arange(start, min(start + chunk, m.rows)))
             if not len(part.cols):
