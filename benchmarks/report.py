@@ -124,14 +124,24 @@ def _auto(res: dict[str, Any]) -> list[str]:
             "thread's own time (the wall clock's tail includes other processes' time slices). Microseconds.", ""]
     if "error" in auto:
         return [*head, f"Not available: {auto['error']}", ""]
+    lines = [*head, *_auto_table(auto), "", f"The first decision loads the embedder and the centroids: "
+             f"{auto['first_ms']:g} ms.", ""]
+    learned = auto.get("learned")
+    if learned:
+        lines += ["With a learned router on the route as well (`--router`: trained for the run on RouteLLM's MMLU "
+                  "outcomes, between o3, strong, and gpt-4o-mini, weak, at a 30% share of strong calls; it scores "
+                  "the profile's embedding):", ""]
+        lines += ([f"Not available: {learned['error']}"] if "error" in learned else _auto_table(learned)) + [""]
+    return lines
+
+
+def _auto_table(auto: dict[str, Any]) -> list[str]:
     rows = [[r["prompt"], str(r["tokens"]), f"{r['p50_us']:.0f}", f"{r['p99_us']:.0f}", f"{r['cpu_p50_us']:.0f}",
              f"{r['cpu_p99_us']:.0f}", f"{r['chosen']} ({r['task']}, {r['difficulty']:.2f})"] for r in auto["rows"]]
     e = auto["embedding"]
     rows.append(["embedding alone (4k)", "", f"{e['p50_us']:.0f}", f"{e['p99_us']:.0f}", f"{e['cpu_p50_us']:.0f}",
                  f"{e['cpu_p99_us']:.0f}", ""])
-    return [*head, *_table(["prompt", "tokens", "p50", "p99", "CPU p50", "CPU p99", "chosen (task, difficulty)"],
-                           rows), "", f"The first decision loads the embedder and the centroids: {auto['first_ms']:g} "
-            "ms.", ""]
+    return _table(["prompt", "tokens", "p50", "p99", "CPU p50", "CPU p99", "chosen (task, difficulty)"], rows)
 
 
 def render(res: dict[str, Any], prev: dict[str, Any] | None = None, chart: Path | None = None,

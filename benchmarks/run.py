@@ -170,13 +170,44 @@ def run(plan: Plan, command: str, profile: float, ref: str | None = None, with_p
     return out
 
 
+MMLU = REPO.parent / "shared" / "data" / "routellm-mmlu"  # RouteLLM's MMLU outcomes, where the machine has them
+MMLU_STRONG, MMLU_WEAK = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
+
+
 def auto_decision(src: Path | None) -> dict[str, Any]:
-    """The auto strategy's decision cost (``benchmarks/auto_micro.py``), in its own process on the gateway's core."""
+    """The auto strategy's decision cost (``benchmarks/auto_micro.py``), in its own process on the gateway's core;
+    and again with a learned router on the route (``learned``), trained for the run on RouteLLM's MMLU outcomes
+    when they are on the machine (about a minute)."""
     print("benchmarks: the auto strategy's decision (benchmarks/auto_micro.py)", flush=True)
-    env = {**os.environ, "PYTHONPATH": str(src or REPO / "src"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(src or REPO / "src"), "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1"}
+    result = _auto_micro(env, [])
+    if not MMLU.is_dir():
+        result["learned"] = {"error": f"no RouteLLM MMLU outcomes at {MMLU} to train a router on"}
+        return result
+    print("benchmarks: the same with a learned router (trained on routellm-mmlu)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="switchyard-router-") as tmp:
+        router = Path(tmp) / "mmlu.npz"
+        train = [sys.executable, "-m", "switchyard.cli.main", "router", "train", "--outcomes",
+                 *map(str, sorted(MMLU.glob("mmlu_*.csv"))), "--strong", MMLU_STRONG, "--weak", MMLU_WEAK,
+                 "--exclude", str(MMLU / "contaminated_prompts.jsonl"), "--out", str(router)]
+        try:
+            done = subprocess.run(train, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+        except (OSError, subprocess.SubprocessError) as e:
+            result["learned"] = {"error": f"router train: {e}"}
+            return result
+        if done.returncode != 0:
+            result["learned"] = {"error": "router train: " + (done.stderr.strip().splitlines() or ["failed"])[-1][:300]}
+            return result
+        result["learned"] = _auto_micro(env, ["--router", str(router)])
+    return result
+
+
+def _auto_micro(env: dict[str, str], extra: list[str]) -> dict[str, Any]:
     try:
         done = subprocess.run([sys.executable, "-m", "benchmarks.auto_micro", "--json", "--n", "3000", "--core",
-                               str(GATEWAY_CORE)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                               str(GATEWAY_CORE), *extra], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=600)
     except (OSError, subprocess.SubprocessError) as e:
         return {"error": str(e)}
     if done.returncode != 0:
