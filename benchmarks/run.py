@@ -182,38 +182,42 @@ def auto_decision(src: Path | None) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(src or REPO / "src"), "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1"}
     result = _auto_micro(env, [])
+    if "error" in result:
+        return result
     if not MMLU.is_dir():
         result["learned"] = {"error": f"no RouteLLM MMLU outcomes at {MMLU} to train a router on"}
         return result
     print("benchmarks: the same with a learned router (trained on routellm-mmlu)", flush=True)
     with tempfile.TemporaryDirectory(prefix="switchyard-router-") as tmp:
         router = Path(tmp) / "mmlu.npz"
-        train = [sys.executable, "-m", "switchyard.cli.main", "router", "train", "--outcomes",
+        train = ["-m", "switchyard.cli.main", "router", "train", "--outcomes",
                  *map(str, sorted(MMLU.glob("mmlu_*.csv"))), "--strong", MMLU_STRONG, "--weak", MMLU_WEAK,
                  "--exclude", str(MMLU / "contaminated_prompts.jsonl"), "--out", str(router)]
-        try:
-            done = subprocess.run(train, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
-        except (OSError, subprocess.SubprocessError) as e:
-            result["learned"] = {"error": f"router train: {e}"}
-            return result
-        if done.returncode != 0:
-            result["learned"] = {"error": "router train: " + (done.stderr.strip().splitlines() or ["failed"])[-1][:300]}
-            return result
-        result["learned"] = _auto_micro(env, ["--router", str(router)])
+        error = _python(train, env, 1200)[1]
+        result["learned"] = ({"error": f"router train: {error}"} if error
+                             else _auto_micro(env, ["--router", str(router)]))
     return result
 
 
 def _auto_micro(env: dict[str, str], extra: list[str]) -> dict[str, Any]:
-    try:
-        done = subprocess.run([sys.executable, "-m", "benchmarks.auto_micro", "--json", "--n", "3000", "--core",
-                               str(GATEWAY_CORE), *extra], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=600)
-    except (OSError, subprocess.SubprocessError) as e:
-        return {"error": str(e)}
-    if done.returncode != 0:
-        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1][:300]}
-    result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
+    out, error = _python(["-m", "benchmarks.auto_micro", "--json", "--n", "3000", "--core", str(GATEWAY_CORE),
+                          *extra], env, 600)
+    if error:
+        return {"error": error}
+    result: dict[str, Any] = orjson.loads(out.strip().splitlines()[-1])
     return result
+
+
+def _python(args: list[str], env: dict[str, str], timeout: float) -> tuple[str, str | None]:
+    """Run this Python with ``args`` in the repository: its output, and an error (its last line) if it failed."""
+    try:
+        done = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as e:
+        return "", str(e)
+    if done.returncode != 0:
+        return "", (done.stderr.strip().splitlines() or ["failed"])[-1][:300]
+    return done.stdout, None
 
 
 def profile_gateway(gateway: Target, upstream: Managed, plan: Plan, seconds: float) -> dict[str, Any]:

@@ -34,12 +34,10 @@ class Forest:
     threshold: npt.NDArray[np.float32]  # (trees, 2 ** depth - 1); +inf: the node does not split
     leaf: npt.NDArray[np.float32]  # (trees, 2 ** depth)
     base: float  # the prediction before the first tree
-    # for one row: the features as indices, the leaves raveled and each tree's first leaf in them
-    _index: npt.NDArray[np.intp] | None = field(default=None, init=False, repr=False, compare=False)
-    _leaves: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32), init=False,
-                                             repr=False, compare=False)
-    _first_leaf: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, np.intp), init=False, repr=False,
-                                              compare=False)
+    # for one row, built once: the features as indices (the platform's width gathers 3 times faster than int16),
+    # the leaves raveled and each tree's first leaf in them
+    _one: tuple[npt.NDArray[np.intp], npt.NDArray[np.float32], npt.NDArray[np.intp]] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     @property
     def depth(self) -> int:
@@ -76,11 +74,10 @@ class Forest:
         trees, inner = self.feature.shape
         if trees == 0:
             return self.base
-        if self._index is None:  # built once (the index last: another thread may test it meanwhile)
-            self._leaves = self.leaf.ravel()
-            self._first_leaf = np.arange(trees) * (inner + 1)
-            self._index = self.feature.astype(np.intp)  # the platform's width gathers 3 times faster than int16
-        go = x[self._index] > self.threshold  # (trees, inner): which way each node would send the row
+        if self._one is None:
+            self._one = (self.feature.astype(np.intp), self.leaf.ravel(), np.arange(trees) * (inner + 1))
+        index, leaves, first_leaf = self._one
+        go = x[index] > self.threshold  # (trees, inner): which way each node would send the row
         if inner > MAX_TABLE_BITS:  # a deeper forest: walk its levels
             node = np.zeros(trees, dtype=np.intp)
             at = np.arange(trees) * inner
@@ -90,7 +87,7 @@ class Forest:
             leaf = node - inner
         else:
             leaf = _leaf_of(inner)[go @ _bits(inner)]
-        return self.base + float(self._leaves[self._first_leaf + leaf].sum())
+        return self.base + float(leaves[first_leaf + leaf].sum())
 
 
 MAX_TABLE_BITS = 15  # a depth-4 tree's inner nodes: its leaf table has 2 ** 15 entries

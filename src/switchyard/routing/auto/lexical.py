@@ -256,9 +256,10 @@ class WordModels:
     bias: Floats  # (9,): a text without known terms scores the means (3), zero log-odds, the regressions' biases
     nb_logp: npt.NDArray[np.floating[Any]]  # (terms, families) log P(term | family); float16 as saved and loaded
     nb_prior: Floats  # (families,) log P(family); -1e30 for a family without training prompts
-    _pairs: dict[tuple[str, str], int] | None = field(default=None, init=False, repr=False, compare=False)
-    # the weights and the idf side by side, for one gather per request
-    _rows: npt.NDArray[np.floating[Any]] | None = field(default=None, init=False, repr=False, compare=False)
+    # for one text, built once: the pairs of words by their two words, and the weights and the idf side by side
+    # (one gather per request)
+    _one: tuple[dict[tuple[str, str], int], npt.NDArray[np.floating[Any]]] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     @property
     def compacted(self) -> bool:
@@ -297,11 +298,11 @@ class WordModels:
         assert self.vocab is not None, "a compacted model"
         if text is None:
             return self.bias, self.nb_prior
-        if self._pairs is None:  # built once (the rows first: another thread may test the pairs meanwhile)
-            self._rows = np.hstack([self.weights, self.idf[:, None]])  # one gather for both (float32 if saved)
-            self._pairs = self.pair_index(self.vocab)
+        if self._one is None:
+            self._one = (self.pair_index(self.vocab), np.hstack([self.weights, self.idf[:, None]]))
+        pairs, table = self._one
         words = _words(text)  # its terms' columns, as terms() would find them, without joining each pair
-        ids = [i for i in itertools.chain(map(self.vocab.get, words), map(self._pairs.get, itertools.pairwise(words)))
+        ids = [i for i in itertools.chain(map(self.vocab.get, words), map(pairs.get, itertools.pairwise(words)))
                if i is not None]
         if not ids:
             return self.bias, self.nb_prior
@@ -309,8 +310,7 @@ class WordModels:
         m, total = len(found), len(ids)
         cols = np.fromiter(found.keys(), dtype=np.intp, count=m)
         counts = np.fromiter(found.values(), dtype=np.float64, count=m)
-        assert self._rows is not None
-        rows = self._rows[cols].astype(np.float64)
+        rows = table[cols].astype(np.float64)
         idf = rows[:, 9]
         term = np.concatenate([idf @ rows[:, :3] / idf.sum(), counts @ rows[:, 3:7] / math.sqrt(total),
                                rows[:, 7:9].sum(axis=0) / math.sqrt(m) + self.bias[7:]])
