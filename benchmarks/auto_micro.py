@@ -41,12 +41,16 @@ FILLER = {
     "math": "Let f(x) = x^3 - 3x + 1. We consider the integral of f over [0, 2] and the roots of f. ",
     "summarization": "The committee met on Tuesday to discuss the budget, the hiring plan and the roadmap. ",
     "chat": "I was thinking about what to cook tonight and wondered whether pasta or rice would be better. ",
+    "choice": "The survey of 1820 records the mills, the canal and the three bridges that the town then had. ",
 }
 ASK = {
     "code": "Refactor the code above to stream the rows and add tests for the edge cases.",
     "math": "Prove that f has exactly three real roots and evaluate the integral step by step.",
     "summarization": "Summarize the meeting notes above in five bullet points.",
     "chat": "What do you think?",
+    # a multiple-choice question: the learned router reads its options (how alike they are)
+    "choice": "Which of these did the survey record?\nA. two mills\nB. the canal\nC. four bridges\nD. a railway\n"
+              "Answer:",
 }
 
 

@@ -87,6 +87,10 @@ def test_train_score_calibrate_save_load(files: list[str], tmp_path: Path) -> No
     unseen = [f"{w} question {i}: which of these {w} is right?" for i, w in enumerate(("enzyme", "Lebesgue",
                                                                                          "tariff", "syllogism"))]
     unseen += ["", "zzzz qqqq", o.prompts[0][::-1], "x" * 3000, "İstanbul K … ünïcode 😀 " * 40]
+    # answer options (their similarities are features): lettered lines, the batch's one embedding call against the
+    # request's one call per option
+    unseen += ["Which enzyme cuts DNA?\nA. ligase\nB. helicase\nC. nuclease\nD. polymerase\nAnswer:",
+               "Pick one:\n(A) the same answer\n(B) the same answer\n", "Q?\nA) \nB) 4\nC) 5"]
     vecs = np.vstack([default_embedder().embed([p]) for p in unseen] + [np.full((1, 256), np.nan)])
     texts: list[str | None] = [*unseen, "nan"]
     for tx in (texts, [None] * len(texts)):
@@ -125,9 +129,9 @@ def test_train_score_calibrate_save_load(files: list[str], tmp_path: Path) -> No
     np.savez(old, **arrays)
     with pytest.raises(RouterFormatError, match="version 1"):
         LearnedRouter.load(old)
-    arrays["header"] = np.frombuffer(orjson.dumps({**header, "version": 3}), dtype=np.uint8)
-    np.savez(old, **arrays)  # the format before the trees: refused by name too
-    with pytest.raises(RouterFormatError, match="version 3; this gateway reads version 4"):
+    arrays["header"] = np.frombuffer(orjson.dumps({**header, "version": 4}), dtype=np.uint8)
+    np.savez(old, **arrays)  # the format before the answer options: refused by name too
+    with pytest.raises(RouterFormatError, match="version 4; this gateway reads version 5"):
         LearnedRouter.load(old)
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a router")

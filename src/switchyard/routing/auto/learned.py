@@ -2,9 +2,9 @@
 
 Two logistic regressions (the **heads**) over the same features predict P(the strong model succeeds) and P(the
 weak model succeeds); their difference is an estimate of the expected **gain** of calling the strong model. A small
-gradient-boosted regression forest (:mod:`.gbdt`) over the dense features, the heads' outputs (out of fold) and
-the prompt's shape gives a second estimate; the score blends the two (``BLEND``), and ranking for the routing
-metrics needs only it (:meth:`LearnedRouter.blend`). The features of a prompt:
+gradient-boosted regression forest (:mod:`.gbdt`) over the dense features, the heads' outputs (out of fold), the
+prompt's shape and its options gives a second estimate; the score blends the two (``BLEND``), and ranking for the
+routing metrics needs only it (:meth:`LearnedRouter.blend`). The features of a prompt:
 
 * its **family posterior**: which family (outcome file) the prompt looks like, a softmax of ``a`` times a naive
   Bayes log-likelihood over its words (:mod:`.lexical`) plus ``c`` times a linear discriminant (shared-covariance
@@ -14,6 +14,7 @@ metrics needs only it (:meth:`LearnedRouter.blend`). The features of a prompt:
 * the mean gain, strong and weak outcome of the prompt's ``k`` = 100, 20 and 3 nearest training prompts in
   embedding (:mod:`.neighbours`: cosine on the embedding's first ``KNN_DIM`` dimensions; float16 rows);
 * its shape (:func:`.lexical.shape`: lines, digits, words, their length and how many are distinct);
+* its answer options, if it lists some (:mod:`.options`: how many, and how alike: their embeddings' cosines);
 * the prompt's log length, and its embedding itself (what carries over to families never seen in training:
   without it, held-out families scored no better than prompt length).
 
@@ -45,7 +46,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import gbdt, neighbours
+from . import gbdt, neighbours, options
 from .calibration import cost_share, file_quantiles, quantile_threshold, top_share_threshold
 from .embedder import Embedder, clip_prompt, default_embedder
 from .lexical import SHAPE_FEATURES, SHRINK, TERM_FEATURES, TermMatrix, WordModels, fit_words, shapes
@@ -58,11 +59,13 @@ Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 
 FORMAT = "switchyard-learned-router"
-VERSION = 4
+VERSION = 5
 STACK_FOLDS = 5
 LAMBDAS = (0.1, 0.3, 1.0)  # the regressions' L2 penalty, times the number of training rows
 COMBINER_FEATURES = ("post_gain", "post_strong", "post_weak", *TERM_FEATURES, *KNN_FEATURES, "log_length",
-                     "head_strong", "head_weak", "head_gain", "post_max", "post_entropy", *SHAPE_FEATURES)
+                     "head_strong", "head_weak", "head_gain", "post_max", "post_entropy", *SHAPE_FEATURES,
+                     *options.OPTION_FEATURES)
+PROMPT_FEATURES = (*SHAPE_FEATURES, *options.OPTION_FEATURES)  # the prompt's own: its shape and its options
 BLEND = 0.5  # the score's share of the trees' gain (the rest: the heads')
 LDA_SHRINK = 0.1  # of the discriminant's covariance toward its mean variance
 MIX_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -167,6 +170,18 @@ def _log_length(texts: Sequence[str | None]) -> Floats:
     return np.asarray([np.log1p(len(t)) if t is not None else np.nan for t in texts], dtype=np.float64)
 
 
+def _prompt_features(texts: Sequence[str | None], embedder: Embedder) -> Floats:
+    """The prompt's shape and its options' features (:data:`PROMPT_FEATURES`); NaN where not known."""
+    return np.hstack([shapes(texts), options.features(texts, embedder)])
+
+
+def _nanmean(col: Floats) -> Floats:
+    """Each column's mean over its known values; 0 for a column without any."""
+    known = ~np.isnan(col)
+    counts = known.sum(axis=0)
+    return np.where(counts > 0, np.where(known, col, 0.0).sum(axis=0) / np.maximum(counts, 1), 0.0)
+
+
 def _design(posterior: Floats, expected: Floats, term: Floats, knn: Floats, length: Floats, shape: Floats,
             emb: Floats) -> Floats:
     """The regressions' features (``expected``: the posterior's mean gain, strong and weak outcome)."""
@@ -218,11 +233,11 @@ class _OneRow:
     @classmethod
     def of(cls, r: LearnedRouter) -> _OneRow:
         coef = r.coef[:, :-1] / r.x_scale
-        d = len(r.x_mean) - r.models.lda_w.shape[0] - len(SHAPE_FEATURES)  # the shape's first column
+        d = len(r.x_mean) - r.models.lda_w.shape[0] - len(PROMPT_FEATURES)  # the shape's first column
         # the discriminant's log-likelihoods are shifted by their maximum in the batch path: the softmax does not
         # see a shift, so it is left out here
         return cls(coef, r.coef[:, -1] - coef @ r.x_mean, r.mix[1] * r.models.lda_w, r.mix[1] * r.models.lda_b,
-                   r.models.reference_t(), float(r.x_mean[d - 1]), r.x_mean[d:d + len(SHAPE_FEATURES)].copy())
+                   r.models.reference_t(), float(r.x_mean[d - 1]), r.x_mean[d:d + len(PROMPT_FEATURES)].copy())
 
 
 def _sigmoid1(v: float) -> float:
@@ -287,12 +302,13 @@ class LearnedRouter:
         tx = [clip_prompt(t) if t is not None else None for t in texts] if texts is not None else [None] * len(emb)
         term, nb, lda, knn = self.models.raw(self.words.matrix(tx), emb)
         post = _posterior(nb, lda, self.mix)
-        expected, length, shape = post @ self.models.family_y, _log_length(tx), shapes(tx)
+        expected, length = post @ self.models.family_y, _log_length(tx)
+        shape = _prompt_features(tx, self._embedder())
         x = _design(post, expected, term, knn, length, shape, emb)
         x = np.where(np.isnan(x), self.x_mean, x)
         heads = _sigmoid((x - self.x_mean) / self.x_scale @ self.coef[:, :-1].T + self.coef[:, -1])
         d = x.shape[1] - emb.shape[1]  # the columns before the embedding: length and shape, NaN-filled
-        length, shape = x[:, d - 1 - len(SHAPE_FEATURES)], x[:, d - len(SHAPE_FEATURES):d]
+        length, shape = x[:, d - 1 - len(PROMPT_FEATURES)], x[:, d - len(PROMPT_FEATURES):d]
         trees = self.forest.predict(_combiner_input(post, expected, term, knn, length, heads, shape))
         return heads, BLEND * trees + (1 - BLEND) * (heads[:, 0] - heads[:, 1])
 
@@ -314,7 +330,9 @@ class LearnedRouter:
         knn = neighbours.knn_one(emb, one.reference_t, self.models.reference_y)
         shape1: Sequence[float] | Floats
         if tx is not None:
-            length, shape1 = math.log1p(len(tx)), text_shape(tx)
+            opts = options.features_one(tx, self._embedder())
+            length = math.log1p(len(tx))
+            shape1 = [*text_shape(tx), *(opts if opts[0] else (0.0, *one.mean_shape[-3:]))]
         else:
             length, shape1 = one.mean_length, one.mean_shape
         x = np.concatenate([post, expected, term, knn, (length,), shape1, emb])
@@ -496,9 +514,9 @@ def train(outcomes: Outcomes, embeddings: npt.ArrayLike | None = None, *, texts:
     mix = _fit_mix(nb, lda, fam)
     post = _posterior(nb, lda, mix)
     expected = np.einsum("nf,nfk->nk", post, family_y)
-    length, shape = _log_length(texts), shapes(texts)
-    for col in (length[:, None], shape):  # a missing text takes the mean (or 0 without any text)
-        col[:] = np.where(np.isnan(col), np.nan_to_num(np.nanmean(col, axis=0)) if has_text.any() else 0.0, col)
+    length, shape = _log_length(texts), _prompt_features(texts, embedder or default_embedder())
+    for col in (length[:, None], shape):  # a missing value takes the mean (or 0 where every value is missing)
+        col[:] = np.where(np.isnan(col), _nanmean(col), col)
     x = _design(post, expected, term, knn, length, shape, emb)
     x_mean, x_scale = x.mean(axis=0), x.std(axis=0)
     x_scale[x_scale < 1e-9] = 1.0
