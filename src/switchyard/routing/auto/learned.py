@@ -332,7 +332,7 @@ class LearnedRouter:
         if tx is not None:
             opts = options.features_one(tx, self._embedder())
             length = math.log1p(len(tx))
-            shape1 = [*text_shape(tx), *(opts if opts[0] else (0.0, *one.mean_shape[-3:]))]
+            shape1 = [*text_shape(tx), *(opts if opts[0] else (0.0, *one.mean_shape[len(SHAPE_FEATURES) + 1:]))]
         else:
             length, shape1 = one.mean_length, one.mean_shape
         x = np.concatenate([post, expected, term, knn, (length,), shape1, emb])
