@@ -87,8 +87,7 @@ def test_train_score_calibrate_save_load(files: list[str], tmp_path: Path) -> No
     unseen = [f"{w} question {i}: which of these {w} is right?" for i, w in enumerate(("enzyme", "Lebesgue",
                                                                                          "tariff", "syllogism"))]
     unseen += ["", "zzzz qqqq", o.prompts[0][::-1], "x" * 3000, "İstanbul K … ünïcode 😀 " * 40]
-    # answer options (their similarities are features): lettered lines, the batch's one embedding call against the
-    # request's one call per option
+    # answer options (their similarities are features): lettered lines, an empty option among them
     unseen += ["Which enzyme cuts DNA?\nA. ligase\nB. helicase\nC. nuclease\nD. polymerase\nAnswer:",
                "Pick one:\n(A) the same answer\n(B) the same answer\n", "Q?\nA) \nB) 4\nC) 5"]
     vecs = np.vstack([default_embedder().embed([p]) for p in unseen] + [np.full((1, 256), np.nan)])

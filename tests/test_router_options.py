@@ -3,6 +3,8 @@ which lines are options, and their similarities, the same for a batch of prompts
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,7 @@ def test_the_options_cosines_are_those_of_their_embeddings() -> None:
             assert np.allclose(batch[i], similarities((v @ v.T).tolist()), rtol=0, atol=1e-5), t
     # numbers alike are closer than a fruit, a car part and a theorem
     assert batch[0, 1] > batch[5, 1]
+    # an embedder whose tokenizer the word cache cannot mirror takes its ids from the library: the same features
+    library = copy.copy(emb)
+    library._words = None  # type: ignore[attr-defined]
+    assert np.allclose(features(texts, library), batch, rtol=0, atol=1e-6, equal_nan=True)

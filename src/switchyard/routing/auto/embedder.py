@@ -79,8 +79,7 @@ class WordLlamaEmbedder:
         its batch machinery: the token ids word by word from a cache (:mod:`.wordcache`), no padding mask to
         multiply. A text without tokens (an empty one) has the zero vector: it is like nothing."""
         table = self._model.embedding
-        ids = np.asarray(self._words.ids(text) if self._words is not None
-                         else self._model.tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.intp)
+        ids = np.asarray(self._ids(text), dtype=np.intp)
         if not len(ids):
             return np.zeros((1, DIM), dtype=np.float32)
         np.minimum(ids, len(table) - 1, out=ids)  # as the library clamps them
@@ -88,6 +87,11 @@ class WordLlamaEmbedder:
         vec /= np.linalg.norm(vec, axis=1, keepdims=True)  # as the library does it (not a dot product)
         return np.asarray(vec, dtype=np.float32)
 
+    def _ids(self, text: str) -> list[int]:
+        """The text's token ids: word by word from the cache, or the library's (a tokenizer it cannot mirror)."""
+        if self._words is not None:
+            return self._words.ids(text)
+        return list(self._model.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def token_gram(self, texts: Sequence[str]) -> list[list[float]]:
         """The dot products of a few short texts' (a prompt's answer options') sums of token rows, unnormalised
@@ -95,14 +99,11 @@ class WordLlamaEmbedder:
         gather for all of them and the tokens' own products summed by blocks: a tenth of an :meth:`embed` call per
         text, and the same numbers on every path."""
         table = self._model.embedding
-        if self._words is None:  # a tokenizer the cache cannot mirror
-            v = np.asarray(self.embed(texts), dtype=np.float64)
-            return [[float(x) for x in row] for row in v @ v.T]
         flat: list[int] = []
         starts: list[int] = []
         full: list[int] = []
         for i, t in enumerate(texts):
-            ids = self._words.ids(t)
+            ids = self._ids(t)
             if ids:
                 full.append(i)
                 starts.append(len(flat))

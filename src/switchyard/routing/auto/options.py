@@ -23,7 +23,6 @@ from .embedder import Embedder
 Floats = npt.NDArray[np.float64]
 
 OPTION_FEATURES = ("options", "option_sim_mean", "option_sim_max", "option_sim_min")
-MAX_OPTIONS = 10  # labels A to J
 _LINE = re.compile(r"^[ \t]*\(?([A-J])[.)][ \t]*(.*)$", re.MULTILINE)
 _NONE = (0.0, float("nan"), float("nan"), float("nan"))
 
@@ -58,6 +57,7 @@ def similarities(gram: Sequence[Sequence[float]]) -> tuple[float, float, float, 
     cos = [gram[i][j] / (norm[i] * norm[j]) if norm[i] > 0 and norm[j] > 0 else 0.0
            for i in range(k) for j in range(i + 1, k)]
     return float(k), sum(cos) / len(cos), max(cos), min(cos)
+
 
 def features(texts: Sequence[str | None], embedder: Embedder) -> Floats:
     """(texts, len(OPTION_FEATURES)) for many prompts, each as :func:`features_one` computes it; a missing text
